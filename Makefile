@@ -1,0 +1,71 @@
+# One entry point for building, running and testing the gateway. Targets that need the
+# virtualenv create it first, so `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar on -q --upgrade pip
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	$(PY) tools/dev_paths.py
+	@touch $@
+
+venv: $(STAMP)  ## create the virtualenv and install everything
+
+gen: $(STAMP)  ## generate Python code and Envoy's descriptor set from protos/
+	$(PY) tools/gen_protos.py
+
+run: gen  ## start the whole stack in the foreground (Ctrl-C stops it)
+	$(PY) -m devstack run
+
+up: gen  ## start the whole stack in the background
+	$(PY) -m devstack up
+
+down:  ## stop a stack started with `make up`
+	$(PY) -m devstack down
+
+status:  ## show what the background stack is running
+	$(PY) -m devstack status
+
+test: gen  ## unit tests, then end-to-end tests against a stack the harness starts itself
+	$(PY) -m pytest -q
+
+test-unit: gen
+	$(PY) -m pytest -q tests/unit
+
+test-e2e: gen
+	$(PY) -m pytest -q tests/e2e
+
+lint: gen  ## ruff, mypy, buf lint/format/breaking
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs services tools tests
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf format --diff --exit-code
+	@if git rev-parse -q --verify main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  $(VENV)/bin/buf breaking --against '.git#branch=main'; else echo "buf breaking: no main baseline yet"; fi
+
+fmt: $(STAMP)  ## format code and protos
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/buf format -w
+
+db-migrate: gen  ## apply every service's pending SQL migrations (DB_* variables)
+	$(PY) -m gateway_core.db migrate
+
+db-seed: gen  ## load demo data: a merchant and its pricing (idempotent)
+	$(PY) -m orchestrator.seed
+
+token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin
+	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)"
+
+clean:  ## remove generated code and local stack state
+	rm -rf gen .stack
