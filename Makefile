@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token bench clean
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar on -q --upgrade pip
 	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	@# xds-protos ships stale copies of opentelemetry/proto over opentelemetry-proto's files,
+	@# which breaks the OTLP exporter; put the real ones back.
+	$(PY) -m pip install -q --force-reinstall --no-deps opentelemetry-proto==1.45.2
 	$(PY) tools/dev_paths.py
 	@touch $@
 

@@ -1,0 +1,1 @@
+"""The orchestrator: payments, their state machine, providers, and the event outbox."""

@@ -1,0 +1,1 @@
+"""Payment domain logic: plain Python, no I/O, tested without servers."""

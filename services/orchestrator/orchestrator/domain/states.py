@@ -1,0 +1,87 @@
+"""The payment state machine: the one table of legal status changes.
+
+migrations/0001_init.sql loads the same pairs into `payment_transitions`, where a trigger
+enforces them; tests/unit/test_payment_states.py keeps both copies equal.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from gateway_core.errors import FailedPrecondition
+
+
+class Status(StrEnum):
+    CREATED = "CREATED"
+    PENDING = "PENDING"
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    AUTHORIZED = "AUTHORIZED"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+
+
+S = Status
+TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (S.CREATED, S.PENDING),
+        (S.CREATED, S.REQUIRES_ACTION),
+        (S.CREATED, S.AUTHORIZED),
+        (S.CREATED, S.SUCCESS),
+        (S.CREATED, S.FAILED),
+        (S.CREATED, S.CANCELLED),
+        (S.PENDING, S.REQUIRES_ACTION),
+        (S.PENDING, S.AUTHORIZED),
+        (S.PENDING, S.SUCCESS),
+        (S.PENDING, S.FAILED),
+        (S.PENDING, S.EXPIRED),
+        (S.PENDING, S.CANCELLED),
+        (S.REQUIRES_ACTION, S.PENDING),
+        (S.REQUIRES_ACTION, S.AUTHORIZED),
+        (S.REQUIRES_ACTION, S.SUCCESS),
+        (S.REQUIRES_ACTION, S.FAILED),
+        (S.REQUIRES_ACTION, S.EXPIRED),
+        (S.REQUIRES_ACTION, S.CANCELLED),
+        (S.AUTHORIZED, S.SUCCESS),
+        (S.AUTHORIZED, S.FAILED),
+        (S.AUTHORIZED, S.CANCELLED),
+        (S.AUTHORIZED, S.EXPIRED),
+        (S.SUCCESS, S.PARTIALLY_REFUNDED),
+        (S.SUCCESS, S.REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.REFUNDED),
+    }
+)
+
+TERMINAL: frozenset[Status] = frozenset({S.FAILED, S.EXPIRED, S.CANCELLED, S.REFUNDED})
+
+# The event type announced when a payment enters each status.
+EVENT_FOR_STATUS: dict[Status, str] = {
+    S.CREATED: "payment.created",
+    S.PENDING: "payment.pending",
+    S.REQUIRES_ACTION: "payment.requires_action",
+    S.AUTHORIZED: "payment.authorized",
+    S.SUCCESS: "payment.success",
+    S.FAILED: "payment.failed",
+    S.EXPIRED: "payment.expired",
+    S.CANCELLED: "payment.cancelled",
+    S.PARTIALLY_REFUNDED: "payment.partially_refunded",
+    S.REFUNDED: "payment.refunded",
+}
+
+
+def can_transition(current: Status, target: Status) -> bool:
+    return (current, target) in TRANSITIONS
+
+
+def ensure_transition(current: Status, target: Status) -> None:
+    """Raise a clear client error for an illegal move instead of overwriting the status."""
+    if not can_transition(current, target):
+        raise FailedPrecondition(
+            f"a payment in status {current} cannot move to {target}",
+            reason="ILLEGAL_TRANSITION",
+            metadata={"from_status": current, "to_status": target},
+        )

@@ -1,0 +1,91 @@
+"""Validation of merchant input: every rule names its field, and all violations come back at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+from gateway_core.errors import FieldViolation, InvalidArgument
+from paygate.payments.v1 import payments_pb2
+
+from orchestrator.domain.upi import is_valid_vpa
+
+SUPPORTED_CURRENCIES = frozenset({"INR"})
+UPI_FLOWS = frozenset({"", "INTENT", "COLLECT"})
+MAX_DESCRIPTION = 255
+MAX_USER_ID = 255
+MAX_URL = 2048
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY = 40
+MAX_METADATA_VALUE = 500
+
+# Records one violation: (field, rule it breaks).
+Reporter = Callable[[str, str], None]
+
+
+def validate_create_payment(
+    request: payments_pb2.CreatePaymentRequest, *, max_amount_paisa: int
+) -> None:
+    """Raise InvalidArgument listing every field that breaks a rule; return if all is well."""
+    problems: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        problems.append(FieldViolation(field, description))
+
+    if request.amount_paisa <= 0:
+        bad("amount_paisa", "must be a positive whole number of paisa")
+    elif request.amount_paisa > max_amount_paisa:
+        bad("amount_paisa", f"must not exceed {max_amount_paisa} paisa")
+
+    if not request.currency:
+        bad("currency", "is required (ISO 4217 code, e.g. INR)")
+    elif request.currency not in SUPPORTED_CURRENCIES:
+        bad("currency", f"must be INR; {request.currency!r} is not supported")
+
+    method = request.payment_method
+    if method == payments_pb2.PAYMENT_METHOD_UNSPECIFIED:
+        bad("payment_method", "is required: one of UPI, CARD, WALLET, NET_BANKING")
+    elif method == payments_pb2.UPI:
+        _validate_upi(request.payment_details, bad)
+
+    if len(request.user_id) > MAX_USER_ID:
+        bad("user_id", f"must be at most {MAX_USER_ID} characters")
+    if len(request.description) > MAX_DESCRIPTION:
+        bad("description", f"must be at most {MAX_DESCRIPTION} characters")
+    if request.callback_url and not _is_http_url(request.callback_url):
+        bad("callback_url", "must be an absolute http(s) URL of at most 2048 characters")
+    _validate_metadata(request.metadata, bad)
+
+    if problems:
+        raise InvalidArgument(
+            "the payment request is invalid: "
+            + "; ".join(f"{p.field} {p.description}" for p in problems),
+            field_violations=problems,
+        )
+
+
+def _validate_upi(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    if not details.vpa:
+        bad("payment_details.vpa", "is required for UPI payments")
+    elif not is_valid_vpa(details.vpa):
+        bad("payment_details.vpa", "must look like name@handle (e.g. user@okbank)")
+    if details.upi_flow not in UPI_FLOWS:
+        bad("payment_details.upi_flow", "must be INTENT or COLLECT")
+
+
+def _validate_metadata(metadata: Mapping[str, str], bad: Reporter) -> None:
+    items = dict(metadata)
+    if len(items) > MAX_METADATA_KEYS:
+        bad("metadata", f"must have at most {MAX_METADATA_KEYS} keys")
+    for key, value in items.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            bad(f"metadata.{key}", f"keys must be 1-{MAX_METADATA_KEY} characters")
+        if len(value) > MAX_METADATA_VALUE:
+            bad(f"metadata.{key}", f"values must be at most {MAX_METADATA_VALUE} characters")
+
+
+def _is_http_url(url: str) -> bool:
+    if len(url) > MAX_URL:
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)

@@ -1,0 +1,1 @@
+"""Clients for the payment providers (today: the sandbox, reached over the network)."""

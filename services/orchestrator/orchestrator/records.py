@@ -1,0 +1,142 @@
+"""Storage-side records of merchants and payments, and their mapping to the wire messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from paygate.merchants.v1 import merchants_pb2
+from paygate.payments.v1 import payments_pb2
+
+from orchestrator.domain.states import Status
+from orchestrator.domain.upi import qr_png_data_url
+
+
+@dataclass(frozen=True)
+class MerchantRecord:
+    merchant_id: str
+    name: str
+    email: str
+    vpa: str
+    category: str
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MerchantRecord:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+
+    def to_proto(self) -> merchants_pb2.Merchant:
+        return merchants_pb2.Merchant(
+            merchant_id=self.merchant_id,
+            name=self.name,
+            email=self.email,
+            vpa=self.vpa,
+            category=self.category,
+            status=merchants_pb2.Merchant.Status.Value(self.status),
+            created_at=_ts(self.created_at),
+        )
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    from_status: str | None
+    to_status: str
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    payment_id: str
+    merchant_id: str
+    user_id: str
+    amount_paisa: int
+    currency: str
+    payment_method: str
+    status: Status
+    fees_paisa: int
+    tax_paisa: int
+    description: str
+    callback_url: str
+    metadata: dict[str, str]
+    payment_details: dict[str, str]
+    payment_url: str
+    capture_method: str
+    provider: str
+    external_txn_id: str
+    gateway_response: dict[str, str]
+    failure_reason: str
+    version: int
+    expires_at: datetime | None
+    processed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    history: tuple[TransitionRecord, ...] = field(default=())
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], history: tuple[TransitionRecord, ...] = ()
+    ) -> PaymentRecord:
+        values = {f: row[f] for f in cls.__dataclass_fields__ if f != "history"}
+        values["status"] = Status(values["status"])
+        values["currency"] = values["currency"].strip()
+        for name in ("metadata", "payment_details", "gateway_response"):
+            if isinstance(values[name], str):  # jsonb without a registered codec
+                values[name] = json.loads(values[name])
+        return cls(**values, history=history)
+
+    def to_proto(self, *, with_qr: bool = True) -> payments_pb2.Payment:
+        """The wire form. The QR code is derived from the link, not stored; events skip it."""
+        payment = payments_pb2.Payment(
+            payment_id=self.payment_id,
+            merchant_id=self.merchant_id,
+            user_id=self.user_id,
+            amount_paisa=self.amount_paisa,
+            currency=self.currency,
+            payment_method=payments_pb2.PaymentMethod.Value(self.payment_method),
+            status=payments_pb2.Payment.Status.Value(self.status.value),
+            fees_paisa=self.fees_paisa,
+            tax_paisa=self.tax_paisa,
+            description=self.description,
+            callback_url=self.callback_url,
+            metadata=self.metadata,
+            payment_url=self.payment_url,
+            capture_method=payments_pb2.Payment.CaptureMethod.Value(self.capture_method),
+            provider=self.provider,
+            external_txn_id=self.external_txn_id,
+            gateway_response=self.gateway_response,
+            failure_reason=self.failure_reason,
+            created_at=_ts(self.created_at),
+            updated_at=_ts(self.updated_at),
+        )
+        json_format.ParseDict(self.payment_details, payment.payment_details)
+        if self.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
+            payment.captured_amount_paisa = self.amount_paisa
+        if self.expires_at is not None:
+            payment.expires_at.CopyFrom(_ts(self.expires_at))
+        if self.processed_at is not None:
+            payment.processed_at.CopyFrom(_ts(self.processed_at))
+        if with_qr and self.payment_url and self.status == Status.PENDING:
+            payment.qr_code = qr_png_data_url(self.payment_url)
+        for step in self.history:
+            payment.status_history.add(
+                from_status=payments_pb2.Payment.Status.Value(step.from_status)
+                if step.from_status
+                else payments_pb2.Payment.STATUS_UNSPECIFIED,
+                to_status=payments_pb2.Payment.Status.Value(step.to_status),
+                reason=step.reason,
+                at=_ts(step.created_at),
+            )
+        return payment
+
+
+def _ts(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

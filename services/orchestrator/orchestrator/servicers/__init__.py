@@ -1,0 +1,1 @@
+"""gRPC servicers: translate wire messages to domain calls; no business rules live here."""

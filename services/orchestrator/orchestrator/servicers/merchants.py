@@ -1,0 +1,100 @@
+"""paygate.merchants.v1.MerchantService (admin only; Envoy enforces the role, and so do we)."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import grpc
+from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
+
+from gateway_core.auth import require_admin
+from gateway_core.config import Settings
+from gateway_core.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid_field,
+)
+from gateway_core.ids import new_id
+from orchestrator.domain.upi import is_valid_vpa
+from orchestrator.repository import Repository
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_MCC = re.compile(r"\d{4}")
+MAX_NAME = 200
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
+    def __init__(self, repo: Repository, settings: Settings) -> None:
+        self._repo = repo
+        self._vpa_domain = settings.merchant_vpa_domain
+
+    async def CreateMerchant(
+        self, request: merchants_pb2.CreateMerchantRequest, context: grpc.aio.ServicerContext
+    ) -> merchants_pb2.Merchant:
+        require_admin(context)
+        _validate(request)
+        merchant_id = new_id("MER")
+        vpa = request.vpa or self._assign_vpa(request.name, merchant_id)
+        try:
+            record = await self._repo.create_merchant(
+                merchant_id=merchant_id,
+                name=request.name.strip(),
+                email=request.email,
+                vpa=vpa,
+                category=request.category,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists(f"VPA {vpa} belongs to another merchant", reason="VPA_TAKEN") from exc
+        return record.to_proto()
+
+    async def GetMerchant(
+        self, request: merchants_pb2.GetMerchantRequest, context: grpc.aio.ServicerContext
+    ) -> merchants_pb2.Merchant:
+        require_admin(context)
+        record = await self._repo.get_merchant(request.merchant_id)
+        if record is None:
+            raise NotFound(f"merchant {request.merchant_id} not found", reason="MERCHANT_NOT_FOUND")
+        return record.to_proto()
+
+    async def ListMerchants(
+        self, request: merchants_pb2.ListMerchantsRequest, context: grpc.aio.ServicerContext
+    ) -> merchants_pb2.ListMerchantsResponse:
+        require_admin(context)
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            raise invalid_field("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        records = await self._repo.list_merchants(limit=limit + 1, after_id=request.page_token)
+        page = records[:limit]
+        return merchants_pb2.ListMerchantsResponse(
+            merchants=[r.to_proto() for r in page],
+            next_page_token=page[-1].merchant_id if len(records) > limit else "",
+        )
+
+    def _assign_vpa(self, name: str, merchant_id: str) -> str:
+        handle = re.sub(r"[^a-z0-9]+", "", name.lower())[:20] or "merchant"
+        return f"{handle}.{merchant_id[-6:].lower()}@{self._vpa_domain}"
+
+
+def _validate(request: merchants_pb2.CreateMerchantRequest) -> None:
+    problems: list[FieldViolation] = []
+    name = request.name.strip()
+    if not name:
+        problems.append(FieldViolation("name", "is required"))
+    elif len(name) > MAX_NAME:
+        problems.append(FieldViolation("name", f"must be at most {MAX_NAME} characters"))
+    if request.email and not _EMAIL.fullmatch(request.email):
+        problems.append(FieldViolation("email", "must be an email address"))
+    if request.vpa and not is_valid_vpa(request.vpa):
+        problems.append(FieldViolation("vpa", "must look like name@handle"))
+    if request.category and not _MCC.fullmatch(request.category):
+        problems.append(FieldViolation("category", "must be a 4-digit merchant category code"))
+    if problems:
+        raise InvalidArgument(
+            "the merchant is invalid: " + "; ".join(f"{p.field} {p.description}" for p in problems),
+            field_violations=problems,
+        )

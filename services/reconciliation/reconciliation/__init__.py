@@ -1,0 +1,1 @@
+"""The reconciliation service: settlement files, discrepancies, disputes and analytics."""

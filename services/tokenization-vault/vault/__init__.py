@@ -1,0 +1,1 @@
+"""The card vault: the only place card numbers and CVVs are kept, encrypted."""

@@ -1,0 +1,1 @@
+"""The webhook service: merchants' endpoints and signed, retried event deliveries."""
