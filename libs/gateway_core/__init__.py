@@ -1,0 +1,1 @@
+"""What every gateway service shares: config, bootstrap, logging, errors, storage, events."""

@@ -1,0 +1,171 @@
+"""Configuration from the environment, with the seed's variable names.
+
+Real environment variables win over a `.env` file in the working directory, which wins over the
+defaults below. The defaults are the local stack's (loopback, non-standard ports, sandbox keys),
+so a fresh checkout runs without any configuration and production overrides every one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a valid configuration; says which variables are wrong."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    # Server: where this process serves gRPC (each process gets its own port from its launcher).
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=50061, ge=0, le=65535)
+    server_read_timeout: str = "30s"
+    server_write_timeout: str = "30s"
+
+    # Database
+    db_host: str = "127.0.0.1"
+    db_port: int = Field(default=15432, ge=1, le=65535)
+    db_username: str = "postgres"
+    # Plain strings for drivers that take them as is; repr=False keeps them out of reprs.
+    db_password: str = Field(default="postgres", repr=False)
+    db_database: str = "payments"
+    db_ssl_mode: SslMode = "disable"
+    db_max_open_conns: int = Field(default=25, ge=1)
+    db_max_idle_conns: int = Field(default=5, ge=0)
+
+    # Redis
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(default=16379, ge=1, le=65535)
+    redis_password: str = Field(default="", repr=False)
+    redis_db: int = Field(default=0, ge=0)
+
+    # Kafka
+    kafka_brokers: str = "127.0.0.1:19092"
+    kafka_group_id: str = "payments-service"
+    kafka_topic_payments: str = "payments.events"
+    kafka_topic_webhooks: str = "webhooks.delivery"
+
+    # Security
+    jwt_secret: SecretStr = SecretStr("local-dev-jwt-secret-change-me-0123456789")
+    jwt_issuer: str = "payment-gateway"
+    jwt_audience: str = "payments-api"
+    encryption_key: SecretStr = SecretStr("local-dev-encryption-key-32bytes")
+    pci_compliance_mode: bool = True
+
+    # Payment providers (the sandbox serves all of them locally)
+    upi_core_endpoint: str = "127.0.0.1:50066"
+    card_gateway_api_key: SecretStr = SecretStr("sandbox-card-key")
+    wallet_api_endpoints: dict[str, str] = Field(
+        default_factory=lambda: {
+            "paytm": "127.0.0.1:50066",
+            "phonepe": "127.0.0.1:50066",
+            "googlepay": "127.0.0.1:50066",
+            "amazonpay": "127.0.0.1:50066",
+        }
+    )
+
+    # Fraud detection
+    fraud_ml_api_url: str = ""
+    fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"
+    max_fraud_score: int = Field(default=100, ge=1)
+    block_threshold: int = Field(default=80, ge=0)
+
+    # Monitoring
+    enable_metrics: bool = True
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    jaeger_endpoint: str = ""
+    log_level: LogLevel = "INFO"
+
+    # Services: how clients reach each other (host:port; a leading http:// is ignored)
+    orchestrator_addr: str = "127.0.0.1:50061"
+    fraud_addr: str = "127.0.0.1:50062"
+    vault_addr: str = "127.0.0.1:50063"
+    webhook_addr: str = "127.0.0.1:50064"
+    reconciliation_addr: str = "127.0.0.1:50065"
+    ratelimit_addr: str = "127.0.0.1:50067"
+
+    # Gateway (Envoy)
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    envoy_admin_port: int = Field(default=19901, ge=1, le=65535)
+
+    # Payments
+    payment_expiry_seconds: int = Field(default=900, ge=1)
+    max_payment_amount_paisa: int = Field(default=100_000_000, ge=1)
+    merchant_vpa_domain: str = "paygate"
+    shutdown_grace_seconds: float = Field(default=10, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _brokers_not_empty(cls, value: str) -> str:
+        if not [b for b in value.split(",") if b.strip()]:
+            raise ValueError("needs at least one host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_within_score(self) -> Settings:
+        if self.block_threshold > self.max_fraud_score:
+            raise ValueError(
+                f"BLOCK_THRESHOLD ({self.block_threshold}) exceeds MAX_FRAUD_SCORE "
+                f"({self.max_fraud_score})"
+            )
+        return self
+
+    @property
+    def dsn(self) -> str:
+        """PostgreSQL URL for tools that want one (psql, asyncpg.connect(dsn))."""
+        user = quote(self.db_username, safe="")
+        password = quote(self.db_password, safe="")
+        database = quote(self.db_database, safe="")
+        query = f"sslmode={self.db_ssl_mode}"
+        if self.db_host.startswith("/"):
+            # A Unix socket directory cannot be written in the authority part of a URL.
+            return f"postgresql://{user}:{password}@/{database}?host={quote(self.db_host)}&{query}"
+        return f"postgresql://{user}:{password}@{self.db_host}:{self.db_port}/{database}?{query}"
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        return [b.strip() for b in self.kafka_brokers.split(",") if b.strip()]
+
+
+def load_settings() -> Settings:
+    """Read the settings now; a bad value raises ConfigError naming the environment variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:
+        # Raised for unparsable JSON values before validation; only its text names the field.
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found.group(1).upper() if found else "settings"
+        raise ConfigError(f"invalid configuration: {field}: not valid JSON") from None
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests call `get_settings.cache_clear()`)."""
+    return load_settings()

@@ -1,0 +1,205 @@
+"""PostgreSQL access: one asyncpg pool per service, confined to the service's own schema, and
+forward-only SQL migrations (`services/<name>/migrations/NNNN_name.sql`).
+
+`python -m gateway_core.db migrate` applies every service's pending migrations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from gateway_core.config import Settings
+from gateway_core.services import SERVICES, ServiceInfo
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class MigrationError(RuntimeError):
+    """The database and the migrations directory disagree; the service must not start."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str  # file name without ".sql", e.g. "0001_init"
+    path: Path
+    checksum: str  # sha256 of the file's bytes
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+async def create_pool(
+    settings: Settings, schema: str, application_name: str | None = None
+) -> asyncpg.Pool:
+    """A pool whose connections see only `schema` and convert dicts to and from json/jsonb.
+
+    jsonb parameters take Python objects (dicts, lists), not pre-serialized JSON strings.
+    """
+    _check_schema_name(schema)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        min_size=min(settings.db_max_idle_conns, settings.db_max_open_conns),
+        max_size=settings.db_max_open_conns,
+        init=_register_json_codecs,
+        server_settings={
+            "search_path": schema,
+            "application_name": application_name or f"paygate-{schema}",
+        },
+        **_connect_args(settings),
+    )
+    return pool
+
+
+async def check_pool(pool: asyncpg.Pool) -> None:
+    """A dependency check: raises unless the database answers a query."""
+    async with pool.acquire(timeout=CHECK_TIMEOUT_SECONDS) as conn:
+        await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS)
+
+
+async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list[str]:
+    """Apply the pending migrations of `schema` in order; returns the versions applied.
+
+    Each file runs in its own transaction with `search_path` set to the schema. A session
+    advisory lock serializes concurrent starters, so several replicas may call this at once.
+    Refuses (MigrationError) when an applied file changed or disappeared, or a new file sorts
+    before one already applied: history is forward-only.
+    """
+    _check_schema_name(schema)
+    migrations = discover_migrations(migrations_dir)
+    conn: asyncpg.Connection = await asyncpg.connect(
+        server_settings={"search_path": schema, "application_name": "paygate-migrate"},
+        **_connect_args(settings),
+    )
+    try:
+        # Session-level: released when this connection closes, whatever happened in between.
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema))
+        return await _apply_pending(conn, schema, migrations)
+    finally:
+        await conn.close()
+
+
+async def migrate_all(settings: Settings) -> dict[str, list[str]]:
+    """Migrate every service that has a schema and a migrations directory.
+
+    Returns the versions applied, by schema.
+    """
+    applied: dict[str, list[str]] = {}
+    for service in migratable_services():
+        assert service.schema is not None
+        applied[service.schema] = await migrate(settings, service.schema, service.migrations_dir)
+    return applied
+
+
+def migratable_services() -> list[ServiceInfo]:
+    return [s for s in SERVICES if s.schema and s.migrations_dir.is_dir()]
+
+
+def discover_migrations(migrations_dir: Path) -> list[Migration]:
+    """The directory's migrations in order; misnamed or duplicate-numbered files are errors."""
+    migrations: list[Migration] = []
+    numbers: dict[str, str] = {}
+    for path in sorted(migrations_dir.glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path}: migration files are named NNNN_lower_snake_name.sql")
+        number = match.group(1)
+        if number in numbers:
+            raise MigrationError(f"{path}: number {number} is also used by {numbers[number]}")
+        numbers[number] = path.name
+        checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+        migrations.append(Migration(version=path.stem, path=path, checksum=checksum))
+    return migrations
+
+
+async def _apply_pending(
+    conn: asyncpg.Connection, schema: str, migrations: list[Migration]
+) -> list[str]:
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    await conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            version text PRIMARY KEY,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    # Unqualified from here on: the session's search_path is the schema.
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    applied = {row["version"]: row["checksum"] for row in rows}
+    on_disk = {m.version: m for m in migrations}
+    for version, checksum in sorted(applied.items()):
+        if version not in on_disk:
+            raise MigrationError(
+                f"{schema}: migration {version} was applied but its file is gone; "
+                "migrations are forward-only, restore the file"
+            )
+        if on_disk[version].checksum != checksum:
+            raise MigrationError(
+                f"{schema}: migration {version} changed after it was applied; "
+                "write a new migration instead of editing an applied one"
+            )
+    pending = [m for m in migrations if m.version not in applied]
+    latest = max(applied, default="")
+    for migration in pending:
+        if migration.version < latest:
+            raise MigrationError(
+                f"{schema}: migration {migration.version} sorts before the applied {latest}; "
+                "renumber it after the latest"
+            )
+    for migration in pending:
+        try:
+            await _apply(conn, schema, migration)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{schema}: {migration.path} failed: {exc}") from exc
+    return [m.version for m in pending]
+
+
+async def _apply(conn: asyncpg.Connection, schema: str, migration: Migration) -> None:
+    async with conn.transaction():
+        # Per transaction: an earlier file may have changed the session's search_path.
+        await conn.execute(f"SET LOCAL search_path TO {schema}")
+        # Recorded before the file runs, so a `SET search_path` inside it cannot misdirect the
+        # row; the transaction keeps both or neither.
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+            migration.version,
+            migration.checksum,
+        )
+        await conn.execute(migration.sql)
+
+
+def _connect_args(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.db_host,
+        "port": settings.db_port,
+        "user": settings.db_username,
+        "password": settings.db_password,
+        "database": settings.db_database,
+        "ssl": settings.db_ssl_mode,
+    }
+
+
+async def _register_json_codecs(conn: asyncpg.Connection) -> None:
+    for pg_type in ("json", "jsonb"):
+        await conn.set_type_codec(
+            pg_type, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+        )
+
+
+def _check_schema_name(schema: str) -> None:
+    # The name is interpolated into DDL (identifiers cannot be bound parameters).
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema name must be lower_snake_case, got {schema!r}")
+
+
+def _lock_key(schema: str) -> str:
+    return f"paygate.migrate.{schema}"

@@ -1,0 +1,119 @@
+"""The mesh's one registry of services: where each lives, listens and keeps its data.
+
+The local stack supervisor, the Envoy config renderer, the migration runner and Helm values all
+read this table, so a service's name, port and schema are written down exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str  # directory under services/, also the Kubernetes name
+    module: str  # `python -m <module>` starts it
+    addr_env: str  # env variable other services use to reach it (host:port)
+    default_port: int  # local gRPC port
+    default_metrics_port: int  # local Prometheus port
+    grpc_services: tuple[str, ...]  # fully qualified gRPC services it serves (Envoy routes these)
+    schema: str | None = None  # its own PostgreSQL schema, if it has one
+    public: bool = True  # reachable through Envoy
+
+    @property
+    def directory(self) -> Path:
+        return REPO_ROOT / "services" / self.name
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.directory / "migrations"
+
+
+SERVICES: tuple[ServiceInfo, ...] = (
+    ServiceInfo(
+        name="orchestrator",
+        module="orchestrator",
+        addr_env="ORCHESTRATOR_ADDR",
+        default_port=50061,
+        default_metrics_port=19101,
+        grpc_services=(
+            "paygate.payments.v1.PaymentService",
+            "paygate.payments.v1.PaymentMethodService",
+            "paygate.merchants.v1.MerchantService",
+        ),
+        schema="orchestrator",
+    ),
+    ServiceInfo(
+        name="fraud",
+        module="fraud",
+        addr_env="FRAUD_ADDR",
+        default_port=50062,
+        default_metrics_port=19102,
+        grpc_services=("paygate.fraud.v1.FraudService",),
+        public=False,
+    ),
+    ServiceInfo(
+        name="tokenization-vault",
+        module="vault",
+        addr_env="VAULT_ADDR",
+        default_port=50063,
+        default_metrics_port=19103,
+        grpc_services=("paygate.vault.v1.VaultService",),
+        schema="vault",
+        public=False,
+    ),
+    ServiceInfo(
+        name="webhook",
+        module="webhook",
+        addr_env="WEBHOOK_ADDR",
+        default_port=50064,
+        default_metrics_port=19104,
+        grpc_services=("paygate.webhooks.v1.WebhookService",),
+        schema="webhook",
+    ),
+    ServiceInfo(
+        name="reconciliation",
+        module="reconciliation",
+        addr_env="RECONCILIATION_ADDR",
+        default_port=50065,
+        default_metrics_port=19105,
+        grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
+        schema="reconciliation",
+    ),
+    ServiceInfo(
+        name="sandbox",
+        module="sandbox",
+        addr_env="UPI_CORE_ENDPOINT",
+        default_port=50066,
+        default_metrics_port=19106,
+        grpc_services=(
+            "paygate.sandbox.v1.UpiCoreService",
+            "paygate.sandbox.v1.CardAcquirerService",
+            "paygate.sandbox.v1.WalletProviderService",
+            "paygate.sandbox.v1.NetBankingService",
+        ),
+        public=False,
+    ),
+    ServiceInfo(
+        name="ratelimit",
+        module="ratelimit",
+        addr_env="RATELIMIT_ADDR",
+        default_port=50067,
+        default_metrics_port=19107,
+        grpc_services=("envoy.service.ratelimit.v3.RateLimitService",),
+        public=False,
+    ),
+)
+
+BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in SERVICES}
+
+
+def grpc_target(address: str) -> str:
+    """`host:port` from an address that may carry a scheme (the seed writes `http://upi-core:50051`)."""
+    for scheme in ("http://", "https://", "grpc://", "dns:///"):
+        if address.startswith(scheme):
+            return address[len(scheme) :].rstrip("/")
+    return address
