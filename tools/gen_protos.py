@@ -17,6 +17,9 @@ PROTOS = ROOT / "protos"
 VENDOR = PROTOS / "vendor"
 OUT = ROOT / "gen"
 WELL_KNOWN = Path(protoc.__file__).parent / "_proto"
+# mypy-protobuf's plugin gives the gRPC stubs and servicer bases real types (.pyi). Servicer
+# methods stay concrete, as at run time: a method no issue has built yet answers UNIMPLEMENTED.
+GRPC_STUBS_PLUGIN = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
 ERROR_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
 
@@ -31,6 +34,8 @@ def main() -> int:
         f"--python_out={OUT}",
         f"--pyi_out={OUT}",
         f"--grpc_python_out={OUT}",
+        f"--plugin=protoc-gen-mypy_grpc={GRPC_STUBS_PLUGIN}",
+        f"--mypy_grpc_out=generate_concrete_servicer_stubs:{OUT}",
         *ours,
     ]
     if protoc.main(python) != 0:

@@ -7,11 +7,14 @@ metadata and never takes the acting merchant from a request body.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 from gateway_core.errors import PermissionDenied, Unauthenticated
+
+# What servicer methods receive; a string so grpc.aio's runtime class need not be generic.
+RpcContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 MERCHANT_ID_KEY = "x-merchant-id"
 ROLE_KEY = "x-caller-role"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +28,12 @@ Token = Callable[..., str]
 @pytest.fixture(scope="module")
 def http(gateway_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway_url, timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+async def ahttp(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=15) as client:
         yield client
 
 
@@ -124,7 +130,7 @@ def test_upi_payment_is_pending_with_link_qr_and_expiry(
 
     prefix = "data:image/png;base64,"
     assert payment["qr_code"].startswith(prefix)
-    image = Image.open(io.BytesIO(base64.b64decode(payment["qr_code"][len(prefix):])))
+    image = Image.open(io.BytesIO(base64.b64decode(payment["qr_code"][len(prefix) :])))
     assert [code.text for code in zxingcpp.read_barcodes(image)] == [payment["payment_url"]]
 
     expires_at = datetime.fromisoformat(payment["expires_at"].replace("Z", "+00:00"))
@@ -165,7 +171,7 @@ def test_get_returns_the_payment_to_its_merchant_only(
     ],
 )
 async def test_bad_input_is_a_named_400_and_stores_nothing(
-    http: httpx.Client,
+    ahttp: httpx.AsyncClient,
     auth: dict[str, str],
     merchant: dict[str, Any],
     stack: Stack,
@@ -175,7 +181,7 @@ async def test_bad_input_is_a_named_400_and_stores_nothing(
     body = upi_payment(**changes)
     body = {k: v for k, v in body.items() if v is not None}
     before = await payment_count(stack, merchant["merchant_id"])
-    reply = http.post("/api/v1/payments", json=body, headers=auth)
+    reply = await ahttp.post("/api/v1/payments", json=body, headers=auth)
     assert reply.status_code == 400, reply.text
     error = reply.json()
     assert error["code"] == 3
@@ -185,10 +191,12 @@ async def test_bad_input_is_a_named_400_and_stores_nothing(
 
 
 async def test_unknown_method_is_a_json_400_that_names_the_field(
-    http: httpx.Client, auth: dict[str, str], merchant: dict[str, Any], stack: Stack
+    ahttp: httpx.AsyncClient, auth: dict[str, str], merchant: dict[str, Any], stack: Stack
 ) -> None:
     before = await payment_count(stack, merchant["merchant_id"])
-    reply = http.post("/api/v1/payments", json=upi_payment(payment_method="CRYPTO"), headers=auth)
+    reply = await ahttp.post(
+        "/api/v1/payments", json=upi_payment(payment_method="CRYPTO"), headers=auth
+    )
     assert reply.status_code == 400
     assert reply.headers["content-type"].startswith("application/json")
     assert "payment_method" in reply.json()["message"]
@@ -235,9 +243,9 @@ def test_payments_over_native_grpc_through_envoy(
 
 
 async def test_database_refuses_an_illegal_transition(
-    http: httpx.Client, auth: dict[str, str], stack: Stack
+    ahttp: httpx.AsyncClient, auth: dict[str, str], stack: Stack
 ) -> None:
-    created = http.post("/api/v1/payments", json=upi_payment(), headers=auth).json()
+    created = (await ahttp.post("/api/v1/payments", json=upi_payment(), headers=auth)).json()
     conn = await asyncpg.connect(stack.dsn)
     try:
         with pytest.raises(asyncpg.CheckViolationError):
@@ -250,9 +258,9 @@ async def test_database_refuses_an_illegal_transition(
 
 
 async def test_payment_created_event_lands_on_kafka_keyed_by_payment_id(
-    http: httpx.Client, auth: dict[str, str], stack: Stack
+    ahttp: httpx.AsyncClient, auth: dict[str, str], stack: Stack
 ) -> None:
-    created = http.post("/api/v1/payments", json=upi_payment(), headers=auth).json()
+    created = (await ahttp.post("/api/v1/payments", json=upi_payment(), headers=auth)).json()
     payment_id = created["payment_id"]
     events = await read_events(stack, payment_id, want=2)
     assert [e["type"] for e in events] == ["payment.created", "payment.pending"]
@@ -271,7 +279,7 @@ async def read_events(stack: Stack, payment_id: str, want: int) -> list[dict[str
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - topic just created
+            await consumer._client.force_metadata_update()
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

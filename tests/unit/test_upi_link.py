@@ -35,24 +35,34 @@ def test_pay_link_carries_npci_parameters() -> None:
     assert list(parse_qs(parts.query)) == ["pa", "pn", "am", "cu", "tn", "tr"]
 
 
-@pytest.mark.parametrize(("paisa", "rupees"), [(1, "0.01"), (100, "1.00"), (123456789, "1234567.89")])
+@pytest.mark.parametrize(
+    ("paisa", "rupees"), [(1, "0.01"), (100, "1.00"), (123456789, "1234567.89")]
+)
 def test_amount_is_rupees_with_two_decimals(paisa: int, rupees: str) -> None:
     link = pay_link(
-        payee_vpa="a@b1", payee_name="A", amount_paisa=paisa, currency="INR",
-        note="", transaction_ref="PAY_1",
+        payee_vpa="a@b1",
+        payee_name="A",
+        amount_paisa=paisa,
+        currency="INR",
+        note="",
+        transaction_ref="PAY_1",
     )
     assert parse_qs(urlsplit(link).query)["am"] == [rupees]
 
 
 def test_qr_code_decodes_back_to_exactly_the_link() -> None:
     link = pay_link(
-        payee_vpa="demostore@paygate", payee_name="Demo & Sons", amount_paisa=99,
-        currency="INR", note="Tea, 2 cups", transaction_ref="PAY_01XYZ",
+        payee_vpa="demostore@paygate",
+        payee_name="Demo & Sons",
+        amount_paisa=99,
+        currency="INR",
+        note="Tea, 2 cups",
+        transaction_ref="PAY_01XYZ",
     )
     data_url = qr_png_data_url(link)
     prefix = "data:image/png;base64,"
     assert data_url.startswith(prefix)
-    image = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):])))
+    image = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :])))
     assert image.format == "PNG"
     decoded = zxingcpp.read_barcodes(image)
     assert [d.text for d in decoded] == [link]
@@ -63,6 +73,8 @@ def test_valid_vpas(vpa: str) -> None:
     assert is_valid_vpa(vpa)
 
 
-@pytest.mark.parametrize("vpa", ["", "user", "@bank", "user@", "us er@bank", "user@@bank", "u@1bank"])
+@pytest.mark.parametrize(
+    "vpa", ["", "user", "@bank", "user@", "us er@bank", "user@@bank", "u@1bank"]
+)
 def test_malformed_vpas(vpa: str) -> None:
     assert not is_valid_vpa(vpa)

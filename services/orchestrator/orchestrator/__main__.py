@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from paygate.merchants.v1 import merchants_pb2_grpc
-from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
-
 from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
@@ -16,6 +13,8 @@ from orchestrator.repository import Repository
 from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
+from paygate.merchants.v1 import merchants_pb2_grpc
+from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
 
 SCHEMA = "orchestrator"
 
@@ -31,7 +30,7 @@ async def main() -> None:
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
     upi_channel = insecure_channel(settings.upi_core_endpoint)
-    app.on_shutdown(upi_channel.close)
+    app.on_shutdown(lambda: upi_channel.close(None))
 
     repo = Repository(pool, events_topic=settings.kafka_topic_payments)
     relay = OutboxRelay(pool, EventProducer(settings.kafka_bootstrap_servers))

@@ -9,17 +9,18 @@ broker acknowledged them: delivery is at least once, consumers dedupe by event_i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
-from paygate.events.v1 import events_pb2
-from paygate.payments.v1 import payments_pb2
 
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer
 from gateway_core.logging import get_logger
+from paygate.events.v1 import events_pb2
+from paygate.payments.v1 import payments_pb2
 
 NOTIFY_CHANNEL = "orchestrator_outbox"
 # Only one relay publishes at a time, whatever the replica count, so order is kept.
@@ -42,7 +43,10 @@ def encode_event(
         sequence=sequence,
     )
     text = json_format.MessageToJson(
-        event, preserving_proto_field_name=True, indent=None, always_print_fields_with_no_presence=False
+        event,
+        preserving_proto_field_name=True,
+        indent=None,
+        always_print_fields_with_no_presence=False,
     )
     return text.encode()
 
@@ -104,10 +108,8 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def _sleep(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
-        except TimeoutError:
-            pass
         self._wakeup.clear()
 
     async def _publish_batch(self) -> int:

@@ -10,11 +10,11 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
-from paygate.merchants.v1 import merchants_pb2
-from paygate.payments.v1 import payments_pb2
 
 from orchestrator.domain.states import Status
 from orchestrator.domain.upi import qr_png_data_url
+from paygate.merchants.v1 import merchants_pb2
+from paygate.payments.v1 import payments_pb2
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class MerchantRecord:
             email=self.email,
             vpa=self.vpa,
             category=self.category,
-            status=merchants_pb2.Merchant.Status.Value(self.status),
+            status=self.status,
             created_at=_ts(self.created_at),
         )
 
@@ -99,15 +99,15 @@ class PaymentRecord:
             user_id=self.user_id,
             amount_paisa=self.amount_paisa,
             currency=self.currency,
-            payment_method=payments_pb2.PaymentMethod.Value(self.payment_method),
-            status=payments_pb2.Payment.Status.Value(self.status.value),
+            payment_method=self.payment_method,
+            status=self.status.value,
             fees_paisa=self.fees_paisa,
             tax_paisa=self.tax_paisa,
             description=self.description,
             callback_url=self.callback_url,
             metadata=self.metadata,
             payment_url=self.payment_url,
-            capture_method=payments_pb2.Payment.CaptureMethod.Value(self.capture_method),
+            capture_method=self.capture_method,
             provider=self.provider,
             external_txn_id=self.external_txn_id,
             gateway_response=self.gateway_response,

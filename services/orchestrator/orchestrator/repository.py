@@ -65,7 +65,9 @@ class Repository:
         return MerchantRecord.from_row(row)
 
     async def get_merchant(self, merchant_id: str) -> MerchantRecord | None:
-        row = await self._pool.fetchrow("SELECT * FROM merchants WHERE merchant_id = $1", merchant_id)
+        row = await self._pool.fetchrow(
+            "SELECT * FROM merchants WHERE merchant_id = $1", merchant_id
+        )
         return MerchantRecord.from_row(row) if row else None
 
     async def list_merchants(self, *, limit: int, after_id: str) -> list[MerchantRecord]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from gateway_core.config import get_settings
+from gateway_core.server import ServiceApp, run_service
 from paygate.sandbox.v1 import (
     cards_pb2_grpc,
     netbanking_pb2_grpc,
     upi_pb2_grpc,
     wallets_pb2_grpc,
 )
-
-from gateway_core.config import get_settings
-from gateway_core.server import ServiceApp, run_service
 from sandbox.providers import CardAcquirerServicer, NetBankingServicer, WalletProviderServicer
 from sandbox.upi import UpiCoreServicer
 

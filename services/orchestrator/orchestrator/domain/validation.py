@@ -1,4 +1,4 @@
-"""Validation of merchant input: every rule names its field, and all violations come back at once."""
+"""Validation of merchant input: each rule names its field; all violations come back at once."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from gateway_core.errors import FieldViolation, InvalidArgument
-from paygate.payments.v1 import payments_pb2
-
 from orchestrator.domain.upi import is_valid_vpa
+from paygate.payments.v1 import payments_pb2
 
 SUPPORTED_CURRENCIES = frozenset({"INR"})
 UPI_FLOWS = frozenset({"", "INTENT", "COLLECT"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 
 from gateway_core.errors import DeadlineExceeded, Unavailable
+from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 
 PROVIDER_NAME = "upi_core"
 # A VPA lookup is on the merchant's request path: fail fast rather than hang the checkout.

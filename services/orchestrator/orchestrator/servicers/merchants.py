@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 
 import asyncpg
-import grpc
-from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 
-from gateway_core.auth import require_admin
+from gateway_core.auth import RpcContext, require_admin
 from gateway_core.config import Settings
 from gateway_core.errors import (
     AlreadyExists,
@@ -20,6 +18,7 @@ from gateway_core.errors import (
 from gateway_core.ids import new_id
 from orchestrator.domain.upi import is_valid_vpa
 from orchestrator.repository import Repository
+from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MCC = re.compile(r"\d{4}")
@@ -34,7 +33,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         self._vpa_domain = settings.merchant_vpa_domain
 
     async def CreateMerchant(
-        self, request: merchants_pb2.CreateMerchantRequest, context: grpc.aio.ServicerContext
+        self, request: merchants_pb2.CreateMerchantRequest, context: RpcContext
     ) -> merchants_pb2.Merchant:
         require_admin(context)
         _validate(request)
@@ -49,11 +48,13 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
                 category=request.category,
             )
         except asyncpg.UniqueViolationError as exc:
-            raise AlreadyExists(f"VPA {vpa} belongs to another merchant", reason="VPA_TAKEN") from exc
+            raise AlreadyExists(
+                f"VPA {vpa} belongs to another merchant", reason="VPA_TAKEN"
+            ) from exc
         return record.to_proto()
 
     async def GetMerchant(
-        self, request: merchants_pb2.GetMerchantRequest, context: grpc.aio.ServicerContext
+        self, request: merchants_pb2.GetMerchantRequest, context: RpcContext
     ) -> merchants_pb2.Merchant:
         require_admin(context)
         record = await self._repo.get_merchant(request.merchant_id)
@@ -62,7 +63,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         return record.to_proto()
 
     async def ListMerchants(
-        self, request: merchants_pb2.ListMerchantsRequest, context: grpc.aio.ServicerContext
+        self, request: merchants_pb2.ListMerchantsRequest, context: RpcContext
     ) -> merchants_pb2.ListMerchantsResponse:
         require_admin(context)
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:

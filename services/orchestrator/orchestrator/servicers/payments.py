@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import grpc
-from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
-
-from gateway_core.auth import Caller, caller_from_context
+from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, Unimplemented, invalid_field
 from gateway_core.ids import new_id
@@ -21,6 +18,7 @@ from orchestrator.domain.validation import validate_create_payment
 from orchestrator.providers.upi_core import PROVIDER_NAME, UpiCoreClient
 from orchestrator.records import MerchantRecord
 from orchestrator.repository import NewPayment, PaymentFilter, Repository
+from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -33,7 +31,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self._settings = settings
 
     async def CreatePayment(
-        self, request: payments_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
+        self, request: payments_pb2.CreatePaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         caller = caller_from_context(context)
         if request.merchant_id and request.merchant_id != caller.merchant_id:
@@ -51,7 +49,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         return await self._create_upi_intent(request, merchant)
 
     async def GetPayment(
-        self, request: payments_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+        self, request: payments_pb2.GetPaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         caller = caller_from_context(context)
         scope = None if caller.is_admin else caller.merchant_id
@@ -59,7 +57,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         return record.to_proto()
 
     async def ListPayments(
-        self, request: payments_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+        self, request: payments_pb2.ListPaymentsRequest, context: RpcContext
     ) -> payments_pb2.ListPaymentsResponse:
         caller = caller_from_context(context)
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
@@ -121,7 +119,10 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 description=request.description,
                 callback_url=request.callback_url,
                 metadata=dict(request.metadata),
-                payment_details={"vpa": vpa, "upi_flow": request.payment_details.upi_flow or "INTENT"},
+                payment_details={
+                    "vpa": vpa,
+                    "upi_flow": request.payment_details.upi_flow or "INTENT",
+                },
                 capture_method="AUTOMATIC",
                 payment_url=link,
                 provider=PROVIDER_NAME,
@@ -138,7 +139,9 @@ def _parse_time(field: str, value: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise invalid_field(field, "must be an RFC 3339 timestamp, e.g. 2026-01-15T10:00:00Z") from exc
+        raise invalid_field(
+            field, "must be an RFC 3339 timestamp, e.g. 2026-01-15T10:00:00Z"
+        ) from exc
     if moment.tzinfo is None:
         raise invalid_field(field, "must include a time zone offset, e.g. Z or +05:30")
     return moment
