@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token clean
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,11 @@ db-seed: gen  ## load demo data: a merchant and its pricing (idempotent)
 
 token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin
 	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)"
+
+helm-lint: gen  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
+	$(PY) -m pip install --progress-bar on -q -r requirements-helm.txt
+	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
+	$(PY) -m pytest -q -rs tests/unit/test_helm_chart.py
 
 clean:  ## remove generated code and local stack state
 	rm -rf gen .stack

@@ -1,0 +1,72 @@
+{{/*
+The services of the mesh, mirroring libs/gateway_core/services.py (the one registry: name,
+module, address variable, gRPC services, public or not). tests/unit/test_helm_chart.py checks
+that the two agree. Added here, per service:
+  key      its block in values.yaml
+  callers  the only components allowed to open connections to it (NetworkPolicy ingress; the
+           callers' egress follows from the same list)
+Read it with: include "pg.registry" . | fromYamlArray
+*/}}
+{{- define "pg.registry" -}}
+- key: orchestrator
+  name: orchestrator
+  module: orchestrator
+  addrEnv: ORCHESTRATOR_ADDR
+  public: true
+  grpcServices:
+    - paygate.payments.v1.PaymentService
+    - paygate.payments.v1.PaymentMethodService
+    - paygate.merchants.v1.MerchantService
+  callers: [envoy]
+- key: fraud
+  name: fraud
+  module: fraud
+  addrEnv: FRAUD_ADDR
+  public: false
+  grpcServices:
+    - paygate.fraud.v1.FraudService
+  callers: [orchestrator]
+- key: tokenizationVault
+  name: tokenization-vault
+  module: vault
+  addrEnv: VAULT_ADDR
+  public: false
+  grpcServices:
+    - paygate.vault.v1.VaultService
+  callers: [orchestrator]
+- key: webhook
+  name: webhook
+  module: webhook
+  addrEnv: WEBHOOK_ADDR
+  public: true
+  grpcServices:
+    - paygate.webhooks.v1.WebhookService
+  callers: [envoy]
+- key: reconciliation
+  name: reconciliation
+  module: reconciliation
+  addrEnv: RECONCILIATION_ADDR
+  public: true
+  grpcServices:
+    - paygate.reconciliation.v1.ReconciliationService
+  callers: [envoy]
+- key: sandbox
+  name: sandbox
+  module: sandbox
+  addrEnv: UPI_CORE_ENDPOINT
+  public: false
+  grpcServices:
+    - paygate.sandbox.v1.UpiCoreService
+    - paygate.sandbox.v1.CardAcquirerService
+    - paygate.sandbox.v1.WalletProviderService
+    - paygate.sandbox.v1.NetBankingService
+  callers: [orchestrator]
+- key: ratelimit
+  name: ratelimit
+  module: ratelimit
+  addrEnv: RATELIMIT_ADDR
+  public: false
+  grpcServices:
+    - envoy.service.ratelimit.v3.RateLimitService
+  callers: [envoy]
+{{- end -}}
