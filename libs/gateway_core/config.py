@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
+    # "local" (the developer stack) allows the built-in development secrets below; any other
+    # value (Helm sets "production") refuses to start with them.
+    app_env: str = "local"
+
     # Server: where this process serves gRPC (each process gets its own port from its launcher).
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=50061, ge=0, le=65535)
@@ -128,6 +132,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"BLOCK_THRESHOLD ({self.block_threshold}) exceeds MAX_FRAUD_SCORE "
                 f"({self.max_fraud_score})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_outside_local(self) -> Settings:
+        if self.app_env == "local":
+            return self
+        defaults = type(self).model_fields
+        left = [
+            name.upper()
+            for name in ("jwt_secret", "encryption_key", "card_gateway_api_key")
+            if getattr(self, name) == defaults[name].default
+        ]
+        if left:
+            raise ValueError(
+                f"APP_ENV={self.app_env} needs real secrets; still the development default: "
+                + ", ".join(left)
             )
         return self
 

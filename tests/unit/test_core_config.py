@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway_core.config import ConfigError, Settings, get_settings
+from gateway_core.config import ConfigError, Settings, get_settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,3 +116,12 @@ def test_env_example_lists_every_variable_with_its_default(tmp_path: Path) -> No
 
     assert names == {name.upper() for name in Settings.model_fields}
     assert get_settings() == defaults
+
+
+def test_production_refuses_the_development_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET", "a-real-secret-from-the-vault-0123456789")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "ENCRYPTION_KEY" in str(info.value)
+    assert "JWT_SECRET" not in str(info.value)

@@ -5,6 +5,8 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- define "pg.configData" -}}
 {{- $c := .Values.config -}}
 {{- $env := dict -}}
+{{- /* Not "local": services refuse the built-in development secrets. */ -}}
+{{- $_ := set $env "APP_ENV" "production" -}}
 {{- $_ := set $env "DB_HOST" $c.db.host -}}
 {{- $_ := set $env "DB_PORT" $c.db.port -}}
 {{- $_ := set $env "DB_DATABASE" $c.db.database -}}
