@@ -94,8 +94,9 @@ CREATE TABLE payment_status_history (
 CREATE INDEX payment_status_history_payment_idx ON payment_status_history (payment_id, id);
 
 -- A new payment must start at CREATED; a status change must be a listed transition.
+-- search_path is pinned to this schema so the check holds whatever the writer's session uses.
 CREATE FUNCTION enforce_payment_transition() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.status <> 'CREATED' THEN
