@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPORT_ROOTS = [ROOT / "gen", ROOT / "libs", ROOT / "tools"] + sorted(
-    p for p in (ROOT / "services").iterdir() if p.is_dir()
-)
+IMPORT_ROOTS = [
+    ROOT / "gen",
+    ROOT / "libs",
+    ROOT / "tools",
+    *sorted(p for p in (ROOT / "services").iterdir() if p.is_dir()),
+]
 
 
 def main() -> None:

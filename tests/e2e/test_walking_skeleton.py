@@ -45,7 +45,8 @@ def admin(mint_token: Token) -> dict[str, str]:
 def create_merchant(http: httpx.Client, admin: dict[str, str], name: str) -> dict[str, Any]:
     reply = http.post("/api/v1/admin/merchants", json={"name": name}, headers=admin)
     assert reply.status_code == 200, reply.text
-    return reply.json()
+    merchant: dict[str, Any] = reply.json()
+    return merchant
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from gateway_core.config import get_settings
-from gateway_core.server import ServiceApp, run_service
-from paygate.fraud.v1 import fraud_pb2_grpc
 from redis.asyncio import Redis
 
 from fraud.servicer import FraudServicer
+from gateway_core.config import get_settings
+from gateway_core.server import ServiceApp, run_service
+from paygate.fraud.v1 import fraud_pb2_grpc
 
 
 async def main() -> None:

@@ -6,7 +6,6 @@ from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.server import ServiceApp, run_service
 from paygate.reconciliation.v1 import reconciliation_pb2_grpc
-
 from reconciliation.servicer import ReconciliationServicer
 
 SCHEMA = "reconciliation"

@@ -6,7 +6,6 @@ from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.server import ServiceApp, run_service
 from paygate.vault.v1 import vault_pb2_grpc
-
 from vault.servicer import VaultServicer
 
 SCHEMA = "vault"

@@ -6,7 +6,6 @@ from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.server import ServiceApp, run_service
 from paygate.webhooks.v1 import webhooks_pb2_grpc
-
 from webhook.servicer import WebhookServicer
 
 SCHEMA = "webhook"
