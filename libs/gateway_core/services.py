@@ -43,6 +43,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.payments.v1.PaymentService",
             "paygate.payments.v1.PaymentMethodService",
             "paygate.merchants.v1.MerchantService",
+            "paygate.callbacks.v1.ProviderCallbackService",
         ),
         schema="orchestrator",
     ),

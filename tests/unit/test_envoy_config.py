@@ -46,6 +46,7 @@ PUBLIC_SERVICES = (
     "paygate.payments.v1.PaymentService",
     "paygate.payments.v1.PaymentMethodService",
     "paygate.merchants.v1.MerchantService",
+    "paygate.callbacks.v1.ProviderCallbackService",
     "paygate.webhooks.v1.WebhookService",
     "paygate.reconciliation.v1.ReconciliationService",
 )
@@ -133,6 +134,25 @@ message SettlementReport { string date = 1; string provider = 2; }
 service ReconciliationService {
   rpc GetSettlementReport(GetSettlementReportRequest) returns (SettlementReport) {
     option (google.api.http) = {get: "/api/v1/admin/settlements"};
+  }
+}
+""",
+    "paygate/callbacks/v1/edge_callbacks.proto": """
+syntax = "proto3";
+package paygate.callbacks.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+
+message ReceiveProviderCallbackRequest { string provider = 1; google.api.HttpBody body = 2; }
+message ReceiveProviderCallbackResponse {
+  string merchant_id = 1;   // echoes x-merchant-id
+  string caller_role = 2;   // echoes x-caller-role
+  string url = 3;
+}
+service ProviderCallbackService {
+  rpc ReceiveProviderCallback(ReceiveProviderCallbackRequest)
+      returns (ReceiveProviderCallbackResponse) {
+    option (google.api.http) = {post: "/api/v1/provider-callbacks/{provider}" body: "body"};
   }
 }
 """,
@@ -747,6 +767,28 @@ async def test_the_token_decides_the_merchant_not_client_headers_or_the_body(
     assert payment["caller_role"] == "merchant"
     assert payment["idempotency_key"] == "idem-1"
     assert payment["authorization_seen"] is False
+
+
+async def test_provider_callbacks_pass_without_a_token_and_without_forged_identity(
+    http: httpx.AsyncClient,
+) -> None:
+    # Providers hold no bearer token; the service checks their body signature instead. The
+    # open door must not let a caller claim a merchant identity.
+    reply = await http.post(
+        "/api/v1/provider-callbacks/upi_core",
+        content=b'{"transaction_ref": "PAY_1", "status": "SUCCESS"}',
+        headers={
+            "content-type": "application/json",
+            "x-merchant-id": "m_forged",
+            "x-caller-role": "admin",
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["merchant_id"] == ""
+    assert reply.json()["caller_role"] == ""
+    # The exemption is exactly that path: its neighbours still need a token.
+    neighbour = await http.post("/api/v1/provider-callbacksX/upi_core", content=b"{}")
+    assert neighbour.status_code == 401
 
 
 async def test_json_keeps_field_names_prints_zeros_and_enum_names(

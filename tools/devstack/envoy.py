@@ -44,6 +44,12 @@ ADMIN_GRPC_SERVICES = (
     "paygate.reconciliation.v1.ReconciliationService",
 )
 ADMIN_REST_PREFIX = "/api/v1/admin/"
+# Reachable without a bearer token: providers sign each callback, and the orchestrator
+# verifies that signature over the raw body. REST path first, then its gRPC service path.
+SIGNED_CALLBACK_PREFIXES = (
+    "/api/v1/provider-callbacks/",
+    "/paygate.callbacks.v1.ProviderCallbackService/",
+)
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
@@ -160,6 +166,7 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         stripped_headers=STRIPPED_HEADERS,
         admin_prefixes=[ADMIN_REST_PREFIX, *(f"/{s}/" for s in ADMIN_GRPC_SERVICES)],
         authenticated_prefixes=["/api/", "/paygate."],
+        signed_callback_prefixes=SIGNED_CALLBACK_PREFIXES,
         admin_services=ADMIN_GRPC_SERVICES,
         error_mappings=ERROR_MAPPINGS,
         grpc_routes=grpc_routes,

@@ -17,6 +17,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.payments.v1.PaymentService
     - paygate.payments.v1.PaymentMethodService
     - paygate.merchants.v1.MerchantService
+    - paygate.callbacks.v1.ProviderCallbackService
   callers: [envoy]
 - key: fraud
   name: fraud
