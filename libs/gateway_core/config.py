@@ -82,6 +82,16 @@ class Settings(BaseSettings):
             "amazonpay": "127.0.0.1:50066",
         }
     )
+    netbanking_endpoint: str = "127.0.0.1:50066"
+    # HMAC key of provider callbacks (x-provider-signature): the sandbox signs, the
+    # orchestrator verifies.
+    provider_callback_secret: SecretStr = SecretStr("local-dev-provider-callback-secret")
+
+    # Sandbox (the simulated providers): its HTTP server serves the bank pages a customer's
+    # browser is sent to, and UPI controls for tests and demos.
+    sandbox_http_port: int = Field(default=18090, ge=0, le=65535)
+    sandbox_public_url: str = "http://127.0.0.1:18090"
+    sandbox_upi_approval_delay_ms: int = Field(default=1000, ge=0)
 
     # Fraud detection
     fraud_ml_api_url: str = ""
@@ -107,6 +117,8 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     envoy_admin_port: int = Field(default=19901, ge=1, le=65535)
+    # The gateway's public base URL, as providers reach it (their callbacks go through Envoy).
+    gateway_public_url: str = "http://127.0.0.1:8080"
 
     # Payments
     payment_expiry_seconds: int = Field(default=900, ge=1)
@@ -142,7 +154,12 @@ class Settings(BaseSettings):
         defaults = type(self).model_fields
         left = [
             name.upper()
-            for name in ("jwt_secret", "encryption_key", "card_gateway_api_key")
+            for name in (
+                "jwt_secret",
+                "encryption_key",
+                "card_gateway_api_key",
+                "provider_callback_secret",
+            )
             if getattr(self, name) == defaults[name].default
         ]
         if left:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.stack import Stack, StackError
 from devstack.token import mint_token as sign_token
@@ -56,3 +59,41 @@ def mint_token(stack: Stack) -> TokenMinter:
         return sign_token(merchant_id=merchant_id, role=role, **(arguments | overrides))
 
     return mint
+
+
+class EventReader(Protocol):
+    async def __call__(self, payment_id: str, want: int) -> list[dict[str, Any]]: ...
+
+
+@pytest.fixture(scope="session")
+def kafka_events(stack: Stack) -> EventReader:
+    """`await kafka_events(payment_id, want)`: that payment's events on payments.events, in
+    the order they were published (partitions are assigned directly: group joins are slow)."""
+
+    async def read(payment_id: str, want: int) -> list[dict[str, Any]]:
+        topic = stack.env.get("KAFKA_TOPIC_PAYMENTS", "payments.events")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+            ]
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                found_partitions = consumer.partitions_for_topic(topic) or set()
+                partitions = [TopicPartition(topic, p) for p in found_partitions]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            found: list[dict[str, Any]] = []
+            deadline = datetime.now(UTC) + timedelta(seconds=30)
+            while len(found) < want and datetime.now(UTC) < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    found += [json.loads(r.value) for r in records if r.key == payment_id.encode()]
+            return found
+        finally:
+            await consumer.stop()
+
+    return read

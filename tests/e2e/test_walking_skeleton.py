@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,13 +15,13 @@ import grpc
 import httpx
 import pytest
 import zxingcpp
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from PIL import Image
 
 from devstack import Stack
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 Token = Callable[..., str]
+EventReader = Callable[..., Awaitable[list[dict[str, Any]]]]
 
 
 @pytest.fixture(scope="module")
@@ -259,39 +258,14 @@ async def test_database_refuses_an_illegal_transition(
 
 
 async def test_payment_created_event_lands_on_kafka_keyed_by_payment_id(
-    ahttp: httpx.AsyncClient, auth: dict[str, str], stack: Stack
+    ahttp: httpx.AsyncClient, auth: dict[str, str], kafka_events: EventReader
 ) -> None:
     created = (await ahttp.post("/api/v1/payments", json=upi_payment(), headers=auth)).json()
     payment_id = created["payment_id"]
-    events = await read_events(stack, payment_id, want=2)
+    events = await kafka_events(payment_id, want=2)
     assert [e["type"] for e in events] == ["payment.created", "payment.pending"]
     first = events[0]
     assert first["payment_id"] == payment_id
     assert first["payment"]["amount_paisa"] == 10000
     assert first["payment"]["status"] == "CREATED"
     assert len({e["event_id"] for e in events}) == 2
-
-
-async def read_events(stack: Stack, payment_id: str, want: int) -> list[dict[str, Any]]:
-    """Events for one payment, read by assigning partitions directly (group joins are slow)."""
-    topic = stack.env.get("KAFKA_TOPIC_PAYMENTS", "payments.events")
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        found: list[dict[str, Any]] = []
-        deadline = datetime.now(UTC) + timedelta(seconds=30)
-        while len(found) < want and datetime.now(UTC) < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    if record.key == payment_id.encode():
-                        found.append(json.loads(record.value))
-        return sorted(found, key=lambda e: int(e["sequence"]))
-    finally:
-        await consumer.stop()

@@ -42,6 +42,7 @@ class Ports:
     gateway: int
     envoy_admin: int
     services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)
+    sandbox_http: int  # the sandbox's bank and ACS pages
 
     def by_owner(self) -> dict[str, int]:
         """Every port with who listens on it, for messages about taken ports."""
@@ -51,6 +52,7 @@ class Ports:
             "kafka": self.kafka,
             "envoy (gateway)": self.gateway,
             "envoy (admin)": self.envoy_admin,
+            "sandbox (http)": self.sandbox_http,
         }
         for name, (grpc_port, metrics_port) in self.services.items():
             owners[name] = grpc_port
@@ -101,12 +103,13 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
         gateway=int(gateway),
         envoy_admin=defaults.envoy_admin_port,
         services={s.name: (s.default_port, s.default_metrics_port) for s in SERVICES},
+        sandbox_http=defaults.sandbox_http_port,
     )
 
 
 def ephemeral_ports() -> Ports:
     """Free ports for everything, so a test stack never collides with anything else."""
-    names = ["postgres", "redis", "kafka", "gateway", "envoy_admin"]
+    names = ["postgres", "redis", "kafka", "gateway", "envoy_admin", "sandbox_http"]
     count = len(names) + 2 * len(SERVICES)
     with ExitStack() as held:
         # Every socket stays bound until all are chosen, so no port is handed out twice.
@@ -123,6 +126,7 @@ def ephemeral_ports() -> Ports:
         gateway=infra["gateway"],
         envoy_admin=infra["envoy_admin"],
         services={s.name: (next(rest), next(rest)) for s in SERVICES},
+        sandbox_http=infra["sandbox_http"],
     )
 
 
@@ -171,9 +175,14 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
     env |= {"GATEWAY_PORT": str(ports.gateway), "ENVOY_ADMIN_PORT": str(ports.envoy_admin)}
     for service in SERVICES:
         env[service.addr_env] = f"{LOOPBACK}:{ports.services[service.name][0]}"
-    # The sandbox serves every wallet provider locally, wherever the stack put it.
+    # The sandbox serves every provider locally, wherever the stack put it, and calls back
+    # through the gateway like a real provider would.
     sandbox = env["UPI_CORE_ENDPOINT"]
     env["WALLET_API_ENDPOINTS"] = json.dumps(dict.fromkeys(defaults.wallet_api_endpoints, sandbox))
+    env["NETBANKING_ENDPOINT"] = sandbox
+    env["SANDBOX_HTTP_PORT"] = str(ports.sandbox_http)
+    env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
+    env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
     return env
 
 

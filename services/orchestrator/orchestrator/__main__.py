@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from gateway_core.config import get_settings
+import grpc
+
+from gateway_core.config import Settings, get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventProducer
 from gateway_core.server import ServiceApp, run_service
+from orchestrator import ledger_store
+from orchestrator.idempotency import IdempotencyStore
+from orchestrator.jobs import Jobs
 from orchestrator.outbox import OutboxRelay
+from orchestrator.processing import PaymentProcessor
+from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
+from orchestrator.providers.wallets import WalletClient
 from orchestrator.repository import Repository
+from orchestrator.servicers.callbacks import ProviderCallbackServicer
 from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
+from paygate.callbacks.v1 import callbacks_pb2_grpc
 from paygate.merchants.v1 import merchants_pb2_grpc
 from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
 
@@ -29,17 +39,30 @@ async def main() -> None:
     # holds their events), so the broker is not a readiness dependency.
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
-    upi_channel = insecure_channel(settings.upi_core_endpoint)
-    app.on_shutdown(lambda: upi_channel.close(None))
-
+    channels = _ProviderChannels(app)
     repo = Repository(pool, events_topic=settings.kafka_topic_payments)
+    processor = PaymentProcessor(
+        repo,
+        settings,
+        upi=UpiCoreClient(channels.get(settings.upi_core_endpoint)),
+        wallet=WalletClient(channels.get(_wallet_endpoint(settings))),
+        bank=NetBankingClient(channels.get(settings.netbanking_endpoint)),
+        pricing=await ledger_store.load_pricing(pool),
+    )
+    idempotency = IdempotencyStore(pool)
+
     relay = OutboxRelay(pool, EventProducer(settings.kafka_bootstrap_servers))
     app.add_background_task("outbox-relay", relay.run)
+    jobs = Jobs(repo, processor, idempotency)
+    app.add_background_task("status-inquiries", jobs.run_inquiries)
+    app.add_background_task("expiry", jobs.run_expiry)
+    app.add_background_task("refund-retries", jobs.run_refund_retries)
+    app.add_background_task("idempotency-cleanup", jobs.run_key_cleanup)
 
     app.add_service(
         "paygate.payments.v1.PaymentService",
         payments_pb2_grpc.add_PaymentServiceServicer_to_server,
-        PaymentServicer(repo, UpiCoreClient(upi_channel), settings),
+        PaymentServicer(repo, processor, idempotency, settings),
     )
     app.add_service(
         "paygate.payments.v1.PaymentMethodService",
@@ -51,7 +74,37 @@ async def main() -> None:
         merchants_pb2_grpc.add_MerchantServiceServicer_to_server,
         MerchantServicer(repo, settings),
     )
+    app.add_service(
+        "paygate.callbacks.v1.ProviderCallbackService",
+        callbacks_pb2_grpc.add_ProviderCallbackServiceServicer_to_server,
+        ProviderCallbackServicer(processor),
+    )
     await app.run()
+
+
+def _wallet_endpoint(settings: Settings) -> str:
+    """Every wallet provider sits behind one endpoint today (the sandbox in development)."""
+    endpoints = set(settings.wallet_api_endpoints.values())
+    if len(endpoints) != 1:
+        raise ValueError("WALLET_API_ENDPOINTS must point every wallet at one endpoint for now")
+    return endpoints.pop()
+
+
+class _ProviderChannels:
+    """One channel per provider address, closed when the service stops."""
+
+    def __init__(self, app: ServiceApp) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        app.on_shutdown(self._close)
+
+    def get(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = insecure_channel(address)
+        return self._channels[address]
+
+    async def _close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
 
 
 if __name__ == "__main__":

@@ -31,16 +31,22 @@ log = get_logger(__name__)
 
 
 def encode_event(
-    *, event_type: str, payment: payments_pb2.Payment, sequence: int, event_id: str
+    *,
+    event_type: str,
+    payment: payments_pb2.Payment,
+    sequence: int,
+    event_id: str,
+    refund: payments_pb2.Refund | None = None,
 ) -> bytes:
     event = events_pb2.Event(
         event_id=event_id,
         type=event_type,
-        occurred_at=Timestamp(seconds=int(datetime.now(UTC).timestamp())),
+        occurred_at=_now(),
         merchant_id=payment.merchant_id,
         payment_id=payment.payment_id,
         payment=payment,
         sequence=sequence,
+        refund=refund,
     )
     text = json_format.MessageToJson(
         event,
@@ -58,11 +64,16 @@ async def enqueue(
     event_type: str,
     payment: payments_pb2.Payment,
     sequence: int,
+    refund: payments_pb2.Refund | None = None,
 ) -> str:
     """Add an event to the outbox inside the caller's transaction; returns its event id."""
     event_id = new_id("EVT")
     payload = encode_event(
-        event_type=event_type, payment=payment, sequence=sequence, event_id=event_id
+        event_type=event_type,
+        payment=payment,
+        sequence=sequence,
+        event_id=event_id,
+        refund=refund,
     )
     await conn.execute(
         "INSERT INTO outbox (event_id, topic, event_key, payload) VALUES ($1, $2, $3, $4)",
@@ -73,6 +84,12 @@ async def enqueue(
     )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return event_id
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
 
 
 class OutboxRelay:

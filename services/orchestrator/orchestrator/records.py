@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +51,46 @@ class TransitionRecord:
 
 
 @dataclass(frozen=True)
+class RefundRecord:
+    refund_id: str
+    payment_id: str
+    merchant_id: str
+    amount_paisa: int
+    currency: str
+    status: str
+    reason: str
+    metadata: dict[str, str]
+    external_refund_id: str
+    failure_reason: str
+    created_at: datetime
+    processed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RefundRecord:
+        values = {f: row[f] for f in cls.__dataclass_fields__}
+        values["currency"] = values["currency"].strip()
+        return cls(**values)
+
+    def to_proto(self) -> payments_pb2.Refund:
+        refund = payments_pb2.Refund(
+            refund_id=self.refund_id,
+            payment_id=self.payment_id,
+            merchant_id=self.merchant_id,
+            amount_paisa=self.amount_paisa,
+            currency=self.currency,
+            status=self.status,
+            reason=self.reason,
+            metadata=self.metadata,
+            external_refund_id=self.external_refund_id,
+            failure_reason=self.failure_reason,
+            created_at=_ts(self.created_at),
+        )
+        if self.processed_at is not None:
+            refund.processed_at.CopyFrom(_ts(self.processed_at))
+        return refund
+
+
+@dataclass(frozen=True)
 class PaymentRecord:
     payment_id: str
     merchant_id: str
@@ -78,18 +117,28 @@ class PaymentRecord:
     created_at: datetime
     updated_at: datetime
     history: tuple[TransitionRecord, ...] = field(default=())
+    refunds: tuple[RefundRecord, ...] = field(default=())
 
     @classmethod
     def from_row(
-        cls, row: Mapping[str, Any], history: tuple[TransitionRecord, ...] = ()
+        cls,
+        row: Mapping[str, Any],
+        history: tuple[TransitionRecord, ...] = (),
+        refunds: tuple[RefundRecord, ...] = (),
     ) -> PaymentRecord:
-        values = {f: row[f] for f in cls.__dataclass_fields__ if f != "history"}
+        values = {f: row[f] for f in cls.__dataclass_fields__ if f not in ("history", "refunds")}
         values["status"] = Status(values["status"])
         values["currency"] = values["currency"].strip()
-        for name in ("metadata", "payment_details", "gateway_response"):
-            if isinstance(values[name], str):  # jsonb without a registered codec
-                values[name] = json.loads(values[name])
-        return cls(**values, history=history)
+        return cls(**values, history=history, refunds=refunds)
+
+    @property
+    def refunded_paisa(self) -> int:
+        return sum(r.amount_paisa for r in self.refunds if r.status == "PROCESSED")
+
+    @property
+    def refund_reserved_paisa(self) -> int:
+        """Refunds processed or still in flight: what can no longer be refunded."""
+        return sum(r.amount_paisa for r in self.refunds if r.status in ("PENDING", "PROCESSED"))
 
     def to_proto(self, *, with_qr: bool = True) -> payments_pb2.Payment:
         """The wire form. The QR code is derived from the link, not stored; events skip it."""
@@ -115,9 +164,17 @@ class PaymentRecord:
             created_at=_ts(self.created_at),
             updated_at=_ts(self.updated_at),
         )
-        json_format.ParseDict(self.payment_details, payment.payment_details)
+        # Stored details may carry provider extras (redirect_url) that are not wire fields.
+        json_format.ParseDict(
+            self.payment_details, payment.payment_details, ignore_unknown_fields=True
+        )
         if self.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
             payment.captured_amount_paisa = self.amount_paisa
+        payment.refunded_amount_paisa = self.refunded_paisa
+        payment.refunds.extend(r.to_proto() for r in self.refunds)
+        if self.status == Status.REQUIRES_ACTION and self.payment_details.get("redirect_url"):
+            payment.next_action.type = "REDIRECT"
+            payment.next_action.redirect_url = self.payment_details["redirect_url"]
         if self.expires_at is not None:
             payment.expires_at.CopyFrom(_ts(self.expires_at))
         if self.processed_at is not None:

@@ -1,19 +1,42 @@
-"""PostgreSQL access for the orchestrator's own schema (the pool's search_path points at it)."""
+"""PostgreSQL access for the orchestrator's own schema (the pool's search_path points at it).
+
+Every status change goes through `transition`, which locks the payment row, checks the move
+against the state machine, and writes the history row, the outbox event and (on capture) the
+ledger entry in the same transaction.
+"""
 
 from __future__ import annotations
 
 import base64
-import json
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from gateway_core.errors import Aborted, NotFound, invalid_field
-from orchestrator import outbox
-from orchestrator.domain.states import EVENT_FOR_STATUS, Status, ensure_transition
-from orchestrator.records import MerchantRecord, PaymentRecord, TransitionRecord
+from gateway_core.errors import FailedPrecondition, NotFound, invalid_field
+from orchestrator import ledger_store, outbox
+from orchestrator.domain.fees import Fee
+from orchestrator.domain.ledger import capture_entry, refund_entry
+from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
+from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord, TransitionRecord
+
+# Columns a transition may change alongside the status.
+_CHANGEABLE = frozenset(
+    {
+        "external_txn_id",
+        "gateway_response",
+        "failure_reason",
+        "processed_at",
+        "payment_details",
+        "next_inquiry_at",
+        "inquiry_attempts",
+    }
+)
+CAPTURED = frozenset({Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED})
+_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
+_LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,7 @@ class NewPayment:
     payment_url: str
     provider: str
     expires_at: datetime | None
+    fee: Fee = field(default_factory=lambda: Fee(0, 0))
 
 
 @dataclass(frozen=True)
@@ -42,10 +66,22 @@ class PaymentFilter:
     created_to: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of asking for a status change."""
+
+    record: PaymentRecord
+    applied: bool  # False: the payment was already there, or the move is not allowed now
+
+
 class Repository:
     def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
         self._pool = pool
         self._topic = events_topic
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     # Merchants
 
@@ -89,9 +125,9 @@ class Repository:
             await conn.execute(
                 "INSERT INTO payments (payment_id, merchant_id, user_id, amount_paisa, currency,"
                 " payment_method, status, description, callback_url, metadata, payment_details,"
-                " capture_method, payment_url, provider, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, 'CREATED', $7, $8, $9::jsonb, $10::jsonb, $11,"
-                " $12, $13, $14)",
+                " capture_method, payment_url, provider, expires_at, fees_paisa, tax_paisa)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'CREATED', $7, $8, $9, $10, $11,"
+                " $12, $13, $14, $15, $16)",
                 new.payment_id,
                 new.merchant_id,
                 new.user_id,
@@ -100,16 +136,18 @@ class Repository:
                 new.payment_method,
                 new.description,
                 new.callback_url,
-                json.dumps(new.metadata),
-                json.dumps(new.payment_details),
+                new.metadata,
+                new.payment_details,
                 new.capture_method,
                 new.payment_url,
                 new.provider,
                 new.expires_at,
+                new.fee.fee_paisa,
+                new.fee.tax_paisa,
             )
             record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
             if then is not None:
-                record = await self._transition(conn, record, then[0], then[1])
+                record = (await self._move(conn, record, then[0], then[1], {})).record
             return record
 
     async def get_payment(self, payment_id: str, merchant_id: str | None) -> PaymentRecord:
@@ -120,6 +158,41 @@ class Repository:
         if record is None:
             raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
         return record
+
+    async def transition(
+        self,
+        payment_id: str,
+        target: Status,
+        reason: str,
+        *,
+        strict: bool,
+        changes: Mapping[str, Any] | None = None,
+        merchant_id: str | None = None,
+    ) -> Transition:
+        """Move a payment to `target` under a row lock.
+
+        strict=True (a merchant's request): an illegal move raises a clear 4xx error.
+        strict=False (a provider's report, a job): an impossible move is a no-op, so late or
+        repeated reports never overwrite a final status.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            record = await self._load(conn, payment_id, merchant_id, lock=True)
+            if record is None:
+                raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+            if record.status == target or (
+                not strict and not can_transition(record.status, target)
+            ):
+                return Transition(record, applied=False)
+            return await self._move(conn, record, target, reason, dict(changes or {}))
+
+    async def update_details(self, payment_id: str, changes: Mapping[str, Any]) -> None:
+        """Change provider bookkeeping that is not a status change (no event)."""
+        sets, args = _set_clause(changes, start=2)
+        await self._pool.execute(
+            f"UPDATE payments SET {sets}, updated_at = now() WHERE payment_id = $1",  # noqa: S608
+            payment_id,
+            *args,
+        )
 
     async def list_payments(
         self, merchant_id: str, flt: PaymentFilter, *, limit: int, page_token: str
@@ -154,22 +227,210 @@ class Repository:
         next_token = _encode_cursor(records[-1]) if len(rows) > limit else ""
         return records, next_token
 
+    # Background work queues
+
+    async def due_inquiries(self, limit: int) -> list[PaymentRecord]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM payments WHERE next_inquiry_at <= now()"
+            " AND status IN ('CREATED', 'PENDING', 'REQUIRES_ACTION')"
+            " ORDER BY next_inquiry_at LIMIT $1",
+            limit,
+        )
+        return [PaymentRecord.from_row(r) for r in rows]
+
+    async def schedule_inquiry(self, payment_id: str, delay: timedelta | None) -> None:
+        """Ask the provider again after `delay` (None: stop asking)."""
+        await self._pool.execute(
+            "UPDATE payments SET next_inquiry_at = now() + $2,"
+            " inquiry_attempts = inquiry_attempts + 1 WHERE payment_id = $1",
+            payment_id,
+            delay,
+        )
+
+    async def inquiry_attempts(self, payment_id: str) -> int:
+        value = await self._pool.fetchval(
+            "SELECT inquiry_attempts FROM payments WHERE payment_id = $1", payment_id
+        )
+        return int(value or 0)
+
+    async def expired_open_payments(self, limit: int) -> list[PaymentRecord]:
+        rows = await self._pool.fetch(
+            "SELECT * FROM payments WHERE expires_at < now()"
+            " AND status IN ('CREATED', 'PENDING', 'REQUIRES_ACTION')"
+            " ORDER BY expires_at LIMIT $1",
+            limit,
+        )
+        return [PaymentRecord.from_row(r) for r in rows]
+
+    async def remember_callback(
+        self, provider: str, event_id: str, payment_id: str, status: str
+    ) -> bool:
+        """True the first time a provider's callback event is seen; False for a replay."""
+        inserted = await self._pool.fetchval(
+            "INSERT INTO provider_callbacks (provider, event_id, payment_id, status)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+            provider,
+            event_id,
+            payment_id,
+            status,
+        )
+        return bool(inserted)
+
+    # Refunds
+
+    async def reserve_refund(
+        self,
+        *,
+        refund_id: str,
+        payment_id: str,
+        merchant_id: str | None,
+        amount_paisa: int | None,
+        reason: str,
+        metadata: Mapping[str, str],
+    ) -> tuple[PaymentRecord, RefundRecord]:
+        """Record a PENDING refund if the payment still has that much to refund.
+
+        The payment row lock serialises concurrent refunds, so their total can never exceed
+        what was captured, whatever the interleaving.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            payment = await self._load(conn, payment_id, merchant_id, lock=True)
+            if payment is None:
+                raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+            if payment.status not in CAPTURED:
+                raise FailedPrecondition(
+                    f"only captured payments can be refunded; this one is {payment.status}",
+                    reason="PAYMENT_NOT_CAPTURED",
+                )
+            refundable = payment.amount_paisa - payment.refund_reserved_paisa
+            amount = refundable if amount_paisa is None else amount_paisa
+            if amount <= 0 or amount > refundable:
+                raise invalid_field(
+                    "amount_paisa",
+                    f"must be between 1 and the refundable {refundable} paisa",
+                    reason="REFUND_EXCEEDS_CAPTURED",
+                )
+            row = await conn.fetchrow(
+                "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
+                " status, reason, metadata) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7)"
+                " RETURNING *",
+                refund_id,
+                payment_id,
+                payment.merchant_id,
+                amount,
+                payment.currency,
+                reason,
+                dict(metadata),
+            )
+            assert row is not None
+            refund = RefundRecord.from_row(row)
+            payment = await self._reload(conn, payment_id)
+            await self._refund_event(conn, "refund.created", payment, refund)
+            return payment, refund
+
+    async def finish_refund(
+        self, refund_id: str, *, processed: bool, external_refund_id: str, failure_reason: str
+    ) -> tuple[PaymentRecord, RefundRecord]:
+        """Settle a PENDING refund: PROCESSED moves the payment and posts the ledger entry;
+        FAILED frees the amount again. A second call is a no-op."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT payment_id, status FROM refunds WHERE refund_id = $1", refund_id
+            )
+            if row is None:
+                raise NotFound(f"refund {refund_id} not found", reason="REFUND_NOT_FOUND")
+            payment = await self._load(conn, row["payment_id"], None, lock=True)
+            assert payment is not None
+            if row["status"] != "PENDING":
+                return payment, _find_refund(payment, refund_id)
+            updated = await conn.fetchrow(
+                "UPDATE refunds SET status = $2, external_refund_id = $3, failure_reason = $4,"
+                " processed_at = now() WHERE refund_id = $1 RETURNING *",
+                refund_id,
+                "PROCESSED" if processed else "FAILED",
+                external_refund_id,
+                failure_reason,
+            )
+            assert updated is not None
+            refund = RefundRecord.from_row(updated)
+            if not processed:
+                payment = await self._reload(conn, payment.payment_id)
+                await self._refund_event(conn, "refund.failed", payment, refund)
+                return payment, refund
+            await ledger_store.post_entry(
+                conn,
+                refund_entry(
+                    payment_id=payment.payment_id,
+                    refund_id=refund_id,
+                    merchant_id=payment.merchant_id,
+                    provider=payment.provider,
+                    currency=payment.currency,
+                    amount_paisa=refund.amount_paisa,
+                ),
+            )
+            payment = await self._reload(conn, payment.payment_id)
+            await self._refund_event(conn, "refund.processed", payment, refund)
+            target = (
+                Status.REFUNDED
+                if payment.refunded_paisa >= payment.amount_paisa
+                else Status.PARTIALLY_REFUNDED
+            )
+            moved = await self._move(conn, payment, target, f"refund {refund_id}", {})
+            return moved.record, refund
+
+    async def stale_pending_refunds(self, limit: int) -> list[tuple[PaymentRecord, RefundRecord]]:
+        """Refunds still PENDING a while after they were asked for (the provider was silent)."""
+        rows = await self._pool.fetch(
+            "SELECT refund_id, payment_id FROM refunds WHERE status = 'PENDING'"
+            " AND created_at < now() - interval '10 seconds' ORDER BY created_at LIMIT $1",
+            limit,
+        )
+        found: list[tuple[PaymentRecord, RefundRecord]] = []
+        for row in rows:
+            payment = await self.get_payment(row["payment_id"], None)
+            found.append((payment, _find_refund(payment, row["refund_id"])))
+        return found
+
     # Internals
 
-    async def _transition(
-        self, conn: asyncpg.Connection, record: PaymentRecord, target: Status, reason: str
-    ) -> PaymentRecord:
+    async def _move(
+        self,
+        conn: asyncpg.Connection,
+        record: PaymentRecord,
+        target: Status,
+        reason: str,
+        changes: dict[str, Any],
+    ) -> Transition:
         ensure_transition(record.status, target)
-        updated = await conn.execute(
-            "UPDATE payments SET status = $1, version = version + 1, updated_at = now()"
+        unknown = set(changes) - _CHANGEABLE
+        if unknown:
+            raise ValueError(f"not changeable with a transition: {sorted(unknown)}")
+        if target in (Status.FAILED, Status.EXPIRED, Status.CANCELLED, *CAPTURED):
+            changes.setdefault("next_inquiry_at", None)  # the outcome is known: stop asking
+        sets, args = _set_clause(changes, start=4)
+        extra = f", {sets}" if sets else ""
+        await conn.execute(
+            f"UPDATE payments SET status = $1, version = version + 1, updated_at = now(){extra}"  # noqa: S608
             " WHERE payment_id = $2 AND version = $3",
             target.value,
             record.payment_id,
             record.version,
+            *args,
         )
-        if updated != "UPDATE 1":
-            raise Aborted("the payment changed concurrently; retry", reason="CONCURRENT_UPDATE")
-        return await self._record_step(conn, record.payment_id, record.status, target, reason)
+        if target == Status.SUCCESS:
+            await ledger_store.post_entry(
+                conn,
+                capture_entry(
+                    payment_id=record.payment_id,
+                    merchant_id=record.merchant_id,
+                    provider=record.provider,
+                    currency=record.currency,
+                    amount_paisa=record.amount_paisa,
+                    fee=Fee(record.fees_paisa, record.tax_paisa),
+                ),
+            )
+        moved = await self._record_step(conn, record.payment_id, record.status, target, reason)
+        return Transition(moved, applied=True)
 
     async def _record_step(
         self,
@@ -187,8 +448,7 @@ class Repository:
             to_status.value,
             reason,
         )
-        record = await self._load(conn, payment_id, None)
-        assert record is not None
+        record = await self._reload(conn, payment_id)
         await outbox.enqueue(
             conn,
             topic=self._topic,
@@ -198,10 +458,36 @@ class Repository:
         )
         return record
 
+    async def _refund_event(
+        self,
+        conn: asyncpg.Connection,
+        event_type: str,
+        payment: PaymentRecord,
+        refund: RefundRecord,
+    ) -> None:
+        await outbox.enqueue(
+            conn,
+            topic=self._topic,
+            event_type=event_type,
+            payment=payment.to_proto(with_qr=False),
+            sequence=payment.version,
+            refund=refund.to_proto(),
+        )
+
+    async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:
+        record = await self._load(conn, payment_id, None)
+        assert record is not None
+        return record
+
     async def _load(
-        self, conn: asyncpg.Connection, payment_id: str, merchant_id: str | None
+        self,
+        conn: asyncpg.Connection,
+        payment_id: str,
+        merchant_id: str | None,
+        *,
+        lock: bool = False,
     ) -> PaymentRecord | None:
-        row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+        row = await conn.fetchrow(_LOCKED_PAYMENT if lock else _PAYMENT, payment_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             return None
         steps = await conn.fetch(
@@ -209,8 +495,28 @@ class Repository:
             " WHERE payment_id = $1 ORDER BY id",
             payment_id,
         )
-        history = tuple(TransitionRecord(**dict(s)) for s in steps)
-        return PaymentRecord.from_row(row, history)
+        refunds = await conn.fetch(
+            "SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at, refund_id",
+            payment_id,
+        )
+        return PaymentRecord.from_row(
+            row,
+            tuple(TransitionRecord(**dict(s)) for s in steps),
+            tuple(RefundRecord.from_row(r) for r in refunds),
+        )
+
+
+def _find_refund(payment: PaymentRecord, refund_id: str) -> RefundRecord:
+    return next(r for r in payment.refunds if r.refund_id == refund_id)
+
+
+def _set_clause(changes: Mapping[str, Any], *, start: int) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    for offset, (column, value) in enumerate(sorted(changes.items())):
+        parts.append(f"{column} = ${start + offset}")
+        args.append(value)  # the pool's codec turns dicts into jsonb
+    return ", ".join(parts), args
 
 
 def _encode_cursor(record: PaymentRecord) -> str:

@@ -1,41 +1,16 @@
-"""`python -m sandbox`: the simulated providers."""
+"""`python -m sandbox`: the simulated providers (gRPC and their HTTP pages)."""
 
 from __future__ import annotations
 
 from gateway_core.config import get_settings
 from gateway_core.server import ServiceApp, run_service
-from paygate.sandbox.v1 import (
-    cards_pb2_grpc,
-    netbanking_pb2_grpc,
-    upi_pb2_grpc,
-    wallets_pb2_grpc,
-)
-from sandbox.providers import CardAcquirerServicer, NetBankingServicer, WalletProviderServicer
-from sandbox.upi import UpiCoreServicer
+from sandbox.app import Sandbox
 
 
 async def main() -> None:
-    app = ServiceApp("sandbox", get_settings())
-    app.add_service(
-        "paygate.sandbox.v1.UpiCoreService",
-        upi_pb2_grpc.add_UpiCoreServiceServicer_to_server,
-        UpiCoreServicer(),
-    )
-    app.add_service(
-        "paygate.sandbox.v1.CardAcquirerService",
-        cards_pb2_grpc.add_CardAcquirerServiceServicer_to_server,
-        CardAcquirerServicer(),
-    )
-    app.add_service(
-        "paygate.sandbox.v1.WalletProviderService",
-        wallets_pb2_grpc.add_WalletProviderServiceServicer_to_server,
-        WalletProviderServicer(),
-    )
-    app.add_service(
-        "paygate.sandbox.v1.NetBankingService",
-        netbanking_pb2_grpc.add_NetBankingServiceServicer_to_server,
-        NetBankingServicer(),
-    )
+    settings = get_settings()
+    app = ServiceApp("sandbox", settings)
+    Sandbox(settings).register(app)
     await app.run()
 
 

@@ -1,22 +1,270 @@
 """UPI Core: the simulated UPI switch.
 
-Only the VPA lookup is built so far; initiation, status inquiry and refunds answer
-UNIMPLEMENTED until the payments-core issue builds the approval flow.
+`UpiSwitch` is the switch's book of transactions and their rules (plain, synchronous);
+`UpiCoreServicer` is its gRPC face, which adds what takes time: the hanging switch of
+timeout@upi and the timers that let the simulated customer approve after a delay.
+
+State lives in memory, keyed by the gateway's transaction_ref: this is a simulator, and a
+restarted sandbox forgets its transactions, as a test provider's reset would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 
 from gateway_core.auth import RpcContext
+from gateway_core.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from gateway_core.ids import new_id
 from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
+from sandbox import magic
+from sandbox.callbacks import ProviderCallback
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
+from sandbox.tasks import BackgroundTasks
+from sandbox.validation import Violations
+
+PROVIDER = "upi_core"
+FLOWS = ("INTENT", "COLLECT")
 
 # What a switch accepts as a VPA at all; malformed ones simply do not exist.
 _VPA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,255}@[A-Za-z][A-Za-z0-9]{1,63}")
 
+Clock = Callable[[], float]
+
+
+class UpiStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def proto(self) -> upi_pb2.TransactionStatus:
+        return _PROTO_STATUS[self]
+
+
+_PROTO_STATUS = {
+    UpiStatus.PENDING: upi_pb2.TRANSACTION_PENDING,
+    UpiStatus.SUCCESS: upi_pb2.TRANSACTION_SUCCESS,
+    UpiStatus.FAILED: upi_pb2.TRANSACTION_FAILED,
+    UpiStatus.EXPIRED: upi_pb2.TRANSACTION_EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class UpiRefund:
+    refund_ref: str
+    upi_refund_id: str
+    amount_paisa: int
+
+
+@dataclass
+class UpiTransaction:
+    transaction_ref: str
+    upi_txn_id: str
+    payer_vpa: str
+    amount_paisa: int
+    flow: str
+    callback_url: str
+    outcome: UpiOutcome
+    initiated_at: float
+    expires_at: float | None
+    # When the outcome decided at initiation happens; None while it waits for a person.
+    resolve_at: float | None
+    status: UpiStatus = UpiStatus.PENDING
+    finished_at: float | None = None
+    rrn: str = ""
+    approval_code: str = ""
+    response_code: str = ""
+    refunds: dict[str, UpiRefund] = field(default_factory=dict)
+
+    @property
+    def calls_back(self) -> bool:
+        """A hanging switch never calls back: the gateway must find the outcome by inquiry."""
+        return self.outcome not in (UpiOutcome.TIMEOUT, UpiOutcome.LATE_FAILURE)
+
+    @property
+    def refunded_paisa(self) -> int:
+        return sum(r.amount_paisa for r in self.refunds.values())
+
+    def to_callback(self) -> ProviderCallback:
+        return ProviderCallback(
+            provider=PROVIDER,
+            transaction_ref=self.transaction_ref,
+            provider_txn_id=self.upi_txn_id,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            occurred_at=datetime.fromtimestamp(self.finished_at or self.initiated_at, UTC),
+            rrn=self.rrn,
+            approval_code=self.approval_code,
+            response_code=self.response_code,
+        )
+
+    def succeed(self, at: float) -> None:
+        self.status, self.finished_at = UpiStatus.SUCCESS, at
+        self.rrn = _digits(12)
+        self.approval_code = _digits(6)
+
+    def fail(self, at: float, response_code: str, status: UpiStatus = UpiStatus.FAILED) -> None:
+        self.status, self.finished_at, self.response_code = status, at, response_code
+
+
+class UpiSwitch:
+    """The switch's transactions. `on_final(txn)` runs once when a transaction that calls back
+    turns SUCCESS or FAILED, whoever noticed first (a timer, an inquiry, a control call)."""
+
+    def __init__(
+        self,
+        approval_delay_seconds: float,
+        on_final: Callable[[UpiTransaction], None],
+        clock: Clock = time.time,
+    ) -> None:
+        self._approval_delay = approval_delay_seconds
+        self._on_final = on_final
+        self._clock = clock
+        self._transactions: dict[str, UpiTransaction] = {}
+
+    def now(self) -> float:
+        """The switch's clock (wall-clock seconds), which every due time is measured against."""
+        return self._clock()
+
+    def initiate(
+        self,
+        transaction_ref: str,
+        payer_vpa: str,
+        amount_paisa: int,
+        flow: str,
+        callback_url: str,
+        expires_at: float | None,
+    ) -> tuple[UpiTransaction, bool]:
+        """The transaction for `transaction_ref` and whether this call created it."""
+        known = self._transactions.get(transaction_ref)
+        if known is not None:
+            if (known.payer_vpa, known.amount_paisa, known.flow) != (
+                payer_vpa,
+                amount_paisa,
+                flow,
+            ):
+                raise AlreadyExists(
+                    f"transaction {transaction_ref} was initiated with other details",
+                    reason="DUPLICATE_TRANSACTION_REF",
+                )
+            self.settle(known)
+            return known, False
+        now = self._clock()
+        outcome = upi_outcome(payer_vpa)
+        txn = UpiTransaction(
+            transaction_ref=transaction_ref,
+            upi_txn_id=new_id("UPI"),
+            payer_vpa=payer_vpa,
+            amount_paisa=amount_paisa,
+            flow=flow,
+            callback_url=callback_url,
+            outcome=outcome,
+            initiated_at=now,
+            expires_at=expires_at,
+            resolve_at=self._resolve_at(outcome, now),
+        )
+        if outcome is UpiOutcome.NO_SUCH_VPA:
+            # Refused on the spot: the answer itself is the outcome, no callback follows.
+            txn.fail(now, magic.UPI_INVALID_VPA)
+        self._transactions[transaction_ref] = txn
+        self.settle(txn)  # an expires_at already past expires it at once
+        return txn, True
+
+    def get(self, transaction_ref: str) -> UpiTransaction:
+        txn = self._transactions.get(transaction_ref)
+        if txn is None:
+            raise NotFound(
+                f"transaction {transaction_ref} not found", reason="TRANSACTION_NOT_FOUND"
+            )
+        self.settle(txn)
+        return txn
+
+    def settle(self, txn: UpiTransaction, as_of: float = 0.0) -> None:
+        """Apply whatever became due by now (or by `as_of`, if later): expiry, or the outcome
+        decided at initiation."""
+        if txn.status is not UpiStatus.PENDING:
+            return
+        now = max(self._clock(), as_of)
+        due = txn.resolve_at if txn.resolve_at is not None and txn.resolve_at <= now else None
+        if (
+            txn.expires_at is not None
+            and txn.expires_at <= now
+            and (due is None or txn.expires_at < due)
+        ):
+            txn.fail(txn.expires_at, magic.UPI_EXPIRED, UpiStatus.EXPIRED)
+        elif due is not None:
+            if txn.outcome in (UpiOutcome.APPROVE, UpiOutcome.TIMEOUT):
+                txn.succeed(due)
+            else:
+                txn.fail(due, magic.UPI_DEBIT_FAILED)
+            self._finished(txn)
+
+    def decide(self, transaction_ref: str, *, approve: bool) -> UpiTransaction:
+        """The customer's decision, made through the sandbox control (manual@upi)."""
+        txn = self.get(transaction_ref)
+        if txn.status is not UpiStatus.PENDING:
+            raise Conflict(
+                f"transaction {transaction_ref} is already {txn.status}",
+                reason="TRANSACTION_FINAL",
+            )
+        now = self._clock()
+        if approve:
+            txn.succeed(now)
+        else:
+            txn.fail(now, magic.UPI_DECLINED_BY_CUSTOMER)
+        self._finished(txn)
+        return txn
+
+    def refund(self, transaction_ref: str, refund_ref: str, amount_paisa: int) -> UpiRefund:
+        txn = self.get(transaction_ref)
+        known = txn.refunds.get(refund_ref)
+        if known is not None:
+            if known.amount_paisa != amount_paisa:
+                raise AlreadyExists(
+                    f"refund {refund_ref} was requested with another amount",
+                    reason="DUPLICATE_REFUND_REF",
+                )
+            return known
+        if txn.status is not UpiStatus.SUCCESS:
+            raise FailedPrecondition(
+                f"transaction {transaction_ref} is {txn.status}; only SUCCESS can be refunded",
+                reason="TRANSACTION_NOT_SUCCESSFUL",
+            )
+        if txn.refunded_paisa + amount_paisa > txn.amount_paisa:
+            raise FailedPrecondition(
+                f"refunds would total {txn.refunded_paisa + amount_paisa} paisa, more than the "
+                f"{txn.amount_paisa} paid",
+                reason="REFUND_EXCEEDS_AMOUNT",
+            )
+        refund = UpiRefund(refund_ref, new_id("UPIRF"), amount_paisa)
+        txn.refunds[refund_ref] = refund
+        return refund
+
+    def _resolve_at(self, outcome: UpiOutcome, now: float) -> float | None:
+        if outcome in (UpiOutcome.APPROVE, UpiOutcome.DECLINE):
+            return now + self._approval_delay
+        if outcome in (UpiOutcome.TIMEOUT, UpiOutcome.LATE_FAILURE):
+            return now + magic.UPI_LATE_OUTCOME_SECONDS
+        return None
+
+    def _finished(self, txn: UpiTransaction) -> None:
+        if txn.calls_back:
+            self._on_final(txn)
+
 
 class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
+    def __init__(self, switch: UpiSwitch) -> None:
+        self._switch = switch
+        self._timers = BackgroundTasks()
+
     async def ValidateVpa(
         self, request: upi_pb2.ValidateVpaRequest, context: RpcContext
     ) -> upi_pb2.ValidateVpaResponse:
@@ -24,3 +272,85 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
         if not _VPA.fullmatch(vpa) or upi_outcome(vpa) is UpiOutcome.NO_SUCH_VPA:
             return upi_pb2.ValidateVpaResponse(exists=False)
         return upi_pb2.ValidateVpaResponse(exists=True, holder_name=holder_name(vpa))
+
+    async def InitiateTransaction(
+        self, request: upi_pb2.InitiateTransactionRequest, context: RpcContext
+    ) -> upi_pb2.InitiateTransactionResponse:
+        flow = request.flow.strip().upper() or "INTENT"
+        payer_vpa = request.payer_vpa.strip().lower()
+        expires_at = request.expires_at.ToDatetime(UTC) if request.HasField("expires_at") else None
+        problems = Violations()
+        problems.required("transaction_ref", request.transaction_ref)
+        problems.positive("amount_paisa", request.amount_paisa)
+        if request.currency:
+            problems.currency("currency", request.currency)
+        if flow not in FLOWS:
+            problems.add("flow", "must be INTENT or COLLECT")
+        if flow == "COLLECT":
+            problems.required("payer_vpa", payer_vpa)
+        if payer_vpa and not _VPA.fullmatch(payer_vpa):
+            problems.add("payer_vpa", "is not a valid VPA")
+        problems.http_url("callback_url", request.callback_url)
+        problems.raise_if_any()
+
+        txn, created = self._switch.initiate(
+            transaction_ref=request.transaction_ref,
+            payer_vpa=payer_vpa,
+            amount_paisa=request.amount_paisa,
+            flow=flow,
+            callback_url=request.callback_url,
+            expires_at=expires_at.timestamp() if expires_at is not None else None,
+        )
+        if created and txn.resolve_at is not None and txn.calls_back:
+            self._timers.spawn(self._settle_when_due(txn), name=f"upi {txn.transaction_ref}")
+        if created and not txn.calls_back:
+            # The switch is "down": the caller's deadline passes long before this answer.
+            await asyncio.sleep(magic.UPI_HANG_SECONDS)
+            self._switch.settle(txn)
+        return upi_pb2.InitiateTransactionResponse(
+            upi_txn_id=txn.upi_txn_id, status=txn.status.proto
+        )
+
+    async def CheckTransactionStatus(
+        self, request: upi_pb2.CheckTransactionStatusRequest, context: RpcContext
+    ) -> upi_pb2.CheckTransactionStatusResponse:
+        problems = Violations()
+        problems.required("transaction_ref", request.transaction_ref)
+        problems.raise_if_any()
+        txn = self._switch.get(request.transaction_ref)
+        return upi_pb2.CheckTransactionStatusResponse(
+            upi_txn_id=txn.upi_txn_id,
+            status=txn.status.proto,
+            rrn=txn.rrn,
+            approval_code=txn.approval_code,
+            response_code=txn.response_code,
+        )
+
+    async def RefundTransaction(
+        self, request: upi_pb2.RefundTransactionRequest, context: RpcContext
+    ) -> upi_pb2.RefundTransactionResponse:
+        problems = Violations()
+        problems.required("transaction_ref", request.transaction_ref)
+        problems.required("refund_ref", request.refund_ref)
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.raise_if_any()
+        refund = self._switch.refund(
+            request.transaction_ref, request.refund_ref, request.amount_paisa
+        )
+        return upi_pb2.RefundTransactionResponse(
+            upi_refund_id=refund.upi_refund_id, status=upi_pb2.TRANSACTION_SUCCESS
+        )
+
+    async def aclose(self) -> None:
+        await self._timers.aclose()
+
+    async def _settle_when_due(self, txn: UpiTransaction) -> None:
+        assert txn.resolve_at is not None
+        await asyncio.sleep(max(0.0, txn.resolve_at - self._switch.now()))
+        # The event loop sleeps by a monotonic clock, the switch decides by the wall clock:
+        # settling "as of" the due moment keeps a timer that woke a hair early from missing it.
+        self._switch.settle(txn, as_of=txn.resolve_at)
+
+
+def _digits(count: int) -> str:
+    return f"{secrets.randbelow(10**count):0{count}d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -10,6 +11,10 @@ from orchestrator.domain.upi import is_valid_vpa
 from paygate.payments.v1 import payments_pb2
 
 SUPPORTED_CURRENCIES = frozenset({"INR"})
+WALLETS = frozenset({"PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY"})
+_PHONE = re.compile(r"[6-9]\d{9}")
+_BANK_CODE = re.compile(r"[A-Z]{4}")
+MAX_EXPIRE_AFTER_SECONDS = 86_400
 UPI_FLOWS = frozenset({"", "INTENT", "COLLECT"})
 MAX_DESCRIPTION = 255
 MAX_USER_ID = 255
@@ -46,6 +51,15 @@ def validate_create_payment(
         bad("payment_method", "is required: one of UPI, CARD, WALLET, NET_BANKING")
     elif method == payments_pb2.UPI:
         _validate_upi(request.payment_details, bad)
+    elif method == payments_pb2.WALLET:
+        _validate_wallet(request.payment_details, bad)
+    elif method == payments_pb2.NET_BANKING:
+        _validate_net_banking(request.payment_details, bad)
+
+    if request.capture_method == payments_pb2.Payment.MANUAL and method != payments_pb2.WALLET:
+        bad("capture_method", "MANUAL capture is available for WALLET payments only")
+    if not 0 <= request.expire_after_seconds <= MAX_EXPIRE_AFTER_SECONDS:
+        bad("expire_after_seconds", f"must be between 1 and {MAX_EXPIRE_AFTER_SECONDS}")
 
     if len(request.user_id) > MAX_USER_ID:
         bad("user_id", f"must be at most {MAX_USER_ID} characters")
@@ -70,6 +84,20 @@ def _validate_upi(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
         bad("payment_details.vpa", "must look like name@handle (e.g. user@okbank)")
     if details.upi_flow not in UPI_FLOWS:
         bad("payment_details.upi_flow", "must be INTENT or COLLECT")
+
+
+def _validate_wallet(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    if not details.wallet:
+        bad("payment_details.wallet", f"is required: one of {', '.join(sorted(WALLETS))}")
+    elif details.wallet not in WALLETS:
+        bad("payment_details.wallet", f"unknown wallet; one of {', '.join(sorted(WALLETS))}")
+    if not _PHONE.fullmatch(details.phone):
+        bad("payment_details.phone", "must be a 10-digit Indian mobile number")
+
+
+def _validate_net_banking(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    if not _BANK_CODE.fullmatch(details.bank_code):
+        bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICICI, SBIN")
 
 
 def _validate_metadata(metadata: Mapping[str, str], bad: Reporter) -> None:

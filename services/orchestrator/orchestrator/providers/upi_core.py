@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.errors import DeadlineExceeded, Unavailable
+from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout, call_provider
 from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 
 PROVIDER_NAME = "upi_core"
-# A VPA lookup is on the merchant's request path: fail fast rather than hang the checkout.
+# Calls on the merchant's request path: fail fast rather than hang the checkout. A switch that
+# misses this deadline on initiation leaves the payment PENDING and is asked again later.
 LOOKUP_TIMEOUT_SECONDS = 3.0
+INITIATE_TIMEOUT_SECONDS = 2.0
+INQUIRY_TIMEOUT_SECONDS = 3.0
+
+_OUTCOMES = {
+    upi_pb2.TRANSACTION_PENDING: Outcome.PENDING,
+    upi_pb2.TRANSACTION_SUCCESS: Outcome.SUCCESS,
+    upi_pb2.TRANSACTION_FAILED: Outcome.FAILED,
+    upi_pb2.TRANSACTION_EXPIRED: Outcome.EXPIRED,
+}
 
 
 @dataclass(frozen=True)
@@ -39,3 +52,75 @@ class UpiCoreClient:
                 "the UPI network is unavailable; retry shortly", reason="PROVIDER_UNAVAILABLE"
             ) from exc
         return VpaLookup(exists=reply.exists, holder_name=reply.holder_name)
+
+    async def initiate(
+        self,
+        *,
+        payment_id: str,
+        payer_vpa: str,
+        payee_vpa: str,
+        payee_name: str,
+        amount_paisa: int,
+        currency: str,
+        note: str,
+        flow: str,
+        callback_url: str,
+        expires_at: datetime,
+    ) -> ProviderResult:
+        """Register the transaction at the switch. Raises ProviderTimeout when it is silent."""
+        expiry = Timestamp()
+        expiry.FromDatetime(expires_at)
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.InitiateTransaction(
+                upi_pb2.InitiateTransactionRequest(
+                    transaction_ref=payment_id,
+                    payer_vpa=payer_vpa,
+                    payee_vpa=payee_vpa,
+                    payee_name=payee_name,
+                    amount_paisa=amount_paisa,
+                    currency=currency,
+                    note=note,
+                    flow=flow,
+                    callback_url=callback_url,
+                    expires_at=expiry,
+                ),
+                timeout=INITIATE_TIMEOUT_SECONDS,
+            ),
+        )
+        return ProviderResult(_OUTCOMES.get(reply.status, Outcome.PENDING), reply.upi_txn_id)
+
+    async def status(self, payment_id: str) -> ProviderResult:
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.CheckTransactionStatus(
+                upi_pb2.CheckTransactionStatusRequest(transaction_ref=payment_id),
+                timeout=INQUIRY_TIMEOUT_SECONDS,
+            ),
+        )
+        outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
+        response = {"rrn": reply.rrn, "approval_code": reply.approval_code}
+        if reply.response_code:
+            response["response_code"] = reply.response_code
+        return ProviderResult(
+            outcome,
+            reply.upi_txn_id,
+            {k: v for k, v in response.items() if v},
+            failure_reason="declined" if outcome == Outcome.FAILED else "",
+        )
+
+    async def refund(self, *, payment_id: str, refund_id: str, amount_paisa: int) -> ProviderResult:
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.RefundTransaction(
+                upi_pb2.RefundTransactionRequest(
+                    transaction_ref=payment_id, refund_ref=refund_id, amount_paisa=amount_paisa
+                ),
+                timeout=INQUIRY_TIMEOUT_SECONDS,
+            ),
+        )
+        outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
+        return ProviderResult(outcome, reply.upi_refund_id)
+
+
+__all__ = ["PROVIDER_NAME", "ProviderTimeout", "UpiCoreClient", "VpaLookup"]

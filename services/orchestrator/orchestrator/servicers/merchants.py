@@ -16,6 +16,7 @@ from gateway_core.errors import (
     invalid_field,
 )
 from gateway_core.ids import new_id
+from orchestrator import ledger_store
 from orchestrator.domain.upi import is_valid_vpa
 from orchestrator.repository import Repository
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
@@ -74,6 +75,26 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         return merchants_pb2.ListMerchantsResponse(
             merchants=[r.to_proto() for r in page],
             next_page_token=page[-1].merchant_id if len(records) > limit else "",
+        )
+
+    async def GetMerchantBalance(
+        self, request: merchants_pb2.GetMerchantBalanceRequest, context: RpcContext
+    ) -> merchants_pb2.MerchantBalance:
+        require_admin(context)
+        if await self._repo.get_merchant(request.merchant_id) is None:
+            raise NotFound(f"merchant {request.merchant_id} not found", reason="MERCHANT_NOT_FOUND")
+        currency = request.currency or "INR"
+        balance = await ledger_store.merchant_balance(
+            self._repo.pool, request.merchant_id, currency
+        )
+        return merchants_pb2.MerchantBalance(
+            merchant_id=request.merchant_id,
+            currency=currency,
+            payable_paisa=balance.payable_paisa,
+            captured_paisa=balance.captured_paisa,
+            fees_paisa=balance.fees_paisa,
+            tax_paisa=balance.tax_paisa,
+            refunded_paisa=balance.refunded_paisa,
         )
 
     def _assign_vpa(self, name: str, merchant_id: str) -> str:

@@ -1,33 +1,43 @@
-"""paygate.payments.v1.PaymentService.
+"""paygate.payments.v1.PaymentService: the merchant's payments API.
 
-Capture, cancel and refund are left to the base class (UNIMPLEMENTED, HTTP 501) until the
-payments-core issue builds them.
+Every mutating method runs behind the merchant's Idempotency-Key, if one was sent.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, Unimplemented, invalid_field
-from gateway_core.ids import new_id
-from orchestrator.domain.states import Status
-from orchestrator.domain.upi import pay_link
 from orchestrator.domain.validation import validate_create_payment
-from orchestrator.providers.upi_core import PROVIDER_NAME, UpiCoreClient
+from orchestrator.idempotency import IdempotencyStore, idempotency_key
+from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
-from orchestrator.repository import NewPayment, PaymentFilter, Repository
+from orchestrator.repository import PaymentFilter, Repository
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+SERVICE = "/paygate.payments.v1.PaymentService/"
+M = TypeVar("M", bound=Message)
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, repo: Repository, upi: UpiCoreClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        processor: PaymentProcessor,
+        idempotency: IdempotencyStore,
+        settings: Settings,
+    ) -> None:
         self._repo = repo
-        self._upi = upi
+        self._processor = processor
+        self._idempotency = idempotency
         self._settings = settings
 
     async def CreatePayment(
@@ -39,21 +49,27 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 "merchant_id in the body does not match the authenticated merchant",
                 reason="MERCHANT_MISMATCH",
             )
-        merchant = await self._active_merchant(caller)
-        validate_create_payment(request, max_amount_paisa=self._settings.max_payment_amount_paisa)
-        if request.payment_method != payments_pb2.UPI:
-            method = payments_pb2.PaymentMethod.Name(request.payment_method)
-            raise Unimplemented(
-                f"{method} payments are not available yet", reason="METHOD_NOT_AVAILABLE"
+
+        async def create() -> payments_pb2.Payment:
+            merchant = await self._active_merchant(caller)
+            validate_create_payment(
+                request, max_amount_paisa=self._settings.max_payment_amount_paisa
             )
-        return await self._create_upi_intent(request, merchant)
+            if request.payment_method == payments_pb2.CARD:
+                raise Unimplemented(
+                    "CARD payments are not available yet", reason="METHOD_NOT_AVAILABLE"
+                )
+            record = await self._processor.start(_payment_start(request, merchant, self._settings))
+            return record.to_proto()
+
+        return await self._once(
+            caller, context, "CreatePayment", request, payments_pb2.Payment, create
+        )
 
     async def GetPayment(
         self, request: payments_pb2.GetPaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
-        caller = caller_from_context(context)
-        scope = None if caller.is_admin else caller.merchant_id
-        record = await self._repo.get_payment(request.payment_id, scope)
+        record = await self._repo.get_payment(request.payment_id, _scope(context))
         return record.to_proto()
 
     async def ListPayments(
@@ -80,6 +96,77 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             payments=[r.to_proto(with_qr=False) for r in records], next_page_token=next_token
         )
 
+    async def CapturePayment(
+        self, request: payments_pb2.CapturePaymentRequest, context: RpcContext
+    ) -> payments_pb2.Payment:
+        caller = caller_from_context(context)
+
+        async def capture() -> payments_pb2.Payment:
+            record = await self._processor.capture(
+                request.payment_id, _scope(context), request.amount_paisa
+            )
+            return record.to_proto()
+
+        return await self._once(
+            caller, context, "CapturePayment", request, payments_pb2.Payment, capture
+        )
+
+    async def CancelPayment(
+        self, request: payments_pb2.CancelPaymentRequest, context: RpcContext
+    ) -> payments_pb2.Payment:
+        caller = caller_from_context(context)
+
+        async def cancel() -> payments_pb2.Payment:
+            record = await self._processor.cancel(
+                request.payment_id, _scope(context), request.reason
+            )
+            return record.to_proto()
+
+        return await self._once(
+            caller, context, "CancelPayment", request, payments_pb2.Payment, cancel
+        )
+
+    async def RefundPayment(
+        self, request: payments_pb2.RefundPaymentRequest, context: RpcContext
+    ) -> payments_pb2.Refund:
+        caller = caller_from_context(context)
+        if request.amount_paisa < 0:
+            raise invalid_field("amount_paisa", "must be a positive whole number of paisa")
+        if len(request.reason) > 255:
+            raise invalid_field("reason", "must be at most 255 characters")
+
+        async def refund() -> payments_pb2.Refund:
+            record = await self._processor.refund(
+                request.payment_id,
+                _scope(context),
+                amount_paisa=request.amount_paisa or None,
+                reason=request.reason,
+                metadata=dict(request.metadata),
+            )
+            return record.to_proto()
+
+        return await self._once(
+            caller, context, "RefundPayment", request, payments_pb2.Refund, refund
+        )
+
+    async def _once(
+        self,
+        caller: Caller,
+        context: RpcContext,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        handler: Callable[[], Awaitable[M]],
+    ) -> M:
+        return await self._idempotency.run(
+            merchant_id=caller.merchant_id,
+            key=idempotency_key(context),
+            method=SERVICE + method,
+            request=request,
+            response_type=response_type,
+            handler=handler,
+        )
+
     async def _active_merchant(self, caller: Caller) -> MerchantRecord:
         merchant = await self._repo.get_merchant(caller.merchant_id)
         if merchant is None or merchant.status != "ACTIVE":
@@ -89,48 +176,40 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             )
         return merchant
 
-    async def _create_upi_intent(
-        self, request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord
-    ) -> payments_pb2.Payment:
-        vpa = request.payment_details.vpa
-        lookup = await self._upi.validate_vpa(vpa)
-        if not lookup.exists:
-            raise invalid_field(
-                "payment_details.vpa", "is not registered with any UPI app", reason="VPA_NOT_FOUND"
-            )
-        payment_id = new_id("PAY")
-        link = pay_link(
-            payee_vpa=merchant.vpa,
-            payee_name=merchant.name,
-            amount_paisa=request.amount_paisa,
-            currency=request.currency,
-            note=request.description,
-            transaction_ref=payment_id,
-        )
-        expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.payment_expiry_seconds)
-        record = await self._repo.create_payment(
-            NewPayment(
-                payment_id=payment_id,
-                merchant_id=merchant.merchant_id,
-                user_id=request.user_id,
-                amount_paisa=request.amount_paisa,
-                currency=request.currency,
-                payment_method="UPI",
-                description=request.description,
-                callback_url=request.callback_url,
-                metadata=dict(request.metadata),
-                payment_details={
-                    "vpa": vpa,
-                    "upi_flow": request.payment_details.upi_flow or "INTENT",
-                },
-                capture_method="AUTOMATIC",
-                payment_url=link,
-                provider=PROVIDER_NAME,
-                expires_at=expires_at,
-            ),
-            then=(Status.PENDING, "awaiting the customer's approval in their UPI app"),
-        )
-        return record.to_proto()
+
+def _scope(context: RpcContext) -> str | None:
+    """Admins see every merchant's payments; a merchant only its own."""
+    caller = caller_from_context(context)
+    return None if caller.is_admin else caller.merchant_id
+
+
+def _payment_start(
+    request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord, settings: Settings
+) -> PaymentStart:
+    method = payments_pb2.PaymentMethod.Name(request.payment_method)
+    given = request.payment_details
+    details = {
+        "UPI": {"vpa": given.vpa, "upi_flow": given.upi_flow or "INTENT"},
+        "WALLET": {"wallet": given.wallet, "phone": given.phone},
+        "NET_BANKING": {"bank_code": given.bank_code},
+    }[method]
+    return PaymentStart(
+        merchant=merchant,
+        user_id=request.user_id,
+        amount_paisa=request.amount_paisa,
+        currency=request.currency,
+        method=method,
+        details=details,
+        description=request.description,
+        callback_url=request.callback_url,
+        metadata=dict(request.metadata),
+        capture_method="MANUAL"
+        if request.capture_method == payments_pb2.Payment.MANUAL
+        else "AUTOMATIC",
+        expire_after=timedelta(
+            seconds=request.expire_after_seconds or settings.payment_expiry_seconds
+        ),
+    )
 
 
 def _parse_time(field: str, value: str) -> datetime | None:
@@ -139,9 +218,7 @@ def _parse_time(field: str, value: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise invalid_field(
-            field, "must be an RFC 3339 timestamp, e.g. 2026-01-15T10:00:00Z"
-        ) from exc
+        raise invalid_field(field, "must be an RFC 3339 time, e.g. 2026-01-15T10:00:00Z") from exc
     if moment.tzinfo is None:
         raise invalid_field(field, "must include a time zone offset, e.g. Z or +05:30")
     return moment

@@ -1,0 +1,54 @@
+"""What every provider client returns, and how a provider's silence is reported."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+import grpc
+
+from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable, from_rpc_error
+
+T = TypeVar("T")
+
+
+class Outcome(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    PENDING = "PENDING"
+    EXPIRED = "EXPIRED"
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    outcome: Outcome
+    external_txn_id: str = ""
+    gateway_response: dict[str, str] = field(default_factory=dict)
+    failure_reason: str = ""
+
+
+class ProviderTimeout(Exception):
+    """The provider did not answer in time: the outcome is unknown, so ask again later."""
+
+
+async def call_provider(name: str, call: Awaitable[T]) -> T:
+    """Await a provider RPC and translate transport failures.
+
+    A deadline means "unknown", never "failed": the money may have moved. The provider's own
+    refusals of our request (bad argument, wrong state) keep their meaning.
+    """
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            raise ProviderTimeout(f"{name} did not answer in time") from exc
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            error = from_rpc_error(exc)
+            if isinstance(error, InvalidArgument | FailedPrecondition):
+                raise error from exc
+        raise Unavailable(
+            f"{name} is unavailable; retry shortly", reason="PROVIDER_UNAVAILABLE"
+        ) from exc

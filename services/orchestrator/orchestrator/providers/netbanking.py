@@ -1,0 +1,96 @@
+"""Client for net banking: the bank's page takes the customer, then the bank calls back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from orchestrator.providers.base import Outcome, ProviderResult, call_provider
+from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
+
+PROVIDER_NAME = "netbanking"
+TIMEOUT_SECONDS = 3.0
+
+_OUTCOMES = {
+    netbanking_pb2.NetBankingPayment.PENDING: Outcome.PENDING,
+    netbanking_pb2.NetBankingPayment.SUCCESS: Outcome.SUCCESS,
+    netbanking_pb2.NetBankingPayment.FAILED: Outcome.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Redirect:
+    redirect_url: str
+
+
+class NetBankingClient:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = netbanking_pb2_grpc.NetBankingServiceStub(channel)
+
+    async def initiate(
+        self,
+        *,
+        bank_code: str,
+        payment_id: str,
+        merchant_id: str,
+        amount_paisa: int,
+        currency: str,
+        return_url: str,
+        callback_url: str,
+    ) -> Redirect:
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.InitiateNetBankingPayment(
+                netbanking_pb2.InitiateNetBankingPaymentRequest(
+                    bank_code=bank_code,
+                    payment_id=payment_id,
+                    merchant_id=merchant_id,
+                    amount_paisa=amount_paisa,
+                    currency=currency,
+                    return_url=return_url,
+                    callback_url=callback_url,
+                ),
+                timeout=TIMEOUT_SECONDS,
+            ),
+        )
+        return Redirect(reply.redirect_url)
+
+    async def status(self, bank_code: str, payment_id: str) -> ProviderResult:
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.GetNetBankingPayment(
+                netbanking_pb2.GetNetBankingPaymentRequest(
+                    bank_code=bank_code, payment_id=payment_id
+                ),
+                timeout=TIMEOUT_SECONDS,
+            ),
+        )
+        outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
+        response = {"bank_reference": reply.bank_reference} if reply.bank_reference else {}
+        return ProviderResult(
+            outcome, reply.bank_reference, response, failure_reason=reply.failure_code.lower()
+        )
+
+    async def refund(
+        self, *, bank_code: str, payment_id: str, refund_id: str, amount_paisa: int, currency: str
+    ) -> ProviderResult:
+        reply = await call_provider(
+            PROVIDER_NAME,
+            self._stub.RefundNetBankingPayment(
+                netbanking_pb2.RefundNetBankingPaymentRequest(
+                    bank_code=bank_code,
+                    payment_id=payment_id,
+                    refund_id=refund_id,
+                    amount_paisa=amount_paisa,
+                    currency=currency,
+                ),
+                timeout=TIMEOUT_SECONDS,
+            ),
+        )
+        processed = reply.status == netbanking_pb2.RefundNetBankingPaymentResponse.PROCESSED
+        return ProviderResult(
+            Outcome.SUCCESS if processed else Outcome.FAILED,
+            reply.bank_refund_reference,
+            failure_reason=reply.failure_code.lower(),
+        )

@@ -1,0 +1,73 @@
+"""The sandbox put together: every simulated provider, their shared callback sender and the
+HTTP server, wired into one ServiceApp (gRPC and HTTP in one process and event loop)."""
+
+from __future__ import annotations
+
+from gateway_core.config import Settings
+from gateway_core.server import ServiceApp
+from paygate.sandbox.v1 import (
+    cards_pb2_grpc,
+    netbanking_pb2_grpc,
+    upi_pb2_grpc,
+    wallets_pb2_grpc,
+)
+from sandbox.callbacks import CallbackSender
+from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
+from sandbox.providers import CardAcquirerServicer
+from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
+from sandbox.wallets import WalletBook, WalletProviderServicer
+from sandbox.web import SandboxWeb
+
+
+class Sandbox:
+    """Build inside the running event loop; `register` hands everything to a ServiceApp."""
+
+    def __init__(self, settings: Settings, callbacks: CallbackSender | None = None) -> None:
+        self.callbacks = callbacks or CallbackSender(
+            settings.provider_callback_secret.get_secret_value(), settings.gateway_public_url
+        )
+        self.upi = UpiSwitch(
+            settings.sandbox_upi_approval_delay_ms / 1000, on_final=self._upi_final
+        )
+        self.banks = NetBanks(on_final=self._bank_final)
+        self.wallets = WalletBook()
+        self.web = SandboxWeb(
+            settings.server_host, settings.sandbox_http_port, self.upi, self.banks
+        )
+        self._upi_servicer = UpiCoreServicer(self.upi)
+        self._netbanking_servicer = NetBankingServicer(self.banks, settings.sandbox_public_url)
+
+    def register(self, app: ServiceApp) -> None:
+        app.add_service(
+            "paygate.sandbox.v1.UpiCoreService",
+            upi_pb2_grpc.add_UpiCoreServiceServicer_to_server,
+            self._upi_servicer,
+        )
+        app.add_service(
+            "paygate.sandbox.v1.CardAcquirerService",
+            cards_pb2_grpc.add_CardAcquirerServiceServicer_to_server,
+            CardAcquirerServicer(),
+        )
+        app.add_service(
+            "paygate.sandbox.v1.WalletProviderService",
+            wallets_pb2_grpc.add_WalletProviderServiceServicer_to_server,
+            WalletProviderServicer(self.wallets),
+        )
+        app.add_service(
+            "paygate.sandbox.v1.NetBankingService",
+            netbanking_pb2_grpc.add_NetBankingServiceServicer_to_server,
+            self._netbanking_servicer,
+        )
+        app.add_background_task("http", self.web.serve)
+        app.on_shutdown(self.aclose)
+
+    async def aclose(self) -> None:
+        """Stop the UPI timers, then the callback deliveries still pending."""
+        await self._upi_servicer.aclose()
+        await self.callbacks.aclose()
+
+    def _upi_final(self, txn: UpiTransaction) -> None:
+        self.callbacks.send(txn.to_callback(), txn.callback_url)
+
+    def _bank_final(self, payment: BankPayment) -> None:
+        self.callbacks.send(payment.to_callback(), payment.callback_url)

@@ -1,0 +1,271 @@
+"""Net banking: the customer is sent to a bank page, pays or cancels there, and the bank both
+sends the browser back to the merchant's return URL and calls the gateway back, signed.
+
+`NetBanks` holds the payments and their rules (plain, synchronous); `NetBankingServicer` is
+the gRPC face the orchestrator calls, and sandbox.web serves the bank page. State lives in
+memory: this is a simulator.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from gateway_core.auth import RpcContext
+from gateway_core.errors import AlreadyExists, NotFound, invalid_field
+from gateway_core.ids import new_id
+from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
+from sandbox.callbacks import ProviderCallback
+from sandbox.magic import BANKS, FAILING_BANK
+from sandbox.validation import CURRENCY, Violations
+
+PROVIDER = "netbanking"
+BANK_DECLINED = "BANK_DECLINED"
+CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
+
+Clock = Callable[[], float]
+
+
+class BankPaymentStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+class RefundStatus(StrEnum):
+    PROCESSED = "PROCESSED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class BankRefund:
+    refund_id: str
+    amount_paisa: int
+    status: RefundStatus
+    bank_refund_reference: str = ""
+    failure_code: str = ""
+
+
+@dataclass
+class BankPayment:
+    bank_code: str
+    payment_id: str
+    amount_paisa: int
+    return_url: str
+    callback_url: str
+    status: BankPaymentStatus = BankPaymentStatus.PENDING
+    bank_reference: str = ""
+    failure_code: str = ""
+    finished_at: float | None = None
+    refunds: dict[str, BankRefund] = field(default_factory=dict)
+
+    @property
+    def bank_name(self) -> str:
+        return BANKS[self.bank_code]
+
+    @property
+    def refunded_paisa(self) -> int:
+        return sum(
+            r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
+        )
+
+    def return_to(self) -> str:
+        """The merchant's return URL with the outcome added to its query."""
+        parts = urlsplit(self.return_url)
+        query = [*parse_qsl(parts.query, keep_blank_values=True)]
+        query += [("payment_id", self.payment_id), ("status", self.status.value)]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def to_callback(self) -> ProviderCallback:
+        return ProviderCallback(
+            provider=PROVIDER,
+            transaction_ref=self.payment_id,
+            provider_txn_id=self.bank_reference,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            occurred_at=datetime.fromtimestamp(self.finished_at or 0, UTC),
+            response_code=self.failure_code,
+        )
+
+
+class NetBanks:
+    """Payments at the simulated banks, keyed by the gateway's payment id. `on_final(payment)`
+    runs once, when the customer finishes on the bank page."""
+
+    def __init__(self, on_final: Callable[[BankPayment], None], clock: Clock = time.time) -> None:
+        self._on_final = on_final
+        self._clock = clock
+        self._payments: dict[str, BankPayment] = {}
+
+    def initiate(
+        self,
+        bank_code: str,
+        payment_id: str,
+        amount_paisa: int,
+        return_url: str,
+        callback_url: str,
+    ) -> BankPayment:
+        """Start a payment once: a repeated call answers the payment as it stands."""
+        known = self._payments.get(payment_id)
+        if known is not None:
+            if (known.bank_code, known.amount_paisa, known.return_url) != (
+                bank_code,
+                amount_paisa,
+                return_url,
+            ):
+                raise AlreadyExists(
+                    f"payment {payment_id} was started with other details",
+                    reason="DUPLICATE_PAYMENT_ID",
+                )
+            return known
+        payment = BankPayment(bank_code, payment_id, amount_paisa, return_url, callback_url)
+        self._payments[payment_id] = payment
+        return payment
+
+    def get(self, bank_code: str, payment_id: str) -> BankPayment:
+        payment = self._payments.get(payment_id)
+        if payment is None or payment.bank_code != bank_code:
+            raise NotFound(
+                f"no payment {payment_id} at bank {bank_code}", reason="PAYMENT_NOT_FOUND"
+            )
+        return payment
+
+    def complete(self, bank_code: str, payment_id: str, *, approve: bool) -> BankPayment:
+        """The customer's choice on the bank page; once final, later choices change nothing."""
+        payment = self.get(bank_code, payment_id)
+        if payment.status is not BankPaymentStatus.PENDING:
+            return payment
+        payment.finished_at = self._clock()
+        if not approve:
+            payment.status, payment.failure_code = BankPaymentStatus.FAILED, CUSTOMER_CANCELLED
+        elif bank_code == FAILING_BANK:
+            payment.status, payment.failure_code = BankPaymentStatus.FAILED, BANK_DECLINED
+        else:
+            payment.status = BankPaymentStatus.SUCCESS
+            payment.bank_reference = f"{bank_code}{secrets.randbelow(10**10):010d}"
+        self._on_final(payment)
+        return payment
+
+    def refund(
+        self, bank_code: str, payment_id: str, refund_id: str, amount_paisa: int
+    ) -> BankRefund:
+        """Refund once per refund id; never more than was paid, over all refunds."""
+        payment = self.get(bank_code, payment_id)
+        known = payment.refunds.get(refund_id)
+        if known is not None:
+            if known.amount_paisa != amount_paisa:
+                raise AlreadyExists(
+                    f"refund {refund_id} was requested with another amount",
+                    reason="DUPLICATE_REFUND_ID",
+                )
+            return known
+        failure = ""
+        if payment.status is not BankPaymentStatus.SUCCESS:
+            failure = "PAYMENT_NOT_SUCCESSFUL"
+        elif payment.refunded_paisa + amount_paisa > payment.amount_paisa:
+            failure = "REFUND_EXCEEDS_PAYMENT"
+        refund = (
+            BankRefund(refund_id, amount_paisa, RefundStatus.FAILED, failure_code=failure)
+            if failure
+            else BankRefund(
+                refund_id,
+                amount_paisa,
+                RefundStatus.PROCESSED,
+                bank_refund_reference=new_id("NBRF"),
+            )
+        )
+        payment.refunds[refund_id] = refund
+        return refund
+
+
+class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
+    def __init__(self, banks: NetBanks, sandbox_public_url: str) -> None:
+        self._banks = banks
+        self._public_url = sandbox_public_url.rstrip("/")
+
+    async def InitiateNetBankingPayment(
+        self, request: netbanking_pb2.InitiateNetBankingPaymentRequest, context: RpcContext
+    ) -> netbanking_pb2.NetBankingPayment:
+        bank_code = _bank(request.bank_code)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        problems.required("return_url", request.return_url)
+        problems.http_url("return_url", request.return_url)
+        problems.http_url("callback_url", request.callback_url)
+        problems.raise_if_any()
+        payment = self._banks.initiate(
+            bank_code,
+            request.payment_id,
+            request.amount_paisa,
+            request.return_url,
+            request.callback_url,
+        )
+        return self._proto(payment)
+
+    async def GetNetBankingPayment(
+        self, request: netbanking_pb2.GetNetBankingPaymentRequest, context: RpcContext
+    ) -> netbanking_pb2.NetBankingPayment:
+        bank_code = _bank(request.bank_code)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        problems.raise_if_any()
+        return self._proto(self._banks.get(bank_code, request.payment_id))
+
+    async def RefundNetBankingPayment(
+        self, request: netbanking_pb2.RefundNetBankingPaymentRequest, context: RpcContext
+    ) -> netbanking_pb2.RefundNetBankingPaymentResponse:
+        bank_code = _bank(request.bank_code)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        problems.required("refund_id", request.refund_id)
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        problems.raise_if_any()
+        refund = self._banks.refund(
+            bank_code, request.payment_id, request.refund_id, request.amount_paisa
+        )
+        return netbanking_pb2.RefundNetBankingPaymentResponse(
+            status=refund.status.value,
+            bank_refund_reference=refund.bank_refund_reference,
+            failure_code=refund.failure_code,
+        )
+
+    def _proto(self, payment: BankPayment) -> netbanking_pb2.NetBankingPayment:
+        pending = payment.status is BankPaymentStatus.PENDING
+        return netbanking_pb2.NetBankingPayment(
+            payment_id=payment.payment_id,
+            bank_code=payment.bank_code,
+            status=payment.status.value,
+            redirect_url=self.page_url(payment) if pending else "",
+            bank_reference=payment.bank_reference,
+            amount_paisa=payment.amount_paisa,
+            currency=CURRENCY,
+            failure_code=payment.failure_code,
+        )
+
+    def page_url(self, payment: BankPayment) -> str:
+        return f"{self._public_url}{page_path(payment.bank_code, payment.payment_id)}"
+
+
+# The bank page on the sandbox's HTTP server (sandbox.web serves it).
+PAGE_ROUTE = "/netbanking/{bank_code}/{payment_id}"
+
+
+def page_path(bank_code: str, payment_id: str) -> str:
+    return PAGE_ROUTE.format(
+        bank_code=quote(bank_code, safe=""), payment_id=quote(payment_id, safe="")
+    )
+
+
+def _bank(value: str) -> str:
+    bank_code = value.strip().upper()
+    if bank_code not in BANKS:
+        raise invalid_field("bank_code", f"must be one of {', '.join(BANKS)}")
+    return bank_code

@@ -1,0 +1,41 @@
+"""Request checks every simulated provider makes, collected so one error names every bad field."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from gateway_core.errors import FieldViolation, InvalidArgument
+
+CURRENCY = "INR"
+
+
+class Violations:
+    def __init__(self) -> None:
+        self._found: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self._found.append(FieldViolation(field, description))
+
+    def required(self, field: str, value: str) -> None:
+        if not value.strip():
+            self.add(field, "is required")
+
+    def positive(self, field: str, value: int) -> None:
+        if value <= 0:
+            self.add(field, "must be greater than 0")
+
+    def currency(self, field: str, value: str) -> None:
+        if value != CURRENCY:
+            self.add(field, f"must be {CURRENCY}")
+
+    def http_url(self, field: str, value: str) -> None:
+        """An absolute http(s) URL, when given at all."""
+        if not value:
+            return
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.add(field, "must be an absolute http or https URL")
+
+    def raise_if_any(self) -> None:
+        if self._found:
+            raise InvalidArgument.for_fields(self._found)

@@ -1,0 +1,154 @@
+"""The sandbox's HTTP server, in the same process and event loop as its gRPC server.
+
+It serves what real providers serve over the web: the bank pages a customer's browser is sent
+to for net banking, plus controls a test or a demo uses to act as the customer of a UPI
+request (approve/decline manual@upi), and `/health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from html import escape
+
+from aiohttp import web
+
+from gateway_core.errors import Conflict, GatewayError, NotFound
+from gateway_core.logging import get_logger
+from sandbox.netbanking import PAGE_ROUTE, BankPayment, BankPaymentStatus, NetBanks
+from sandbox.upi import UpiSwitch
+
+log = get_logger(__name__)
+
+# In-flight requests get this long to finish when the server stops.
+_SHUTDOWN_TIMEOUT_SECONDS = 5.0
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{bank} - Sandbox net banking</title></head>
+<body>
+<h1>{bank}</h1>
+<p>Sandbox net banking: no real money moves.</p>
+{content}
+</body>
+</html>
+"""
+_FORM = """<p>Pay <strong>{amount}</strong> for payment <code>{payment_id}</code>?</p>
+<form method="post">
+<button type="submit" name="action" value="approve">Pay</button>
+<button type="submit" name="action" value="cancel">Cancel</button>
+</form>"""
+_DONE = """<p>Payment <code>{payment_id}</code> is already {status}.</p>
+<p><a href="{return_to}">Return to the merchant</a></p>"""
+
+
+def rupees(paisa: int) -> str:
+    return f"₹{paisa // 100:,}.{paisa % 100:02d}"
+
+
+class SandboxWeb:
+    def __init__(self, host: str, port: int, upi: UpiSwitch, banks: NetBanks) -> None:
+        self._host = host
+        self._port = port
+        self._upi = upi
+        self._banks = banks
+        self._started = asyncio.Event()
+        self.port: int | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/health", self._health),
+                web.get(PAGE_ROUTE, self._bank_page),
+                web.post(PAGE_ROUTE, self._bank_submit),
+                web.post(
+                    "/upi/transactions/{transaction_ref}/{decision:approve|decline}",
+                    self._upi_decide,
+                ),
+            ]
+        )
+        return app
+
+    async def serve(self) -> None:
+        """Serve until cancelled (a ServiceApp background task), then stop."""
+        runner = web.AppRunner(self.application(), shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+            self.port = runner.addresses[0][1]
+            self._started.set()
+            log.info("http listening", address=f"{self._host}:{self.port}", port=self.port)
+            await asyncio.Event().wait()
+        finally:
+            self._started.clear()
+            await runner.cleanup()
+
+    async def wait_started(self) -> int:
+        """The bound HTTP port, once the server accepts requests (port 0 binds an ephemeral one)."""
+        await self._started.wait()
+        assert self.port is not None
+        return self.port
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _bank_page(self, request: web.Request) -> web.Response:
+        payment = self._payment(request)
+        if payment.status is BankPaymentStatus.PENDING:
+            content = _FORM.format(
+                amount=escape(rupees(payment.amount_paisa)),
+                payment_id=escape(payment.payment_id),
+            )
+        else:
+            content = _DONE.format(
+                payment_id=escape(payment.payment_id),
+                status=escape(payment.status.value),
+                return_to=escape(payment.return_to()),
+            )
+        return web.Response(
+            text=_PAGE.format(bank=escape(payment.bank_name), content=content),
+            content_type="text/html",
+        )
+
+    async def _bank_submit(self, request: web.Request) -> web.Response:
+        payment = self._payment(request)
+        action = (await request.post()).get("action")
+        if action not in ("approve", "cancel"):
+            raise web.HTTPBadRequest(text="action must be approve or cancel")
+        payment = self._banks.complete(
+            payment.bank_code, payment.payment_id, approve=action == "approve"
+        )
+        raise web.HTTPSeeOther(payment.return_to())
+
+    async def _upi_decide(self, request: web.Request) -> web.Response:
+        approve = request.match_info["decision"] == "approve"
+        try:
+            txn = self._upi.decide(request.match_info["transaction_ref"], approve=approve)
+        except NotFound as exc:
+            return _error(404, exc)
+        except Conflict as exc:
+            return _error(409, exc)
+        return web.json_response(
+            {
+                "transaction_ref": txn.transaction_ref,
+                "upi_txn_id": txn.upi_txn_id,
+                "status": txn.status.value,
+                "rrn": txn.rrn,
+                "approval_code": txn.approval_code,
+                "response_code": txn.response_code,
+            }
+        )
+
+    def _payment(self, request: web.Request) -> BankPayment:
+        try:
+            return self._banks.get(
+                request.match_info["bank_code"], request.match_info["payment_id"]
+            )
+        except NotFound:
+            raise web.HTTPNotFound(text="no such payment at this bank") from None
+
+
+def _error(status: int, error: GatewayError) -> web.Response:
+    return web.json_response(
+        {"error": {"reason": error.reason, "message": error.message}}, status=status
+    )

@@ -1,0 +1,492 @@
+"""The ledger in a real PostgreSQL: posting, replays, the commit-time balance check, balances and
+the invariant report. One throwaway server per session (the devstack's embedded binaries)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+
+from devstack import postgres
+from devstack.process import Child, stop_together
+from gateway_core.config import Settings
+from gateway_core.db import create_pool, migrate
+from gateway_core.ids import new_id
+from gateway_core.services import BY_NAME
+from orchestrator.domain.fees import DEFAULT_PRICING, Fee, compute_fee
+from orchestrator.domain.ledger import JournalEntry, capture_entry, refund_entry
+from orchestrator.ledger_store import (
+    MerchantBalance,
+    check_invariants,
+    load_pricing,
+    merchant_balance,
+    post_entry,
+)
+
+PROVIDER = "sandbox_acquirer"
+START_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A fresh PostgreSQL with the orchestrator's migrations applied."""
+    state = tmp_path_factory.mktemp("ledger-postgres")
+    instance = postgres.prepare(state)
+    port = free_port()
+    log = state / "postgres.log"
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
+    initdb = Child.spawn(
+        "initdb",
+        instance.initdb_argv(fast=True),
+        log_path=log,
+        env=env,
+        cwd=instance.home,
+        run_as=instance.run_as,
+    )
+    if initdb.wait(START_SECONDS) != 0:
+        pytest.fail(f"initdb failed:\n{initdb.log_tail()}")
+    server = Child.spawn(
+        "postgres",
+        instance.server_argv(port, fast=True),
+        log_path=log,
+        env=env,
+        cwd=instance.home,
+        run_as=instance.run_as,
+        append=True,
+        stop_signal=signal.SIGINT,  # fast shutdown
+    )
+    settings = Settings(
+        db_host="127.0.0.1",
+        db_port=port,
+        db_username="ledger_test",
+        db_password="ledger-test-password",
+        db_database="ledger_test",
+    )
+    try:
+        asyncio.run(_provision(instance, settings, server))
+        yield settings
+    finally:
+        stop_together([server], timeout=10)
+        instance.discard()
+
+
+async def _provision(instance: postgres.Postgres, settings: Settings, server: Child) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        try:
+            await postgres.select_one(
+                host=str(instance.socket_dir),
+                port=settings.db_port,
+                user=postgres.SUPERUSER,
+                database="postgres",
+            )
+            break
+        except (OSError, asyncpg.PostgresError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL did not start:\n{server.log_tail()}")
+            await asyncio.sleep(0.05)
+    await postgres.provision(
+        instance,
+        settings.db_port,
+        settings.db_username,
+        settings.db_password,
+        settings.db_database,
+    )
+    migrations = BY_NAME["orchestrator"].migrations_dir
+    await migrate(settings, "orchestrator", migrations)
+
+
+@pytest.fixture(scope="session")
+async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database, "orchestrator", "ledger-tests")
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def rolled_back(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that is thrown away: seeds a problem without leaving it behind."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+async def new_merchant(conn: asyncpg.Connection) -> str:
+    merchant_id = new_id("MER")
+    await conn.execute(
+        "INSERT INTO merchants (merchant_id, name, vpa) VALUES ($1, 'Test shop', $2)",
+        merchant_id,
+        f"{merchant_id.lower()}@paygate",
+    )
+    return merchant_id
+
+
+async def new_payment(
+    conn: asyncpg.Connection, merchant_id: str, amount: int, method: str = "CARD"
+) -> str:
+    payment_id = new_id("PAY")
+    await conn.execute(
+        "INSERT INTO payments (payment_id, merchant_id, amount_paisa, currency, payment_method,"
+        " status, provider) VALUES ($1, $2, $3, 'INR', $4, 'CREATED', $5)",
+        payment_id,
+        merchant_id,
+        amount,
+        method,
+        PROVIDER,
+    )
+    return payment_id
+
+
+def capture_of(payment_id: str, merchant_id: str, amount: int, fee: Fee) -> JournalEntry:
+    return capture_entry(
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        provider=PROVIDER,
+        currency="INR",
+        amount_paisa=amount,
+        fee=fee,
+    )
+
+
+def refund_of(payment_id: str, merchant_id: str, amount: int) -> JournalEntry:
+    return refund_entry(
+        payment_id=payment_id,
+        refund_id=new_id("RFD"),
+        merchant_id=merchant_id,
+        provider=PROVIDER,
+        currency="INR",
+        amount_paisa=amount,
+    )
+
+
+async def capture(
+    conn: asyncpg.Connection, merchant_id: str, amount: int, method: str = "CARD"
+) -> tuple[str, Fee]:
+    """What the orchestrator does on SUCCESS: status, fees and journal in one transaction."""
+    async with conn.transaction():
+        payment_id = await new_payment(conn, merchant_id, amount, method)
+        fee = compute_fee(amount, DEFAULT_PRICING[method])
+        await conn.execute(
+            "UPDATE payments SET status = 'SUCCESS', fees_paisa = $2, tax_paisa = $3"
+            " WHERE payment_id = $1",
+            payment_id,
+            fee.fee_paisa,
+            fee.tax_paisa,
+        )
+        assert await post_entry(conn, capture_of(payment_id, merchant_id, amount, fee))
+    return payment_id, fee
+
+
+async def refund(
+    conn: asyncpg.Connection, payment_id: str, merchant_id: str, amount: int, status: str
+) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE payments SET status = $2 WHERE payment_id = $1", payment_id, status
+        )
+        assert await post_entry(conn, refund_of(payment_id, merchant_id, amount))
+
+
+async def postings_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT account_id, amount_paisa FROM postings WHERE journal_id = $1", journal_id
+    )
+    return {row["account_id"]: row["amount_paisa"] for row in rows}
+
+
+async def insert_raw_journal(
+    conn: asyncpg.Connection,
+    journal_id: str,
+    payment_id: str,
+    merchant_id: str,
+    *lines: tuple[str, int],
+) -> None:
+    """A journal as hand-written SQL might leave it, bypassing domain/ledger.py."""
+    await conn.execute(
+        "INSERT INTO ledger_accounts (account_id, kind, currency)"
+        " VALUES ('fee_revenue:INR', 'fee_revenue', 'INR') ON CONFLICT DO NOTHING"
+    )
+    await conn.execute(
+        "INSERT INTO journal_entries (journal_id, kind, payment_id, merchant_id, currency)"
+        " VALUES ($1, 'adjustment', $2, $3, 'INR')",
+        journal_id,
+        payment_id,
+        merchant_id,
+    )
+    for account_id, amount in lines:
+        await conn.execute(
+            "INSERT INTO postings (journal_id, account_id, amount_paisa) VALUES ($1, $2, $3)",
+            journal_id,
+            account_id,
+            amount,
+        )
+
+
+async def test_pricing_table_loads_as_the_default_pricing(pool: asyncpg.Pool) -> None:
+    assert await load_pricing(pool) == DEFAULT_PRICING
+
+
+async def test_capture_and_refund_are_posted_with_their_accounts(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 10_000)
+        await refund(conn, payment_id, merchant_id, 4_000, "PARTIALLY_REFUNDED")
+    payable = f"merchant_payable:{merchant_id}:INR"
+    assert await postings_of(pool, f"capture:{payment_id}") == {
+        f"provider_clearing:{PROVIDER}:INR": 10_000,
+        payable: -9_764,
+        "fee_revenue:INR": -200,
+        "gst_payable:INR": -36,
+    }
+    refunds = await pool.fetch(
+        "SELECT journal_id, refund_id FROM journal_entries"
+        " WHERE payment_id = $1 AND kind = 'refund'",
+        payment_id,
+    )
+    assert len(refunds) == 1
+    assert refunds[0]["refund_id"].startswith("RFD_")
+    assert await postings_of(pool, refunds[0]["journal_id"]) == {
+        payable: 4_000,
+        f"provider_clearing:{PROVIDER}:INR": -4_000,
+    }
+    account = await pool.fetchrow("SELECT * FROM ledger_accounts WHERE account_id = $1", payable)
+    assert (account["kind"], account["merchant_id"], account["currency"]) == (
+        "merchant_payable",
+        merchant_id,
+        "INR",
+    )
+
+
+async def test_replayed_capture_returns_false_and_changes_nothing(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 5_000)
+        before = await conn.fetchval("SELECT count(*) FROM postings")
+        async with conn.transaction():
+            # Even a replay built differently is recognised by (kind, payment, refund).
+            replay = capture_of(payment_id, merchant_id, 5_000, Fee(0, 0))
+            assert await post_entry(conn, replay) is False
+        assert await conn.fetchval("SELECT count(*) FROM postings") == before
+    assert (await postings_of(pool, f"capture:{payment_id}"))["fee_revenue:INR"] == -fee.fee_paisa
+
+
+async def test_posting_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        entry = capture_of(payment_id, merchant_id, 1_000, Fee(0, 0))
+        with pytest.raises(RuntimeError, match="transaction"):
+            await post_entry(conn, entry)
+
+
+async def test_concurrent_posts_of_one_capture_take_effect_once(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 7_000)
+        await conn.execute(
+            "UPDATE payments SET status = 'SUCCESS' WHERE payment_id = $1", payment_id
+        )
+    entry = capture_of(payment_id, merchant_id, 7_000, Fee(0, 0))
+
+    async def post() -> bool:
+        async with pool.acquire() as conn, conn.transaction():
+            return await post_entry(conn, entry)
+
+    assert sorted(await asyncio.gather(post(), post(), post())) == [False, False, True]
+
+
+async def test_unbalanced_journal_is_rejected_at_commit(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        journal = f"adjustment:{payment_id}"
+        transaction = conn.transaction()
+        await transaction.start()
+        # Accepted for now: the check waits for the commit, when all postings are in.
+        await insert_raw_journal(conn, journal, payment_id, merchant_id, ("fee_revenue:INR", 100))
+        with pytest.raises(asyncpg.CheckViolationError, match=f"journal {journal} is unbalanced"):
+            await transaction.commit()
+        count = "SELECT count(*) FROM journal_entries WHERE journal_id = $1"
+        assert await conn.fetchval(count, journal) == 0
+
+
+async def test_journal_without_postings_is_rejected_at_commit(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        with pytest.raises(asyncpg.CheckViolationError, match="0 postings"):
+            await conn.execute(
+                "INSERT INTO journal_entries (journal_id, kind, payment_id, merchant_id,"
+                " currency) VALUES ($1, 'adjustment', $2, $3, 'INR')",
+                f"adjustment:{payment_id}",
+                payment_id,
+                merchant_id,
+            )
+
+
+async def test_posted_ledger_rows_cannot_be_rewritten(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 2_000)
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute(
+                "UPDATE postings SET amount_paisa = amount_paisa * 2 WHERE journal_id = $1",
+                f"capture:{payment_id}",
+            )
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute(
+                "DELETE FROM journal_entries WHERE journal_id = $1", f"capture:{payment_id}"
+            )
+
+
+async def test_merchant_balance_sums_captures_fees_tax_and_refunds(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        card, _ = await capture(conn, merchant_id, 10_000, "CARD")  # fee 200, GST 36
+        await capture(conn, merchant_id, 5_000, "UPI")  # no fee
+        await capture(conn, merchant_id, 100_000, "WALLET")  # fee 1900, GST 342
+        await refund(conn, card, merchant_id, 2_500, "PARTIALLY_REFUNDED")
+        await refund(conn, card, merchant_id, 7_500, "REFUNDED")
+        other = await new_merchant(conn)
+        await capture(conn, other, 99_999, "CARD")
+    assert await merchant_balance(pool, merchant_id, "INR") == MerchantBalance(
+        merchant_id=merchant_id,
+        currency="INR",
+        payable_paisa=115_000 - 2_100 - 378 - 10_000,
+        captured_paisa=115_000,
+        fees_paisa=2_100,
+        tax_paisa=378,
+        refunded_paisa=10_000,
+    )
+
+
+async def test_merchant_without_journals_has_a_zero_balance(pool: asyncpg.Pool) -> None:
+    assert await merchant_balance(pool, "MER_NONE", "INR") == MerchantBalance(
+        "MER_NONE", "INR", 0, 0, 0, 0, 0
+    )
+
+
+async def test_invariants_hold_on_a_ledger_written_by_the_rules(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 3_000, "NET_BANKING")
+        await refund(conn, payment_id, merchant_id, 3_000, "REFUNDED")
+        await new_payment(conn, merchant_id, 1_000)  # CREATED: nothing to post yet
+    assert await check_invariants(pool) == []
+
+
+async def test_invariants_report_an_unbalanced_journal_and_currency(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        journal = f"adjustment:{payment_id}"
+        # Seen inside the transaction, before the commit-time check would refuse it.
+        await insert_raw_journal(conn, journal, payment_id, merchant_id, ("fee_revenue:INR", 7))
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"journal {journal} has 1 postings summing to 7 paisa (needs 2 or more, summing to 0)",
+        "all INR postings sum to 7 paisa, not 0",
+    ]
+
+
+async def test_invariants_report_a_posting_in_another_currency(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        await conn.execute(
+            "INSERT INTO ledger_accounts (account_id, kind, currency)"
+            " VALUES ('fee_revenue:USD', 'fee_revenue', 'USD')"
+        )
+        journal = f"adjustment:{payment_id}"
+        await insert_raw_journal(
+            conn, journal, payment_id, merchant_id, ("fee_revenue:INR", 5), ("fee_revenue:USD", -5)
+        )
+        problems = await check_invariants(conn)
+    assert problems == [f"journal {journal} (INR) posts to fee_revenue:USD, kept in USD"]
+
+
+async def test_invariants_report_a_captured_payment_without_capture(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        await conn.execute(
+            "UPDATE payments SET status = 'SUCCESS' WHERE payment_id = $1", payment_id
+        )
+        problems = await check_invariants(conn)
+    assert problems == [f"payment {payment_id} is SUCCESS with 0 capture journals, not 1"]
+
+
+async def test_invariants_report_a_capture_of_an_uncaptured_payment(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        await conn.execute(
+            "UPDATE payments SET status = 'PENDING' WHERE payment_id = $1", payment_id
+        )
+        await post_entry(conn, capture_of(payment_id, merchant_id, 1_000, Fee(0, 0)))
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"capture journal capture:{payment_id} belongs to payment {payment_id}, which is PENDING"
+    ]
+
+
+async def test_invariants_report_a_capture_of_the_wrong_amount(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 1_000)
+        await conn.execute(
+            "UPDATE payments SET status = 'SUCCESS' WHERE payment_id = $1", payment_id
+        )
+        await post_entry(conn, capture_of(payment_id, merchant_id, 1_001, Fee(0, 0)))
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"capture journal capture:{payment_id} moves 1001 INR for {merchant_id};"
+        f" payment {payment_id} is 1000 INR for {merchant_id}"
+    ]
+
+
+async def test_invariants_report_refunds_beyond_the_amount(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 1_000, "UPI")
+    async with rolled_back(pool) as conn:
+        await post_entry(conn, refund_of(payment_id, merchant_id, 600))
+        await post_entry(conn, refund_of(payment_id, merchant_id, 401))
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"payment {payment_id}: 2 refund journals total 1001 paisa, more than its 1000"
+    ]
+
+
+async def test_invariants_report_payment_fees_the_ledger_did_not_charge(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 10_000, "CARD")
+    async with rolled_back(pool) as conn:
+        await conn.execute("UPDATE payments SET fees_paisa = 0 WHERE payment_id = $1", payment_id)
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"payment {payment_id} shows fee 0 + tax 36; its capture journal charged 200 + 36"
+    ]
