@@ -121,7 +121,12 @@ def test_env_example_lists_every_variable_with_its_default(tmp_path: Path) -> No
 def test_production_refuses_the_development_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("JWT_SECRET", "a-real-secret-from-the-vault-0123456789")
+    settings = load_settings()
+    assert settings.secret("jwt_secret") == "a-real-secret-from-the-vault-0123456789"
     with pytest.raises(ConfigError) as info:
-        load_settings()
+        settings.secret("encryption_key")
     assert "ENCRYPTION_KEY" in str(info.value)
-    assert "JWT_SECRET" not in str(info.value)
+
+
+def test_the_local_stack_may_use_the_development_secrets() -> None:
+    assert Settings.model_validate({}).secret("provider_callback_secret")

@@ -50,7 +50,9 @@ SECRET_KEYS = {
     "DB_PASSWORD",
     "REDIS_PASSWORD",
     "CARD_GATEWAY_API_KEY",
+    "PROVIDER_CALLBACK_SECRET",
 }
+GENERATED_KEYS = {"JWT_SECRET", "ENCRYPTION_KEY", "PROVIDER_CALLBACK_SECRET"}
 SEED_PLACEHOLDERS = {"your-jwt-secret", "your-32-byte-encryption-key", "your_password"}
 
 Manifest = dict[str, Any]
@@ -323,12 +325,12 @@ def test_values_carry_no_secret_defaults(chart: Any) -> None:
 def test_no_secret_has_a_hard_coded_default_value(chart: Any) -> None:
     first, second = (of_kind(render(chart), "Secret")[f"{PREFIX}-secrets"] for _ in range(2))
     assert set(first["data"]) == SECRET_KEYS
-    for key in ("JWT_SECRET", "ENCRYPTION_KEY"):
+    for key in GENERATED_KEYS:
         value = base64.b64decode(first["data"][key]).decode()
         assert len(value) >= 32, key
         assert value not in SEED_PLACEHOLDERS, key
         assert first["data"][key] != second["data"][key], f"{key} is a constant, not generated"
-    for key in SECRET_KEYS - {"JWT_SECRET", "ENCRYPTION_KEY"}:
+    for key in SECRET_KEYS - GENERATED_KEYS:
         assert first["data"][key] == "", key
     hook_secret = of_kind(render(chart), "Secret")[component("migrations")]
     assert hook_secret["data"] == {"DB_PASSWORD": ""}
@@ -337,7 +339,12 @@ def test_no_secret_has_a_hard_coded_default_value(chart: Any) -> None:
 def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"secrets\.\w+ is required"):
         render(chart, {"secrets": {"generate": False}})
-    given = {"jwtSecret": "j" * 40, "encryptionKey": "e" * 32, "dbPassword": "pw"}
+    given = {
+        "jwtSecret": "j" * 40,
+        "encryptionKey": "e" * 32,
+        "providerCallbackSecret": "p" * 40,
+        "dbPassword": "pw",
+    }
     manifests = render(chart, {"secrets": {"generate": False, **given}})
     data = of_kind(manifests, "Secret")[f"{PREFIX}-secrets"]["data"]
     assert base64.b64decode(data["ENCRYPTION_KEY"]).decode() == "e" * 32

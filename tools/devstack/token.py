@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--merchant is required for a merchant token")
     settings = get_settings()
     token = mint_token(
-        settings.jwt_secret.get_secret_value(),
+        settings.secret("jwt_secret"),
         merchant_id,
         role=args.role,
         issuer=settings.jwt_issuer,

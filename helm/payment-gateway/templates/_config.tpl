@@ -43,6 +43,14 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $sandbox := get $env "UPI_CORE_ENDPOINT" -}}
 {{- $_ := set $env "WALLET_API_ENDPOINTS" (dict "paytm" $sandbox "phonepe" $sandbox "googlepay" $sandbox "amazonpay" $sandbox | toJson) -}}
 {{- end -}}
+{{- /* Net banking, like the wallets, is the sandbox unless real banks are configured. */ -}}
+{{- if and .Values.sandbox.enabled (hasKey $env "UPI_CORE_ENDPOINT") (not $c.upiCoreEndpoint) -}}
+{{- $_ := set $env "NETBANKING_ENDPOINT" (get $env "UPI_CORE_ENDPOINT") -}}
+{{- end -}}
+{{- /* Providers call back through the gateway; in-cluster Envoy unless a public URL is set. */ -}}
+{{- $envoy := include "pg.componentName" (dict "root" $ "component" "envoy") -}}
+{{- $_ := set $env "GATEWAY_PUBLIC_URL" ($c.gatewayPublicUrl | default (printf "http://%s:%v" $envoy .Values.envoy.service.port)) -}}
+{{- with $c.sandboxPublicUrl }}{{ $_ := set $env "SANDBOX_PUBLIC_URL" . }}{{ end -}}
 {{- range $name, $value := $c.extra -}}
 {{- $_ := set $env $name $value -}}
 {{- end -}}

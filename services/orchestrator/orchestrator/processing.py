@@ -78,6 +78,8 @@ class PaymentProcessor:
         self._wallet = wallet
         self._bank = bank
         self._pricing = pricing
+        # Resolved now so a pod without the secret fails at start, not on the first callback.
+        self._callback_secret = settings.secret("provider_callback_secret")
 
     def callback_url(self, provider: str) -> str:
         base = self._settings.gateway_public_url.rstrip("/")
@@ -299,7 +301,7 @@ class PaymentProcessor:
             log.error("late success reversal failed", payment_id=payment.payment_id, error=str(exc))
 
     async def handle_callback(self, provider: str, body: bytes, signature: str) -> CallbackResult:
-        verify_callback(self._settings.provider_callback_secret.get_secret_value(), body, signature)
+        verify_callback(self._callback_secret, body, signature)
         doc = _parse_callback(body)
         payment = await self._repo.get_payment(doc["transaction_ref"], None)
         if payment.provider != provider:

@@ -24,7 +24,7 @@ class Sandbox:
 
     def __init__(self, settings: Settings, callbacks: CallbackSender | None = None) -> None:
         self.callbacks = callbacks or CallbackSender(
-            settings.provider_callback_secret.get_secret_value(), settings.gateway_public_url
+            settings.secret("provider_callback_secret"), settings.gateway_public_url
         )
         self.upi = UpiSwitch(
             settings.sandbox_upi_approval_delay_ms / 1000, on_final=self._upi_final
