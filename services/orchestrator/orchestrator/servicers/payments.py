@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, Unimplemented, invalid_field
+from orchestrator.domain import emi
 from orchestrator.domain.validation import validate_create_payment
 from orchestrator.idempotency import IdempotencyStore, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
@@ -94,6 +95,28 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         )
         return payments_pb2.ListPaymentsResponse(
             payments=[r.to_proto(with_qr=False) for r in records], next_page_token=next_token
+        )
+
+    async def ListEmiPlans(
+        self, request: payments_pb2.ListEmiPlansRequest, context: RpcContext
+    ) -> payments_pb2.ListEmiPlansResponse:
+        caller_from_context(context)
+        if request.amount_paisa <= 0:
+            raise invalid_field("amount_paisa", "must be a positive whole number of paisa")
+        return payments_pb2.ListEmiPlansResponse(
+            plans=[
+                payments_pb2.EmiPlan(
+                    plan_id=plan.plan_id,
+                    tenure_months=plan.tenure_months,
+                    kind=plan.kind,
+                    annual_interest_bps=plan.annual_interest_bps,
+                    monthly_installment_paisa=plan.monthly_installment_paisa,
+                    total_payable_paisa=plan.total_payable_paisa,
+                    interest_paisa=plan.interest_paisa,
+                    merchant_discount_paisa=plan.merchant_discount_paisa,
+                )
+                for plan in emi.plans_for(request.amount_paisa)
+            ]
         )
 
     async def CapturePayment(
