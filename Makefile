@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,16 @@ helm-lint: gen  ## lint, render and schema-check the Helm chart (installs requir
 	$(PY) -m pip install --progress-bar on -q -r requirements-helm.txt
 	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
 	$(PY) -m pytest -q -rs tests/unit/test_helm_chart.py
+
+# BENCH_RATE, BENCH_DURATION, BENCH_WARMUP, BENCH_MERCHANTS, BENCH_OUT, BENCH_GATEWAY (a running
+# gateway instead of a new stack) and BENCH_ARGS (any other option) pass through.
+bench: gen  ## run the load benchmark (starts its own stack)
+	$(PY) -m bench $(if $(BENCH_RATE),--rate $(BENCH_RATE)) \
+	  $(if $(BENCH_DURATION),--duration $(BENCH_DURATION)) \
+	  $(if $(BENCH_WARMUP),--warmup $(BENCH_WARMUP)) \
+	  $(if $(BENCH_MERCHANTS),--merchants $(BENCH_MERCHANTS)) \
+	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) \
+	  $(if $(BENCH_GATEWAY),--gateway $(BENCH_GATEWAY)) $(BENCH_ARGS)
 
 clean:  ## remove generated code and local stack state
 	rm -rf gen .stack

@@ -1,0 +1,153 @@
+"""The benchmark report: its structure, what counts in the measured window, the table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from bench.cli import parse_args
+from bench.journey import CREATE, GET, UNFINISHED, JourneyRecord, RequestRecord
+from bench.report import DROPPED, RunFacts, build_report, render_report
+from rich.console import Console
+
+NEVER = "never succeeded (still PENDING after 10 s)"
+CONFIG = {"rate": 2.0, "duration": 10.0, "warmup": 2.0, "merchants": 2, "gateway": "http://gw"}
+
+
+def facts(**changes: Any) -> RunFacts:
+    # Measured window: clock 102..112. Warm-up iteration 0 (due 100), measured 1 and 2.
+    requests = [
+        RequestRecord(CREATE, False, 100.0, 100.05, None),  # warm-up: not in latency stats
+        RequestRecord(GET, False, 101.0, 102.5, None),  # ... but in the window's throughput
+        RequestRecord(CREATE, True, 103.0, 103.010, None),
+        RequestRecord(GET, True, 103.26, 103.280, None),
+        RequestRecord(GET, True, 103.52, 103.530, "HTTP 429"),
+        RequestRecord(CREATE, True, 111.5, 111.540, None),
+        RequestRecord(GET, True, 111.8, 112.5, None),  # answered after the window
+    ]
+    journeys = [
+        JourneyRecord(0, False, 100.0, 102.6, None, 1, "SUCCESS"),
+        JourneyRecord(1, True, 103.0, 104.0, None, 3, "SUCCESS"),
+        JourneyRecord(
+            2, True, 111.5, 121.6, "never succeeded (still PENDING after 10 s)", 40, "PENDING"
+        ),
+    ]
+    base: dict[str, Any] = {
+        "config": CONFIG,
+        "started_at": "2026-11-22T10:00:00+00:00",
+        "window": (102.0, 112.0),
+        "requests": requests,
+        "journeys": journeys,
+        "start_lags": [0.001, 0.003],
+        "examples": {"get: HTTP 429": '{"code": 8}'},
+        "machine": {"cpu_count": 2},
+        "git": {"commit": "abc123", "dirty": False},
+    }
+    return RunFacts(**(base | changes))
+
+
+def test_report_structure_is_json_with_every_section() -> None:
+    report = build_report(facts())
+    assert json.loads(json.dumps(report)) == report
+    assert set(report) == {
+        "schema_version",
+        "benchmark",
+        "started_at",
+        "config",
+        "machine",
+        "git",
+        "duration_s",
+        "offered",
+        "throughput",
+        "operations",
+        "polls_per_journey",
+        "generator",
+        "error_examples",
+        "notes",
+    }
+    assert set(report["operations"]) == {"create", "get", "time_to_success"}
+    for stats in report["operations"].values():
+        assert set(stats) == {"count", "ok", "errors", "error_rate", "errors_by_kind", "latency_ms"}
+    assert report["machine"] == {"cpu_count": 2}
+    assert report["git"] == {"commit": "abc123", "dirty": False}
+    assert report["duration_s"] == 10.0
+
+
+def test_only_measured_iterations_count_in_the_operations() -> None:
+    operations = build_report(facts())["operations"]
+    create = operations["create"]
+    assert (create["count"], create["ok"], create["errors"]) == (2, 2, 0)
+    assert create["latency_ms"]["p50"] == pytest.approx(25.0)
+    assert create["latency_ms"]["max"] == pytest.approx(40.0)
+    get = operations["get"]
+    assert (get["count"], get["ok"], get["errors"]) == (3, 2, 1)
+    assert get["error_rate"] == pytest.approx(1 / 3, abs=1e-6)
+    assert get["errors_by_kind"] == {"HTTP 429": 1}
+    assert get["latency_ms"]["max"] == pytest.approx(700.0)  # 429's 10 ms not among them
+    journeys = operations["time_to_success"]
+    assert (journeys["count"], journeys["ok"]) == (2, 1)
+    assert journeys["latency_ms"]["p50"] == pytest.approx(1000.0)
+    assert journeys["errors_by_kind"] == {NEVER: 1}
+
+
+def test_throughput_counts_what_completed_inside_the_measured_window() -> None:
+    report = build_report(facts())
+    # In [102, 112): the warm-up poll at 102.5, four measured answers; not the one at 112.5.
+    assert report["throughput"]["requests_per_s"] == pytest.approx(0.5)
+    assert report["throughput"]["ok_requests_per_s"] == pytest.approx(0.4)
+    assert report["throughput"]["requests_per_s_per_merchant"] == pytest.approx(0.25)
+    # Journeys reaching SUCCESS in the window: the warm-up one (102.6) and journey 1 (104.0).
+    assert report["throughput"]["journeys_per_s"] == pytest.approx(0.2)
+    assert report["offered"] == {"rate_per_s": 2.0, "arrivals": 2, "dropped": 0}
+    assert report["polls_per_journey"] == {"mean": 21.5, "max": 40}
+    assert report["generator"]["start_lag_ms"]["max"] == pytest.approx(3.0)
+
+
+def test_dropped_and_unfinished_arrivals_are_journey_errors() -> None:
+    report = build_report(facts(dropped=3, unfinished=1))
+    journeys = report["operations"]["time_to_success"]
+    assert journeys["count"] == 6
+    assert journeys["errors_by_kind"][DROPPED] == 3
+    assert journeys["errors_by_kind"][UNFINISHED] == 1
+    assert report["offered"]["arrivals"] == 5
+    assert any("dropped" in note for note in report["notes"])
+
+
+def test_notes_explain_a_run_where_nothing_succeeds() -> None:
+    journeys = [JourneyRecord(i, True, 103.0, 114.0, NEVER, 40, "PENDING") for i in range(3)]
+    report = build_report(facts(journeys=journeys))
+    assert report["operations"]["time_to_success"]["latency_ms"] is None
+    notes = " ".join(report["notes"])
+    assert "No journey reached SUCCESS (3 of 3 never succeeded)" in notes
+    assert "rate limited (HTTP 429)" in notes
+
+
+def test_rendered_tables_show_the_numbers() -> None:
+    console = Console(record=True, width=140)
+    render_report(build_report(facts()), console)
+    text = console.export_text()
+    assert "offered 2/s for 10 s" in text
+    assert "create (POST)" in text
+    assert "time to SUCCESS" in text
+    assert " 1000 " in text  # journey p50, ms (whole ms from 1 s up)
+    assert "25.0" in text  # create p50, ms
+    assert "HTTP 429" in text
+    assert "commit abc123" in text
+
+
+def test_cli_defaults() -> None:
+    args = parse_args([])
+    assert (args.rate, args.duration, args.warmup, args.merchants) == (50.0, 30.0, 3.0, 10)
+    assert str(args.out) == "bench-results.json"
+    assert args.gateway is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rate", "0"], ["--duration", "-1"], ["--merchants", "1.5"], ["--jwt-secret", "x"]],
+)
+def test_cli_refuses_bad_options(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2

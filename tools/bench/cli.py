@@ -1,0 +1,278 @@
+"""`python -m bench` (`make bench`): start a stack (or use one), run the load, report.
+
+Exit status: 0 when the measurement ran, whatever errors it measured; 1 when the stack could
+not start or the benchmark could not be set up (gateway not ready, merchants not created);
+2 for bad options; 130 when interrupted (Ctrl-C or SIGTERM; the stack is stopped either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+
+from bench.journey import SetupError
+from bench.report import build_report, git_info, machine_info, render_report, write_report
+from bench.runner import Credentials, LoadConfig, run_load
+from gateway_core.services import REPO_ROOT
+
+EXIT_OK, EXIT_SETUP, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _number(text: str, kind: Callable[[str], float]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = LoadConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Open-model load benchmark of the UPI payment journey "
+        "(create, customer approval, poll until SUCCESS). See docs/benchmark.md.",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=defaults.rate,
+        help="journeys started per second, whatever the gateway does (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=defaults.duration,
+        help="measured seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_not_negative,
+        default=defaults.warmup,
+        help="seconds of load before measuring, not reported (default %(default)s)",
+    )
+    parser.add_argument(
+        "--merchants",
+        type=_positive_int,
+        default=defaults.merchants,
+        help="merchants the load is spread over; the gateway limits each to 100 requests/s "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results.json"),
+        help="where to write the JSON report (default %(default)s)",
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="use this running gateway instead of starting a stack (e.g. http://127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--jwt-secret",
+        help="with --gateway: the gateway's JWT_SECRET (default: JWT_SECRET from the "
+        "environment or .env)",
+    )
+    tuning = parser.add_argument_group("journey and generator tuning")
+    tuning.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=defaults.poll_interval,
+        help="seconds between polls of a payment (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--success-timeout",
+        type=_positive_float,
+        default=defaults.success_timeout,
+        help="seconds of polling before a journey counts as never succeeded (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=defaults.request_timeout,
+        help="seconds before a request counts as a timeout (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=defaults.max_in_flight,
+        help="journeys running at once before new arrivals are dropped and counted as errors "
+        "(default %(default)s)",
+    )
+    tuning.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        help="HTTP connections to the gateway at most (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--keep-stack-dir",
+        action="store_true",
+        help="keep the started stack's state directory (logs) after a successful run",
+    )
+    args = parser.parse_args(argv)
+    if args.jwt_secret and not args.gateway:
+        parser.error("--jwt-secret only goes with --gateway (a started stack has its own)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    config = LoadConfig(
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        merchants=args.merchants,
+        poll_interval=args.poll_interval,
+        success_timeout=args.success_timeout,
+        request_timeout=args.request_timeout,
+        max_in_flight=args.max_in_flight,
+        max_connections=args.max_connections,
+    )
+    machine = machine_info()  # before the stack loads the machine
+    with _sigterm_interrupts():
+        try:
+            if args.gateway:
+                return _external(args, config, machine, console)
+            return _own_stack(args, config, machine, console)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: no report written[/]")
+            return EXIT_INTERRUPTED
+
+
+def _external(
+    args: argparse.Namespace, config: LoadConfig, machine: dict[str, object], console: Console
+) -> int:
+    from gateway_core.config import get_settings
+
+    settings = get_settings()
+    secret = args.jwt_secret or settings.jwt_secret.get_secret_value()
+    credentials = Credentials(secret, settings.jwt_issuer, settings.jwt_audience)
+    return _measure(args, config, args.gateway.rstrip("/"), credentials, machine, console, "given")
+
+
+def _own_stack(
+    args: argparse.Namespace, config: LoadConfig, machine: dict[str, object], console: Console
+) -> int:
+    from devstack import Stack, StackError
+
+    state_dir = Path(tempfile.mkdtemp(prefix="paygate-bench-"))
+    console.print(f"starting a stack in {state_dir} (ephemeral ports, no seed)…")
+    try:
+        stack = Stack(state_dir, ports="ephemeral", seed=False, keep_data=False)
+        stack.start(progress=True)  # stops what it started if it fails or is interrupted
+    except StackError as exc:
+        console.print(f"[red]the stack did not start:[/] {escape(str(exc))}")
+        console.print(f"logs: {state_dir / 'logs'}")
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        console.print(f"stack stopped; logs: {state_dir / 'logs'}")
+        raise
+    finished = False
+    try:
+        env = stack.env
+        credentials = Credentials(env["JWT_SECRET"], env["JWT_ISSUER"], env["JWT_AUDIENCE"])
+        code = _measure(args, config, stack.gateway_url, credentials, machine, console, "started")
+        finished = code == EXIT_OK
+        return code
+    finally:
+        with _sigint_ignored():
+            console.print("stopping the stack…")
+            stack.stop()
+        if finished and not args.keep_stack_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        else:
+            console.print(f"stack logs kept in {stack.logs_dir}")
+
+
+def _measure(
+    args: argparse.Namespace,
+    config: LoadConfig,
+    gateway_url: str,
+    credentials: Credentials,
+    machine: dict[str, object],
+    console: Console,
+    stack: str,
+) -> int:
+    try:
+        facts = asyncio.run(run_load(config, gateway_url, credentials, console))
+    except SetupError as exc:
+        console.print(f"[red]cannot run the benchmark:[/] {escape(str(exc))}")
+        return EXIT_SETUP
+    facts = replace(
+        facts,
+        config={**facts.config, "gateway": gateway_url, "stack": stack},
+        machine=machine,
+        git=git_info(REPO_ROOT),
+    )
+    report = build_report(facts)
+    render_report(report, console)
+    write_report(report, args.out)
+    console.print(f"results written to {args.out}")
+    return EXIT_OK
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C does, so the stack is stopped either way."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """While stopping the stack: a second Ctrl-C must not leave half of it running."""
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

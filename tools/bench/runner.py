@@ -1,0 +1,254 @@
+"""Run the load: merchants first, then arrivals at a constant rate, then let journeys finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from bench.journey import (
+    Journeys,
+    JourneySettings,
+    Recorder,
+    create_merchants,
+    wait_ready,
+)
+from bench.report import RunFacts
+from bench.schedule import arrival_offsets, run_arrivals
+from devstack.token import mint_token
+
+# Lead time between scheduling the first arrival and its due time.
+FIRST_ARRIVAL_DELAY_S = 0.1
+PROGRESS_TICK_S = 0.25
+# Connections per HTTP client: small pools keep httpcore's per-request bookkeeping cheap.
+CONNECTIONS_PER_LANE = 8
+PLAIN_PROGRESS_EVERY_S = 5.0  # when the output is not a terminal
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    rate: float = 50.0
+    duration: float = 30.0
+    warmup: float = 3.0
+    merchants: int = 10
+    poll_interval: float = 0.25
+    success_timeout: float = 10.0
+    request_timeout: float = 10.0
+    amount_paisa: int = 10000
+    vpa: str = "success@upi"
+    max_in_flight: int = 10000
+    max_connections: int = 512
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to sign the bearer tokens the gateway accepts."""
+
+    secret: str
+    issuer: str
+    audience: str
+
+    def token(self, subject: str, role: str = "merchant", ttl_seconds: int = 3600) -> str:
+        return mint_token(
+            self.secret,
+            subject,
+            role=role,
+            issuer=self.issuer,
+            audience=self.audience,
+            ttl_seconds=ttl_seconds,
+        )
+
+
+async def run_load(
+    config: LoadConfig, gateway_url: str, credentials: Credentials, console: Console
+) -> RunFacts:
+    """Create the merchants, run warm-up and measured arrivals, wait for journeys to end."""
+    run_id = secrets.token_hex(4)
+    ttl = int(config.warmup + config.duration + config.success_timeout) + 3600
+    lanes = max(1, math.ceil(config.max_connections / CONNECTIONS_PER_LANE))
+    per_lane = math.ceil(config.max_connections / lanes)
+    limits = httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane)
+    # The deadline of a whole request is enforced by the journey; these bound each phase.
+    timeout = httpx.Timeout(config.request_timeout)
+    tls = httpx.create_ssl_context()  # built once: each client would load the CA bundle
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=gateway_url,
+                    timeout=timeout,
+                    limits=limits,
+                    verify=tls,
+                    trust_env=False,  # no proxy from the environment between us and the gateway
+                )
+            )
+            for _ in range(lanes)
+        ]
+        with console.status(f"creating {config.merchants} merchants at {gateway_url}…"):
+            await wait_ready(clients[0])
+            admin = {"Authorization": f"Bearer {credentials.token('bench-admin', 'admin', ttl)}"}
+            merchants = await create_merchants(
+                clients[0],
+                admin,
+                config.merchants,
+                run_id,
+                lambda merchant_id: credentials.token(merchant_id, ttl_seconds=ttl),
+            )
+        console.print(
+            f"[green]✓[/] {len(merchants)} merchants created (run {run_id}); "
+            f"offering {config.rate:g} journeys/s for {config.warmup:g} s warm-up "
+            f"+ {config.duration:g} s measured"
+        )
+        recorder = Recorder()
+        journeys = Journeys(
+            clients,
+            merchants,
+            recorder,
+            JourneySettings(
+                poll_interval=config.poll_interval,
+                success_timeout=config.success_timeout,
+                amount_paisa=config.amount_paisa,
+                vpa=config.vpa,
+            ),
+            run_id,
+            request_timeout=config.request_timeout,
+        )
+        return await _arrivals(config, journeys, recorder, console)
+
+
+async def _arrivals(
+    config: LoadConfig, journeys: Journeys, recorder: Recorder, console: Console
+) -> RunFacts:
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    start = time.monotonic() + FIRST_ARRIVAL_DELAY_S
+    window = (start + config.warmup, start + config.warmup + config.duration)
+    running: dict[asyncio.Task[None], bool] = {}  # task -> measured
+    measured_lags: list[float] = []
+    dropped = 0
+
+    def fire(index: int, due: float) -> None:
+        nonlocal dropped
+        measured = due >= window[0] - 1e-9
+        if measured:
+            measured_lags.append(max(0.0, time.monotonic() - due))
+        if len(running) >= config.max_in_flight:
+            dropped += measured
+            recorder.dropped += 1
+            return
+        recorder.started += 1
+        task = asyncio.create_task(journeys.run(index, due, measured))
+        running[task] = measured
+        task.add_done_callback(lambda done: running.pop(done, None))
+
+    cpu_before, wall_before = time.process_time(), time.monotonic()
+    offsets = arrival_offsets(config.rate, config.warmup + config.duration)
+    unfinished = 0
+    with _progress(config, recorder, running, start, console) as ticker:
+        try:
+            await run_arrivals(offsets, start, fire)
+            ticker.draining = True
+            if running:
+                # A journey polls for success_timeout, and its last poll may take a request
+                # timeout; the last arrival's journey gets that long, whatever is left is cut.
+                patience = config.success_timeout + config.request_timeout + 1
+                await asyncio.wait(list(running), timeout=patience)
+            unfinished = sum(running.values())
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    generator_cpu_s = time.process_time() - cpu_before
+    load_s = time.monotonic() - wall_before
+    return RunFacts(
+        config=config.to_json(),
+        generator_cpu_s=generator_cpu_s,
+        load_s=load_s,
+        started_at=started_at,
+        window=window,
+        requests=recorder.requests,
+        journeys=recorder.journeys,
+        start_lags=measured_lags,
+        dropped=dropped,
+        unfinished=unfinished,
+        examples=recorder.examples,
+    )
+
+
+class _Ticker:
+    draining = False
+
+
+@contextmanager
+def _progress(
+    config: LoadConfig,
+    recorder: Recorder,
+    running: dict[asyncio.Task[None], bool],
+    start: float,
+    console: Console,
+) -> Iterator[_Ticker]:
+    """A live bar on a terminal (a plain line every few seconds elsewhere) while it runs."""
+    ticker = _Ticker()
+    total = config.warmup + config.duration
+    progress = Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.completed:>5.1f}/{task.total:g} s"),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        transient=False,
+    )
+    task_id = progress.add_task("warm-up", total=total, stats="")
+    state = {"requests": 0, "at": time.monotonic(), "plain": 0.0}
+
+    def line() -> str:
+        now = time.monotonic()
+        done = len(recorder.requests)
+        elapsed = now - state["at"]
+        rate = (done - state["requests"]) / elapsed if elapsed > 0 else 0.0
+        state["requests"], state["at"] = done, now
+        return (
+            f"started {recorder.started}  in flight {len(running)}  "
+            f"SUCCESS {recorder.succeeded}  failed {recorder.failed}  "
+            f"req/s {rate:.0f}  req errors {recorder.request_errors}"
+        )
+
+    def phase(now: float) -> str:
+        if ticker.draining:
+            return "draining"
+        return "warm-up" if now < start + config.warmup else "measuring"
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_TICK_S if console.is_terminal else PLAIN_PROGRESS_EVERY_S)
+            now = time.monotonic()
+            elapsed = min(max(0.0, now - start), total)
+            stats = line()
+            if console.is_terminal:
+                progress.update(task_id, completed=elapsed, description=phase(now), stats=stats)
+            else:
+                console.print(f"{phase(now):<10} {elapsed:5.1f}/{total:g} s  {stats}")
+
+    if console.is_terminal:
+        progress.start()
+    ticking = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield ticker
+    finally:
+        ticking.cancel()
+        if console.is_terminal:
+            progress.update(task_id, completed=total, description="done", stats=line())
+            progress.stop()
