@@ -40,6 +40,16 @@ class ConsumedEvent:
 EventHandler = Callable[[ConsumedEvent], Awaitable[None]]
 
 
+class PublishError(Exception):
+    """A batch publish stopped at a failure; the first `acknowledged` messages are on the
+    broker (in order), the rest are not known to be."""
+
+    def __init__(self, acknowledged: int, cause: BaseException) -> None:
+        super().__init__(f"publish failed after {acknowledged} acknowledged message(s): {cause}")
+        self.acknowledged = acknowledged
+        self.cause = cause
+
+
 class EventProducer:
     """Publishes events. `start()` raises while no broker answers, so a service that must serve
     while Kafka is down starts its producer inside a background task (the outbox relay).
@@ -85,6 +95,29 @@ class EventProducer:
             key=key.encode(),
             headers=[(k, v.encode()) for k, v in (headers or {}).items()],
         )
+
+    async def send_in_order(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        """Publish (topic, key, value) messages pipelined, then wait for every acknowledgement
+        in order. One broker round trip per batch instead of per message; aiokafka keeps one
+        request in flight per partition, so each key's messages stay in order. Raises
+        PublishError saying how many, from the first, the broker acknowledged."""
+        if self._producer is None:
+            raise RuntimeError("EventProducer.send_in_order() before start()")
+        pending: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
+        for topic, key, value in messages:
+            try:
+                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+            except Exception as exc:  # could not even be queued: stop here
+                failure = exc
+                break
+        for acknowledged, future in enumerate(pending):
+            try:
+                await future
+            except Exception as exc:
+                raise PublishError(acknowledged, exc) from exc
+        if failure is not None:
+            raise PublishError(len(pending), failure) from failure
 
 
 class EventConsumer:

@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.ids import new_id
-from gateway_core.kafka import EventProducer
+from gateway_core.kafka import EventProducer, PublishError
 from gateway_core.logging import get_logger
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
@@ -93,7 +93,14 @@ def _now() -> Timestamp:
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows to Kafka; survives broker outages by retrying."""
+    """Publishes unpublished outbox rows to Kafka; survives broker outages by retrying.
+
+    One relay publishes at a time, whatever the replica count: it holds a session advisory
+    lock on its own connection (the others wait on standby), which keeps per-payment order.
+    Rows are read, published outside any transaction (pipelined, in id order), and only the
+    acknowledged prefix is marked published. A failure ends `run()`: the service bootstrap
+    restarts it with backoff and a fresh producer, and the unmarked rows go out again.
+    """
 
     def __init__(self, pool: asyncpg.Pool, producer: EventProducer, poll_seconds: float = 1.0):
         self._pool = pool
@@ -111,15 +118,19 @@ class OutboxRelay:
             await self._producer.stop()
 
     async def _relay(self) -> None:
-        async with self._pool.acquire() as listen_conn:
-            await listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        async with self._pool.acquire() as conn:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
-                while True:
-                    published = await self._publish_batch()
-                    if published < BATCH_SIZE:
-                        await self._sleep()
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                    await self._sleep()  # another replica is publishing
+                try:
+                    while True:
+                        if await self._publish_batch() < BATCH_SIZE:
+                            await self._sleep()
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
             finally:
-                await listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
 
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()
@@ -127,28 +138,35 @@ class OutboxRelay:
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
-        self._wakeup.clear()
 
     async def _publish_batch(self) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY)
-            if not locked:
-                return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, event_key, payload FROM outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
-                BATCH_SIZE,
+        # Cleared before reading: a notification that arrives from here on wakes the next wait.
+        self._wakeup.clear()
+        rows = await self._pool.fetch(
+            "SELECT id, topic, event_key, payload FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            BATCH_SIZE,
+        )
+        if not rows:
+            return 0
+        failure: PublishError | None = None
+        try:
+            await self._producer.send_in_order(
+                [(r["topic"], r["event_key"], r["payload"]) for r in rows]
             )
-            published: list[int] = []
-            try:
-                for row in rows:
-                    await self._producer.send(row["topic"], row["event_key"], row["payload"])
-                    published.append(row["id"])
-            except Exception as exc:  # broker down: keep what was acked, retry the rest later
-                log.warning("outbox publish failed; will retry", error=str(exc), pending=len(rows))
-                await asyncio.sleep(self._poll_seconds)
-            if published:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", published
-                )
-            return len(published)
+            acknowledged = len(rows)
+        except PublishError as exc:
+            failure, acknowledged = exc, exc.acknowledged
+        if acknowledged:
+            await self._pool.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows[:acknowledged]],
+            )
+        if failure is not None:
+            log.warning(
+                "outbox publish failed; the relay restarts",
+                error=str(failure.cause),
+                pending=len(rows) - acknowledged,
+            )
+            raise failure
+        return acknowledged
