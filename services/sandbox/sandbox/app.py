@@ -11,9 +11,11 @@ from paygate.sandbox.v1 import (
     upi_pb2_grpc,
     wallets_pb2_grpc,
 )
+from sandbox import magic
+from sandbox.acquirers import Acquirers, CardAcquirerServicer
+from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
 from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
-from sandbox.providers import CardAcquirerServicer
 from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
 from sandbox.wallets import WalletBook, WalletProviderServicer
 from sandbox.web import SandboxWeb
@@ -22,7 +24,13 @@ from sandbox.web import SandboxWeb
 class Sandbox:
     """Build inside the running event loop; `register` hands everything to a ServiceApp."""
 
-    def __init__(self, settings: Settings, callbacks: CallbackSender | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        callbacks: CallbackSender | None = None,
+        *,
+        acs_challenge_ttl_seconds: float = magic.ACS_CHALLENGE_TTL_SECONDS,
+    ) -> None:
         self.callbacks = callbacks or CallbackSender(
             settings.secret("provider_callback_secret"), settings.gateway_public_url
         )
@@ -31,10 +39,15 @@ class Sandbox:
         )
         self.banks = NetBanks(on_final=self._bank_final)
         self.wallets = WalletBook()
+        self.acs = Acs(on_final=self._acs_final, challenge_ttl_seconds=acs_challenge_ttl_seconds)
+        self.acquirers = Acquirers(self.acs)
         self.web = SandboxWeb(
-            settings.server_host, settings.sandbox_http_port, self.upi, self.banks
+            settings.server_host, settings.sandbox_http_port, self.upi, self.banks, self.acs
         )
         self._upi_servicer = UpiCoreServicer(self.upi)
+        self._card_servicer = CardAcquirerServicer(
+            self.acquirers, self.acs, settings.sandbox_public_url
+        )
         self._netbanking_servicer = NetBankingServicer(self.banks, settings.sandbox_public_url)
 
     def register(self, app: ServiceApp) -> None:
@@ -46,7 +59,7 @@ class Sandbox:
         app.add_service(
             "paygate.sandbox.v1.CardAcquirerService",
             cards_pb2_grpc.add_CardAcquirerServiceServicer_to_server,
-            CardAcquirerServicer(),
+            self._card_servicer,
         )
         app.add_service(
             "paygate.sandbox.v1.WalletProviderService",
@@ -62,8 +75,9 @@ class Sandbox:
         app.on_shutdown(self.aclose)
 
     async def aclose(self) -> None:
-        """Stop the UPI timers, then the callback deliveries still pending."""
+        """Stop the UPI and ACS timers, then the callback deliveries still pending."""
         await self._upi_servicer.aclose()
+        await self._card_servicer.aclose()
         await self.callbacks.aclose()
 
     def _upi_final(self, txn: UpiTransaction) -> None:
@@ -71,3 +85,6 @@ class Sandbox:
 
     def _bank_final(self, payment: BankPayment) -> None:
         self.callbacks.send(payment.to_callback(), payment.callback_url)
+
+    def _acs_final(self, authentication: Authentication) -> None:
+        self.callbacks.send(authentication.to_callback(), authentication.callback_url)

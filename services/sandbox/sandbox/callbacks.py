@@ -10,6 +10,7 @@ drop duplicates.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -44,7 +45,7 @@ def rfc3339(moment: datetime) -> str:
 class ProviderCallback:
     """One outcome reported to the gateway; empty strings for what does not apply."""
 
-    provider: str  # "upi_core", "netbanking"
+    provider: str  # "upi_core", "netbanking", "acs"
     transaction_ref: str  # the gateway's payment id
     provider_txn_id: str
     status: str  # "SUCCESS", "FAILED" or "EXPIRED"
@@ -53,10 +54,13 @@ class ProviderCallback:
     rrn: str = ""
     approval_code: str = ""
     response_code: str = ""
+    # Provider-specific fields added to the document, e.g. the ACS's eci and
+    # authentication_value; they never replace the common ones above.
+    extra: Mapping[str, str] = field(default_factory=dict)
     event_id: str = field(default_factory=lambda: new_id("EVT"))
 
     def body(self) -> bytes:
-        document = {
+        document: dict[str, object] = {
             "event_id": self.event_id,
             "provider": self.provider,
             "transaction_ref": self.transaction_ref,
@@ -68,6 +72,8 @@ class ProviderCallback:
             "response_code": self.response_code,
             "occurred_at": rfc3339(self.occurred_at),
         }
+        for key, value in self.extra.items():
+            document.setdefault(key, value)
         return json.dumps(document, separators=(",", ":")).encode()
 
 

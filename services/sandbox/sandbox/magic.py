@@ -129,3 +129,65 @@ BANKS: dict[str, str] = {
     "FAIL": "Sandbox Failing Bank",  # declines every payment the customer approves
 }
 FAILING_BANK = "FAIL"
+
+# --- Cards ---------------------------------------------------------------------------------
+
+CARD_GATEWAYS: tuple[str, ...] = ("razorpay", "payu", "ccavenue")
+
+
+class CardOutcome(StrEnum):
+    APPROVE = "approve"  # frictionless 3-D Secure, then approved
+    DECLINE = "decline"  # the issuer declines: do not honour
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # the issuer declines: not enough money
+    CHALLENGE = "challenge"  # 3-D Secure challenge (OTP), then approved
+    CHALLENGE_THEN_DECLINE = "challenge_then_decline"  # challenge passed, then declined
+    FIRST_GATEWAY_DOWN = "first_gateway_down"  # "razorpay" is unreachable; the others approve
+
+
+MAGIC_CARDS: dict[str, CardOutcome] = {
+    "4242424242424242": CardOutcome.APPROVE,  # Visa
+    "5555555555554444": CardOutcome.APPROVE,  # Mastercard
+    "4000000000000002": CardOutcome.DECLINE,
+    "4000000000009995": CardOutcome.INSUFFICIENT_FUNDS,
+    "4000000000003220": CardOutcome.CHALLENGE,
+    "4000008400001629": CardOutcome.CHALLENGE_THEN_DECLINE,
+    "4000000000000119": CardOutcome.FIRST_GATEWAY_DOWN,
+}
+
+# The acquirers that answer UNAVAILABLE (as if down) for FIRST_GATEWAY_DOWN cards.
+DOWN_GATEWAYS_FOR_FAILOVER_CARD: frozenset[str] = frozenset({"razorpay"})
+
+# The one OTP the ACS challenge page accepts; any other fails the authentication.
+ACS_OTP = "123456"
+# A challenge nobody completes in this long fails (callback status EXPIRED).
+ACS_CHALLENGE_TTL_SECONDS = 600.0
+THREE_DS_PROTOCOL_VERSION = "2.2.0"
+# ECI of a successful authentication: Mastercard's "02", every other brand's (Visa) "05".
+ECI_AUTHENTICATED: dict[str, str] = {"MASTERCARD": "02"}
+ECI_AUTHENTICATED_DEFAULT = "05"
+
+# An approved, uncaptured authorization is held this long; a later Capture fails.
+CARD_AUTHORIZATION_HOLD_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class CardDecline:
+    code: str  # ISO 8583 response code (CardAuthorization.decline_code)
+    reason: str  # snake_case reason (CardAuthorization.decline_reason)
+
+
+DECLINE_DO_NOT_HONOUR = CardDecline("05", "card_declined")
+DECLINE_INSUFFICIENT_FUNDS = CardDecline("51", "insufficient_funds")
+DECLINE_EXPIRED_CARD = CardDecline("54", "expired_card")
+DECLINE_INCORRECT_CVC = CardDecline("N7", "incorrect_cvc")
+# 3-D Secure data that does not match what the ACS issued for this payment and card.
+DECLINE_AUTHENTICATION_FAILED = CardDecline("05", "authentication_failed")
+
+
+def card_outcome(card_number: str) -> CardOutcome:
+    """Any valid card number not in the table behaves like 4242 4242 4242 4242."""
+    return MAGIC_CARDS.get(card_number, CardOutcome.APPROVE)
+
+
+def requires_challenge(outcome: CardOutcome) -> bool:
+    return outcome in (CardOutcome.CHALLENGE, CardOutcome.CHALLENGE_THEN_DECLINE)

@@ -1,8 +1,9 @@
 """The sandbox's HTTP server, in the same process and event loop as its gRPC server.
 
 It serves what real providers serve over the web: the bank pages a customer's browser is sent
-to for net banking, plus controls a test or a demo uses to act as the customer of a UPI
-request (approve/decline manual@upi), and `/health`.
+to for net banking, the card issuer's 3-D Secure challenge page (OTP), plus controls a test or
+a demo uses to act as the customer of a UPI request (approve/decline manual@upi), and
+`/health`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from aiohttp import web
 
 from gateway_core.errors import Conflict, GatewayError, NotFound
 from gateway_core.logging import get_logger
+from sandbox import acs as acs_module
+from sandbox.acs import Acs, Authentication, AuthenticationStatus
 from sandbox.netbanking import PAGE_ROUTE, BankPayment, BankPaymentStatus, NetBanks
 from sandbox.upi import UpiSwitch
 
@@ -41,16 +44,42 @@ _DONE = """<p>Payment <code>{payment_id}</code> is already {status}.</p>
 <p><a href="{return_to}">Return to the merchant</a></p>"""
 
 
+_ACS_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>3-D Secure - Sandbox issuer</title></head>
+<body>
+<h1>3-D Secure verification</h1>
+<p>Sandbox card issuer: no real money moves. The OTP is 123456.</p>
+{content}
+</body>
+</html>
+"""
+_ACS_FORM = """<p>Pay <strong>{amount}</strong>{merchant} with card <code>{card}</code>
+(payment <code>{payment_id}</code>).</p>
+<p>Enter the one-time password sent to your registered mobile number.</p>
+<form method="post">
+<label for="otp">OTP</label>
+<input id="otp" name="otp" type="text" inputmode="numeric" autocomplete="one-time-code"
+ maxlength="6" required autofocus>
+<button type="submit" name="action" value="submit">Submit</button>
+<button type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
+</form>"""
+_ACS_DONE = """<p>Authentication <code>{authentication_id}</code> of payment
+<code>{payment_id}</code> is {status}.</p>
+<p><a href="{return_to}">Return to the merchant</a></p>"""
+
+
 def rupees(paisa: int) -> str:
     return f"₹{paisa // 100:,}.{paisa % 100:02d}"
 
 
 class SandboxWeb:
-    def __init__(self, host: str, port: int, upi: UpiSwitch, banks: NetBanks) -> None:
+    def __init__(self, host: str, port: int, upi: UpiSwitch, banks: NetBanks, acs: Acs) -> None:
         self._host = host
         self._port = port
         self._upi = upi
         self._banks = banks
+        self._acs = acs
         self._started = asyncio.Event()
         self.port: int | None = None
 
@@ -61,6 +90,8 @@ class SandboxWeb:
                 web.get("/health", self._health),
                 web.get(PAGE_ROUTE, self._bank_page),
                 web.post(PAGE_ROUTE, self._bank_submit),
+                web.get(acs_module.PAGE_ROUTE, self._acs_page),
+                web.post(acs_module.PAGE_ROUTE, self._acs_submit),
                 web.post(
                     "/upi/transactions/{transaction_ref}/{decision:approve|decline}",
                     self._upi_decide,
@@ -120,6 +151,42 @@ class SandboxWeb:
         )
         raise web.HTTPSeeOther(payment.return_to())
 
+    async def _acs_page(self, request: web.Request) -> web.Response:
+        authentication = self._authentication(request)
+        if authentication.status is AuthenticationStatus.CHALLENGE_REQUIRED:
+            merchant = authentication.merchant_id
+            content = _ACS_FORM.format(
+                amount=escape(rupees(authentication.amount_paisa)),
+                merchant=f" to <strong>{escape(merchant)}</strong>" if merchant else "",
+                card=escape(authentication.card.masked),
+                payment_id=escape(authentication.payment_id),
+            )
+        else:
+            content = _ACS_DONE.format(
+                authentication_id=escape(authentication.authentication_id),
+                payment_id=escape(authentication.payment_id),
+                status=escape(authentication.callback_status),
+                return_to=escape(authentication.return_to()),
+            )
+        return web.Response(text=_ACS_PAGE.format(content=content), content_type="text/html")
+
+    async def _acs_submit(self, request: web.Request) -> web.Response:
+        """The challenge form: `otp` (with `action=submit`, or no action) or `action=cancel`.
+        A challenge already over changes nothing and sends the browser back again."""
+        authentication = self._authentication(request)
+        form = await request.post()
+        action = form.get("action", "submit")
+        otp = form.get("otp")
+        if action == "cancel":
+            authentication = self._acs.cancel(authentication.authentication_id)
+        elif action != "submit":
+            raise web.HTTPBadRequest(text="action must be submit or cancel")
+        elif authentication.status is AuthenticationStatus.CHALLENGE_REQUIRED:
+            if not isinstance(otp, str) or not otp.strip():
+                raise web.HTTPBadRequest(text="otp is required")
+            authentication = self._acs.submit_otp(authentication.authentication_id, otp)
+        raise web.HTTPSeeOther(authentication.return_to())
+
     async def _upi_decide(self, request: web.Request) -> web.Response:
         approve = request.match_info["decision"] == "approve"
         try:
@@ -146,6 +213,12 @@ class SandboxWeb:
             )
         except NotFound:
             raise web.HTTPNotFound(text="no such payment at this bank") from None
+
+    def _authentication(self, request: web.Request) -> Authentication:
+        try:
+            return self._acs.get(request.match_info["authentication_id"])
+        except NotFound:
+            raise web.HTTPNotFound(text="no such 3-D Secure authentication") from None
 
 
 def _error(status: int, error: GatewayError) -> web.Response:

@@ -1,0 +1,588 @@
+"""Card acquirers ("razorpay", "payu", "ccavenue") and their 3-D Secure ACS, over gRPC.
+
+`Acquirers` holds the authorizations and their rules (plain, synchronous): authorize (with or
+without automatic capture), capture, void, refund. `CardAcquirerServicer` is the gRPC face the
+orchestrator calls; it adds the timers that expire abandoned 3DS challenges.
+
+Outcomes are decided by the card number (sandbox.magic): the issuer approves, declines, or
+wants a challenge first; FIRST_GATEWAY_DOWN cards find "razorpay" unreachable (UNAVAILABLE)
+and the other two approving, so routing and failover can be seen. State lives in memory,
+keyed by (gateway, payment id): this is a simulator.
+
+Every method of `Acquirers` runs without awaiting, so concurrent calls on the event loop cannot
+interleave inside one: a refund cannot race another past the captured amount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gateway_core.auth import RpcContext
+from gateway_core.errors import AlreadyExists, NotFound, Unavailable, invalid_field
+from gateway_core.ids import new_id
+from gateway_core.logging import get_logger
+from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
+from sandbox import magic
+from sandbox.acs import Acs, Authentication, AuthenticationStatus, page_path
+from sandbox.cards import Card, card_number_problem, read_card
+from sandbox.magic import CardDecline, CardOutcome
+from sandbox.tasks import BackgroundTasks
+from sandbox.validation import Violations
+
+log = get_logger(__name__)
+
+# EMI tenures the sandbox issuers lend over (0: a one-time payment).
+EMI_TENURES = frozenset({0, 3, 6, 9, 12, 18, 24})
+# Prefix of each acquirer's transaction ids.
+_TXN_PREFIX = {"razorpay": "RZP", "payu": "PAYU", "ccavenue": "CCAV"}
+
+Clock = Callable[[], float]
+
+Auth = cards_pb2.CardAuthorization
+Tds = cards_pb2.ThreeDsAuthentication
+
+
+class AuthorizationStatus(StrEnum):
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    REQUIRES_CHALLENGE = "REQUIRES_CHALLENGE"
+
+
+class CaptureStatus(StrEnum):
+    CAPTURED = "CAPTURED"
+    FAILED = "FAILED"
+
+
+class VoidStatus(StrEnum):
+    VOIDED = "VOIDED"
+    FAILED = "FAILED"
+
+
+class RefundStatus(StrEnum):
+    PROCESSED = "PROCESSED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class ThreeDsData:
+    """What the orchestrator passes on from the ACS; empty without 3-D Secure."""
+
+    eci: str = ""
+    authentication_value: str = ""
+    three_ds_transaction_id: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.eci or self.authentication_value or self.three_ds_transaction_id)
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    status: CaptureStatus
+    captured_paisa: int = 0
+    failure_code: str = ""
+
+
+@dataclass(frozen=True)
+class VoidResult:
+    status: VoidStatus
+    failure_code: str = ""
+
+
+@dataclass(frozen=True)
+class CardRefund:
+    refund_id: str
+    payment_id: str
+    amount_paisa: int
+    status: RefundStatus
+    acquirer_refund_id: str = ""
+    failure_code: str = ""
+
+
+@dataclass
+class Authorization:
+    gateway: str
+    payment_id: str
+    merchant_id: str
+    card: Card
+    amount_paisa: int
+    currency: str
+    capture_requested: bool
+    emi_tenure_months: int
+    acquirer_txn_id: str
+    authorized_at: float
+    status: AuthorizationStatus
+    decline: CardDecline | None = None
+    auth_code: str = ""
+    rrn: str = ""
+    eci: str = ""
+    three_ds_transaction_id: str = ""
+    captured_paisa: int = 0
+    voided: bool = False
+    refunds: dict[str, CardRefund] = field(default_factory=dict)
+
+    @property
+    def refunded_paisa(self) -> int:
+        return sum(
+            r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
+        )
+
+    def same_request(
+        self,
+        card: Card,
+        amount_paisa: int,
+        currency: str,
+        capture: bool,
+        emi_tenure_months: int,
+    ) -> bool:
+        """A retry of the request that made this authorization (the CVV may be gone by then)."""
+        return (
+            self.card.fingerprint,
+            self.amount_paisa,
+            self.currency,
+            self.capture_requested,
+            self.emi_tenure_months,
+        ) == (card.fingerprint, amount_paisa, currency, capture, emi_tenure_months)
+
+
+class Acquirers:
+    """Authorizations by (gateway, payment id) and refunds by (gateway, refund id)."""
+
+    def __init__(self, acs: Acs, clock: Clock = time.time) -> None:
+        self._acs = acs
+        self._clock = clock
+        self._authorizations: dict[tuple[str, str], Authorization] = {}
+        self._refunds: dict[tuple[str, str], CardRefund] = {}
+
+    def authorize(
+        self,
+        gateway: str,
+        payment_id: str,
+        merchant_id: str,
+        card: Card,
+        amount_paisa: int,
+        currency: str,
+        *,
+        capture: bool = False,
+        three_ds: ThreeDsData = ThreeDsData(),
+        emi_tenure_months: int = 0,
+    ) -> Authorization:
+        """Authorize once per payment at a gateway: a repeated call answers the first outcome,
+        except after REQUIRES_CHALLENGE, which asks for another call with 3-D Secure data."""
+        if (
+            card.outcome is CardOutcome.FIRST_GATEWAY_DOWN
+            and gateway in magic.DOWN_GATEWAYS_FOR_FAILOVER_CARD
+        ):
+            log.warning(
+                "acquirer unreachable (sandbox failover card)",
+                gateway=gateway,
+                payment_id=payment_id,
+                card=card.masked,
+            )
+            raise Unavailable(
+                f"card gateway {gateway} is unavailable; try another gateway",
+                reason="ACQUIRER_UNAVAILABLE",
+            )
+        key = (gateway, payment_id)
+        known = self._authorizations.get(key)
+        if known is not None and known.status is not AuthorizationStatus.REQUIRES_CHALLENGE:
+            if not known.same_request(card, amount_paisa, currency, capture, emi_tenure_months):
+                raise AlreadyExists(
+                    f"payment {payment_id} was authorized at {gateway} with other details",
+                    reason="DUPLICATE_PAYMENT_ID",
+                )
+            return known
+        now = self._clock()
+        authorization = Authorization(
+            gateway=gateway,
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            card=card,
+            amount_paisa=amount_paisa,
+            currency=currency,
+            capture_requested=capture,
+            emi_tenure_months=emi_tenure_months,
+            acquirer_txn_id=known.acquirer_txn_id if known else new_id(_TXN_PREFIX[gateway]),
+            authorized_at=now,
+            status=AuthorizationStatus.DECLINED,
+            eci=three_ds.eci,
+            three_ds_transaction_id=three_ds.three_ds_transaction_id,
+        )
+        verdict = self._issuer_verdict(authorization, three_ds, now)
+        if isinstance(verdict, CardDecline):
+            authorization.decline = verdict
+        elif verdict is AuthorizationStatus.REQUIRES_CHALLENGE:
+            authorization.status = verdict
+        else:
+            authorization.status = AuthorizationStatus.APPROVED
+            authorization.auth_code = _digits(6)
+            authorization.rrn = _digits(12)
+            if capture:
+                authorization.captured_paisa = amount_paisa
+        self._authorizations[key] = authorization
+        log.info(
+            "card authorization",
+            gateway=gateway,
+            payment_id=payment_id,
+            acquirer_txn_id=authorization.acquirer_txn_id,
+            card=card.masked,
+            brand=card.brand,
+            status=authorization.status.value,
+            decline_code=authorization.decline.code if authorization.decline else "",
+            captured=authorization.captured_paisa > 0,
+        )
+        return authorization
+
+    def get(self, gateway: str, payment_id: str) -> Authorization:
+        authorization = self._authorizations.get((gateway, payment_id))
+        if authorization is None:
+            raise NotFound(
+                f"no authorization of payment {payment_id} at {gateway}",
+                reason="AUTHORIZATION_NOT_FOUND",
+            )
+        return authorization
+
+    def capture(
+        self, gateway: str, acquirer_txn_id: str, payment_id: str, amount_paisa: int
+    ) -> CaptureResult:
+        """Capture once, at most the authorized amount; repeating the same capture replays it."""
+        authorization = self._find(gateway, acquirer_txn_id, payment_id)
+        if authorization.status is not AuthorizationStatus.APPROVED:
+            return CaptureResult(CaptureStatus.FAILED, failure_code="NOT_AUTHORIZED")
+        if authorization.voided:
+            return CaptureResult(CaptureStatus.FAILED, failure_code="AUTHORIZATION_VOIDED")
+        if authorization.captured_paisa:
+            if authorization.captured_paisa == amount_paisa:
+                return CaptureResult(CaptureStatus.CAPTURED, authorization.captured_paisa)
+            return CaptureResult(
+                CaptureStatus.FAILED, authorization.captured_paisa, "ALREADY_CAPTURED"
+            )
+        if self._clock() > authorization.authorized_at + magic.CARD_AUTHORIZATION_HOLD_SECONDS:
+            return CaptureResult(CaptureStatus.FAILED, failure_code="AUTHORIZATION_EXPIRED")
+        if amount_paisa > authorization.amount_paisa:
+            return CaptureResult(CaptureStatus.FAILED, failure_code="AMOUNT_EXCEEDS_AUTHORIZATION")
+        authorization.captured_paisa = amount_paisa
+        log.info(
+            "card capture",
+            gateway=gateway,
+            payment_id=payment_id,
+            acquirer_txn_id=acquirer_txn_id,
+            amount_paisa=amount_paisa,
+        )
+        return CaptureResult(CaptureStatus.CAPTURED, amount_paisa)
+
+    def void(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> VoidResult:
+        """Release an uncaptured authorization; voiding it again answers VOIDED again."""
+        authorization = self._find(gateway, acquirer_txn_id, payment_id)
+        if authorization.status is not AuthorizationStatus.APPROVED:
+            return VoidResult(VoidStatus.FAILED, "NOT_AUTHORIZED")
+        if authorization.captured_paisa:
+            return VoidResult(VoidStatus.FAILED, "ALREADY_CAPTURED")
+        if not authorization.voided:
+            authorization.voided = True
+            log.info(
+                "card authorization voided",
+                gateway=gateway,
+                payment_id=payment_id,
+                acquirer_txn_id=acquirer_txn_id,
+            )
+        return VoidResult(VoidStatus.VOIDED)
+
+    def refund(
+        self,
+        gateway: str,
+        acquirer_txn_id: str,
+        payment_id: str,
+        refund_id: str,
+        amount_paisa: int,
+    ) -> CardRefund:
+        """Refund once per refund id; never more than was captured, over all refunds."""
+        authorization = self._find(gateway, acquirer_txn_id, payment_id)
+        known = self._refunds.get((gateway, refund_id))
+        if known is not None:
+            if (known.payment_id, known.amount_paisa) != (payment_id, amount_paisa):
+                raise AlreadyExists(
+                    f"refund {refund_id} was requested with other details",
+                    reason="DUPLICATE_REFUND_ID",
+                )
+            return known
+        failure = ""
+        if not authorization.captured_paisa:
+            failure = "NOT_CAPTURED"
+        elif authorization.refunded_paisa + amount_paisa > authorization.captured_paisa:
+            failure = "REFUND_EXCEEDS_CAPTURE"
+        refund = (
+            CardRefund(refund_id, payment_id, amount_paisa, RefundStatus.FAILED, "", failure)
+            if failure
+            else CardRefund(
+                refund_id,
+                payment_id,
+                amount_paisa,
+                RefundStatus.PROCESSED,
+                acquirer_refund_id=new_id(_TXN_PREFIX[gateway] + "RF"),
+            )
+        )
+        self._refunds[(gateway, refund_id)] = refund
+        authorization.refunds[refund_id] = refund
+        log.info(
+            "card refund",
+            gateway=gateway,
+            payment_id=payment_id,
+            refund_id=refund_id,
+            amount_paisa=amount_paisa,
+            status=refund.status.value,
+            failure_code=refund.failure_code,
+        )
+        return refund
+
+    def _find(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> Authorization:
+        authorization = self._authorizations.get((gateway, payment_id))
+        if authorization is None or authorization.acquirer_txn_id != acquirer_txn_id:
+            raise NotFound(
+                f"no transaction {acquirer_txn_id} of payment {payment_id} at {gateway}",
+                reason="AUTHORIZATION_NOT_FOUND",
+            )
+        return authorization
+
+    def _issuer_verdict(
+        self, authorization: Authorization, three_ds: ThreeDsData, now: float
+    ) -> CardDecline | AuthorizationStatus:
+        card = authorization.card
+        if card.expired(now):
+            return magic.DECLINE_EXPIRED_CARD
+        if not card.cvv_ok:
+            return magic.DECLINE_INCORRECT_CVC
+        authenticated = False
+        if three_ds:
+            authenticated = self._acs.verify(
+                authorization.payment_id,
+                three_ds.three_ds_transaction_id,
+                card,
+                authorization.amount_paisa,
+                three_ds.eci,
+                three_ds.authentication_value,
+            )
+            if not authenticated:
+                return magic.DECLINE_AUTHENTICATION_FAILED
+        if magic.requires_challenge(card.outcome) and not authenticated:
+            return AuthorizationStatus.REQUIRES_CHALLENGE
+        if card.outcome in (CardOutcome.DECLINE, CardOutcome.CHALLENGE_THEN_DECLINE):
+            return magic.DECLINE_DO_NOT_HONOUR
+        if card.outcome is CardOutcome.INSUFFICIENT_FUNDS:
+            return magic.DECLINE_INSUFFICIENT_FUNDS
+        return AuthorizationStatus.APPROVED
+
+
+class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
+    def __init__(self, acquirers: Acquirers, acs: Acs, sandbox_public_url: str) -> None:
+        self._acquirers = acquirers
+        self._acs = acs
+        self._public_url = sandbox_public_url.rstrip("/")
+        self._timers = BackgroundTasks()
+
+    async def Authorize(
+        self, request: cards_pb2.AuthorizeRequest, context: RpcContext
+    ) -> cards_pb2.CardAuthorization:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        card = read_card(problems, request.card, "card")
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        if request.emi_tenure_months not in EMI_TENURES:
+            problems.add(
+                "emi_tenure_months",
+                f"must be 0 or one of {', '.join(str(t) for t in sorted(EMI_TENURES) if t)}",
+            )
+        problems.raise_if_any()
+        assert card is not None
+        authorization = self._acquirers.authorize(
+            gateway,
+            request.payment_id,
+            request.merchant_id,
+            card,
+            request.amount_paisa,
+            request.currency,
+            capture=request.capture,
+            three_ds=ThreeDsData(
+                request.eci, request.authentication_value, request.three_ds_transaction_id
+            ),
+            emi_tenure_months=request.emi_tenure_months,
+        )
+        return _authorization_proto(authorization)
+
+    async def GetAuthorization(
+        self, request: cards_pb2.GetAuthorizationRequest, context: RpcContext
+    ) -> cards_pb2.CardAuthorization:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        problems.raise_if_any()
+        return _authorization_proto(self._acquirers.get(gateway, request.payment_id))
+
+    async def Capture(
+        self, request: cards_pb2.CaptureRequest, context: RpcContext
+    ) -> cards_pb2.CaptureResponse:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("acquirer_txn_id", request.acquirer_txn_id)
+        problems.required("payment_id", request.payment_id)
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        problems.raise_if_any()
+        result = self._acquirers.capture(
+            gateway, request.acquirer_txn_id, request.payment_id, request.amount_paisa
+        )
+        return cards_pb2.CaptureResponse(
+            status=result.status.value,
+            captured_amount_paisa=result.captured_paisa,
+            failure_code=result.failure_code,
+        )
+
+    async def Void(
+        self, request: cards_pb2.VoidRequest, context: RpcContext
+    ) -> cards_pb2.VoidResponse:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("acquirer_txn_id", request.acquirer_txn_id)
+        problems.required("payment_id", request.payment_id)
+        problems.raise_if_any()
+        result = self._acquirers.void(gateway, request.acquirer_txn_id, request.payment_id)
+        return cards_pb2.VoidResponse(status=result.status.value, failure_code=result.failure_code)
+
+    async def RefundCardPayment(
+        self, request: cards_pb2.RefundCardPaymentRequest, context: RpcContext
+    ) -> cards_pb2.RefundCardPaymentResponse:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("acquirer_txn_id", request.acquirer_txn_id)
+        problems.required("payment_id", request.payment_id)
+        problems.required("refund_id", request.refund_id)
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        problems.raise_if_any()
+        refund = self._acquirers.refund(
+            gateway,
+            request.acquirer_txn_id,
+            request.payment_id,
+            request.refund_id,
+            request.amount_paisa,
+        )
+        return cards_pb2.RefundCardPaymentResponse(
+            status=refund.status.value,
+            acquirer_refund_id=refund.acquirer_refund_id,
+            failure_code=refund.failure_code,
+        )
+
+    async def Enroll3ds(
+        self, request: cards_pb2.Enroll3dsRequest, context: RpcContext
+    ) -> cards_pb2.Enroll3dsResponse:
+        _gateway(request.gateway)
+        problem = card_number_problem(request.card_number)
+        if problem:
+            raise invalid_field("card_number", problem)
+        # Every sandbox issuer takes part in 3-D Secure 2.
+        return cards_pb2.Enroll3dsResponse(
+            enrolled=True, protocol_version=magic.THREE_DS_PROTOCOL_VERSION
+        )
+
+    async def Authenticate3ds(
+        self, request: cards_pb2.Authenticate3dsRequest, context: RpcContext
+    ) -> cards_pb2.ThreeDsAuthentication:
+        gateway = _gateway(request.gateway)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        card = read_card(problems, request.card, "card")
+        problems.positive("amount_paisa", request.amount_paisa)
+        problems.currency("currency", request.currency)
+        problems.http_url("return_url", request.return_url)
+        problems.http_url("callback_url", request.callback_url)
+        problems.raise_if_any()
+        assert card is not None
+        authentication, created = self._acs.authenticate(
+            gateway,
+            request.payment_id,
+            request.merchant_id,
+            card,
+            request.amount_paisa,
+            request.currency,
+            challenge_requested=request.challenge_requested,
+            return_url=request.return_url,
+            callback_url=request.callback_url,
+        )
+        if created and authentication.expires_at is not None:
+            self._timers.spawn(
+                self._expire_when_due(authentication),
+                name=f"acs {authentication.authentication_id}",
+            )
+        return self._authentication_proto(authentication)
+
+    async def Get3dsAuthentication(
+        self, request: cards_pb2.Get3dsAuthenticationRequest, context: RpcContext
+    ) -> cards_pb2.ThreeDsAuthentication:
+        _gateway(request.gateway)
+        problems = Violations()
+        problems.required("three_ds_transaction_id", request.three_ds_transaction_id)
+        problems.raise_if_any()
+        authentication = self._acs.get(request.three_ds_transaction_id)
+        return self._authentication_proto(authentication)
+
+    async def aclose(self) -> None:
+        await self._timers.aclose()
+
+    def challenge_url(self, authentication: Authentication) -> str:
+        return f"{self._public_url}{page_path(authentication.authentication_id)}"
+
+    def _authentication_proto(
+        self, authentication: Authentication
+    ) -> cards_pb2.ThreeDsAuthentication:
+        pending = authentication.status is AuthenticationStatus.CHALLENGE_REQUIRED
+        return Tds(
+            three_ds_transaction_id=authentication.authentication_id,
+            payment_id=authentication.payment_id,
+            status=authentication.status.value,
+            eci=authentication.eci,
+            authentication_value=authentication.authentication_value,
+            challenge_url=self.challenge_url(authentication) if pending else "",
+            protocol_version=magic.THREE_DS_PROTOCOL_VERSION,
+        )
+
+    async def _expire_when_due(self, authentication: Authentication) -> None:
+        assert authentication.expires_at is not None
+        due = authentication.expires_at
+        await asyncio.sleep(max(0.0, due - self._acs.now()))
+        # The event loop sleeps by a monotonic clock, the ACS decides by the wall clock:
+        # settling "as of" the due moment keeps a timer that woke a hair early from missing it.
+        self._acs.settle(authentication, as_of=due)
+
+
+def _gateway(value: str) -> str:
+    gateway = value.strip().lower()
+    if gateway not in magic.CARD_GATEWAYS:
+        raise invalid_field("gateway", f"must be one of {', '.join(magic.CARD_GATEWAYS)}")
+    return gateway
+
+
+def _authorization_proto(authorization: Authorization) -> cards_pb2.CardAuthorization:
+    decline = authorization.decline
+    return Auth(
+        payment_id=authorization.payment_id,
+        gateway=authorization.gateway,
+        status=authorization.status.value,
+        captured=authorization.captured_paisa > 0,
+        decline_code=decline.code if decline else "",
+        decline_reason=decline.reason if decline else "",
+        auth_code=authorization.auth_code,
+        rrn=authorization.rrn,
+        acquirer_txn_id=authorization.acquirer_txn_id,
+        amount_paisa=authorization.amount_paisa,
+        currency=authorization.currency,
+    )
+
+
+def _digits(count: int) -> str:
+    return f"{secrets.randbelow(10**count):0{count}d}"

@@ -1,0 +1,129 @@
+"""Card data as the simulated acquirers and ACS see it, and the one place that touches the PAN.
+
+The orchestrator sends the card in the clear (detokenized from the vault for that one call).
+`read_card` checks it and keeps only what may be kept and shown: brand, last four digits, a
+keyed fingerprint to recognise the same card again, the expiry, whether the CVV has the right
+length, and the magic outcome the number stands for. The PAN and the CVV themselves are
+dropped there: no state, log line or error message of the sandbox holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from paygate.sandbox.v1 import cards_pb2
+from sandbox.magic import CardOutcome, card_outcome
+from sandbox.validation import Violations
+
+# Per process: fingerprints only compare cards within one sandbox run, and reveal nothing.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+_SEPARATORS = re.compile(r"[ -]")
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class Card:
+    brand: str  # VISA, MASTERCARD, AMEX, DINERS, RUPAY or UNKNOWN
+    last4: str
+    fingerprint: str
+    expiry_month: int
+    expiry_year: int
+    # True when no CVV was sent (the vault no longer holds it) or it has the brand's length.
+    cvv_ok: bool
+    outcome: CardOutcome
+
+    @property
+    def masked(self) -> str:
+        return f"**** {self.last4}"
+
+    def expired(self, now: float) -> bool:
+        """A card is valid through the last day of its expiry month."""
+        moment = datetime.fromtimestamp(now, UTC)
+        return (moment.year, moment.month) > (self.expiry_year, self.expiry_month)
+
+
+def mask(card_number: str) -> str:
+    digits = _SEPARATORS.sub("", card_number)
+    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
+
+
+def brand_of(digits: str) -> str:
+    if digits[:2] in ("34", "37"):
+        return "AMEX"
+    if digits[:2] in ("36", "38", "39") or "300" <= digits[:3] <= "305":
+        return "DINERS"
+    if digits[:2] in ("60", "65", "81", "82") or digits[:3] in ("508", "353", "356"):
+        return "RUPAY"
+    if "51" <= digits[:2] <= "55" or "2221" <= digits[:4] <= "2720":
+        return "MASTERCARD"
+    if digits.startswith("4"):
+        return "VISA"
+    return "UNKNOWN"
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def fingerprint(digits: str) -> str:
+    return hmac.new(_FINGERPRINT_KEY, digits.encode(), hashlib.sha256).hexdigest()
+
+
+def card_number_problem(card_number: str) -> str:
+    """Why `card_number` cannot be a card number ("" when it can); never quotes the number."""
+    digits = _SEPARATORS.sub("", card_number)
+    if not digits:
+        return "is required"
+    if not _DIGITS.fullmatch(digits) or not 12 <= len(digits) <= 19:
+        return "must be 12 to 19 digits"
+    if not luhn_valid(digits):
+        return "is not a valid card number (Luhn check failed)"
+    return ""
+
+
+def read_card(problems: Violations, details: cards_pb2.CardDetails, prefix: str) -> Card | None:
+    """The card, or None with `problems` saying which fields are malformed. An expired card or
+    a CVV of the wrong length is well-formed: the issuer declines it, the request is valid."""
+    found = len(problems)
+    number_problem = card_number_problem(details.card_number)
+    if number_problem:
+        problems.add(f"{prefix}.card_number", number_problem)
+    month = _number(details.expiry_month, (1, 2))
+    if month is None or not 1 <= month <= 12:
+        problems.add(f"{prefix}.expiry_month", 'must be "01" to "12"')
+    year = _number(details.expiry_year, (2, 4))
+    if year is None:
+        problems.add(f"{prefix}.expiry_year", 'must be two or four digits, e.g. "30" or "2030"')
+    if len(problems) != found or month is None or year is None:
+        return None
+    digits = _SEPARATORS.sub("", details.card_number)
+    brand = brand_of(digits)
+    cvv_length = 4 if brand == "AMEX" else 3
+    cvv = details.cvv
+    return Card(
+        brand=brand,
+        last4=digits[-4:],
+        fingerprint=fingerprint(digits),
+        expiry_month=month,
+        expiry_year=year + 2000 if year < 100 else year,
+        cvv_ok=not cvv or (len(cvv) == cvv_length and cvv.isascii() and cvv.isdigit()),
+        outcome=card_outcome(digits),
+    )
+
+
+def _number(value: str, lengths: tuple[int, ...]) -> int | None:
+    text = value.strip()
+    if len(text) not in lengths or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
