@@ -24,7 +24,13 @@ class ConfigError(ValueError):
 
 
 # Secrets with a development default that only the local stack may use.
-DEV_SECRETS = ("jwt_secret", "encryption_key", "card_gateway_api_key", "provider_callback_secret")
+DEV_SECRETS = (
+    "jwt_secret",
+    "encryption_key",
+    "card_gateway_api_key",
+    "provider_callback_secret",
+    "orchestrator_service_key",
+)
 
 
 class Settings(BaseSettings):
@@ -74,6 +80,14 @@ class Settings(BaseSettings):
     jwt_audience: str = "payments-api"
     encryption_key: SecretStr = SecretStr("local-dev-encryption-key-32bytes")
     pci_compliance_mode: bool = True
+    # The orchestrator's own HS256 key for its service identity (gateway_core.service_auth):
+    # the orchestrator signs its x-service-token with it, the vault verifies with it. No other
+    # service holds it, so no other service can call the vault as the orchestrator.
+    orchestrator_service_key: SecretStr = SecretStr("local-dev-orchestrator-service-key-0123456789")
+
+    # Card vault
+    # How long a CVV is held (encrypted) for the authorization that needs it, at most.
+    vault_cvv_ttl_seconds: int = Field(default=900, ge=1, le=3600)
 
     # Payment providers (the sandbox serves all of them locally)
     upi_core_endpoint: str = "127.0.0.1:50066"
@@ -87,6 +101,8 @@ class Settings(BaseSettings):
         }
     )
     netbanking_endpoint: str = "127.0.0.1:50066"
+    card_acquirer_endpoint: str = "127.0.0.1:50066"
+    card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
     # HMAC key of provider callbacks (x-provider-signature): the sandbox signs, the
     # orchestrator verifies.
     provider_callback_secret: SecretStr = SecretStr("local-dev-provider-callback-secret")

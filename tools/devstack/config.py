@@ -180,6 +180,7 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
     sandbox = env["UPI_CORE_ENDPOINT"]
     env["WALLET_API_ENDPOINTS"] = json.dumps(dict.fromkeys(defaults.wallet_api_endpoints, sandbox))
     env["NETBANKING_ENDPOINT"] = sandbox
+    env["CARD_ACQUIRER_ENDPOINT"] = sandbox
     env["SANDBOX_HTTP_PORT"] = str(ports.sandbox_http)
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from gateway_core.config import Settings, get_settings
@@ -9,13 +11,18 @@ from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventProducer
 from gateway_core.server import ServiceApp, run_service
+from gateway_core.service_auth import ServiceIdentity, service_channel
 from orchestrator import ledger_store
+from orchestrator.card_payments import CardPayments
+from orchestrator.domain.routing import CircuitBreaker, RoutingTable
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.jobs import Jobs
 from orchestrator.outbox import OutboxRelay
 from orchestrator.processing import PaymentProcessor
+from orchestrator.providers.cards import AcquirerClient
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
+from orchestrator.providers.vault import VaultClient
 from orchestrator.providers.wallets import WalletClient
 from orchestrator.repository import Repository
 from orchestrator.servicers.callbacks import ProviderCallbackServicer
@@ -41,6 +48,21 @@ async def main() -> None:
 
     channels = _ProviderChannels(app)
     repo = Repository(pool, events_topic=settings.kafka_topic_payments)
+    vault_identity = ServiceIdentity(
+        "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
+    )
+    vault_channel = service_channel(settings.vault_addr, vault_identity)
+    app.on_shutdown(lambda: vault_channel.close(None))
+    vault = VaultClient(vault_channel)
+    cards = CardPayments(
+        repo,
+        vault,
+        AcquirerClient(channels.get(settings.card_acquirer_endpoint)),
+        RoutingTable.load(Path(settings.card_routing_config_path)),
+        CircuitBreaker(),
+        callback_url=f"{settings.gateway_public_url.rstrip('/')}/api/v1/provider-callbacks/acs",
+        default_return_url=f"{settings.gateway_public_url.rstrip('/')}/health",
+    )
     processor = PaymentProcessor(
         repo,
         settings,
@@ -48,6 +70,7 @@ async def main() -> None:
         wallet=WalletClient(channels.get(_wallet_endpoint(settings))),
         bank=NetBankingClient(channels.get(settings.netbanking_endpoint)),
         pricing=await ledger_store.load_pricing(pool),
+        cards=cards,
     )
     idempotency = IdempotencyStore(pool)
 
@@ -67,7 +90,7 @@ async def main() -> None:
     app.add_service(
         "paygate.payments.v1.PaymentMethodService",
         payment_methods_pb2_grpc.add_PaymentMethodServiceServicer_to_server,
-        PaymentMethodServicer(),
+        PaymentMethodServicer(pool, vault),
     )
     app.add_service(
         "paygate.merchants.v1.MerchantService",

@@ -17,11 +17,14 @@ from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from gateway_core.signing import verify_callback
+from orchestrator.card_payments import CardPayments, RawCard
+from orchestrator.domain import emi
 from orchestrator.domain.fees import Pricing, compute_fee
 from orchestrator.domain.states import Status
 from orchestrator.domain.upi import pay_link
 from orchestrator.providers import netbanking, upi_core, wallets
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
+from orchestrator.providers.cards import ACS_PROVIDER
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.wallets import WalletClient
@@ -36,6 +39,8 @@ FIRST_INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 FIRST_INQUIRY_AFTER_START = timedelta(seconds=10)
 MAX_INQUIRY_INTERVAL = timedelta(seconds=30)
 CALLBACK_STATUSES = frozenset({"SUCCESS", "FAILED", "EXPIRED", "PENDING"})
+# Methods whose authorization can be held for a later capture.
+MANUAL_CAPTURE = frozenset({"WALLET", "CARD"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class PaymentStart:
     metadata: dict[str, str]
     capture_method: str
     expire_after: timedelta
+    raw_card: RawCard | None = None  # CARD only; handed to the vault, never stored
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class PaymentProcessor:
         wallet: WalletClient,
         bank: NetBankingClient,
         pricing: dict[str, Pricing],
+        cards: CardPayments,
     ) -> None:
         self._repo = repo
         self._settings = settings
@@ -78,6 +85,7 @@ class PaymentProcessor:
         self._wallet = wallet
         self._bank = bank
         self._pricing = pricing
+        self._cards = cards
         # Resolved now so a pod without the secret fails at start, not on the first callback.
         self._callback_secret = settings.secret("provider_callback_secret")
 
@@ -94,6 +102,8 @@ class PaymentProcessor:
             return await self._start_wallet(start)
         if start.method == "NET_BANKING":
             return await self._start_net_banking(start)
+        if start.method == "CARD":
+            return await self._start_card(start)
         raise InvalidArgument(f"{start.method} payments are not available", reason="BAD_METHOD")
 
     def _new(self, start: PaymentStart, *, provider: str, payment_url: str = "") -> NewPayment:
@@ -230,6 +240,22 @@ class PaymentProcessor:
         )
         return moved.record
 
+    async def _start_card(self, start: PaymentStart) -> PaymentRecord:
+        card = await self._cards.card_for(
+            merchant_id=start.merchant.merchant_id,
+            user_id=start.user_id,
+            token=start.details.get("card_token", ""),
+            raw=start.raw_card,
+        )
+        emi_plan_id = start.details.get("emi_plan_id", "")
+        if emi_plan_id:
+            emi.choose(emi_plan_id, start.amount_paisa, card.brand, "payment_details.emi_plan_id")
+        new = self._new(start, provider=self._cards.first_gateway(card, start.amount_paisa))
+        new = NewPayment(
+            **{**new.__dict__, "payment_details": self._cards.details(card, emi_plan_id)}
+        )
+        return await self._cards.start(new, self.apply_result)
+
     async def _await_customer(
         self, record: PaymentRecord, reason: str, external_txn_id: str, inquire_after: timedelta
     ) -> PaymentRecord:
@@ -254,20 +280,25 @@ class PaymentProcessor:
     # Applying outcomes
 
     async def apply_result(
-        self, payment_id: str, result: ProviderResult, source: str
+        self,
+        payment_id: str,
+        result: ProviderResult,
+        source: str,
+        extra_changes: dict[str, Any] | None = None,
     ) -> PaymentRecord:
         current = await self._repo.get_payment(payment_id, None)
         if result.outcome == Outcome.PENDING:
             return current
         changes: dict[str, Any] = {
             "gateway_response": {**current.gateway_response, **result.gateway_response},
+            **(extra_changes or {}),
         }
         if result.external_txn_id:
             changes["external_txn_id"] = result.external_txn_id
         if result.outcome == Outcome.SUCCESS:
             target = (
                 Status.AUTHORIZED
-                if current.capture_method == "MANUAL" and current.payment_method == "WALLET"
+                if current.capture_method == "MANUAL" and current.payment_method in MANUAL_CAPTURE
                 else Status.SUCCESS
             )
             changes["processed_at"] = datetime.now(UTC)
@@ -304,6 +335,13 @@ class PaymentProcessor:
         verify_callback(self._callback_secret, body, signature)
         doc = _parse_callback(body)
         payment = await self._repo.get_payment(doc["transaction_ref"], None)
+        if provider == ACS_PROVIDER and payment.payment_method == "CARD":
+            before = payment.status
+            after = await self._cards.on_authentication(payment, doc, self.apply_result)
+            await self._repo.remember_callback(
+                provider, str(doc["event_id"]), payment.payment_id, str(doc["status"])
+            )
+            return CallbackResult(applied=after.status != before, payment=after)
         if payment.provider != provider:
             raise FailedPrecondition(
                 f"payment {payment.payment_id} is not served by {provider}",
@@ -364,6 +402,8 @@ class PaymentProcessor:
             return await self._wallet.status(details["wallet"], payment.payment_id)
         if payment.payment_method == "NET_BANKING":
             return await self._bank.status(details["bank_code"], payment.payment_id)
+        if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
+            return await self._cards.status(payment)
         return ProviderResult(Outcome.PENDING)
 
     # Merchant actions
@@ -382,6 +422,8 @@ class PaymentProcessor:
                 "amount_paisa",
                 f"must equal the authorized {payment.amount_paisa} paisa (no partial capture)",
             )
+        if payment.payment_method == "CARD":
+            await self._cards.capture(payment)
         moved = await self._repo.transition(
             payment_id,
             Status.SUCCESS,
@@ -394,7 +436,9 @@ class PaymentProcessor:
 
     async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> PaymentRecord:
         payment = await self._repo.get_payment(payment_id, merchant_id)
-        if payment.status == Status.AUTHORIZED:
+        if payment.status == Status.AUTHORIZED and payment.payment_method == "CARD":
+            await self._cards.void(payment)
+        elif payment.status == Status.AUTHORIZED:
             # The wallet holds the customer's money: give it back before closing.
             await self._provider_refund(payment, f"VOID_{payment_id}", payment.amount_paisa)
         moved = await self._repo.transition(
@@ -452,6 +496,8 @@ class PaymentProcessor:
         self, payment: PaymentRecord, refund_id: str, amount_paisa: int
     ) -> ProviderResult:
         details = payment.payment_details
+        if payment.payment_method == "CARD":
+            return await self._cards.refund(payment, refund_id, amount_paisa)
         if payment.payment_method == "UPI":
             return await self._upi.refund(
                 payment_id=payment.payment_id, refund_id=refund_id, amount_paisa=amount_paisa

@@ -168,6 +168,9 @@ class PaymentRecord:
         json_format.ParseDict(
             self.payment_details, payment.payment_details, ignore_unknown_fields=True
         )
+        if self.payment_details.get("last4"):
+            payment.card.last4 = self.payment_details["last4"]
+            payment.card.brand = self.payment_details.get("brand", "")
         if self.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
             payment.captured_amount_paisa = self.amount_paisa
         payment.refunded_amount_paisa = self.refunded_paisa

@@ -32,6 +32,7 @@ _CHANGEABLE = frozenset(
         "payment_details",
         "next_inquiry_at",
         "inquiry_attempts",
+        "provider",
     }
 )
 CAPTURED = frozenset({Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED})

@@ -55,9 +55,14 @@ def validate_create_payment(
         _validate_wallet(request.payment_details, bad)
     elif method == payments_pb2.NET_BANKING:
         _validate_net_banking(request.payment_details, bad)
+    elif method == payments_pb2.CARD:
+        _validate_card(request.payment_details, bad)
 
-    if request.capture_method == payments_pb2.Payment.MANUAL and method != payments_pb2.WALLET:
-        bad("capture_method", "MANUAL capture is available for WALLET payments only")
+    manual = request.capture_method == payments_pb2.Payment.MANUAL
+    if manual and method not in (payments_pb2.WALLET, payments_pb2.CARD):
+        bad("capture_method", "MANUAL capture is available for CARD and WALLET payments only")
+    if request.payment_details.emi_plan_id and method != payments_pb2.CARD:
+        bad("payment_details.emi_plan_id", "EMI is available for CARD payments only")
     if not 0 <= request.expire_after_seconds <= MAX_EXPIRE_AFTER_SECONDS:
         bad("expire_after_seconds", f"must be between 1 and {MAX_EXPIRE_AFTER_SECONDS}")
 
@@ -98,6 +103,14 @@ def _validate_wallet(details: payments_pb2.PaymentDetails, bad: Reporter) -> Non
 def _validate_net_banking(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
     if not _BANK_CODE.fullmatch(details.bank_code):
         bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICICI, SBIN")
+
+
+def _validate_card(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    # The card's own fields (Luhn, expiry, CVV) are checked by the vault, which alone may
+    # look at them; here only which of the two ways to pay by card was chosen.
+    has_card = bool(details.card.card_number)
+    if has_card == bool(details.card_token):
+        bad("payment_details", "give exactly one of card (card details) or card_token")
 
 
 def _validate_metadata(metadata: Mapping[str, str], bad: Reporter) -> None:

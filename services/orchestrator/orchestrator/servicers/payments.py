@@ -13,7 +13,8 @@ from google.protobuf.message import Message
 
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.config import Settings
-from gateway_core.errors import PermissionDenied, Unimplemented, invalid_field
+from gateway_core.errors import PermissionDenied, invalid_field
+from orchestrator.card_payments import RawCard
 from orchestrator.domain import emi
 from orchestrator.domain.validation import validate_create_payment
 from orchestrator.idempotency import IdempotencyStore, idempotency_key
@@ -56,10 +57,6 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             validate_create_payment(
                 request, max_amount_paisa=self._settings.max_payment_amount_paisa
             )
-            if request.payment_method == payments_pb2.CARD:
-                raise Unimplemented(
-                    "CARD payments are not available yet", reason="METHOD_NOT_AVAILABLE"
-                )
             record = await self._processor.start(_payment_start(request, merchant, self._settings))
             return record.to_proto()
 
@@ -215,7 +212,19 @@ def _payment_start(
         "UPI": {"vpa": given.vpa, "upi_flow": given.upi_flow or "INTENT"},
         "WALLET": {"wallet": given.wallet, "phone": given.phone},
         "NET_BANKING": {"bank_code": given.bank_code},
+        "CARD": {"card_token": given.card_token, "emi_plan_id": given.emi_plan_id},
     }[method]
+    raw_card = (
+        RawCard(
+            card_number=given.card.card_number,
+            expiry_month=given.card.expiry_month,
+            expiry_year=given.card.expiry_year,
+            cvv=given.card.cvv,
+            holder_name=given.card.holder_name,
+        )
+        if method == "CARD" and given.card.card_number
+        else None
+    )
     return PaymentStart(
         merchant=merchant,
         user_id=request.user_id,
@@ -232,6 +241,7 @@ def _payment_start(
         expire_after=timedelta(
             seconds=request.expire_after_seconds or settings.payment_expiry_seconds
         ),
+        raw_card=raw_card,
     )
 
 

@@ -1,0 +1,34 @@
+"""The vault's parts, put together: used by `python -m vault` and by the tests alike."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway_core.config import Settings
+from gateway_core.server import ServiceApp
+from paygate.vault.v1 import vault_pb2_grpc
+from vault.crypto import KeyEncryptionKey
+from vault.jobs import Jobs
+from vault.keyring import Keyring
+from vault.service import CardVault
+from vault.servicer import VaultServicer, service_keys
+
+SERVICE_NAME = "paygate.vault.v1.VaultService"
+
+
+async def open_vault(settings: Settings, pool: asyncpg.Pool) -> CardVault:
+    """The vault over its schema, keysets created on first use and opened with the master key."""
+    kek = KeyEncryptionKey(settings.secret("encryption_key"))
+    vault = CardVault(pool, Keyring(kek), cvv_ttl_seconds=settings.vault_cvv_ttl_seconds)
+    await vault.start()
+    return vault
+
+
+def register(app: ServiceApp, vault: CardVault, settings: Settings, jobs: Jobs) -> None:
+    app.add_service(
+        SERVICE_NAME,
+        vault_pb2_grpc.add_VaultServiceServicer_to_server,
+        VaultServicer(vault, service_keys(settings)),
+    )
+    app.add_background_task("reencryption", jobs.run_reencryption)
+    app.add_background_task("cvv-purge", jobs.run_cvv_purge)
