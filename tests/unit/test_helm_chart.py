@@ -51,8 +51,14 @@ SECRET_KEYS = {
     "REDIS_PASSWORD",
     "CARD_GATEWAY_API_KEY",
     "PROVIDER_CALLBACK_SECRET",
+    "ORCHESTRATOR_SERVICE_KEY",
 }
-GENERATED_KEYS = {"JWT_SECRET", "ENCRYPTION_KEY", "PROVIDER_CALLBACK_SECRET"}
+GENERATED_KEYS = {
+    "JWT_SECRET",
+    "ENCRYPTION_KEY",
+    "PROVIDER_CALLBACK_SECRET",
+    "ORCHESTRATOR_SERVICE_KEY",
+}
 SEED_PLACEHOLDERS = {"your-jwt-secret", "your-32-byte-encryption-key", "your_password"}
 
 Manifest = dict[str, Any]
@@ -343,6 +349,7 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
         "jwtSecret": "j" * 40,
         "encryptionKey": "e" * 32,
         "providerCallbackSecret": "p" * 40,
+        "orchestratorServiceKey": "o" * 40,
         "dbPassword": "pw",
     }
     manifests = render(chart, {"secrets": {"generate": False, **given}})

@@ -46,6 +46,7 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- /* Net banking, like the wallets, is the sandbox unless real banks are configured. */ -}}
 {{- if and .Values.sandbox.enabled (hasKey $env "UPI_CORE_ENDPOINT") (not $c.upiCoreEndpoint) -}}
 {{- $_ := set $env "NETBANKING_ENDPOINT" (get $env "UPI_CORE_ENDPOINT") -}}
+{{- $_ := set $env "CARD_ACQUIRER_ENDPOINT" (get $env "UPI_CORE_ENDPOINT") -}}
 {{- end -}}
 {{- /* Providers call back through the gateway; in-cluster Envoy unless a public URL is set. */ -}}
 {{- $envoy := include "pg.componentName" (dict "root" $ "component" "envoy") -}}
