@@ -165,14 +165,34 @@ async def test_void_of_an_uncaptured_authorization(
     assert cancelled.json()["status"] == "CANCELLED", cancelled.text
 
 
-async def test_emi_payment_records_its_plan(
-    api: httpx.AsyncClient, merchant: dict[str, Any]
+async def test_no_cost_emi_payment_posts_the_merchants_discount(
+    api: httpx.AsyncClient, merchant: dict[str, Any], mint_token: Token
 ) -> None:
+    plans = await api.get(
+        "/api/v1/emi/plans", params={"amount_paisa": 600_000}, headers=merchant["auth"]
+    )
+    plan = next(p for p in plans.json()["plans"] if p["plan_id"] == "emi_6m_no_cost")
     body = card("4242424242424242", amount=600_000)
     body["payment_details"]["emi_plan_id"] = "emi_6m_no_cost"
     payment = await pay(api, merchant, body)
     assert payment["status"] == "SUCCESS", payment
     assert payment["payment_details"]["emi_plan_id"] == "emi_6m_no_cost"
+    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
+    balance = (
+        await api.get(f"/api/v1/admin/merchants/{merchant['merchant_id']}/balance", headers=admin)
+    ).json()
+    fees = payment["fees_paisa"] + payment["tax_paisa"]
+    assert plan["merchant_discount_paisa"] > 0
+    assert balance["payable_paisa"] == str(600_000 - fees - plan["merchant_discount_paisa"])
+
+
+async def test_an_abandoned_challenge_expires_the_payment(
+    api: httpx.AsyncClient, merchant: dict[str, Any]
+) -> None:
+    payment = await pay(api, merchant, card("4000000000003220", expire_after_seconds=2))
+    assert payment["status"] == "REQUIRES_ACTION"
+    expired = await wait_for(api, merchant, payment["payment_id"], "EXPIRED")
+    assert expired["status_history"][-1]["from_status"] == "REQUIRES_ACTION"
 
 
 @pytest.mark.parametrize(

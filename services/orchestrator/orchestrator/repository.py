@@ -17,8 +17,9 @@ import asyncpg
 
 from gateway_core.errors import FailedPrecondition, NotFound, invalid_field
 from orchestrator import ledger_store, outbox
+from orchestrator.domain import emi
 from orchestrator.domain.fees import Fee
-from orchestrator.domain.ledger import capture_entry, refund_entry
+from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord, TransitionRecord
 
@@ -419,19 +420,43 @@ class Repository:
             *args,
         )
         if target == Status.SUCCESS:
-            await ledger_store.post_entry(
-                conn,
-                capture_entry(
-                    payment_id=record.payment_id,
-                    merchant_id=record.merchant_id,
-                    provider=record.provider,
-                    currency=record.currency,
-                    amount_paisa=record.amount_paisa,
-                    fee=Fee(record.fees_paisa, record.tax_paisa),
-                ),
-            )
+            await self._post_capture(conn, record, changes.get("provider", record.provider))
         moved = await self._record_step(conn, record.payment_id, record.status, target, reason)
         return Transition(moved, applied=True)
+
+    async def _post_capture(
+        self, conn: asyncpg.Connection, record: PaymentRecord, provider: str
+    ) -> None:
+        await ledger_store.post_entry(
+            conn,
+            capture_entry(
+                payment_id=record.payment_id,
+                merchant_id=record.merchant_id,
+                provider=provider,
+                currency=record.currency,
+                amount_paisa=record.amount_paisa,
+                fee=Fee(record.fees_paisa, record.tax_paisa),
+            ),
+        )
+        plan_id = record.payment_details.get("emi_plan_id")
+        if plan_id:
+            plan = emi.choose(
+                plan_id,
+                record.amount_paisa,
+                record.payment_details.get("brand", ""),
+                "payment_details.emi_plan_id",
+            )
+            if plan.merchant_discount_paisa:
+                await ledger_store.post_entry(
+                    conn,
+                    emi_discount_entry(
+                        payment_id=record.payment_id,
+                        merchant_id=record.merchant_id,
+                        provider=provider,
+                        currency=record.currency,
+                        discount_paisa=plan.merchant_discount_paisa,
+                    ),
+                )
 
     async def _record_step(
         self,

@@ -194,6 +194,32 @@ def refund_entry(
     )
 
 
+def emi_discount_entry(
+    *,
+    payment_id: str,
+    merchant_id: str,
+    provider: str,
+    currency: str,
+    discount_paisa: int,
+) -> JournalEntry:
+    """A no-cost EMI capture: the merchant funds the customer's interest, so the acquirer
+    settles the price less that discount, and the merchant is owed that much less."""
+    if discount_paisa <= 0:
+        raise ValueError(f"EMI discount of {payment_id}: must be positive, got {discount_paisa}")
+    return _entry(
+        journal_id=f"{JournalKind.ADJUSTMENT}:{payment_id}:emi_discount",
+        kind=JournalKind.ADJUSTMENT,
+        payment_id=payment_id,
+        refund_id=None,
+        merchant_id=merchant_id,
+        currency=currency,
+        lines=[
+            (merchant_payable(merchant_id, currency), discount_paisa),
+            (provider_clearing(provider, currency), -discount_paisa),
+        ],
+    )
+
+
 def _entry(
     *,
     journal_id: str,
