@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
     netbanking_endpoint: str = "127.0.0.1:50066"
     card_acquirer_endpoint: str = "127.0.0.1:50066"
+    # Deadline of the fraud check on each payment, and what to do when it is missed.
+    fraud_timeout_ms: int = Field(default=50, ge=1, le=5000)
+    fraud_fail_policy: Literal["open", "closed"] = "open"
     card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
     # HMAC key of provider callbacks (x-provider-signature): the sandbox signs, the
     # orchestrator verifies.
@@ -118,6 +121,10 @@ class Settings(BaseSettings):
     fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"
     max_fraud_score: int = Field(default=100, ge=1)
     block_threshold: int = Field(default=80, ge=0)
+    # Score at or above which a payment is challenged (3-D Secure) instead of simply allowed.
+    review_threshold: int = Field(default=50, ge=0)
+    # How often the fraud service checks the rules file for changes.
+    fraud_rules_reload_seconds: float = Field(default=1.0, gt=0)
 
     # Monitoring
     enable_metrics: bool = True
@@ -164,6 +171,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"BLOCK_THRESHOLD ({self.block_threshold}) exceeds MAX_FRAUD_SCORE "
                 f"({self.max_fraud_score})"
+            )
+        if self.review_threshold > self.block_threshold:
+            raise ValueError(
+                f"REVIEW_THRESHOLD ({self.review_threshold}) exceeds BLOCK_THRESHOLD "
+                f"({self.block_threshold})"
             )
         return self
 

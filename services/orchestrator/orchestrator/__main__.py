@@ -20,6 +20,7 @@ from orchestrator.jobs import Jobs
 from orchestrator.outbox import OutboxRelay
 from orchestrator.processing import PaymentProcessor
 from orchestrator.providers.cards import AcquirerClient
+from orchestrator.providers.fraud import FraudClient
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.vault import VaultClient
@@ -71,6 +72,11 @@ async def main() -> None:
         bank=NetBankingClient(channels.get(settings.netbanking_endpoint)),
         pricing=await ledger_store.load_pricing(pool),
         cards=cards,
+        fraud=FraudClient(
+            channels.get(settings.fraud_addr),
+            timeout_ms=settings.fraud_timeout_ms,
+            fail_policy=settings.fraud_fail_policy,
+        ),
     )
     idempotency = IdempotencyStore(pool)
 

@@ -24,7 +24,7 @@ from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.cards import ACS_PROVIDER, AcquirerClient, ThreeDs
 from orchestrator.providers.vault import CardMeta, VaultClient
 from orchestrator.records import PaymentRecord
-from orchestrator.repository import NewPayment, Repository
+from orchestrator.repository import Repository
 
 log = get_logger(__name__)
 CARD_FIELD = "payment_details.card."
@@ -102,24 +102,24 @@ class CardPayments:
         return self._routing.route(card.brand, amount_paisa)[0]
 
     async def start(
-        self, new: NewPayment, apply: ApplyResult, *, force_challenge: bool = False
+        self, record: PaymentRecord, apply: ApplyResult, *, force_challenge: bool = False
     ) -> PaymentRecord:
-        """3-D Secure first; frictionless goes straight on to authorization."""
-        record = await self._repo.create_payment(new)
-        token = new.payment_details["card_token"]
+        """3-D Secure first (a fraud REVIEW forces a challenge); frictionless goes straight on
+        to authorization."""
+        token = record.payment_details["card_token"]
         secret = await self._vault.detokenize(
-            token, payment_id=new.payment_id, reason="3ds_authentication"
+            token, payment_id=record.payment_id, reason="3ds_authentication"
         )
         try:
             three_ds = await self._acquirer.authenticate(
-                gateway=new.provider,
-                payment_id=new.payment_id,
-                merchant_id=new.merchant_id,
+                gateway=record.provider,
+                payment_id=record.payment_id,
+                merchant_id=record.merchant_id,
                 card=secret,
-                amount_paisa=new.amount_paisa,
-                currency=new.currency,
+                amount_paisa=record.amount_paisa,
+                currency=record.currency,
                 force_challenge=force_challenge,
-                return_url=new.callback_url or self._default_return_url,
+                return_url=record.callback_url or self._default_return_url,
                 callback_url=self._callback_url,
             )
         except (ProviderTimeout, Unavailable):

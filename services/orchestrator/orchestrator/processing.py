@@ -8,7 +8,7 @@ way the news arrives, and late or repeated news never overwrites a final status.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from orchestrator.domain.upi import pay_link
 from orchestrator.providers import netbanking, upi_core, wallets
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.cards import ACS_PROVIDER
+from orchestrator.providers.fraud import FraudClient, FraudQuery
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.wallets import WalletClient
@@ -59,6 +60,7 @@ class PaymentStart:
     capture_method: str
     expire_after: timedelta
     raw_card: RawCard | None = None  # CARD only; handed to the vault, never stored
+    device: dict[str, str] = field(default_factory=dict)  # fingerprint_id, user_agent, ip_address
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class PaymentProcessor:
         bank: NetBankingClient,
         pricing: dict[str, Pricing],
         cards: CardPayments,
+        fraud: FraudClient,
     ) -> None:
         self._repo = repo
         self._settings = settings
@@ -86,6 +89,7 @@ class PaymentProcessor:
         self._bank = bank
         self._pricing = pricing
         self._cards = cards
+        self._fraud = fraud
         # Resolved now so a pod without the secret fails at start, not on the first callback.
         self._callback_secret = settings.secret("provider_callback_secret")
 
@@ -126,6 +130,33 @@ class PaymentProcessor:
             fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
         )
 
+    async def _screen(self, start: PaymentStart, new: NewPayment, **facts: str) -> NewPayment:
+        """Score the payment before any provider sees it; the verdict is stored with it."""
+        assessment = await self._fraud.check(
+            FraudQuery(
+                payment_id=new.payment_id,
+                merchant_id=new.merchant_id,
+                user_id=new.user_id,
+                amount_paisa=new.amount_paisa,
+                currency=new.currency,
+                payment_method=new.payment_method,
+                email=start.metadata.get("customer_email", ""),
+                merchant_category=start.merchant.category,
+                device_fingerprint=start.device.get("fingerprint_id", ""),
+                user_agent=start.device.get("user_agent", ""),
+                ip_address=start.device.get("ip_address", ""),
+                **facts,
+            )
+        )
+        return replace(new, fraud=assessment)
+
+    async def _create_screened(self, new: NewPayment) -> tuple[PaymentRecord, bool]:
+        """Store the payment; True when fraud screening blocked it (it is FAILED already)."""
+        record = await self._repo.create_payment(new)
+        if new.fraud is not None and new.fraud.blocks:
+            return await self._fail(record, "fraud_blocked"), True
+        return record, False
+
     async def _start_upi(self, start: PaymentStart) -> PaymentRecord:
         vpa = start.details["vpa"]
         lookup = await self._upi.validate_vpa(vpa)
@@ -142,8 +173,10 @@ class PaymentProcessor:
             note=start.description,
             transaction_ref=new.payment_id,
         )
-        new = NewPayment(**{**new.__dict__, "payment_url": link})
-        record = await self._repo.create_payment(new)
+        new = await self._screen(start, replace(new, payment_url=link), vpa=vpa)
+        record, blocked = await self._create_screened(new)
+        if blocked:
+            return record
         assert new.expires_at is not None
         try:
             result = await self._upi.initiate(
@@ -181,9 +214,10 @@ class PaymentProcessor:
         wallet, phone = start.details["wallet"], start.details["phone"]
         # Balance first: an empty wallet fails cleanly, with no debit attempted.
         balance = await self._wallet.balance(wallet, phone)
-        record = await self._repo.create_payment(
-            self._new(start, provider=wallets.provider_name(wallet))
-        )
+        new = await self._screen(start, self._new(start, provider=wallets.provider_name(wallet)))
+        record, blocked = await self._create_screened(new)
+        if blocked:
+            return record
         if balance < start.amount_paisa:
             return await self._fail(record, "insufficient_balance")
         offer_id = await self._wallet.best_offer(
@@ -209,9 +243,10 @@ class PaymentProcessor:
         return await self.apply_result(record.payment_id, result, f"{wallet} debit")
 
     async def _start_net_banking(self, start: PaymentStart) -> PaymentRecord:
-        record = await self._repo.create_payment(
-            self._new(start, provider=netbanking.PROVIDER_NAME)
-        )
+        new = await self._screen(start, self._new(start, provider=netbanking.PROVIDER_NAME))
+        record, blocked = await self._create_screened(new)
+        if blocked:
+            return record
         return_url = start.callback_url or f"{self._settings.gateway_public_url}/health"
         try:
             redirect = await self._bank.initiate(
@@ -251,10 +286,15 @@ class PaymentProcessor:
         if emi_plan_id:
             emi.choose(emi_plan_id, start.amount_paisa, card.brand, "payment_details.emi_plan_id")
         new = self._new(start, provider=self._cards.first_gateway(card, start.amount_paisa))
-        new = NewPayment(
-            **{**new.__dict__, "payment_details": self._cards.details(card, emi_plan_id)}
+        new = replace(new, payment_details=self._cards.details(card, emi_plan_id))
+        new = await self._screen(start, new, card_fingerprint=card.fingerprint)
+        record, blocked = await self._create_screened(new)
+        if blocked:
+            return record
+        assert new.fraud is not None
+        return await self._cards.start(
+            record, self.apply_result, force_challenge=new.fraud.wants_step_up
         )
-        return await self._cards.start(new, self.apply_result)
 
     async def _await_customer(
         self, record: PaymentRecord, reason: str, external_txn_id: str, inquire_after: timedelta

@@ -112,6 +112,9 @@ class PaymentRecord:
     gateway_response: dict[str, str]
     failure_reason: str
     version: int
+    fraud_score: int | None
+    fraud_decision: str | None
+    fraud_signals: list[dict[str, Any]]
     expires_at: datetime | None
     processed_at: datetime | None
     created_at: datetime
@@ -168,6 +171,10 @@ class PaymentRecord:
         json_format.ParseDict(
             self.payment_details, payment.payment_details, ignore_unknown_fields=True
         )
+        if self.fraud_decision:
+            payment.fraud.score = self.fraud_score or 0
+            payment.fraud.decision = self.fraud_decision
+            payment.fraud.signals.extend(f"{s['name']}:{s['points']}" for s in self.fraud_signals)
         if self.payment_details.get("last4"):
             payment.card.last4 = self.payment_details["last4"]
             payment.card.brand = self.payment_details.get("brand", "")

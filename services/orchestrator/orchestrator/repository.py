@@ -21,6 +21,7 @@ from orchestrator.domain import emi
 from orchestrator.domain.fees import Fee
 from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
+from orchestrator.providers.fraud import Assessment
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord, TransitionRecord
 
 # Columns a transition may change alongside the status.
@@ -58,6 +59,7 @@ class NewPayment:
     provider: str
     expires_at: datetime | None
     fee: Fee = field(default_factory=lambda: Fee(0, 0))
+    fraud: Assessment | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,10 @@ class Repository:
             await conn.execute(
                 "INSERT INTO payments (payment_id, merchant_id, user_id, amount_paisa, currency,"
                 " payment_method, status, description, callback_url, metadata, payment_details,"
-                " capture_method, payment_url, provider, expires_at, fees_paisa, tax_paisa)"
+                " capture_method, payment_url, provider, expires_at, fees_paisa, tax_paisa,"
+                " fraud_score, fraud_decision, fraud_signals)"
                 " VALUES ($1, $2, $3, $4, $5, $6, 'CREATED', $7, $8, $9, $10, $11,"
-                " $12, $13, $14, $15, $16)",
+                " $12, $13, $14, $15, $16, $17, $18, $19)",
                 new.payment_id,
                 new.merchant_id,
                 new.user_id,
@@ -146,6 +149,9 @@ class Repository:
                 new.expires_at,
                 new.fee.fee_paisa,
                 new.fee.tax_paisa,
+                new.fraud.score if new.fraud else None,
+                new.fraud.decision if new.fraud else None,
+                [s.__dict__ for s in new.fraud.signals] if new.fraud else [],
             )
             record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
             if then is not None:

@@ -242,6 +242,11 @@ def _payment_start(
             seconds=request.expire_after_seconds or settings.payment_expiry_seconds
         ),
         raw_card=raw_card,
+        device={
+            "fingerprint_id": request.device.fingerprint_id,
+            "user_agent": request.device.user_agent,
+            "ip_address": request.device.ip_address,
+        },
     )
 
 
