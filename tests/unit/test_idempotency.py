@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import signal
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
 import pytest
 
-from devstack import postgres
-from devstack.process import Child, stop_together
+from devstack.postgres import ScratchServer
 from gateway_core.auth import RpcContext
 from gateway_core.config import Settings
-from gateway_core.db import create_pool, migrate
+from gateway_core.db import create_pool
 from gateway_core.errors import (
     Aborted,
     AlreadyExists,
@@ -48,70 +45,10 @@ START_SECONDS = 60
 # -- a real PostgreSQL for the module -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Server:
-    instance: postgres.Postgres
-    port: int
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """initdb and postgres (as an unprivileged user when we are root), on a free port."""
-    state_dir = tmp_path_factory.mktemp("idempotency-pg")
-    instance = postgres.prepare(state_dir)
-    log = state_dir / "postgres.log"
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
-    spawn: dict[str, Any] = {
-        "log_path": log,
-        "env": env,
-        "cwd": instance.home,
-        "run_as": instance.run_as,
-        "append": True,
-    }
-    initdb = Child.spawn("initdb", instance.initdb_argv(fast=True), **spawn)
-    if initdb.wait(START_SECONDS) != 0:
-        stop_together([initdb], 5)
-        instance.discard()
-        pytest.fail(f"initdb failed:\n{initdb.log_tail()}", pytrace=False)
-    port = _free_port()
-    child = Child.spawn(
-        "postgres", instance.server_argv(port, fast=True), stop_signal=signal.SIGINT, **spawn
-    )
-    try:
-        yield Server(instance, port)
-    finally:
-        stop_together([child], 10)
-        instance.discard()
-
-
-@pytest.fixture(scope="module")
-async def settings(server: Server) -> Settings:
-    """The application role and database, migrated (every orchestrator migration, in order)."""
-    deadline = asyncio.get_running_loop().time() + START_SECONDS
-    while True:
-        try:
-            await postgres.select_one(
-                host=str(server.instance.socket_dir),
-                port=server.port,
-                user=postgres.SUPERUSER,
-                database="postgres",
-            )
-            break
-        except (OSError, asyncpg.PostgresError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-    await postgres.provision(server.instance, server.port, DB_USER, DB_PASSWORD, DB_NAME)
-    config = Settings.model_construct(
-        db_host="127.0.0.1",
-        db_port=server.port,
-        db_username=DB_USER,
-        db_password=DB_PASSWORD,
-        db_database=DB_NAME,
-    )
-    applied = await migrate(config, "orchestrator", MIGRATIONS)
-    assert "0003_idempotency" in applied
-    return config
+async def settings(postgres_server: ScratchServer) -> Settings:
+    """Its own database, with every orchestrator migration applied."""
+    return await postgres_server.database("idempotency", "orchestrator")
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +69,6 @@ def store(pool: asyncpg.Pool) -> IdempotencyStore:
 def merchant() -> str:
     """A merchant of its own per test, so tests never share a key."""
     return f"MER_{uuid.uuid4().hex[:12]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- what the store guards --------------------------------------------------------------------

@@ -4,22 +4,16 @@ the invariant report. One throwaway server per session (the devstack's embedded 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
-from devstack import postgres
-from devstack.process import Child, stop_together
+from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
-from gateway_core.db import create_pool, migrate
+from gateway_core.db import create_pool
 from gateway_core.ids import new_id
-from gateway_core.services import BY_NAME
 from orchestrator.domain.fees import DEFAULT_PRICING, Fee, compute_fee
 from orchestrator.domain.ledger import JournalEntry, capture_entry, refund_entry
 from orchestrator.ledger_store import (
@@ -34,80 +28,10 @@ PROVIDER = "sandbox_acquirer"
 START_SECONDS = 30
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A fresh PostgreSQL with the orchestrator's migrations applied."""
-    state = tmp_path_factory.mktemp("ledger-postgres")
-    instance = postgres.prepare(state)
-    port = free_port()
-    log = state / "postgres.log"
-    env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
-    initdb = Child.spawn(
-        "initdb",
-        instance.initdb_argv(fast=True),
-        log_path=log,
-        env=env,
-        cwd=instance.home,
-        run_as=instance.run_as,
-    )
-    if initdb.wait(START_SECONDS) != 0:
-        pytest.fail(f"initdb failed:\n{initdb.log_tail()}")
-    server = Child.spawn(
-        "postgres",
-        instance.server_argv(port, fast=True),
-        log_path=log,
-        env=env,
-        cwd=instance.home,
-        run_as=instance.run_as,
-        append=True,
-        stop_signal=signal.SIGINT,  # fast shutdown
-    )
-    settings = Settings(
-        db_host="127.0.0.1",
-        db_port=port,
-        db_username="ledger_test",
-        db_password="ledger-test-password",
-        db_database="ledger_test",
-    )
-    try:
-        asyncio.run(_provision(instance, settings, server))
-        yield settings
-    finally:
-        stop_together([server], timeout=10)
-        instance.discard()
-
-
-async def _provision(instance: postgres.Postgres, settings: Settings, server: Child) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        try:
-            await postgres.select_one(
-                host=str(instance.socket_dir),
-                port=settings.db_port,
-                user=postgres.SUPERUSER,
-                database="postgres",
-            )
-            break
-        except (OSError, asyncpg.PostgresError):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"PostgreSQL did not start:\n{server.log_tail()}")
-            await asyncio.sleep(0.05)
-    await postgres.provision(
-        instance,
-        settings.db_port,
-        settings.db_username,
-        settings.db_password,
-        settings.db_database,
-    )
-    migrations = BY_NAME["orchestrator"].migrations_dir
-    await migrate(settings, "orchestrator", migrations)
+async def database(postgres_server: ScratchServer) -> Settings:
+    """Its own database, with the orchestrator's migrations applied."""
+    return await postgres_server.database("ledger", "orchestrator")
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,12 @@ import contextlib
 import importlib.util
 import inspect
 import os
-import signal
 import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -32,13 +30,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from google.protobuf import json_format
 
-from devstack import postgres, probes
+from devstack import probes
+from devstack.postgres import ScratchServer
 from devstack.process import Child, stop_together
 from gateway_core.config import Settings
-from gateway_core.db import create_pool, migrate
+from gateway_core.db import create_pool
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, ensure_topics
-from gateway_core.services import BY_NAME
 from orchestrator.domain.states import Status
 from orchestrator.outbox import OutboxRelay
 from orchestrator.repository import NewPayment, Repository
@@ -77,76 +75,18 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], what: str) -> N
 # -- a real PostgreSQL for the module ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PgServer:
-    instance: postgres.Postgres
-    port: int
-    child: Child
-
-
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    """initdb and postgres (as an unprivileged user when we are root), on a free port."""
-    state = tmp_path_factory.mktemp("outbox-pg")
-    instance = postgres.prepare(state)
-    spawn: dict[str, Any] = {
-        "log_path": state / "postgres.log",
-        "env": {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"},
-        "cwd": instance.home,
-        "run_as": instance.run_as,
-        "append": True,
-    }
-    initdb = Child.spawn("initdb", instance.initdb_argv(fast=True), **spawn)
-    if initdb.wait(START_SECONDS) != 0:
-        stop_together([initdb], 5)
-        instance.discard()
-        pytest.fail(f"initdb failed:\n{initdb.log_tail()}", pytrace=False)
-    port = free_port()
-    server = Child.spawn(
-        "postgres",
-        instance.server_argv(port, fast=True),
-        stop_signal=signal.SIGINT,  # fast shutdown
-        **spawn,
-    )
-    try:
-        yield PgServer(instance, port, server)
-    finally:
-        stop_together([server], 10)
-        instance.discard()
-
-
 @pytest.fixture(scope="module")
 def broker_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
-async def settings(pg_server: PgServer, broker_port: int) -> Settings:
-    """The application role and database with the orchestrator's migrations applied."""
-
-    async def answers() -> None:
-        await postgres.select_one(
-            host=str(pg_server.instance.socket_dir),
-            port=pg_server.port,
-            user=postgres.SUPERUSER,
-            database="postgres",
-        )
-
-    await probes.until_ready(
-        answers, what="postgres", patience=START_SECONDS, alive=_alive(pg_server.child)
+async def settings(postgres_server: ScratchServer, broker_port: int) -> Settings:
+    """Its own database with the orchestrator's migrations, and a broker address to come."""
+    database = await postgres_server.database("outbox", "orchestrator")
+    return database.model_copy(
+        update={"kafka_brokers": f"127.0.0.1:{broker_port}", "kafka_topic_payments": TOPIC}
     )
-    await postgres.provision(pg_server.instance, pg_server.port, DB_USER, DB_PASSWORD, DB_NAME)
-    config = Settings.model_construct(
-        db_host="127.0.0.1",
-        db_port=pg_server.port,
-        db_username=DB_USER,
-        db_password=DB_PASSWORD,
-        db_database=DB_NAME,
-        kafka_brokers=f"127.0.0.1:{broker_port}",
-        kafka_topic_payments=TOPIC,
-    )
-    await migrate(config, "orchestrator", BY_NAME["orchestrator"].migrations_dir)
-    return config
 
 
 @pytest.fixture(scope="module")

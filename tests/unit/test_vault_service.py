@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import socket
 import sys
 import traceback
 import uuid
@@ -22,10 +20,9 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from devstack import postgres
-from devstack.process import Child, stop_together
+from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
-from gateway_core.db import create_pool, migrate
+from gateway_core.db import create_pool
 from gateway_core.errors import from_rpc_error
 from gateway_core.server import ServiceApp
 from gateway_core.service_auth import ServiceIdentity, service_channel
@@ -35,8 +32,6 @@ from vault.crypto import CryptoError
 from vault.jobs import Jobs
 from vault.service import CardVault
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "tokenization-vault" / "migrations"
-DB_USER, DB_PASSWORD, DB_NAME = "paygate", "vault-test", "payments"
 MASTER_KEY = "vault-test-master-key-0123456789abcdef"
 ORCHESTRATOR_KEY = "vault-test-orchestrator-key-0123456789abcdef"
 WEBHOOK_KEY = "vault-test-webhook-key-0123456789abcdefghijk"
@@ -53,63 +48,17 @@ V = vault_pb2
 # --- a real PostgreSQL and the vault on it, once for the module -----------------------------
 
 
-@dataclass(frozen=True)
-class Server:
-    instance: postgres.Postgres
-    port: int
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    state_dir = tmp_path_factory.mktemp("vault-pg")
-    instance = postgres.prepare(state_dir)
-    spawn: dict[str, Any] = {
-        "log_path": state_dir / "postgres.log",
-        "env": {"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-        "cwd": instance.home,
-        "run_as": instance.run_as,
-        "append": True,
-    }
-    initdb = Child.spawn("initdb", instance.initdb_argv(fast=True), **spawn)
-    if initdb.wait(START_SECONDS) != 0:
-        stop_together([initdb], 5)
-        instance.discard()
-        pytest.fail(f"initdb failed:\n{initdb.log_tail()}", pytrace=False)
-    port = _free_port()
-    child = Child.spawn(
-        "postgres", instance.server_argv(port, fast=True), stop_signal=signal.SIGINT, **spawn
-    )
-    try:
-        yield Server(instance, port)
-    finally:
-        stop_together([child], 10)
-        instance.discard()
-
-
 @pytest_asyncio.fixture(scope="module")
-async def settings(server: Server) -> Settings:
-    deadline = asyncio.get_running_loop().time() + START_SECONDS
-    while True:
-        try:
-            await postgres.select_one(
-                host=str(server.instance.socket_dir),
-                port=server.port,
-                user=postgres.SUPERUSER,
-                database="postgres",
-            )
-            break
-        except (OSError, asyncpg.PostgresError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-    await postgres.provision(server.instance, server.port, DB_USER, DB_PASSWORD, DB_NAME)
-    config = Settings.model_validate(
+async def settings(postgres_server: ScratchServer) -> Settings:
+    """Its own database with the vault's migrations, and the vault's test keys."""
+    database = await postgres_server.database("vault", "tokenization-vault")
+    return Settings.model_validate(
         {
-            "db_host": "127.0.0.1",
-            "db_port": server.port,
-            "db_username": DB_USER,
-            "db_password": DB_PASSWORD,
-            "db_database": DB_NAME,
+            "db_host": database.db_host,
+            "db_port": database.db_port,
+            "db_username": database.db_username,
+            "db_password": database.db_password,
+            "db_database": database.db_database,
             "db_max_idle_conns": 1,
             "server_host": "127.0.0.1",
             "server_port": 0,
@@ -120,9 +69,6 @@ async def settings(server: Server) -> Settings:
             "vault_cvv_ttl_seconds": CVV_TTL_SECONDS,
         }
     )
-    applied = await migrate(config, "vault", MIGRATIONS)
-    assert applied == ["0001_init", "0002_keysets_cvv_ttl_audit"]
-    return config
 
 
 class RawLog(logging.Handler):
@@ -203,13 +149,6 @@ def no_card_data_is_ever_logged(running: Running) -> Iterator[None]:
 @pytest.fixture
 def merchant() -> str:
     return f"MER_{uuid.uuid4().hex[:12].upper()}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def tokenize(
@@ -713,9 +652,9 @@ async def run_cli(settings: Settings, cwd: Path, *args: str) -> str:
         "APP_ENV": "local",
         "DB_HOST": settings.db_host,
         "DB_PORT": str(settings.db_port),
-        "DB_USERNAME": DB_USER,
-        "DB_PASSWORD": DB_PASSWORD,
-        "DB_DATABASE": DB_NAME,
+        "DB_USERNAME": settings.db_username,
+        "DB_PASSWORD": settings.db_password,
+        "DB_DATABASE": settings.db_database,
         "ENCRYPTION_KEY": MASTER_KEY,
         "LOG_LEVEL": "WARNING",
     }

