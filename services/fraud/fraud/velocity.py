@@ -1,0 +1,128 @@
+"""Velocity: how many payments, and how much money, per user, card, VPA, device and IP over
+sliding windows of 1 minute, 1 hour and 24 hours, kept in Redis.
+
+One sorted set per (entity, window): each payment is a member (a unique id plus its amount)
+scored by its time in milliseconds. One Lua script per check adds the payment to every set,
+drops the members older than the window, and answers count and amount sum for each set; Redis
+runs a script alone, so concurrent checks each see an exact count that includes themselves.
+PEXPIRE lets the set of an entity that went quiet vanish after its window.
+
+Keys hold a hash of the value (never a VPA, email or IP in clear). User and card are scoped to
+the merchant: the user id is the merchant's own, and the vault's card fingerprint is per merchant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from fraud.rules import WINDOWS, VelocityLimit
+from fraud.scoring import Signal, Transaction
+
+_KEY_PREFIX = "fraud:vel"
+
+# KEYS[i]: one sorted set per (entity, window). ARGV[1]: the payment's time (ms); ARGV[2]: its
+# unique member "<id>:<amount>"; ARGV[2 + i]: the window of KEYS[i] (ms). Answers
+# {count_1, sum_1, count_2, sum_2, ...}.
+_RECORD = """
+local now = tonumber(ARGV[1])
+local member = ARGV[2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 + i])
+  redis.call('ZADD', key, now, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local members = redis.call('ZRANGE', key, 0, -1)
+  local total = 0
+  for _, m in ipairs(members) do
+    total = total + tonumber(string.match(m, ':(%d+)$'))
+  end
+  out[2 * i - 1] = #members
+  out[2 * i] = total
+  redis.call('PEXPIRE', key, window)
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    count: int
+    amount_paisa: int
+
+
+# (entity, window) -> stats, for the entities the payment has.
+VelocityStats = dict[tuple[str, str], WindowStats]
+
+
+def entity_values(txn: Transaction) -> dict[str, str]:
+    """The value that identifies each velocity entity of this payment (absent ones left out)."""
+    values = {
+        "user": f"{txn.merchant_id}/{txn.user_id}" if txn.user_id else "",
+        "card": f"{txn.merchant_id}/{txn.card_fingerprint}" if txn.card_fingerprint else "",
+        "vpa": txn.vpa.strip().lower(),
+        "device": txn.device_fingerprint,
+        "ip": txn.ip_address.strip(),
+    }
+    return {entity: value for entity, value in values.items() if value}
+
+
+def key_for(entity: str, value: str, window: str) -> str:
+    digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+    return f"{_KEY_PREFIX}:{entity}:{digest}:{window}"
+
+
+class VelocityStore:
+    def __init__(self, redis: Redis) -> None:
+        self._record = redis.register_script(_RECORD)
+
+    async def record(self, txn: Transaction) -> VelocityStats:
+        """Count this payment in every window of every entity it has; the totals after."""
+        slots = [
+            (entity, window, key_for(entity, value, window))
+            for entity, value in entity_values(txn).items()
+            for window in WINDOWS
+        ]
+        if not slots:
+            return {}
+        now_ms = int(txn.occurred_at.timestamp() * 1000)
+        member = f"{uuid.uuid4().hex}:{txn.amount_paisa}"
+        args: list[int | str] = [now_ms, member]
+        args += [WINDOWS[window] * 1000 for _, window, _ in slots]
+        raw = await self._record(keys=[key for _, _, key in slots], args=args)
+        return {
+            (entity, window): WindowStats(int(raw[2 * i]), int(raw[2 * i + 1]))
+            for i, (entity, window, _) in enumerate(slots)
+        }
+
+
+def velocity_signals(stats: VelocityStats, limits: Sequence[VelocityLimit]) -> list[Signal]:
+    """A signal for every limit the payment's windows exceed (pure)."""
+    signals = []
+    for limit in limits:
+        window = stats.get((limit.entity, limit.window))
+        if window is None:
+            continue
+        if limit.max_count is not None and window.count > limit.max_count:
+            signals.append(
+                Signal(
+                    limit.name,
+                    limit.points,
+                    f"{window.count} payments by this {limit.entity} in {limit.window} "
+                    f"(limit {limit.max_count})",
+                )
+            )
+        if limit.max_amount_paisa is not None and window.amount_paisa > limit.max_amount_paisa:
+            signals.append(
+                Signal(
+                    limit.name,
+                    limit.points,
+                    f"{window.amount_paisa} paisa by this {limit.entity} in {limit.window} "
+                    f"(limit {limit.max_amount_paisa})",
+                )
+            )
+    return signals

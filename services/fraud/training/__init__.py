@@ -1,0 +1,1 @@
+"""Offline training of the fraud model (see train.py and REPORT.md)."""

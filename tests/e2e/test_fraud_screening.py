@@ -1,0 +1,107 @@
+"""Fraud screening in the payment path, through Envoy, with the shipped rules file:
+a block-band score fails the payment before any provider sees it, and a review-band score
+forces a 3-D Secure challenge on a card that would otherwise pass frictionless."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+Token = Callable[..., str]
+HIGH_AMOUNT = 5_000_000  # ₹50,000: the shipped `high_amount` rule (50 points, REVIEW)
+DOC_IP = "203.0.113.7"  # documentation range: the shipped `documentation_network_ip` rule
+
+
+@pytest.fixture
+async def merchant_auth(gateway_url: str, mint_token: Token) -> AsyncIterator[dict[str, str]]:
+    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as api:
+        reply = await api.post(
+            "/api/v1/admin/merchants", json={"name": f"Risk {uuid.uuid4().hex[:6]}"}, headers=admin
+        )
+        yield {"Authorization": f"Bearer {mint_token(reply.json()['merchant_id'])}"}
+
+
+async def pay(gateway_url: str, auth: dict[str, str], body: dict[str, Any]) -> Any:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as api:
+        reply = await api.post("/api/v1/payments", json=body, headers=auth)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+
+async def test_a_block_score_fails_the_payment_with_no_provider_call(
+    gateway_url: str, merchant_auth: dict[str, str]
+) -> None:
+    payment = await pay(
+        gateway_url,
+        merchant_auth,
+        {
+            "amount_paisa": HIGH_AMOUNT,
+            "currency": "INR",
+            "payment_method": "UPI",
+            "payment_details": {"vpa": "success@upi"},
+            "device": {"fingerprint_id": "dev-1", "ip_address": DOC_IP},
+        },
+    )
+    assert payment["status"] == "FAILED"
+    assert payment["failure_reason"] == "fraud_blocked"
+    assert payment["fraud"]["decision"] == "BLOCK"
+    assert payment["fraud"]["score"] >= 80
+    assert any(s.startswith("rule:high_amount:") for s in payment["fraud"]["signals"])
+    # Never sent to the UPI switch: no transaction reference, no PENDING step.
+    assert payment["external_txn_id"] == ""
+    assert [s["to_status"] for s in payment["status_history"]] == ["CREATED", "FAILED"]
+
+
+async def test_a_review_score_forces_a_challenge_on_a_frictionless_card(
+    gateway_url: str, merchant_auth: dict[str, str]
+) -> None:
+    body = {
+        "amount_paisa": HIGH_AMOUNT,
+        "currency": "INR",
+        "payment_method": "CARD",
+        "payment_details": {
+            "card": {
+                "card_number": "4242424242424242",
+                "expiry_month": "12",
+                "expiry_year": str(time.gmtime().tm_year + 2),
+                "cvv": "123",
+            }
+        },
+    }
+    payment = await pay(gateway_url, merchant_auth, body)
+    assert payment["fraud"]["decision"] == "REVIEW"
+    assert payment["status"] == "REQUIRES_ACTION"
+    acs = payment["next_action"]["redirect_url"]
+    async with httpx.AsyncClient(timeout=10) as browser:
+        assert (await browser.post(acs, data={"otp": "123456"})).status_code == 303
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as api:
+        deadline = time.monotonic() + 10
+        status = ""
+        while time.monotonic() < deadline and status != "SUCCESS":
+            got = await api.get(f"/api/v1/payments/{payment['payment_id']}", headers=merchant_auth)
+            status = got.json()["status"]
+    assert status == "SUCCESS"
+
+
+async def test_an_ordinary_payment_is_allowed_and_its_score_is_shown(
+    gateway_url: str, merchant_auth: dict[str, str]
+) -> None:
+    payment = await pay(
+        gateway_url,
+        merchant_auth,
+        {
+            "amount_paisa": 1500,
+            "currency": "INR",
+            "payment_method": "WALLET",
+            "payment_details": {"wallet": "PAYTM", "phone": "9876501234"},
+        },
+    )
+    assert payment["status"] == "SUCCESS"
+    assert payment["fraud"]["decision"] == "ALLOW"
+    assert payment["fraud"]["score"] < 50
