@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -23,7 +24,17 @@ class TokenMinter(Protocol):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """PostgreSQL, Valkey, Tansu, every service and Envoy; logs under the session's tmp dir."""
-    local = Stack(tmp_path_factory.mktemp("stack"), ports="ephemeral", seed=False, keep_data=False)
+    # Tests assert outcomes, not timing: a generous fraud deadline keeps a loaded CI machine
+    # from turning a scored payment into a fail-open one (tests/unit/test_fraud_policy.py
+    # covers the deadline itself).
+    environ = {**os.environ, "FRAUD_TIMEOUT_MS": "2000"}
+    local = Stack(
+        tmp_path_factory.mktemp("stack"),
+        ports="ephemeral",
+        seed=False,
+        keep_data=False,
+        environ=environ,
+    )
     try:
         local.start()
     except StackError as exc:
