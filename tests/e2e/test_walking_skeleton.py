@@ -187,6 +187,8 @@ async def test_bad_input_is_a_named_400_and_stores_nothing(
     assert error["code"] == 3
     fields = [v["field"] for d in error["details"] for v in d.get("field_violations", [])]
     assert field in fields
+    reasons = [d["reason"] for d in error["details"] if d["@type"].endswith("ErrorInfo")]
+    assert reasons in (["INVALID_FIELD"], ["VPA_NOT_FOUND"])
     assert await payment_count(stack, merchant["merchant_id"]) == before
 
 

@@ -75,11 +75,7 @@ def validate_create_payment(
     _validate_metadata(request.metadata, bad)
 
     if problems:
-        raise InvalidArgument(
-            "the payment request is invalid: "
-            + "; ".join(f"{p.field} {p.description}" for p in problems),
-            field_violations=problems,
-        )
+        raise InvalidArgument.for_fields(problems)
 
 
 def _validate_upi(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:

@@ -116,7 +116,4 @@ def _validate(request: merchants_pb2.CreateMerchantRequest) -> None:
     if request.category and not _MCC.fullmatch(request.category):
         problems.append(FieldViolation("category", "must be a 4-digit merchant category code"))
     if problems:
-        raise InvalidArgument(
-            "the merchant is invalid: " + "; ".join(f"{p.field} {p.description}" for p in problems),
-            field_violations=problems,
-        )
+        raise InvalidArgument.for_fields(problems)
