@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.stack import Stack, StackError
 from devstack.token import mint_token as sign_token
+from orchestrator import ledger_store
 
 TOKEN_TTL_SECONDS = 3600
 
@@ -108,3 +112,35 @@ def kafka_events(stack: Stack) -> EventReader:
             await consumer.stop()
 
     return read
+
+
+@pytest.fixture
+async def api(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the gateway."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture
+async def merchant(api: httpx.AsyncClient, mint_token: TokenMinter) -> dict[str, Any]:
+    """A new merchant of its own: its fields, plus `auth` (its bearer header) and `admin`."""
+    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
+    reply = await api.post(
+        "/api/v1/admin/merchants", json={"name": f"Shop {uuid.uuid4().hex[:6]}"}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    found: dict[str, Any] = reply.json()
+    found["auth"] = {"Authorization": f"Bearer {mint_token(found['merchant_id'])}"}
+    found["admin"] = admin
+    return found
+
+
+@pytest.fixture
+async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
+    """After the test: the ledger's invariants hold (use with pytest.mark.usefixtures)."""
+    yield
+    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
+    try:
+        assert await ledger_store.check_invariants(conn) == []
+    finally:
+        await conn.close()

@@ -6,46 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-
-from devstack import Stack
-from orchestrator import ledger_store
 
 Token = Callable[..., str]
 FUTURE_YEAR = str(time.gmtime().tm_year + 3)
 
 
-@pytest.fixture
-async def api(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
-async def merchant(api: httpx.AsyncClient, mint_token: Token) -> dict[str, Any]:
-    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
-    reply = await api.post(
-        "/api/v1/admin/merchants", json={"name": f"Cards {uuid.uuid4().hex[:6]}"}, headers=admin
-    )
-    assert reply.status_code == 200, reply.text
-    found: dict[str, Any] = reply.json()
-    found["auth"] = {"Authorization": f"Bearer {mint_token(found['merchant_id'])}"}
-    return found
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
-    yield
-    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
-    try:
-        assert await ledger_store.check_invariants(conn) == []
-    finally:
-        await conn.close()
+pytestmark = pytest.mark.usefixtures("ledger_stays_consistent")
 
 
 def card(number: str, amount: int = 20000, **extra: Any) -> dict[str, Any]:

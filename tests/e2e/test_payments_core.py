@@ -11,7 +11,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -21,40 +21,13 @@ import pytest
 from devstack import Stack
 from gateway_core.config import Settings
 from gateway_core.signing import sign_callback
-from orchestrator import ledger_store
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status
 
 Token = Callable[..., str]
 EventReader = Callable[..., Awaitable[list[dict[str, Any]]]]
 
 
-@pytest.fixture
-async def api(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as client:
-        yield client
-
-
-@pytest.fixture
-async def merchant(api: httpx.AsyncClient, mint_token: Token) -> dict[str, Any]:
-    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
-    reply = await api.post(
-        "/api/v1/admin/merchants", json={"name": f"Shop {uuid.uuid4().hex[:6]}"}, headers=admin
-    )
-    assert reply.status_code == 200, reply.text
-    merchant: dict[str, Any] = reply.json()
-    merchant["auth"] = {"Authorization": f"Bearer {mint_token(merchant['merchant_id'])}"}
-    merchant["admin"] = admin
-    return merchant
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
-    yield
-    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
-    try:
-        assert await ledger_store.check_invariants(conn) == []
-    finally:
-        await conn.close()
+pytestmark = pytest.mark.usefixtures("ledger_stays_consistent")
 
 
 def upi(vpa: str = "success@upi", amount: int = 10000, **extra: Any) -> dict[str, Any]:
