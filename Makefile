@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench fraud-model
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,10 @@ bench: gen  ## run the load benchmark (starts its own stack)
 	  $(if $(BENCH_MERCHANTS),--merchants $(BENCH_MERCHANTS)) \
 	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) \
 	  $(if $(BENCH_GATEWAY),--gateway $(BENCH_GATEWAY)) $(BENCH_ARGS)
+
+# FRAUD_BENCH_ARGS passes options through, e.g. FRAUD_BENCH_ARGS="--rate 500 --skip-grpc".
+bench-fraud: gen  ## fraud scoring latency, in-process and over gRPC (starts its own Valkey)
+	$(PY) -m bench.fraud $(FRAUD_BENCH_ARGS)
 
 fraud-model: $(STAMP)  ## retrain the fraud model: writes services/fraud/fraud/model/fraud-model-*.json and REPORT.md
 	$(PY) services/fraud/training/train.py $(FRAUD_MODEL_ARGS)
