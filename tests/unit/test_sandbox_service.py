@@ -5,11 +5,10 @@ gateway and checks every signature."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,14 +17,14 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from devstack.callback_receiver import Received, Receiver
 from gateway_core.config import Settings
 from gateway_core.errors import Unauthenticated, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
-from gateway_core.signing import SIGNATURE_HEADER, verify_callback
+from gateway_core.signing import verify_callback
 from paygate.sandbox.v1 import (
     netbanking_pb2,
     netbanking_pb2_grpc,
@@ -49,52 +48,6 @@ WalletRefund = wallets_pb2.RefundWalletDebitResponse
 
 
 @dataclass
-class Received:
-    provider: str
-    body: bytes
-    signature: str
-    content_type: str
-
-    @property
-    def document(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.body)
-        return document
-
-
-@dataclass
-class Receiver:
-    """Plays the gateway's callback endpoint; answers 500 to the first N tries when told to."""
-
-    url: str = ""
-    received: list[Received] = field(default_factory=list)
-    refuse: dict[str, int] = field(default_factory=dict)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        callback = Received(
-            provider=request.match_info["provider"],
-            body=await request.read(),
-            signature=request.headers.get(SIGNATURE_HEADER, ""),
-            content_type=request.headers.get("content-type", ""),
-        )
-        self.received.append(callback)
-        ref = callback.document["transaction_ref"]
-        if self.refuse.get(ref, 0) > 0:
-            self.refuse[ref] -= 1
-            return web.json_response({"error": "try later"}, status=500)
-        return web.json_response({"applied": True})
-
-    def for_ref(self, ref: str) -> list[Received]:
-        return [r for r in self.received if r.document["transaction_ref"] == ref]
-
-    async def wait_for(self, ref: str, count: int = 1, within: float = 3.0) -> list[Received]:
-        deadline = time.monotonic() + within
-        while len(self.for_ref(ref)) < count:
-            assert time.monotonic() < deadline, f"no callback for {ref} within {within} s"
-            await asyncio.sleep(0.01)
-        return self.for_ref(ref)
-
-
-@dataclass
 class Running:
     upi: upi_pb2_grpc.UpiCoreServiceAsyncStub
     wallets: wallets_pb2_grpc.WalletProviderServiceAsyncStub
@@ -115,12 +68,7 @@ class Running:
 @pytest_asyncio.fixture(scope="module")
 async def running() -> AsyncIterator[Running]:
     receiver = Receiver()
-    receiver_app = web.Application()
-    receiver_app.router.add_post("/api/v1/provider-callbacks/{provider}", receiver.handle)
-    receiver_runner = web.AppRunner(receiver_app)
-    await receiver_runner.setup()
-    await web.TCPSite(receiver_runner, "127.0.0.1", 0).start()
-    receiver.url = f"http://127.0.0.1:{receiver_runner.addresses[0][1]}"
+    await receiver.start()
 
     settings = Settings.model_validate(
         {
@@ -158,7 +106,7 @@ async def running() -> AsyncIterator[Running]:
     await channel.close(grace=None)
     app.stop()
     await asyncio.wait_for(run, 10)
-    await receiver_runner.cleanup()
+    await receiver.stop()
 
 
 def assert_signed(callback: Received) -> None:
