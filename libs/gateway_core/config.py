@@ -8,15 +8,45 @@ so a fresh checkout runs without any configuration and production overrides ever
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from functools import cache
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: object) -> object:
+    """Go-style durations as the seed writes them ("30s", "120h", "1h30m"), or seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    if not _DURATION.fullmatch(text):
+        raise ValueError('must be a duration such as "90s", "15m", "24h", "5d" or "1h30m"')
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+# A length of time from the environment: "24h", "5d", "1h30m", or a number of seconds.
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
 class ConfigError(ValueError):
@@ -30,6 +60,7 @@ DEV_SECRETS = (
     "card_gateway_api_key",
     "provider_callback_secret",
     "orchestrator_service_key",
+    "idempotency_fingerprint_key",
 )
 
 
@@ -84,6 +115,11 @@ class Settings(BaseSettings):
     # the orchestrator signs its x-service-token with it, the vault verifies with it. No other
     # service holds it, so no other service can call the vault as the orchestrator.
     orchestrator_service_key: SecretStr = SecretStr("local-dev-orchestrator-service-key-0123456789")
+    # HMAC key of the orchestrator's idempotency-request fingerprints (at least 32 bytes): with
+    # it, a stored fingerprint cannot be brute-forced back to the request's card data.
+    idempotency_fingerprint_key: SecretStr = SecretStr(
+        "local-dev-idempotency-fingerprint-key-0123456789"
+    )
 
     # Card vault
     # How long a CVV is held (encrypted) for the authorization that needs it, at most.
@@ -149,6 +185,9 @@ class Settings(BaseSettings):
 
     # Payments
     payment_expiry_seconds: int = Field(default=900, ge=1)
+    # How long a held (manual-capture) authorization waits for its capture; after it the
+    # gateway voids it at the provider and the payment EXPIRES.
+    authorization_ttl: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
     max_payment_amount_paisa: int = Field(default=100_000_000, ge=1)
     merchant_vpa_domain: str = "paygate"
     shutdown_grace_seconds: float = Field(default=10, ge=0)

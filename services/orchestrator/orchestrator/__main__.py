@@ -78,7 +78,10 @@ async def main() -> None:
             fail_policy=settings.fraud_fail_policy,
         ),
     )
-    idempotency = IdempotencyStore(pool)
+    idempotency = IdempotencyStore(pool, settings.secret("idempotency_fingerprint_key").encode())
+    # Runs before the pool closes (hooks run last-registered first): handlers whose callers
+    # went away finish their work and record it.
+    app.on_shutdown(lambda: idempotency.drain(settings.shutdown_grace_seconds))
 
     relay = OutboxRelay(pool, EventProducer(settings.kafka_bootstrap_servers))
     app.add_background_task("outbox-relay", relay.run)

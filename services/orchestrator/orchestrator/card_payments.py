@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
+from gateway_core.errors import PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.domain import emi
 from orchestrator.domain.routing import CircuitBreaker, RoutingTable
@@ -254,25 +254,21 @@ class CardPayments:
             {},
         )
 
-    async def capture(self, payment: PaymentRecord) -> None:
-        captured = await self._acquirer.capture(
+    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+        return await self._acquirer.capture(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
             amount_paisa=payment.amount_paisa,
             currency=payment.currency,
         )
-        if not captured:
-            raise FailedPrecondition("the acquirer refused the capture", reason="CAPTURE_REFUSED")
 
-    async def void(self, payment: PaymentRecord) -> None:
-        voided = await self._acquirer.void(
+    async def void(self, payment: PaymentRecord) -> ProviderResult:
+        return await self._acquirer.void(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
         )
-        if not voided:
-            raise FailedPrecondition("the acquirer refused the void", reason="VOID_REFUSED")
 
     async def refund(
         self, payment: PaymentRecord, refund_id: str, amount_paisa: int

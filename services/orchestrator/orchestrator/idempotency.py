@@ -6,29 +6,47 @@ are scoped per merchant and kept for `ttl` (24 h by default). For one merchant a
 - the first call runs its handler; its answer (the response message, or a 4xx-class domain
   error) is stored, and later calls with the same method and request get it back unchanged;
 - a call with a different method or request is refused: Aborted `IDEMPOTENCY_KEY_REUSED`;
-- calls arriving while the first still runs wait for its answer, up to `wait_timeout`, then
-  get Aborted `IDEMPOTENCY_KEY_IN_PROGRESS` (retry later);
-- a failure worth retrying (5xx-class errors, ABORTED, RESOURCE_EXHAUSTED, CANCELLED, any other
-  exception) is not stored: the key is released, so the client's retry runs the handler again.
+- a call arriving while the first still runs is refused at once: Aborted
+  `IDEMPOTENCY_IN_PROGRESS` (retry later to get the first answer);
+- the handler runs to completion even when its caller goes away (a client disconnect, a
+  grpc-timeout, Envoy's route timeout): it runs in a task of its own, not the RPC's.
+
+Effects and recovery. A handler's first durable effect (the payment row, the claim of a
+capture or cancel, the refund row) calls `bind_effects` inside that effect's transaction, which
+records the resource it created or changed on the key, fenced by the attempt id: an attempt
+that lost its key cannot commit an effect. From then on the key stays bound to that resource:
+
+- a failure before the effect (nothing happened) releases the key, so a retry runs afresh;
+- a failure after it, an unexpected error or a cancellation, never releases it; the attempt
+  is abandoned and the next call with the same request does not run the handler again but
+  asks `recover(resource_id)` for the resource's current state, which the status inquiries
+  settle. The same happens when a process dies mid-request: its heartbeat stops, and after
+  `stale_after` the key is taken over the same way.
 
 Both refusals are Aborted (gRPC ABORTED, HTTP 409 through Envoy): the IETF idempotency-key
 draft answers 422 for a reused key and 409 for one in use, and the gRPC-to-HTTP mapping has no
 422, so both are the conflict family, told apart by `reason`.
+
+The request fingerprint is an HMAC-SHA256 under a secret key, over the request with card data
+replaced (the number by its own keyed digest, the CVV dropped): nothing in the table can be
+brute-forced back to a card (PCI DSS 3.3, 3.5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
-import time
+import hmac
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
@@ -49,7 +67,7 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 REASON_INVALID = "IDEMPOTENCY_KEY_INVALID"
 REASON_REUSED = "IDEMPOTENCY_KEY_REUSED"
-REASON_IN_PROGRESS = "IDEMPOTENCY_KEY_IN_PROGRESS"
+REASON_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
 
 # 4xx-class codes that still mean "try again": storing them would make the retry pointless.
 _RETRYABLE_4XX = frozenset(
@@ -57,9 +75,12 @@ _RETRYABLE_4XX = frozenset(
 )
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-# Waiters poll with a doubling interval between these bounds (seconds).
-_POLL_FIRST = 0.02
-_POLL_MAX = 0.25
+# Request fields that hold card data: the number is replaced by its keyed digest, the CVV
+# dropped, before the request is fingerprinted.
+_CARD_NUMBER_FIELDS = frozenset({"card_number"})
+_DROPPED_FIELDS = frozenset({"cvv"})
+# A claim can lose a race with a release or a purge; it is retried this many times.
+_CLAIM_ROUNDS = 5
 PURGE_BATCH = 5000
 
 log = get_logger(__name__)
@@ -68,6 +89,7 @@ log = get_logger(__name__)
 # A stale row is taken over only by the same request (a different one is still a reuse);
 # an expired one by any request, as the key's retention is over. ON CONFLICT locks the row and
 # re-checks the condition on its latest version, so of concurrent claimers exactly one wins.
+# A stale, unexpired row keeps its resource: the takeover recovers it instead of re-running.
 _CLAIM = """
 INSERT INTO idempotency_keys AS k (
     merchant_id, idempotency_key, method, request_hash, state, attempt_id,
@@ -78,6 +100,8 @@ ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET
     request_hash = EXCLUDED.request_hash,
     state = 'in_progress',
     attempt_id = EXCLUDED.attempt_id,
+    resource_id = CASE WHEN k.state = 'in_progress' AND k.expires_at > now()
+                       THEN k.resource_id END,
     response = NULL,
     error_status = NULL,
     created_at = EXCLUDED.created_at,
@@ -86,9 +110,10 @@ ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET
     expires_at = EXCLUDED.expires_at
 WHERE (k.state = 'completed' AND k.expires_at <= now())
    OR (k.state = 'in_progress' AND k.heartbeat_at <= now() - $7::interval
-       AND ((k.method = EXCLUDED.method AND k.request_hash = EXCLUDED.request_hash)
+       AND ((k.method = EXCLUDED.method
+             AND k.request_hash IS NOT DISTINCT FROM EXCLUDED.request_hash)
             OR k.expires_at <= now()))
-RETURNING attempt_id
+RETURNING attempt_id, resource_id
 """
 
 _LOAD = """
@@ -105,6 +130,11 @@ UPDATE idempotency_keys SET heartbeat_at = now()
 WHERE merchant_id = $1 AND idempotency_key = $2 AND attempt_id = $3 AND state = 'in_progress'
 """
 
+_BIND = """
+UPDATE idempotency_keys SET resource_id = $4
+WHERE merchant_id = $1 AND idempotency_key = $2 AND attempt_id = $3 AND state = 'in_progress'
+"""
+
 _COMPLETE = """
 UPDATE idempotency_keys
 SET state = 'completed', response = $4, error_status = $5, completed_at = now()
@@ -113,6 +143,13 @@ WHERE merchant_id = $1 AND idempotency_key = $2 AND attempt_id = $3 AND state = 
 
 _RELEASE = """
 DELETE FROM idempotency_keys
+WHERE merchant_id = $1 AND idempotency_key = $2 AND attempt_id = $3 AND state = 'in_progress'
+"""
+
+# The attempt gave up after its effects began: stale at once, so the next call with the same
+# request takes the key over and recovers the bound resource.
+_ABANDON = """
+UPDATE idempotency_keys SET heartbeat_at = '-infinity'
 WHERE merchant_id = $1 AND idempotency_key = $2 AND attempt_id = $3 AND state = 'in_progress'
 """
 
@@ -130,6 +167,8 @@ USING (
 WHERE k.merchant_id = expired.merchant_id AND k.idempotency_key = expired.idempotency_key
 """
 
+Recover = Callable[[str], Awaitable[M | None]]
+
 
 def idempotency_key(context: RpcContext) -> str | None:
     """The call's Idempotency-Key, or None when it has none (absent or empty)."""
@@ -139,12 +178,33 @@ def idempotency_key(context: RpcContext) -> str | None:
     return None
 
 
+class EffectFenced(Aborted):
+    """The attempt lost its key (taken over) before it could commit its first effect."""
+
+    reason = REASON_IN_PROGRESS
+
+
 @dataclass(frozen=True)
 class _Slot:
     merchant_id: str
     key: str
     method: str
     request_hash: bytes
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    attempt_id: uuid.UUID
+    resource_id: str | None  # set when a dead attempt had begun its effects
+
+
+@dataclass
+class _Attempt:
+    slot: _Slot
+    attempt_id: uuid.UUID
+    # True once an effect may have committed; never reset (a rolled-back bind only makes the
+    # next call's recovery find nothing and run afresh, which is safe).
+    bound: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -159,33 +219,56 @@ class _Stored:
         return response_type.FromString(self.response)
 
 
-class IdempotencyStore:
-    """Runs mutating handlers at most once per (merchant, Idempotency-Key).
+_current: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "idempotency_attempt", default=None
+)
 
-    Stale takeover: an in-progress row whose heartbeat is older than `stale_after` belongs to a
-    process that died mid-request, and the next call with the same request takes it over and
-    runs the handler again. The dead attempt may already have had its effect (a payment
-    written, a provider called) without recording the answer, so a takeover can duplicate it;
-    the alternative, a key locked until it expires, would block the merchant's retries for a
-    day. The heartbeat (every third of `stale_after`) keeps slow but live handlers from being
-    taken over; a live process cut off from the database for `stale_after` can still be.
+
+async def bind_effects(conn: asyncpg.Connection, resource_id: str) -> None:
+    """Bind the running attempt's key to `resource_id`, in the caller's transaction.
+
+    Call it in the transaction of the request's first durable effect. Without an
+    Idempotency-Key this does nothing; with one whose attempt was taken over it raises
+    EffectFenced, which rolls the effect back.
+    """
+    attempt = _current.get()
+    if attempt is None:
+        return
+    attempt.bound = True
+    slot = attempt.slot
+    status = await conn.execute(_BIND, slot.merchant_id, slot.key, attempt.attempt_id, resource_id)
+    if status == "UPDATE 0":
+        raise EffectFenced(
+            "a request with this Idempotency-Key is already being processed elsewhere; retry later"
+        )
+
+
+class IdempotencyStore:
+    """Runs mutating handlers at most once per (merchant, Idempotency-Key) (see the module doc).
+
+    The heartbeat (every third of `stale_after`) keeps slow but live handlers from being taken
+    over. A live process cut off from the database for `stale_after` can be; its effects are
+    then fenced by `bind_effects`.
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        fingerprint_key: bytes,
         *,
         ttl: timedelta = timedelta(hours=24),
-        wait_timeout: float = 15.0,
         stale_after: timedelta = timedelta(seconds=60),
     ) -> None:
         if stale_after <= timedelta(0):
             raise ValueError("stale_after must be positive")
+        if len(fingerprint_key) < 32:
+            raise ValueError("the fingerprint key must be at least 32 bytes")
         self._pool = pool
+        self._fingerprint_key = fingerprint_key
         self._ttl = ttl
-        self._wait_timeout = wait_timeout
         self._stale_after = stale_after
         self._heartbeat_seconds = stale_after.total_seconds() / 3
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def run(
         self,
@@ -196,21 +279,31 @@ class IdempotencyStore:
         request: Message,
         response_type: type[M],
         handler: Callable[[], Awaitable[M]],
+        recover: Recover[M],
     ) -> M:
         """`handler()`'s answer, run at most once per merchant and key (see the module doc).
 
-        `method` is the full gRPC method name; with the request's deterministic encoding it is
-        the fingerprint a retry must match.
+        `method` is the full gRPC method name; with the request's fingerprint it is what a
+        retry must match. `recover(resource_id)` answers for an attempt that bound its key
+        and then died or failed: the resource's current state, or None when the resource does
+        not exist (its effect rolled back), in which case the handler runs afresh.
         """
         if not key:
-            return await handler()
+            return await self._detached(_awaited(handler))
         _check_key(key)
-        request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        slot = _Slot(merchant_id, key, method, request_hash)
-        acquired = await self._acquire(slot)
-        if isinstance(acquired, _Stored):
-            return acquired.replay(response_type)
-        return await self._run_attempt(slot, acquired, handler)
+        slot = _Slot(merchant_id, key, method, self.fingerprint(method, request))
+        claimed = await self._acquire(slot)
+        if isinstance(claimed, _Stored):
+            return claimed.replay(response_type)
+        return await self._detached(self._attempt(slot, claimed, handler, recover))
+
+    def fingerprint(self, method: str, request: Message) -> bytes:
+        """HMAC-SHA256 of the method and the request, card data replaced first."""
+        cleaned = type(request)()
+        cleaned.CopyFrom(request)
+        self._scrub(cleaned)
+        signed = method.encode() + b"\0" + cleaned.SerializeToString(deterministic=True)
+        return hmac.new(self._fingerprint_key, signed, hashlib.sha256).digest()
 
     async def purge_expired(self) -> int:
         """Delete expired keys; returns how many. Meant for a periodic background task."""
@@ -222,25 +315,50 @@ class IdempotencyStore:
             if deleted < PURGE_BATCH:
                 return total
 
-    async def _acquire(self, slot: _Slot) -> uuid.UUID | _Stored:
-        """This call's attempt id when it holds the key, or the stored answer to replay."""
-        deadline = time.monotonic() + self._wait_timeout
-        delay = _POLL_FIRST
-        claim = True
-        while True:
-            if claim:
-                attempt = await self._claim(slot)
-                if attempt is not None:
-                    return attempt
+    async def drain(self, grace_seconds: float = 10.0) -> None:
+        """Let handlers whose callers went away finish (a shutdown hook)."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace_seconds)
+
+    # Internals
+
+    def _scrub(self, message: Message) -> None:
+        for descriptor, value in message.ListFields():
+            if descriptor.name in _DROPPED_FIELDS:
+                message.ClearField(descriptor.name)
+            elif descriptor.name in _CARD_NUMBER_FIELDS and isinstance(value, str):
+                digest = hmac.new(self._fingerprint_key, value.encode(), hashlib.sha256)
+                setattr(message, descriptor.name, digest.hexdigest())
+            elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+                for nested in _messages_in(value):
+                    self._scrub(nested)
+
+    async def _detached(self, work: Coroutine[Any, Any, M]) -> M:
+        """Run `work` in a task of its own: cancelling the caller does not cancel it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            # Retrieved here, so a task whose caller left does not warn "never retrieved".
+            task.exception()
+
+    async def _acquire(self, slot: _Slot) -> _Claimed | _Stored:
+        """The claim when this call holds the key, or the stored answer to replay."""
+        for _ in range(_CLAIM_ROUNDS):
+            claimed = await self._claim(slot)
+            if claimed is not None:
+                return claimed
             row = await self._pool.fetchrow(_LOAD, slot.merchant_id, slot.key, self._stale_after)
             if row is None:  # released or purged since the claim
-                claim = True
                 continue
             finished = row["state"] == "completed"
             if row["expired"] and (finished or row["stale"]):
-                claim = True
                 continue
-            if row["method"] != slot.method or bytes(row["request_hash"]) != slot.request_hash:
+            if not _same_request(row, slot):
                 raise Aborted(
                     "this Idempotency-Key was already used with a different request; "
                     "send a new key for a new request",
@@ -249,20 +367,16 @@ class IdempotencyStore:
             if finished:
                 return _Stored(response=row["response"], error_status=row["error_status"])
             if row["stale"]:
-                claim = True
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Aborted(
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                    reason=REASON_IN_PROGRESS,
-                )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, _POLL_MAX)
-            claim = False
+            break
+        raise Aborted(
+            "a request with this Idempotency-Key is still being processed; retry later to "
+            "get its answer",
+            reason=REASON_IN_PROGRESS,
+        )
 
-    async def _claim(self, slot: _Slot) -> uuid.UUID | None:
-        attempt: uuid.UUID | None = await self._pool.fetchval(
+    async def _claim(self, slot: _Slot) -> _Claimed | None:
+        row = await self._pool.fetchrow(
             _CLAIM,
             slot.merchant_id,
             slot.key,
@@ -272,43 +386,67 @@ class IdempotencyStore:
             self._ttl,
             self._stale_after,
         )
-        return attempt
+        return _Claimed(row["attempt_id"], row["resource_id"]) if row is not None else None
 
-    async def _run_attempt(
-        self, slot: _Slot, attempt: uuid.UUID, handler: Callable[[], Awaitable[M]]
+    async def _attempt(
+        self,
+        slot: _Slot,
+        claimed: _Claimed,
+        handler: Callable[[], Awaitable[M]],
+        recover: Recover[M],
     ) -> M:
+        attempt = _Attempt(slot, claimed.attempt_id, bound=claimed.resource_id is not None)
+        token = _current.set(attempt)
         try:
-            response = await self._with_heartbeat(slot, attempt, handler)
+            response = await self._with_heartbeat(attempt, handler, recover, claimed.resource_id)
         except GatewayError as err:
             if _replayable(err):
-                await self._write(_COMPLETE, slot, attempt, None, _encode_error(err))
+                await self._write(_COMPLETE, attempt, None, _encode_error(err))
             else:
-                await self._write(_RELEASE, slot, attempt)
+                await self._give_up(attempt)
             raise
         except BaseException:
-            await self._write(_RELEASE, slot, attempt)
+            await self._give_up(attempt)
             raise
+        finally:
+            _current.reset(token)
         # Deterministic bytes, and the first caller gets the message rebuilt from them too:
         # every answer for this key is then the same, down to the order of map entries.
         stored = response.SerializeToString(deterministic=True)
-        await self._write(_COMPLETE, slot, attempt, stored, None)
+        await self._write(_COMPLETE, attempt, stored, None)
         return type(response).FromString(stored)
 
     async def _with_heartbeat(
-        self, slot: _Slot, attempt: uuid.UUID, handler: Callable[[], Awaitable[M]]
+        self,
+        attempt: _Attempt,
+        handler: Callable[[], Awaitable[M]],
+        recover: Recover[M],
+        resource_id: str | None,
     ) -> M:
-        beat = asyncio.create_task(self._heartbeat(slot, attempt))
+        beat = asyncio.create_task(self._heartbeat(attempt))
         try:
+            if resource_id is not None:
+                recovered = await recover(resource_id)
+                if recovered is not None:
+                    log.info(
+                        "idempotency key recovered from its bound resource",
+                        method=attempt.slot.method,
+                        resource_id=resource_id,
+                    )
+                    return recovered
             return await handler()
         finally:
             beat.cancel()
             await asyncio.wait([beat])
 
-    async def _heartbeat(self, slot: _Slot, attempt: uuid.UUID) -> None:
+    async def _heartbeat(self, attempt: _Attempt) -> None:
+        slot = attempt.slot
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
-                status = await self._pool.execute(_HEARTBEAT, slot.merchant_id, slot.key, attempt)
+                status = await self._pool.execute(
+                    _HEARTBEAT, slot.merchant_id, slot.key, attempt.attempt_id
+                )
             except Exception as exc:
                 # The next beat may get through; if none does, the row turns stale.
                 log.warning("idempotency heartbeat failed", method=slot.method, error=str(exc))
@@ -321,13 +459,18 @@ class IdempotencyStore:
                 )
                 return
 
-    async def _write(self, sql: str, slot: _Slot, attempt: uuid.UUID, *values: object) -> None:
-        """Record the attempt's outcome; shielded, so a cancelled call still frees its key.
+    async def _give_up(self, attempt: _Attempt) -> None:
+        """Free the key when nothing happened yet; otherwise leave it bound for recovery."""
+        await self._write(_ABANDON if attempt.bound else _RELEASE, attempt)
+
+    async def _write(self, sql: str, attempt: _Attempt, *values: object) -> None:
+        """Record the attempt's outcome; shielded, so a cancelled attempt still records it.
 
         A failed write leaves the key in progress until it turns stale, then a retry takes it
         over; the caller still gets this attempt's answer, which beats a made-up failure.
         """
-        write = self._pool.execute(sql, slot.merchant_id, slot.key, attempt, *values)
+        slot = attempt.slot
+        write = self._pool.execute(sql, slot.merchant_id, slot.key, attempt.attempt_id, *values)
         try:
             status = await asyncio.shield(write)
         except Exception as exc:
@@ -339,6 +482,26 @@ class IdempotencyStore:
                 merchant_id=slot.merchant_id,
                 method=slot.method,
             )
+
+
+def _messages_in(value: Any) -> list[Message]:
+    """The messages a message-typed field holds: itself, a repeated field's, a map's values."""
+    if isinstance(value, Message):
+        return [value]
+    items = value.values() if hasattr(value, "values") else value
+    return [item for item in items if isinstance(item, Message)]
+
+
+async def _awaited(handler: Callable[[], Awaitable[M]]) -> M:
+    return await handler()
+
+
+def _same_request(row: asyncpg.Record, slot: _Slot) -> bool:
+    if row["method"] != slot.method:
+        return False
+    # A key stored before fingerprints were keyed lost its unkeyed hash (migration 0007):
+    # any retry of the same method gets its stored answer, never a second effect.
+    return row["request_hash"] is None or bytes(row["request_hash"]) == slot.request_hash
 
 
 def _check_key(key: str) -> None:

@@ -1,8 +1,15 @@
-"""Payment processing: starting payments at providers and applying what providers report.
+"""Payment processing: starting payments at providers, applying what providers report, and
+the merchant's operations on a payment (capture, cancel, refund).
 
 Every provider outcome, whether it comes back synchronously, in a signed callback or from a
 status inquiry, goes through `apply_result`, so a payment reaches the same state whichever
 way the news arrives, and late or repeated news never overwrites a final status.
+
+An operation that calls a provider on a payment that already exists (capture, cancel, void)
+first holds the payment in CAPTURING or CANCELLING (`Repository.claim_operation`): of two
+concurrent operations exactly one gets it. A provider that does not answer leaves the payment
+held; the status inquiry repeats the operation (providers dedupe it) until the outcome is
+known, so a payment is never capturable while its money may already be back with the customer.
 """
 
 from __future__ import annotations
@@ -13,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway_core.config import Settings
-from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable, invalid_field
+from gateway_core.errors import (
+    Aborted,
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    Unavailable,
+    invalid_field,
+)
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from gateway_core.signing import verify_callback
@@ -23,14 +37,14 @@ from orchestrator.domain.fees import Pricing, compute_fee
 from orchestrator.domain.states import Status
 from orchestrator.domain.upi import pay_link
 from orchestrator.providers import netbanking, upi_core, wallets
-from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
+from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, ProviderTimeout
 from orchestrator.providers.cards import ACS_PROVIDER
 from orchestrator.providers.fraud import FraudClient, FraudQuery
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.wallets import WalletClient
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord
-from orchestrator.repository import NewPayment, Repository
+from orchestrator.repository import CLOSED_UNPAID, IN_OPERATION, OPEN, NewPayment, Repository
 
 log = get_logger(__name__)
 
@@ -39,9 +53,24 @@ log = get_logger(__name__)
 FIRST_INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 FIRST_INQUIRY_AFTER_START = timedelta(seconds=10)
 MAX_INQUIRY_INTERVAL = timedelta(seconds=30)
+# A payment whose handler dies before any provider answered is found by the inquiry job.
+INQUIRY_SAFETY_NET = timedelta(seconds=30)
+# An operation held at the provider is looked at again this soon if its caller goes away.
+OPERATION_INQUIRY_AFTER = timedelta(seconds=5)
 CALLBACK_STATUSES = frozenset({"SUCCESS", "FAILED", "EXPIRED", "PENDING"})
 # Methods whose authorization can be held for a later capture.
 MANUAL_CAPTURE = frozenset({"WALLET", "CARD"})
+REASON_NOT_AUTHORIZED = "PAYMENT_NOT_AUTHORIZED"
+REASON_NOT_CANCELLABLE = "PAYMENT_NOT_CANCELLABLE"
+
+
+class ProviderRefused(Exception):
+    """The provider answered no to an operation on a held authorization (capture, void)."""
+
+    def __init__(self, operation: str, code: str) -> None:
+        super().__init__(f"the provider refused the {operation}: {code}")
+        self.operation = operation
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,7 @@ class PaymentProcessor:
 
     def _new(self, start: PaymentStart, *, provider: str, payment_url: str = "") -> NewPayment:
         payment_id = new_id("PAY")
+        now = datetime.now(UTC)
         return NewPayment(
             payment_id=payment_id,
             merchant_id=start.merchant.merchant_id,
@@ -126,8 +156,9 @@ class PaymentProcessor:
             capture_method=start.capture_method,
             payment_url=payment_url,
             provider=provider,
-            expires_at=datetime.now(UTC) + start.expire_after,
+            expires_at=now + start.expire_after,
             fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
+            next_inquiry_at=now + INQUIRY_SAFETY_NET,
         )
 
     async def _screen(self, start: PaymentStart, new: NewPayment, **facts: str) -> NewPayment:
@@ -201,6 +232,8 @@ class PaymentProcessor:
             )
         except Unavailable:
             return await self._fail(record, "provider_unavailable")
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return await self._refused(record, exc)
         if result.outcome != Outcome.PENDING:
             return await self.apply_result(record.payment_id, result, "UPI switch answer")
         return await self._await_customer(
@@ -220,10 +253,10 @@ class PaymentProcessor:
             return record
         if balance < start.amount_paisa:
             return await self._fail(record, "insufficient_balance")
-        offer_id = await self._wallet.best_offer(
-            wallet, start.merchant.merchant_id, start.amount_paisa
-        )
         try:
+            offer_id = await self._wallet.best_offer(
+                wallet, start.merchant.merchant_id, start.amount_paisa
+            )
             result = await self._wallet.debit(
                 wallet=wallet,
                 phone=phone,
@@ -240,6 +273,8 @@ class PaymentProcessor:
                 "",
                 FIRST_INQUIRY_AFTER_TIMEOUT,
             )
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return await self._refused(record, exc)
         return await self.apply_result(record.payment_id, result, f"{wallet} debit")
 
     async def _start_net_banking(self, start: PaymentStart) -> PaymentRecord:
@@ -258,8 +293,18 @@ class PaymentProcessor:
                 return_url=return_url,
                 callback_url=self.callback_url(netbanking.PROVIDER_NAME),
             )
-        except (ProviderTimeout, Unavailable):
+        except ProviderTimeout:
+            # The bank may have registered the payment; the inquiry (or expiry) settles it.
+            return await self._await_customer(
+                record,
+                "the bank did not answer; status inquiry scheduled",
+                "",
+                FIRST_INQUIRY_AFTER_TIMEOUT,
+            )
+        except Unavailable:
             return await self._fail(record, "provider_unavailable")
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return await self._refused(record, exc)
         moved = await self._repo.transition(
             record.payment_id,
             Status.REQUIRES_ACTION,
@@ -292,9 +337,12 @@ class PaymentProcessor:
         if blocked:
             return record
         assert new.fraud is not None
-        return await self._cards.start(
-            record, self.apply_result, force_challenge=new.fraud.wants_step_up
-        )
+        try:
+            return await self._cards.start(
+                record, self.apply_result, force_challenge=new.fraud.wants_step_up
+            )
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return await self._refused(record, exc)
 
     async def _await_customer(
         self, record: PaymentRecord, reason: str, external_txn_id: str, inquire_after: timedelta
@@ -314,8 +362,19 @@ class PaymentProcessor:
             failure_reason,
             strict=False,
             changes={"failure_reason": failure_reason},
+            only_from=OPEN,
         )
         return moved.record
+
+    async def _refused(self, record: PaymentRecord, error: GatewayError) -> PaymentRecord:
+        """The provider refused to start the payment outright: nothing was taken."""
+        log.warning(
+            "provider refused the payment",
+            payment_id=record.payment_id,
+            reason=error.reason,
+            error=error.message,
+        )
+        return await self._fail(record, "provider_rejected")
 
     # Applying outcomes
 
@@ -326,8 +385,10 @@ class PaymentProcessor:
         source: str,
         extra_changes: dict[str, Any] | None = None,
     ) -> PaymentRecord:
+        """Apply a provider's outcome to an open payment. A success reported for a payment
+        the gateway has closed (or is cancelling) is reversed: the customer gets it back."""
         current = await self._repo.get_payment(payment_id, None)
-        if result.outcome == Outcome.PENDING:
+        if result.outcome in (Outcome.PENDING, Outcome.NOT_FOUND):
             return current
         changes: dict[str, Any] = {
             "gateway_response": {**current.gateway_response, **result.gateway_response},
@@ -336,11 +397,12 @@ class PaymentProcessor:
         if result.external_txn_id:
             changes["external_txn_id"] = result.external_txn_id
         if result.outcome == Outcome.SUCCESS:
-            target = (
-                Status.AUTHORIZED
-                if current.capture_method == "MANUAL" and current.payment_method in MANUAL_CAPTURE
-                else Status.SUCCESS
-            )
+            if current.capture_method == "MANUAL" and current.payment_method in MANUAL_CAPTURE:
+                target = Status.AUTHORIZED
+                # The capture deadline: past it the authorization is voided (jobs.expire).
+                changes["expires_at"] = datetime.now(UTC) + self._settings.authorization_ttl
+            else:
+                target = Status.SUCCESS
             changes["processed_at"] = datetime.now(UTC)
         elif result.outcome == Outcome.FAILED:
             target = Status.FAILED
@@ -349,27 +411,81 @@ class PaymentProcessor:
             target = Status.EXPIRED
             changes["failure_reason"] = "expired"
         moved = await self._repo.transition(
-            payment_id, target, source, strict=False, changes=changes
+            payment_id, target, source, strict=False, changes=changes, only_from=OPEN
         )
-        if (
-            not moved.applied
-            and result.outcome == Outcome.SUCCESS
-            and moved.record.status in (Status.FAILED, Status.EXPIRED, Status.CANCELLED)
-        ):
-            await self._reverse_late_success(moved.record)
+        if not moved.applied and result.outcome == Outcome.SUCCESS and _unpaid(moved.record):
+            return await self._reverse(moved.record, result, source, extra_changes or {})
         return moved.record
 
-    async def _reverse_late_success(self, payment: PaymentRecord) -> None:
-        """The customer paid after we gave up on the payment: send the money back."""
+    async def _reverse(
+        self,
+        payment: PaymentRecord,
+        result: ProviderResult,
+        source: str,
+        extra_changes: dict[str, Any],
+    ) -> PaymentRecord:
+        """The customer paid after the gateway closed the payment: give the money back, and
+        book it, so the gateway's books and the provider's agree."""
         log.warning(
             "late success on a closed payment; reversing",
             payment_id=payment.payment_id,
             status=payment.status,
+            source=source,
+        )
+        changes: dict[str, Any] = {
+            "gateway_response": {
+                **payment.gateway_response,
+                **result.gateway_response,
+                "late_success": source,
+            },
+            **{k: v for k, v in extra_changes.items() if k == "provider"},
+        }
+        if result.external_txn_id:
+            changes["external_txn_id"] = result.external_txn_id
+        reason = f"{source}: the customer paid after the payment was closed; reversed"
+        if payment.payment_method == "CARD" and payment.capture_method == "MANUAL":
+            return await self._release_late_authorization(payment, changes, reason)
+        closed, refund = await self._repo.record_reversal(
+            payment.payment_id, f"REV_{payment.payment_id}", reason, changes
+        )
+        if refund is not None:
+            await self.settle_refund(closed, refund)
+        return await self._repo.get_payment(payment.payment_id, None)
+
+    async def _release_late_authorization(
+        self, payment: PaymentRecord, changes: dict[str, Any], reason: str
+    ) -> PaymentRecord:
+        """An authorization only (nothing captured): voiding it is the whole reversal."""
+        held = replace(
+            payment,
+            provider=changes.get("provider", payment.provider),
+            external_txn_id=changes.get("external_txn_id", payment.external_txn_id),
         )
         try:
-            await self._provider_refund(payment, f"REV_{payment.payment_id}", payment.amount_paisa)
-        except (ProviderTimeout, Unavailable, FailedPrecondition, InvalidArgument) as exc:
-            log.error("late success reversal failed", payment_id=payment.payment_id, error=str(exc))
+            result = await self._cards.void(held)
+        except (ProviderTimeout, Unavailable, ProviderNotFound) as exc:
+            log.error(
+                "late authorization not voided; the issuer's hold will lapse",
+                payment_id=payment.payment_id,
+                error=str(exc),
+            )
+        else:
+            if result.outcome != Outcome.SUCCESS:
+                log.error(
+                    "late authorization void refused",
+                    payment_id=payment.payment_id,
+                    failure_reason=result.failure_reason,
+                )
+        if payment.status == Status.CANCELLING:
+            await self._repo.transition(
+                payment.payment_id,
+                Status.CANCELLED,
+                reason,
+                strict=False,
+                changes={"gateway_response": changes["gateway_response"]},
+                only_from=frozenset({Status.CANCELLING}),
+            )
+        return await self._repo.get_payment(payment.payment_id, None)
 
     async def handle_callback(self, provider: str, body: bytes, signature: str) -> CallbackResult:
         verify_callback(self._callback_secret, body, signature)
@@ -404,93 +520,135 @@ class PaymentProcessor:
         )
         return CallbackResult(applied=after.status != before, payment=after)
 
-    # Status inquiry and expiry (run by the background jobs)
-
-    async def inquire(self, payment: PaymentRecord) -> PaymentRecord:
-        """Ask the provider where a payment stands; apply a final answer or ask again later."""
-        try:
-            result = await self._provider_status(payment)
-        except (ProviderTimeout, Unavailable) as exc:
-            log.info(
-                "status inquiry failed; will retry", payment_id=payment.payment_id, error=str(exc)
-            )
-            result = ProviderResult(Outcome.PENDING)
-        if result.outcome != Outcome.PENDING:
-            return await self.apply_result(payment.payment_id, result, "status inquiry")
-        attempts = await self._repo.inquiry_attempts(payment.payment_id)
-        delay = min(timedelta(seconds=2**attempts), MAX_INQUIRY_INTERVAL)
-        await self._repo.schedule_inquiry(payment.payment_id, delay)
-        return payment
-
-    async def expire(self, payment: PaymentRecord) -> PaymentRecord:
-        """Close a payment past its expiry, unless the provider says it was paid after all."""
-        try:
-            result = await self._provider_status(payment)
-        except (ProviderTimeout, Unavailable):
-            result = ProviderResult(Outcome.PENDING)
-        if result.outcome in (Outcome.SUCCESS, Outcome.FAILED):
-            return await self.apply_result(payment.payment_id, result, "status inquiry at expiry")
-        return await self.apply_result(
-            payment.payment_id, ProviderResult(Outcome.EXPIRED), "expired"
-        )
-
-    async def _provider_status(self, payment: PaymentRecord) -> ProviderResult:
-        details = payment.payment_details
-        if payment.payment_method == "UPI":
-            return await self._upi.status(payment.payment_id)
-        if payment.payment_method == "WALLET":
-            return await self._wallet.status(details["wallet"], payment.payment_id)
-        if payment.payment_method == "NET_BANKING":
-            return await self._bank.status(details["bank_code"], payment.payment_id)
-        if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
-            return await self._cards.status(payment)
-        return ProviderResult(Outcome.PENDING)
-
     # Merchant actions
 
     async def capture(
         self, payment_id: str, merchant_id: str | None, amount_paisa: int
     ) -> PaymentRecord:
         payment = await self._repo.get_payment(payment_id, merchant_id)
-        if payment.status != Status.AUTHORIZED:
-            raise FailedPrecondition(
-                f"only AUTHORIZED payments can be captured; this one is {payment.status}",
-                reason="PAYMENT_NOT_AUTHORIZED",
-            )
         if amount_paisa and amount_paisa != payment.amount_paisa:
             raise invalid_field(
                 "amount_paisa",
                 f"must equal the authorized {payment.amount_paisa} paisa (no partial capture)",
             )
-        if payment.payment_method == "CARD":
-            await self._cards.capture(payment)
-        moved = await self._repo.transition(
+        held = await self._repo.claim_operation(
             payment_id,
-            Status.SUCCESS,
-            "captured by the merchant",
-            strict=True,
-            merchant_id=merchant_id,
-            changes={"processed_at": datetime.now(UTC)},
+            merchant_id,
+            operation="CAPTURE",
+            allowed_from=frozenset({Status.AUTHORIZED}),
+            refusal=lambda status: Aborted(
+                f"only AUTHORIZED payments can be captured; this one is {status}",
+                reason=REASON_NOT_AUTHORIZED,
+                metadata={"status": status},
+            ),
+            reason="captured by the merchant",
+            inquire_after=OPERATION_INQUIRY_AFTER,
         )
-        return moved.record
+        try:
+            return await self._finish_capture(held)
+        except ProviderRefused as refused:
+            raise FailedPrecondition(
+                f"the provider refused the capture ({refused.code}); the payment is still "
+                "AUTHORIZED",
+                reason="CAPTURE_REFUSED",
+                metadata={"provider_code": refused.code},
+            ) from refused
 
     async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> PaymentRecord:
-        payment = await self._repo.get_payment(payment_id, merchant_id)
-        if payment.status == Status.AUTHORIZED and payment.payment_method == "CARD":
-            await self._cards.void(payment)
-        elif payment.status == Status.AUTHORIZED:
-            # The wallet holds the customer's money: give it back before closing.
-            await self._provider_refund(payment, f"VOID_{payment_id}", payment.amount_paisa)
-        moved = await self._repo.transition(
+        held = await self._repo.claim_operation(
             payment_id,
-            Status.CANCELLED,
-            reason or "cancelled by the merchant",
-            strict=True,
-            merchant_id=merchant_id,
-            changes={"next_inquiry_at": None},
+            merchant_id,
+            operation="CANCEL",
+            allowed_from=OPEN | {Status.AUTHORIZED},
+            refusal=lambda status: Aborted(
+                f"a payment in status {status} cannot be cancelled",
+                reason=REASON_NOT_CANCELLABLE,
+                metadata={"status": status},
+            ),
+            reason=reason or "cancelled by the merchant",
+            inquire_after=OPERATION_INQUIRY_AFTER,
         )
-        if not moved.applied:
-            raise FailedPrecondition("the payment is already cancelled", reason="ALREADY_CANCELLED")
+        try:
+            return await self._finish_cancel(held)
+        except ProviderRefused as refused:
+            raise FailedPrecondition(
+                f"the provider refused to release the authorization ({refused.code}); the "
+                "payment is still AUTHORIZED",
+                reason="VOID_REFUSED",
+                metadata={"provider_code": refused.code},
+            ) from refused
+
+    async def _finish_capture(self, payment: PaymentRecord) -> PaymentRecord:
+        """Capture a CAPTURING payment at the provider (again, when resolving: providers
+        dedupe). Unknown outcome: it stays CAPTURING. Refused: back to AUTHORIZED."""
+        try:
+            result = await self._provider_capture(payment)
+        except (ProviderTimeout, Unavailable) as exc:
+            log.warning(
+                "capture outcome unknown; held for inquiry",
+                payment_id=payment.payment_id,
+                error=str(exc),
+            )
+            return payment
+        capturing = frozenset({Status.CAPTURING})
+        if result.outcome == Outcome.SUCCESS:
+            moved = await self._repo.transition(
+                payment.payment_id,
+                Status.SUCCESS,
+                "captured at the provider",
+                strict=False,
+                changes={"processed_at": datetime.now(UTC)},
+                only_from=capturing,
+            )
+            return moved.record
+        await self._repo.transition(
+            payment.payment_id,
+            Status.AUTHORIZED,
+            f"the provider refused the capture: {result.failure_reason}",
+            strict=False,
+            only_from=capturing,
+        )
+        raise ProviderRefused("capture", result.failure_reason)
+
+    async def _finish_cancel(self, payment: PaymentRecord) -> PaymentRecord:
+        """Cancel a CANCELLING payment at the provider, then close it. A held authorization is
+        voided (refused: back to AUTHORIZED); an open payment is withdrawn, and if the customer
+        had paid already the money is reversed. Unknown outcome: it stays CANCELLING."""
+        target = Status.EXPIRED if payment.operation == "EXPIRE" else Status.CANCELLED
+        cancelling = frozenset({Status.CANCELLING})
+        held = payment.operation_from == Status.AUTHORIZED
+        try:
+            result = await (
+                self._provider_void(payment) if held else self._provider_cancel(payment)
+            )
+        except (ProviderTimeout, Unavailable) as exc:
+            log.warning(
+                "cancel outcome unknown; held for inquiry",
+                payment_id=payment.payment_id,
+                error=str(exc),
+            )
+            return payment
+        if held and result.outcome != Outcome.SUCCESS:
+            await self._repo.transition(
+                payment.payment_id,
+                Status.AUTHORIZED,
+                f"the provider refused the void: {result.failure_reason}",
+                strict=False,
+                only_from=cancelling,
+            )
+            raise ProviderRefused("void", result.failure_reason)
+        if not held and result.outcome == Outcome.SUCCESS:
+            return await self._reverse(payment, result, "cancel", {})
+        if not held and result.outcome == Outcome.PENDING:
+            return payment  # the provider still has it open: ask again
+        moved = await self._repo.transition(
+            payment.payment_id,
+            target,
+            "voided at the provider" if held else "withdrawn at the provider",
+            strict=False,
+            changes={"failure_reason": "expired"} if target == Status.EXPIRED else {},
+            only_from=cancelling,
+        )
         return moved.record
 
     async def refund(
@@ -520,6 +678,8 @@ class PaymentProcessor:
         except (ProviderTimeout, Unavailable) as exc:
             log.info("refund pending at the provider", refund_id=refund.refund_id, error=str(exc))
             return refund
+        except ProviderNotFound:
+            result = ProviderResult(Outcome.FAILED, failure_reason="not_found_at_provider")
         except (FailedPrecondition, InvalidArgument) as exc:
             result = ProviderResult(Outcome.FAILED, failure_reason=exc.reason.lower())
         if result.outcome == Outcome.PENDING:
@@ -530,7 +690,154 @@ class PaymentProcessor:
             external_refund_id=result.external_txn_id,
             failure_reason=result.failure_reason,
         )
+        if settled.kind == "REVERSAL" and settled.status == "FAILED":
+            log.error(
+                "reversal refused by the provider: the customer's money is still held",
+                payment_id=payment.payment_id,
+                refund_id=settled.refund_id,
+                failure_reason=settled.failure_reason,
+            )
         return settled
+
+    # Status inquiry and expiry (run by the background jobs)
+
+    async def inquire(self, payment: PaymentRecord) -> PaymentRecord:
+        """Find out where a payment with an unknown outcome stands: ask the provider about an
+        open one; repeat the operation a CAPTURING or CANCELLING one is waiting on."""
+        if payment.status in IN_OPERATION:
+            return await self._resolve_operation(payment)
+        try:
+            result = await self._provider_status(payment)
+        except (ProviderTimeout, Unavailable) as exc:
+            log.info(
+                "status inquiry failed; will retry", payment_id=payment.payment_id, error=str(exc)
+            )
+            result = ProviderResult(Outcome.PENDING)
+        if result.outcome not in (Outcome.PENDING, Outcome.NOT_FOUND):
+            return await self.apply_result(payment.payment_id, result, "status inquiry")
+        await self._ask_again(payment)
+        return payment
+
+    async def _resolve_operation(self, payment: PaymentRecord) -> PaymentRecord:
+        try:
+            if payment.operation == "CAPTURE":
+                settled = await self._finish_capture(payment)
+            else:
+                settled = await self._finish_cancel(payment)
+        except ProviderRefused as refused:
+            log.warning(
+                "operation refused at the provider; the payment is AUTHORIZED again",
+                payment_id=payment.payment_id,
+                operation=refused.operation,
+                code=refused.code,
+            )
+            return await self._repo.get_payment(payment.payment_id, None)
+        if settled.status in IN_OPERATION:
+            await self._ask_again(payment)
+        return settled
+
+    async def _ask_again(self, payment: PaymentRecord) -> None:
+        attempts = await self._repo.inquiry_attempts(payment.payment_id)
+        delay = min(timedelta(seconds=2**attempts), MAX_INQUIRY_INTERVAL)
+        await self._repo.schedule_inquiry(payment.payment_id, delay)
+
+    async def expire(self, payment: PaymentRecord) -> PaymentRecord:
+        """Close a payment past its expires_at.
+
+        An open payment is first withdrawn at the provider, so the customer can no longer pay
+        it: it EXPIRES unless the provider says it was paid (SUCCESS) or declined (FAILED).
+        A held authorization past its capture deadline (AUTHORIZATION_TTL) is voided at the
+        provider and EXPIRES. A provider that cannot be reached raises (the job backs off and
+        tries again): nothing is closed while the money's whereabouts are unknown.
+        """
+        if payment.status == Status.AUTHORIZED:
+            return await self._expire_authorization(payment)
+        result = await self._provider_cancel(payment)
+        if result.outcome in (Outcome.SUCCESS, Outcome.FAILED):
+            return await self.apply_result(payment.payment_id, result, "status inquiry at expiry")
+        if result.outcome == Outcome.PENDING:
+            raise ProviderTimeout("the provider still has the payment open after the cancel")
+        moved = await self._repo.transition(
+            payment.payment_id,
+            Status.EXPIRED,
+            "expired",
+            strict=False,
+            changes={"failure_reason": "expired"},
+            only_from=OPEN,
+        )
+        return moved.record
+
+    async def _expire_authorization(self, payment: PaymentRecord) -> PaymentRecord:
+        try:
+            held = await self._repo.claim_operation(
+                payment.payment_id,
+                None,
+                operation="EXPIRE",
+                allowed_from=frozenset({Status.AUTHORIZED}),
+                refusal=lambda status: Aborted(f"payment is {status} now", reason="MOVED_ON"),
+                reason="not captured within AUTHORIZATION_TTL; voiding the authorization",
+                inquire_after=OPERATION_INQUIRY_AFTER,
+            )
+        except Aborted:
+            # A capture or cancel got there first (or it was just captured): theirs stands.
+            return await self._repo.get_payment(payment.payment_id, None)
+        return await self._finish_cancel(held)
+
+    # Provider calls, by payment method
+
+    async def _provider_status(self, payment: PaymentRecord) -> ProviderResult:
+        details = payment.payment_details
+        if payment.payment_method == "UPI":
+            return await self._upi.status(payment.payment_id)
+        if payment.payment_method == "WALLET":
+            return await self._wallet.status(details["wallet"], payment.payment_id)
+        if payment.payment_method == "NET_BANKING":
+            return await self._bank.status(details["bank_code"], payment.payment_id)
+        if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
+            return await self._cards.status(payment)
+        return ProviderResult(Outcome.PENDING)
+
+    async def _provider_cancel(self, payment: PaymentRecord) -> ProviderResult:
+        """Stop an open payment at its provider. SUCCESS: the customer had already paid;
+        FAILED, EXPIRED or NOT_FOUND: nothing was or can be taken; PENDING: still open."""
+        details = payment.payment_details
+        try:
+            if payment.payment_method == "UPI":
+                return await self._upi.cancel(payment.payment_id)
+            if payment.payment_method == "NET_BANKING":
+                return await self._bank.cancel(details["bank_code"], payment.payment_id)
+            if payment.payment_method == "WALLET":
+                # A debit is instant: it happened or it did not.
+                return await self._wallet.status(details["wallet"], payment.payment_id)
+            if payment.payment_method == "CARD":
+                # Nothing is authorized before 3-D Secure completes, and a challenge finished
+                # after the cancel finds the payment no longer REQUIRES_ACTION.
+                return await self._cards.status(payment)
+        except (InvalidArgument, FailedPrecondition) as exc:
+            # The provider cannot even read the request (an unknown bank, say): it holds no
+            # such payment.
+            log.warning(
+                "provider refused the cancel request; treating the payment as unknown to it",
+                payment_id=payment.payment_id,
+                reason=exc.reason,
+            )
+            return ProviderResult(Outcome.NOT_FOUND)
+        raise AssertionError(f"no provider for {payment.payment_method}")
+
+    async def _provider_capture(self, payment: PaymentRecord) -> ProviderResult:
+        if payment.payment_method == "CARD":
+            return await self._cards.capture(payment)
+        # A wallet's debit took the money at authorization; capture is ours alone.
+        return ProviderResult(Outcome.SUCCESS, payment.external_txn_id)
+
+    async def _provider_void(self, payment: PaymentRecord) -> ProviderResult:
+        """Release a held authorization. SUCCESS once the customer has their money back."""
+        if payment.payment_method == "CARD":
+            return await self._cards.void(payment)
+        # The wallet debited at authorization: the void is a full refund, deduped by its id.
+        return await self._provider_refund(
+            payment, f"VOID_{payment.payment_id}", payment.amount_paisa
+        )
 
     async def _provider_refund(
         self, payment: PaymentRecord, refund_id: str, amount_paisa: int
@@ -558,6 +865,13 @@ class PaymentProcessor:
             amount_paisa=amount_paisa,
             currency=payment.currency,
         )
+
+
+def _unpaid(payment: PaymentRecord) -> bool:
+    """Closed (or being cancelled) before the customer's money arrived."""
+    return payment.status in CLOSED_UNPAID or (
+        payment.status == Status.CANCELLING and payment.operation_from in OPEN
+    )
 
 
 def _parse_callback(body: bytes) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class RefundRecord:
     failure_reason: str
     created_at: datetime
     processed_at: datetime | None
+    kind: str = "REFUND"  # or "REVERSAL": money a provider took after the payment closed
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RefundRecord:
@@ -84,6 +85,7 @@ class RefundRecord:
             external_refund_id=self.external_refund_id,
             failure_reason=self.failure_reason,
             created_at=_ts(self.created_at),
+            kind=self.kind,
         )
         if self.processed_at is not None:
             refund.processed_at.CopyFrom(_ts(self.processed_at))
@@ -119,6 +121,10 @@ class PaymentRecord:
     processed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # While CAPTURING or CANCELLING: what is at the provider, and the status it started from.
+    operation: str | None
+    operation_from: str | None
+    job_failures: int
     history: tuple[TransitionRecord, ...] = field(default=())
     refunds: tuple[RefundRecord, ...] = field(default=())
 

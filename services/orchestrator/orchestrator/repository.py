@@ -8,19 +8,20 @@ ledger entry in the same transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from gateway_core.errors import FailedPrecondition, NotFound, invalid_field
+from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, NotFound, invalid_field
 from orchestrator import ledger_store, outbox
 from orchestrator.domain import emi
 from orchestrator.domain.fees import Fee
 from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
+from orchestrator.idempotency import bind_effects
 from orchestrator.providers.fraud import Assessment
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord, TransitionRecord
 
@@ -35,9 +36,19 @@ _CHANGEABLE = frozenset(
         "next_inquiry_at",
         "inquiry_attempts",
         "provider",
+        "expires_at",
+        "operation",
+        "operation_from",
     }
 )
 CAPTURED = frozenset({Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED})
+# Waiting for the customer or the provider: inquiries and expiry look after these.
+OPEN = frozenset({Status.CREATED, Status.PENDING, Status.REQUIRES_ACTION})
+# A capture, cancel or void is at the provider: the payment is held until it is resolved.
+IN_OPERATION = frozenset({Status.CAPTURING, Status.CANCELLING})
+# Closed without the customer's money: a provider success reported now must be reversed.
+CLOSED_UNPAID = frozenset({Status.FAILED, Status.EXPIRED, Status.CANCELLED})
+REASON_IN_PROGRESS = "PAYMENT_OPERATION_IN_PROGRESS"
 _PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
 
@@ -60,6 +71,9 @@ class NewPayment:
     expires_at: datetime | None
     fee: Fee = field(default_factory=lambda: Fee(0, 0))
     fraud: Assessment | None = None
+    # The status inquiries' safety net: a handler that dies before the provider answered
+    # leaves the payment where the inquiry job will find it.
+    next_inquiry_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -123,16 +137,18 @@ class Repository:
     async def create_payment(
         self, new: NewPayment, *, then: tuple[Status, str] | None = None
     ) -> PaymentRecord:
-        """Insert a payment in CREATED (with its event) and optionally move it on at once,
-        all in one transaction: a half-created payment is never visible."""
+        """Insert a payment in CREATED with its event and optionally move it on at once, in
+        one transaction: a half-created payment is never visible. It is the request's first
+        durable effect, so its Idempotency-Key is bound to the payment here."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await bind_effects(conn, new.payment_id)
             await conn.execute(
                 "INSERT INTO payments (payment_id, merchant_id, user_id, amount_paisa, currency,"
                 " payment_method, status, description, callback_url, metadata, payment_details,"
                 " capture_method, payment_url, provider, expires_at, fees_paisa, tax_paisa,"
-                " fraud_score, fraud_decision, fraud_signals)"
+                " fraud_score, fraud_decision, fraud_signals, next_inquiry_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, 'CREATED', $7, $8, $9, $10, $11,"
-                " $12, $13, $14, $15, $16, $17, $18, $19)",
+                " $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                 new.payment_id,
                 new.merchant_id,
                 new.user_id,
@@ -152,6 +168,7 @@ class Repository:
                 new.fraud.score if new.fraud else None,
                 new.fraud.decision if new.fraud else None,
                 [s.__dict__ for s in new.fraud.signals] if new.fraud else [],
+                new.next_inquiry_at,
             )
             record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
             if then is not None:
@@ -167,6 +184,14 @@ class Repository:
             raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
         return record
 
+    async def find_payment(self, payment_id: str) -> PaymentRecord | None:
+        async with self._pool.acquire() as conn:
+            return await self._load(conn, payment_id, None)
+
+    async def find_refund(self, refund_id: str) -> RefundRecord | None:
+        row = await self._pool.fetchrow("SELECT * FROM refunds WHERE refund_id = $1", refund_id)
+        return RefundRecord.from_row(row) if row is not None else None
+
     async def transition(
         self,
         payment_id: str,
@@ -176,22 +201,73 @@ class Repository:
         strict: bool,
         changes: Mapping[str, Any] | None = None,
         merchant_id: str | None = None,
+        only_from: frozenset[Status] | None = None,
     ) -> Transition:
         """Move a payment to `target` under a row lock.
 
         strict=True (a merchant's request): an illegal move raises a clear 4xx error.
         strict=False (a provider's report, a job): an impossible move is a no-op, so late or
         repeated reports never overwrite a final status.
+        only_from: a no-op unless the payment is in one of these statuses now (a job finishing
+        what it started must not finish someone else's operation).
         """
         async with self._pool.acquire() as conn, conn.transaction():
             record = await self._load(conn, payment_id, merchant_id, lock=True)
             if record is None:
                 raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+            if only_from is not None and record.status not in only_from:
+                return Transition(record, applied=False)
             if record.status == target or (
                 not strict and not can_transition(record.status, target)
             ):
                 return Transition(record, applied=False)
             return await self._move(conn, record, target, reason, dict(changes or {}))
+
+    async def claim_operation(
+        self,
+        payment_id: str,
+        merchant_id: str | None,
+        *,
+        operation: str,
+        allowed_from: frozenset[Status],
+        refusal: Callable[[Status], GatewayError],
+        reason: str,
+        inquire_after: timedelta,
+    ) -> PaymentRecord:
+        """Hold the payment for a capture, cancel or void: CAPTURING or CANCELLING, under the
+        row lock, so of two concurrent operations exactly one gets it and the other a 409.
+
+        `refusal(status)` is raised when the payment is not in `allowed_from`. The claim is the
+        request's first effect (it binds the Idempotency-Key), and it schedules a status
+        inquiry, so a process that dies after it leaves work the inquiry job finishes.
+        """
+        target = Status.CAPTURING if operation == "CAPTURE" else Status.CANCELLING
+        async with self._pool.acquire() as conn, conn.transaction():
+            record = await self._load(conn, payment_id, merchant_id, lock=True)
+            if record is None:
+                raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+            if record.status in IN_OPERATION:
+                raise Aborted(
+                    f"payment {payment_id} is {record.status}: another operation is at the "
+                    "provider; retry when it has finished",
+                    reason=REASON_IN_PROGRESS,
+                    metadata={"status": record.status.value},
+                )
+            if record.status not in allowed_from:
+                raise refusal(record.status)
+            await bind_effects(conn, payment_id)
+            moved = await self._move(
+                conn,
+                record,
+                target,
+                reason,
+                {
+                    "operation": operation,
+                    "operation_from": record.status.value,
+                    "next_inquiry_at": datetime.now(UTC) + inquire_after,
+                },
+            )
+            return moved.record
 
     async def update_details(self, payment_id: str, changes: Mapping[str, Any]) -> None:
         """Change provider bookkeeping that is not a status change (no event)."""
@@ -237,14 +313,41 @@ class Repository:
 
     # Background work queues
 
-    async def due_inquiries(self, limit: int) -> list[PaymentRecord]:
-        rows = await self._pool.fetch(
-            "SELECT * FROM payments WHERE next_inquiry_at <= now()"
-            " AND status IN ('CREATED', 'PENDING', 'REQUIRES_ACTION')"
-            " ORDER BY next_inquiry_at LIMIT $1",
+    async def claim_due_inquiries(self, limit: int, lease: timedelta) -> list[PaymentRecord]:
+        """Payments whose outcome is unknown and due for a status inquiry, leased to this
+        worker so other replicas skip them (see `_claim_for_job`)."""
+        return await self._claim_for_job(
+            "next_inquiry_at <= now() AND status IN"
+            " ('CREATED', 'PENDING', 'REQUIRES_ACTION', 'CAPTURING', 'CANCELLING')",
+            "next_inquiry_at",
             limit,
+            lease,
         )
-        return [PaymentRecord.from_row(r) for r in rows]
+
+    async def claim_expired(self, limit: int, lease: timedelta) -> list[PaymentRecord]:
+        """Open payments and held authorizations past their expires_at, leased likewise."""
+        return await self._claim_for_job(
+            "expires_at < now() AND status IN"
+            " ('CREATED', 'PENDING', 'REQUIRES_ACTION', 'AUTHORIZED')",
+            "expires_at",
+            limit,
+            lease,
+        )
+
+    async def job_succeeded(self, payment_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE payments SET job_lease_until = NULL, job_failures = 0 WHERE payment_id = $1",
+            payment_id,
+        )
+
+    async def job_failed(self, payment_id: str, backoff: timedelta) -> None:
+        """Leave the payment alone for `backoff`; every other due payment goes on."""
+        await self._pool.execute(
+            "UPDATE payments SET job_lease_until = now() + $2, job_failures = job_failures + 1"
+            " WHERE payment_id = $1",
+            payment_id,
+            backoff,
+        )
 
     async def schedule_inquiry(self, payment_id: str, delay: timedelta | None) -> None:
         """Ask the provider again after `delay` (None: stop asking)."""
@@ -260,15 +363,6 @@ class Repository:
             "SELECT inquiry_attempts FROM payments WHERE payment_id = $1", payment_id
         )
         return int(value or 0)
-
-    async def expired_open_payments(self, limit: int) -> list[PaymentRecord]:
-        rows = await self._pool.fetch(
-            "SELECT * FROM payments WHERE expires_at < now()"
-            " AND status IN ('CREATED', 'PENDING', 'REQUIRES_ACTION')"
-            " ORDER BY expires_at LIMIT $1",
-            limit,
-        )
-        return [PaymentRecord.from_row(r) for r in rows]
 
     async def remember_callback(
         self, provider: str, event_id: str, payment_id: str, status: str
@@ -318,6 +412,7 @@ class Repository:
                     f"must be between 1 and the refundable {refundable} paisa",
                     reason="REFUND_EXCEEDS_CAPTURED",
                 )
+            await bind_effects(conn, refund_id)
             row = await conn.fetchrow(
                 "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
                 " status, reason, metadata) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7)"
@@ -378,6 +473,8 @@ class Repository:
             )
             payment = await self._reload(conn, payment.payment_id)
             await self._refund_event(conn, "refund.processed", payment, refund)
+            if refund.kind == "REVERSAL":
+                return payment, refund  # the payment stays closed; its money went back
             target = (
                 Status.REFUNDED
                 if payment.refunded_paisa >= payment.amount_paisa
@@ -385,6 +482,71 @@ class Repository:
             )
             moved = await self._move(conn, payment, target, f"refund {refund_id}", {})
             return moved.record, refund
+
+    async def record_reversal(
+        self, payment_id: str, refund_id: str, reason: str, changes: Mapping[str, Any]
+    ) -> tuple[PaymentRecord, RefundRecord | None]:
+        """A provider took the money of a payment the gateway had closed (or is cancelling):
+        book what happened and open the refund that gives it back, in one transaction.
+
+        The payment stays closed (a CANCELLING one becomes CANCELLED: the merchant's cancel
+        stands). The capture is posted without a fee (the merchant never sold anything), a
+        REVERSAL refund of the whole amount is recorded PENDING with its event, and the fee
+        shown on the payment goes to zero. Returns the refund to settle, or None when the
+        payment is not closed (nothing to reverse) or its reversal already exists.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            payment = await self._load(conn, payment_id, None, lock=True)
+            if payment is None:
+                raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+            if payment.status == Status.CANCELLING and payment.operation_from in OPEN:
+                payment = (
+                    await self._move(conn, payment, Status.CANCELLED, reason, dict(changes))
+                ).record
+            elif payment.status in CLOSED_UNPAID:
+                sets, args = _set_clause(changes, start=2)
+                if sets:
+                    await conn.execute(
+                        f"UPDATE payments SET {sets} WHERE payment_id = $1",  # noqa: S608
+                        payment_id,
+                        *args,
+                    )
+                    payment = await self._reload(conn, payment_id)
+            else:
+                return payment, None
+            row = await conn.fetchrow(
+                "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
+                " status, reason, kind) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, 'REVERSAL')"
+                " ON CONFLICT DO NOTHING RETURNING *",
+                refund_id,
+                payment_id,
+                payment.merchant_id,
+                payment.amount_paisa,
+                payment.currency,
+                reason,
+            )
+            if row is None:
+                return payment, None
+            await conn.execute(
+                "UPDATE payments SET fees_paisa = 0, tax_paisa = 0, updated_at = now()"
+                " WHERE payment_id = $1",
+                payment_id,
+            )
+            await ledger_store.post_entry(
+                conn,
+                capture_entry(
+                    payment_id=payment_id,
+                    merchant_id=payment.merchant_id,
+                    provider=payment.provider,
+                    currency=payment.currency,
+                    amount_paisa=payment.amount_paisa,
+                    fee=Fee(0, 0),
+                ),
+            )
+            refund = RefundRecord.from_row(row)
+            payment = await self._reload(conn, payment_id)
+            await self._refund_event(conn, "refund.created", payment, refund)
+            return payment, refund
 
     async def stale_pending_refunds(self, limit: int) -> list[tuple[PaymentRecord, RefundRecord]]:
         """Refunds still PENDING a while after they were asked for (the provider was silent)."""
@@ -401,6 +563,26 @@ class Repository:
 
     # Internals
 
+    async def _claim_for_job(
+        self, condition: str, order_by: str, limit: int, lease: timedelta
+    ) -> list[PaymentRecord]:
+        """Lease due rows to this worker until now + `lease`.
+
+        SKIP LOCKED passes over rows another worker is claiming (or a transition holds), and
+        the lease keeps them from being claimed again while they are worked on; a worker that
+        dies lets its lease run out. A failed payment's lease doubles as its backoff.
+        """
+        rows = await self._pool.fetch(
+            "UPDATE payments p SET job_lease_until = now() + $2 FROM ("  # noqa: S608 - ours
+            f" SELECT payment_id FROM payments WHERE {condition}"
+            " AND (job_lease_until IS NULL OR job_lease_until <= now())"
+            f" ORDER BY {order_by} LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+            " WHERE p.payment_id = due.payment_id RETURNING p.*",
+            limit,
+            lease,
+        )
+        return [PaymentRecord.from_row(r) for r in rows]
+
     async def _move(
         self,
         conn: asyncpg.Connection,
@@ -413,8 +595,11 @@ class Repository:
         unknown = set(changes) - _CHANGEABLE
         if unknown:
             raise ValueError(f"not changeable with a transition: {sorted(unknown)}")
-        if target in (Status.FAILED, Status.EXPIRED, Status.CANCELLED, *CAPTURED):
-            changes.setdefault("next_inquiry_at", None)  # the outcome is known: stop asking
+        if target not in OPEN and target not in IN_OPERATION:
+            changes.setdefault("next_inquiry_at", None)  # nothing left to ask the provider
+        if target not in IN_OPERATION:
+            changes.setdefault("operation", None)
+            changes.setdefault("operation_from", None)
         sets, args = _set_clause(changes, start=4)
         extra = f", {sets}" if sets else ""
         await conn.execute(

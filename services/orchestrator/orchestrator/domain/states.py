@@ -16,9 +16,11 @@ class Status(StrEnum):
     PENDING = "PENDING"
     REQUIRES_ACTION = "REQUIRES_ACTION"
     AUTHORIZED = "AUTHORIZED"
+    CAPTURING = "CAPTURING"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
+    CANCELLING = "CANCELLING"
     CANCELLED = "CANCELLED"
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
     REFUNDED = "REFUNDED"
@@ -32,23 +34,28 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
         (S.CREATED, S.AUTHORIZED),
         (S.CREATED, S.SUCCESS),
         (S.CREATED, S.FAILED),
-        (S.CREATED, S.CANCELLED),
+        (S.CREATED, S.EXPIRED),  # its handler died before the provider answered
+        (S.CREATED, S.CANCELLING),
         (S.PENDING, S.REQUIRES_ACTION),
         (S.PENDING, S.AUTHORIZED),
         (S.PENDING, S.SUCCESS),
         (S.PENDING, S.FAILED),
         (S.PENDING, S.EXPIRED),
-        (S.PENDING, S.CANCELLED),
+        (S.PENDING, S.CANCELLING),
         (S.REQUIRES_ACTION, S.PENDING),
         (S.REQUIRES_ACTION, S.AUTHORIZED),
         (S.REQUIRES_ACTION, S.SUCCESS),
         (S.REQUIRES_ACTION, S.FAILED),
         (S.REQUIRES_ACTION, S.EXPIRED),
-        (S.REQUIRES_ACTION, S.CANCELLED),
-        (S.AUTHORIZED, S.SUCCESS),
-        (S.AUTHORIZED, S.FAILED),
-        (S.AUTHORIZED, S.CANCELLED),
-        (S.AUTHORIZED, S.EXPIRED),
+        (S.REQUIRES_ACTION, S.CANCELLING),
+        # A held authorization: captured, or cancelled/expired through a void at the provider.
+        (S.AUTHORIZED, S.CAPTURING),
+        (S.AUTHORIZED, S.CANCELLING),
+        (S.CAPTURING, S.SUCCESS),
+        (S.CAPTURING, S.AUTHORIZED),  # the provider refused the capture: still held
+        (S.CANCELLING, S.CANCELLED),
+        (S.CANCELLING, S.EXPIRED),  # an authorization voided because it was never captured
+        (S.CANCELLING, S.AUTHORIZED),  # the provider refused the void: still held
         (S.SUCCESS, S.PARTIALLY_REFUNDED),
         (S.SUCCESS, S.REFUNDED),
         (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
@@ -64,9 +71,11 @@ EVENT_FOR_STATUS: dict[Status, str] = {
     S.PENDING: "payment.pending",
     S.REQUIRES_ACTION: "payment.requires_action",
     S.AUTHORIZED: "payment.authorized",
+    S.CAPTURING: "payment.capturing",
     S.SUCCESS: "payment.success",
     S.FAILED: "payment.failed",
     S.EXPIRED: "payment.expired",
+    S.CANCELLING: "payment.cancelling",
     S.CANCELLED: "payment.cancelled",
     S.PARTIALLY_REFUNDED: "payment.partially_refunded",
     S.REFUNDED: "payment.refunded",

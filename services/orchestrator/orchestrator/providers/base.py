@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     FAILED = "FAILED"
     PENDING = "PENDING"
     EXPIRED = "EXPIRED"
+    # The provider has no such transaction: our request never reached it (or it forgot).
+    NOT_FOUND = "NOT_FOUND"
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,16 @@ class ProviderTimeout(Exception):
     """The provider did not answer in time: the outcome is unknown, so ask again later."""
 
 
+class ProviderNotFound(Exception):
+    """The provider does not know the transaction the call named."""
+
+
 async def call_provider(name: str, call: Awaitable[T]) -> T:
     """Await a provider RPC and translate transport failures.
 
     A deadline means "unknown", never "failed": the money may have moved. The provider's own
-    refusals of our request (bad argument, wrong state) keep their meaning.
+    refusals of our request (bad argument, wrong state) keep their meaning, and so does "no
+    such transaction" (ProviderNotFound).
     """
     try:
         return await call
@@ -45,6 +52,8 @@ async def call_provider(name: str, call: Awaitable[T]) -> T:
         code = exc.code()
         if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             raise ProviderTimeout(f"{name} did not answer in time") from exc
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise ProviderNotFound(f"{name} does not know this transaction") from exc
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
             error = from_rpc_error(exc)
             if isinstance(error, InvalidArgument | FailedPrecondition):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from orchestrator.providers.base import Outcome, ProviderResult, call_provider
+from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, call_provider
 from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
 from paygate.vault.v1 import vault_pb2
 
@@ -134,7 +134,8 @@ class AcquirerClient:
         payment_id: str,
         amount_paisa: int,
         currency: str,
-    ) -> bool:
+    ) -> ProviderResult:
+        """SUCCESS once captured (a repeated capture answers the same); FAILED if refused."""
         reply = await call_provider(
             gateway,
             self._stub.Capture(
@@ -148,9 +149,14 @@ class AcquirerClient:
                 timeout=TIMEOUT_SECONDS,
             ),
         )
-        return reply.status == cards_pb2.CaptureResponse.CAPTURED
+        if reply.status == cards_pb2.CaptureResponse.CAPTURED:
+            return ProviderResult(Outcome.SUCCESS, acquirer_txn_id)
+        return ProviderResult(
+            Outcome.FAILED, acquirer_txn_id, failure_reason=reply.failure_code.lower() or "refused"
+        )
 
-    async def void(self, *, gateway: str, acquirer_txn_id: str, payment_id: str) -> bool:
+    async def void(self, *, gateway: str, acquirer_txn_id: str, payment_id: str) -> ProviderResult:
+        """SUCCESS once the authorization is released (a repeat answers the same)."""
         reply = await call_provider(
             gateway,
             self._stub.Void(
@@ -160,7 +166,11 @@ class AcquirerClient:
                 timeout=TIMEOUT_SECONDS,
             ),
         )
-        return reply.status == cards_pb2.VoidResponse.VOIDED
+        if reply.status == cards_pb2.VoidResponse.VOIDED:
+            return ProviderResult(Outcome.SUCCESS, acquirer_txn_id)
+        return ProviderResult(
+            Outcome.FAILED, acquirer_txn_id, failure_reason=reply.failure_code.lower() or "refused"
+        )
 
     async def refund(
         self,
@@ -194,13 +204,16 @@ class AcquirerClient:
         )
 
     async def status(self, gateway: str, payment_id: str) -> ProviderResult:
-        reply = await call_provider(
-            gateway,
-            self._stub.GetAuthorization(
-                cards_pb2.GetAuthorizationRequest(gateway=gateway, payment_id=payment_id),
-                timeout=TIMEOUT_SECONDS,
-            ),
-        )
+        try:
+            reply = await call_provider(
+                gateway,
+                self._stub.GetAuthorization(
+                    cards_pb2.GetAuthorizationRequest(gateway=gateway, payment_id=payment_id),
+                    timeout=TIMEOUT_SECONDS,
+                ),
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
         if reply.status == cards_pb2.CardAuthorization.APPROVED:
             return ProviderResult(Outcome.SUCCESS, reply.acquirer_txn_id)
         if reply.status == cards_pb2.CardAuthorization.DECLINED:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from orchestrator.providers.base import Outcome, ProviderResult, call_provider
+from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, call_provider
 from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
 
 PROVIDER_NAME = "netbanking"
@@ -56,21 +56,45 @@ class NetBankingClient:
         )
         return Redirect(reply.redirect_url)
 
-    async def status(self, bank_code: str, payment_id: str) -> ProviderResult:
+    async def banks(self) -> frozenset[str]:
+        """The bank codes the provider takes payments for."""
         reply = await call_provider(
             PROVIDER_NAME,
-            self._stub.GetNetBankingPayment(
-                netbanking_pb2.GetNetBankingPaymentRequest(
-                    bank_code=bank_code, payment_id=payment_id
+            self._stub.ListBanks(netbanking_pb2.ListBanksRequest(), timeout=TIMEOUT_SECONDS),
+        )
+        return frozenset(bank.code for bank in reply.banks)
+
+    async def status(self, bank_code: str, payment_id: str) -> ProviderResult:
+        try:
+            reply = await call_provider(
+                PROVIDER_NAME,
+                self._stub.GetNetBankingPayment(
+                    netbanking_pb2.GetNetBankingPaymentRequest(
+                        bank_code=bank_code, payment_id=payment_id
+                    ),
+                    timeout=TIMEOUT_SECONDS,
                 ),
-                timeout=TIMEOUT_SECONDS,
-            ),
-        )
-        outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
-        response = {"bank_reference": reply.bank_reference} if reply.bank_reference else {}
-        return ProviderResult(
-            outcome, reply.bank_reference, response, failure_reason=reply.failure_code.lower()
-        )
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
+        return _payment_result(reply)
+
+    async def cancel(self, bank_code: str, payment_id: str) -> ProviderResult:
+        """Close the bank's page for a payment: FAILED once the customer can no longer pay on
+        it; SUCCESS when they already had."""
+        try:
+            reply = await call_provider(
+                PROVIDER_NAME,
+                self._stub.CancelNetBankingPayment(
+                    netbanking_pb2.CancelNetBankingPaymentRequest(
+                        bank_code=bank_code, payment_id=payment_id
+                    ),
+                    timeout=TIMEOUT_SECONDS,
+                ),
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
+        return _payment_result(reply)
 
     async def refund(
         self, *, bank_code: str, payment_id: str, refund_id: str, amount_paisa: int, currency: str
@@ -94,3 +118,11 @@ class NetBankingClient:
             reply.bank_refund_reference,
             failure_reason=reply.failure_code.lower(),
         )
+
+
+def _payment_result(reply: netbanking_pb2.NetBankingPayment) -> ProviderResult:
+    outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
+    response = {"bank_reference": reply.bank_reference} if reply.bank_reference else {}
+    return ProviderResult(
+        outcome, reply.bank_reference, response, failure_reason=reply.failure_code.lower()
+    )

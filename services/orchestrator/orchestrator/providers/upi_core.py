@@ -9,7 +9,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.errors import DeadlineExceeded, Unavailable
-from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout, call_provider
+from orchestrator.providers.base import (
+    Outcome,
+    ProviderNotFound,
+    ProviderResult,
+    ProviderTimeout,
+    call_provider,
+)
 from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 
 PROVIDER_NAME = "upi_core"
@@ -91,22 +97,35 @@ class UpiCoreClient:
         return ProviderResult(_OUTCOMES.get(reply.status, Outcome.PENDING), reply.upi_txn_id)
 
     async def status(self, payment_id: str) -> ProviderResult:
-        reply = await call_provider(
-            PROVIDER_NAME,
-            self._stub.CheckTransactionStatus(
-                upi_pb2.CheckTransactionStatusRequest(transaction_ref=payment_id),
-                timeout=INQUIRY_TIMEOUT_SECONDS,
-            ),
+        try:
+            reply = await call_provider(
+                PROVIDER_NAME,
+                self._stub.CheckTransactionStatus(
+                    upi_pb2.CheckTransactionStatusRequest(transaction_ref=payment_id),
+                    timeout=INQUIRY_TIMEOUT_SECONDS,
+                ),
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
+        return _status_result(
+            reply.status, reply.upi_txn_id, reply.rrn, reply.approval_code, reply.response_code
         )
-        outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
-        response = {"rrn": reply.rrn, "approval_code": reply.approval_code}
-        if reply.response_code:
-            response["response_code"] = reply.response_code
-        return ProviderResult(
-            outcome,
-            reply.upi_txn_id,
-            {k: v for k, v in response.items() if v},
-            failure_reason="declined" if outcome == Outcome.FAILED else "",
+
+    async def cancel(self, payment_id: str) -> ProviderResult:
+        """Withdraw a pending request: FAILED (or EXPIRED) once the switch will never take the
+        customer's money for it; SUCCESS when the customer had already paid."""
+        try:
+            reply = await call_provider(
+                PROVIDER_NAME,
+                self._stub.CancelTransaction(
+                    upi_pb2.CancelTransactionRequest(transaction_ref=payment_id),
+                    timeout=INQUIRY_TIMEOUT_SECONDS,
+                ),
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
+        return _status_result(
+            reply.status, reply.upi_txn_id, reply.rrn, reply.approval_code, reply.response_code
         )
 
     async def refund(self, *, payment_id: str, refund_id: str, amount_paisa: int) -> ProviderResult:
@@ -121,6 +140,23 @@ class UpiCoreClient:
         )
         outcome = _OUTCOMES.get(reply.status, Outcome.PENDING)
         return ProviderResult(outcome, reply.upi_refund_id)
+
+
+def _status_result(
+    status: upi_pb2.TransactionStatus,
+    upi_txn_id: str,
+    rrn: str,
+    approval_code: str,
+    response_code: str,
+) -> ProviderResult:
+    outcome = _OUTCOMES.get(status, Outcome.PENDING)
+    response = {"rrn": rrn, "approval_code": approval_code, "response_code": response_code}
+    return ProviderResult(
+        outcome,
+        upi_txn_id,
+        {k: v for k, v in response.items() if v},
+        failure_reason="declined" if outcome == Outcome.FAILED else "",
+    )
 
 
 __all__ = ["PROVIDER_NAME", "ProviderTimeout", "UpiCoreClient", "VpaLookup"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from orchestrator.providers.base import Outcome, ProviderResult, call_provider
+from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, call_provider
 from paygate.sandbox.v1 import wallets_pb2, wallets_pb2_grpc
 
 TIMEOUT_SECONDS = 3.0
@@ -77,13 +77,16 @@ class WalletClient:
         return _result(reply, offer_id)
 
     async def status(self, wallet: str, payment_id: str) -> ProviderResult:
-        reply = await call_provider(
-            provider_name(wallet),
-            self._stub.GetWalletDebit(
-                wallets_pb2.GetWalletDebitRequest(wallet=wallet, payment_id=payment_id),
-                timeout=TIMEOUT_SECONDS,
-            ),
-        )
+        try:
+            reply = await call_provider(
+                provider_name(wallet),
+                self._stub.GetWalletDebit(
+                    wallets_pb2.GetWalletDebitRequest(wallet=wallet, payment_id=payment_id),
+                    timeout=TIMEOUT_SECONDS,
+                ),
+            )
+        except ProviderNotFound:
+            return ProviderResult(Outcome.NOT_FOUND)
         return _result(reply, "")
 
     async def refund(

@@ -17,10 +17,10 @@ from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.card_payments import RawCard
 from orchestrator.domain import emi
 from orchestrator.domain.validation import validate_create_payment
-from orchestrator.idempotency import IdempotencyStore, idempotency_key
+from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
-from orchestrator.repository import PaymentFilter, Repository
+from orchestrator.repository import OPEN, PaymentFilter, Repository
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20
@@ -61,7 +61,13 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             return record.to_proto()
 
         return await self._once(
-            caller, context, "CreatePayment", request, payments_pb2.Payment, create
+            caller,
+            context,
+            "CreatePayment",
+            request,
+            payments_pb2.Payment,
+            create,
+            self._recover_created,
         )
 
     async def GetPayment(
@@ -128,7 +134,13 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             return record.to_proto()
 
         return await self._once(
-            caller, context, "CapturePayment", request, payments_pb2.Payment, capture
+            caller,
+            context,
+            "CapturePayment",
+            request,
+            payments_pb2.Payment,
+            capture,
+            self._recover_payment,
         )
 
     async def CancelPayment(
@@ -143,7 +155,13 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             return record.to_proto()
 
         return await self._once(
-            caller, context, "CancelPayment", request, payments_pb2.Payment, cancel
+            caller,
+            context,
+            "CancelPayment",
+            request,
+            payments_pb2.Payment,
+            cancel,
+            self._recover_payment,
         )
 
     async def RefundPayment(
@@ -166,7 +184,13 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             return record.to_proto()
 
         return await self._once(
-            caller, context, "RefundPayment", request, payments_pb2.Refund, refund
+            caller,
+            context,
+            "RefundPayment",
+            request,
+            payments_pb2.Refund,
+            refund,
+            self._recover_refund,
         )
 
     async def _once(
@@ -177,6 +201,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         request: Message,
         response_type: type[M],
         handler: Callable[[], Awaitable[M]],
+        recover: Recover[M],
     ) -> M:
         return await self._idempotency.run(
             merchant_id=caller.merchant_id,
@@ -185,7 +210,28 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             request=request,
             response_type=response_type,
             handler=handler,
+            recover=recover,
         )
+
+    # Recovery of a request whose first effect committed but whose answer was lost (its
+    # process died, or it failed after the effect): the resource's state now, never a rerun.
+
+    async def _recover_created(self, payment_id: str) -> payments_pb2.Payment | None:
+        record = await self._repo.find_payment(payment_id)
+        if record is None:
+            return None
+        if record.status in OPEN:
+            # Whatever the lost attempt got to, the provider knows: ask it now.
+            await self._repo.schedule_inquiry(payment_id, timedelta(0))
+        return record.to_proto()
+
+    async def _recover_payment(self, payment_id: str) -> payments_pb2.Payment | None:
+        record = await self._repo.find_payment(payment_id)
+        return record.to_proto() if record is not None else None
+
+    async def _recover_refund(self, refund_id: str) -> payments_pb2.Refund | None:
+        refund = await self._repo.find_refund(refund_id)
+        return refund.to_proto() if refund is not None else None
 
     async def _active_merchant(self, caller: Caller) -> MerchantRecord:
         merchant = await self._repo.get_merchant(caller.merchant_id)
