@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -135,6 +138,62 @@ async def merchant(api: httpx.AsyncClient, mint_token: TokenMinter) -> dict[str,
     return found
 
 
+class Payments:
+    """One merchant's view of the gateway, for tests: create, read, act, wait for a status."""
+
+    def __init__(self, api: httpx.AsyncClient, merchant: dict[str, Any]) -> None:
+        self.api = api
+        self.merchant = merchant
+
+    async def create(self, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+        reply = await self.api.post(
+            "/api/v1/payments", json=body, headers={**self.merchant["auth"], **headers}
+        )
+        assert reply.status_code == 200, reply.text
+        payment: dict[str, Any] = reply.json()
+        return payment
+
+    async def get(self, payment_id: str) -> dict[str, Any]:
+        reply = await self.api.get(f"/api/v1/payments/{payment_id}", headers=self.merchant["auth"])
+        assert reply.status_code == 200, reply.text
+        payment: dict[str, Any] = reply.json()
+        return payment
+
+    async def act(
+        self, payment_id: str, action: str, body: dict[str, Any] | None = None, **headers: str
+    ) -> httpx.Response:
+        """POST /api/v1/payments/{id}/{action} (capture, cancel, refund)."""
+        return await self.api.post(
+            f"/api/v1/payments/{payment_id}/{action}",
+            json=body or {},
+            headers={**self.merchant["auth"], **headers},
+        )
+
+    async def wait_for(self, payment_id: str, status: str, within: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        seen = ""
+        while time.monotonic() < deadline:
+            payment = await self.get(payment_id)
+            seen = payment["status"]
+            if seen == status:
+                return payment
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{payment_id} stayed {seen}, never {status}")
+
+    @staticmethod
+    def reason(reply: httpx.Response) -> str:
+        """The ErrorInfo reason of an error answer."""
+        for detail in reply.json().get("details", []):
+            if detail.get("@type", "").endswith("ErrorInfo"):
+                return str(detail["reason"])
+        return ""
+
+
+@pytest.fixture
+def payments(api: httpx.AsyncClient, merchant: dict[str, Any]) -> Payments:
+    return Payments(api, merchant)
+
+
 @pytest.fixture
 async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
     """After the test: the ledger's invariants hold (use with pytest.mark.usefixtures)."""
@@ -144,3 +203,124 @@ async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
         assert await ledger_store.check_invariants(conn) == []
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def books_agree_after_the_module(stack: Stack) -> AsyncIterator[None]:
+    """After every end-to-end module: the ledger's invariants hold, and the providers' own
+    books agree with the gateway's payments and refunds one for one."""
+    yield
+    await assert_books_agree(stack)
+
+
+# -- the gateway's books against the providers' own ------------------------------------
+#
+# The sandbox keeps what each simulated provider did (`GET /books`): what it charged each
+# customer, refunded and voided. For every payment the money the providers still hold must be
+# what the gateway's ledger says (captures less refunds), plus what a wallet holds for an
+# authorization not yet captured; and the refunds agree one for one.
+
+# A wallet debits at authorization: until capture or void, it holds money the ledger has not
+# booked yet (cards only hold an authorization, which charges nothing).
+_WALLET_HOLDS = """
+SELECT payment_id, amount_paisa FROM payments
+WHERE payment_method = 'WALLET'
+  AND (status IN ('AUTHORIZED', 'CAPTURING')
+       OR (status = 'CANCELLING' AND operation_from = 'AUTHORIZED'))
+"""
+
+# What the customer paid and was not given back, by the ledger. (A no-cost EMI discount is
+# between the acquirer and the merchant; the customer was charged the full amount.)
+_LEDGER_NET = """
+SELECT payment_id,
+       coalesce(sum(amount_paisa) FILTER (WHERE kind = 'capture'), 0)
+     - coalesce(sum(amount_paisa) FILTER (WHERE kind = 'refund'), 0) AS net
+FROM journal_totals
+GROUP BY payment_id
+"""
+
+
+async def provider_books(stack: Stack) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await client.get(f"{stack.env['SANDBOX_PUBLIC_URL']}/books")
+        reply.raise_for_status()
+        books: dict[str, Any] = reply.json()
+        return books
+
+
+async def disagreements(stack: Stack) -> list[str]:
+    """Every way the gateway and the providers disagree about money right now, in words."""
+    books = await provider_books(stack)
+    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
+    try:
+        known = {
+            r["payment_id"]: r
+            for r in await conn.fetch("SELECT payment_id, status, payment_method FROM payments")
+        }
+        expected: dict[str, int] = defaultdict(int)
+        for row in await conn.fetch(_LEDGER_NET):
+            expected[row["payment_id"]] += int(row["net"])
+        for row in await conn.fetch(_WALLET_HOLDS):
+            expected[row["payment_id"]] += int(row["amount_paisa"])
+        refunds = {
+            r["refund_id"]: r
+            for r in await conn.fetch(
+                "SELECT refund_id, payment_id, amount_paisa, status FROM refunds"
+            )
+        }
+    finally:
+        await conn.close()
+
+    problems: list[str] = []
+    held: dict[str, int] = defaultdict(int)
+    for entry in books["payments"]:
+        payment_id = entry["payment_id"]
+        if payment_id not in known and entry["charged_paisa"]:
+            problems.append(f"{entry['provider']} charged {payment_id}, which the gateway lacks")
+        held[payment_id] += int(entry["charged_paisa"]) - int(entry["refunded_paisa"])
+    for payment_id in sorted(set(held) | set(expected)):
+        if held[payment_id] != expected[payment_id]:
+            status = known[payment_id]["status"] if payment_id in known else "unknown"
+            problems.append(
+                f"payment {payment_id} ({status}): the providers hold {held[payment_id]} paisa,"
+                f" the gateway's books say {expected[payment_id]}"
+            )
+
+    at_providers = {r["refund_id"]: r for r in books["refunds"] if r["status"] == "PROCESSED"}
+    for refund_id, refund in refunds.items():
+        if refund["status"] != "PROCESSED":
+            continue
+        theirs = at_providers.get(refund_id)
+        if theirs is None or int(theirs["amount_paisa"]) != refund["amount_paisa"]:
+            problems.append(
+                f"refund {refund_id} is PROCESSED for {refund['amount_paisa']} paisa; the"
+                f" provider has {theirs['amount_paisa'] if theirs else 'nothing'}"
+            )
+    for refund_id, theirs in at_providers.items():
+        # A wallet void is a refund at the wallet; the gateway records it as the cancel.
+        if refund_id.startswith("VOID_"):
+            continue
+        ours = refunds.get(refund_id)
+        if ours is None or ours["status"] != "PROCESSED":
+            problems.append(
+                f"{theirs['provider']} refunded {refund_id} ({theirs['amount_paisa']} paisa);"
+                f" the gateway has it {ours['status'] if ours else 'not at all'}"
+            )
+    return problems
+
+
+async def assert_books_agree(stack: Stack, *, within: float = 60.0) -> None:
+    """The ledger's invariants hold, and the providers' books agree with the gateway's once
+    the payments in flight have settled (callbacks, inquiries and retries, polled)."""
+    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
+    try:
+        assert await ledger_store.check_invariants(conn) == []
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + within
+    while True:
+        problems = await disagreements(stack)
+        if not problems or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert problems == []

@@ -14,6 +14,7 @@ from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.ids import new_id
+from orchestrator.domain import emi
 from orchestrator.domain.fees import DEFAULT_PRICING, Fee, compute_fee
 from orchestrator.domain.ledger import JournalEntry, capture_entry, refund_entry
 from orchestrator.ledger_store import (
@@ -123,12 +124,32 @@ async def capture(
 
 async def refund(
     conn: asyncpg.Connection, payment_id: str, merchant_id: str, amount: int, status: str
-) -> None:
+) -> str:
+    """What the orchestrator does when a refund is processed: the row, the status, the journal."""
     async with conn.transaction():
+        entry = refund_of(payment_id, merchant_id, amount)
+        await insert_refund(conn, entry, "PROCESSED")
         await conn.execute(
             "UPDATE payments SET status = $2 WHERE payment_id = $1", payment_id, status
         )
-        assert await post_entry(conn, refund_of(payment_id, merchant_id, amount))
+        assert await post_entry(conn, entry)
+    assert entry.refund_id is not None
+    return entry.refund_id
+
+
+async def insert_refund(
+    conn: asyncpg.Connection, entry: JournalEntry, status: str, kind: str = "REFUND"
+) -> None:
+    await conn.execute(
+        "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
+        " status, kind) VALUES ($1, $2, $3, $4, 'INR', $5, $6)",
+        entry.refund_id,
+        entry.payment_id,
+        entry.merchant_id,
+        entry.amount_paisa,
+        status,
+        kind,
+    )
 
 
 async def postings_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: str) -> dict[str, int]:
@@ -394,11 +415,17 @@ async def test_invariants_report_refunds_beyond_the_amount(pool: asyncpg.Pool) -
         merchant_id = await new_merchant(conn)
         payment_id, _ = await capture(conn, merchant_id, 1_000, "UPI")
     async with rolled_back(pool) as conn:
-        await post_entry(conn, refund_of(payment_id, merchant_id, 600))
-        await post_entry(conn, refund_of(payment_id, merchant_id, 401))
+        for amount in (600, 401):
+            entry = refund_of(payment_id, merchant_id, amount)
+            await insert_refund(conn, entry, "PROCESSED")
+            await post_entry(conn, entry)
+        await conn.execute(
+            "UPDATE payments SET status = 'REFUNDED' WHERE payment_id = $1", payment_id
+        )
         problems = await check_invariants(conn)
     assert problems == [
-        f"payment {payment_id}: 2 refund journals total 1001 paisa, more than its 1000"
+        f"payment {payment_id} is REFUNDED, but its processed refunds total 1001 of 1000 paisa",
+        f"payment {payment_id}: 2 refund journals total 1001 paisa, more than its 1000",
     ]
 
 
@@ -413,4 +440,107 @@ async def test_invariants_report_payment_fees_the_ledger_did_not_charge(
         problems = await check_invariants(conn)
     assert problems == [
         f"payment {payment_id} shows fee 0 + tax 36; its capture journal charged 200 + 36"
+    ]
+
+
+async def test_invariants_report_a_processed_refund_without_its_journal(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 1_000, "UPI")
+    async with rolled_back(pool) as conn:
+        entry = refund_of(payment_id, merchant_id, 300)
+        await insert_refund(conn, entry, "PROCESSED")
+        await conn.execute(
+            "UPDATE payments SET status = 'PARTIALLY_REFUNDED' WHERE payment_id = $1", payment_id
+        )
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"refund {entry.refund_id} of payment {payment_id} is PROCESSED for 300 paisa;"
+        " its refund journals: none"
+    ]
+
+
+async def test_invariants_report_a_refund_journal_without_a_processed_refund(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 1_000, "UPI")
+    async with rolled_back(pool) as conn:
+        entry = refund_of(payment_id, merchant_id, 1_000)
+        await insert_refund(conn, entry, "FAILED")
+        await post_entry(conn, entry)
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"refund journal refund:{payment_id}:{entry.refund_id} has no PROCESSED refund (FAILED)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "refunded"),
+    [("SUCCESS", 400), ("PARTIALLY_REFUNDED", 1_000), ("REFUNDED", 999)],
+)
+async def test_invariants_report_a_refund_status_that_disagrees_with_the_refunds(
+    pool: asyncpg.Pool, status: str, refunded: int
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 1_000, "UPI")
+    async with rolled_back(pool) as conn:
+        entry = refund_of(payment_id, merchant_id, refunded)
+        await insert_refund(conn, entry, "PROCESSED")
+        await post_entry(conn, entry)
+        await conn.execute(
+            "UPDATE payments SET status = $2 WHERE payment_id = $1", payment_id, status
+        )
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"payment {payment_id} is {status}, but its processed refunds total {refunded} of"
+        " 1000 paisa"
+    ]
+
+
+async def test_a_reversed_late_success_keeps_the_ledger_consistent(pool: asyncpg.Pool) -> None:
+    """A payment closed before the money came: capture (no fee) and reversal both booked."""
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id = await new_payment(conn, merchant_id, 2_000, "UPI")
+        await conn.execute(
+            "UPDATE payments SET status = 'FAILED' WHERE payment_id = $1", payment_id
+        )
+        await post_entry(conn, capture_of(payment_id, merchant_id, 2_000, Fee(0, 0)))
+        reversal = refund_of(payment_id, merchant_id, 2_000)
+        await insert_refund(conn, reversal, "PENDING", kind="REVERSAL")
+        assert await check_invariants(conn) == []
+        await conn.execute(
+            "UPDATE refunds SET status = 'PROCESSED' WHERE refund_id = $1", reversal.refund_id
+        )
+        await post_entry(conn, reversal)
+        assert await check_invariants(conn) == []
+        await conn.execute(
+            "UPDATE refunds SET status = 'FAILED' WHERE refund_id = $1", reversal.refund_id
+        )
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"capture journal capture:{payment_id} belongs to payment {payment_id}, which is FAILED",
+        f"refund journal refund:{payment_id}:{reversal.refund_id} has no PROCESSED refund (FAILED)",
+    ]
+
+
+async def test_invariants_report_an_emi_payment_without_its_discount(pool: asyncpg.Pool) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 600_000, "CARD")
+        plan = next(p for p in emi.plans_for(600_000) if p.merchant_discount_paisa)
+        await conn.execute(
+            "UPDATE payments SET payment_details = $2 WHERE payment_id = $1",
+            payment_id,
+            {"emi_plan_id": plan.plan_id, "brand": "VISA"},
+        )
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"payment {payment_id} (SUCCESS, EMI plan {plan.plan_id}) has 0 EMI discount journals"
+        f" of 0 paisa; its plan gives {plan.merchant_discount_paisa}"
     ]

@@ -12,6 +12,8 @@ from typing import TypeAlias
 
 import asyncpg
 
+from gateway_core.errors import GatewayError
+from orchestrator.domain import emi
 from orchestrator.domain.fees import Pricing
 from orchestrator.domain.ledger import JournalEntry
 
@@ -119,7 +121,8 @@ async def merchant_balance(db: Queryable, merchant_id: str, currency: str) -> Me
 
 
 async def check_invariants(db: Queryable) -> list[str]:
-    """Every way the ledger disagrees with itself or with the payments, in words.
+    """Every way the ledger disagrees with itself, with the payments or with the refunds, in
+    words.
 
     An empty list means healthy. It reads the whole ledger: for a periodic job, an admin
     endpoint and tests, not for a request path.
@@ -128,6 +131,51 @@ async def check_invariants(db: Queryable) -> list[str]:
     for sql in _CHECKS:
         rows = await db.fetch(sql, MAX_PROBLEMS_PER_CHECK)
         problems.extend(row["problem"] for row in rows)
+    problems.extend(await _emi_discount_problems(db))
+    return problems
+
+
+async def _emi_discount_problems(db: Queryable) -> list[str]:
+    """Each captured no-cost EMI payment has exactly its plan's discount journal; nothing
+    else has one. The plan's discount comes from domain/emi.py, so this check is in Python."""
+    rows = await db.fetch(
+        """
+        SELECT pay.payment_id, pay.amount_paisa, pay.status,
+               pay.payment_details->>'emi_plan_id' AS plan_id,
+               coalesce(pay.payment_details->>'brand', '') AS brand,
+               count(t.journal_id) AS journals, coalesce(sum(t.amount_paisa), 0) AS discount
+        FROM payments pay
+        LEFT JOIN journal_totals t
+          ON t.payment_id = pay.payment_id AND t.kind = 'adjustment'
+             AND t.journal_id = 'adjustment:' || pay.payment_id || ':emi_discount'
+        WHERE coalesce(pay.payment_details->>'emi_plan_id', '') <> ''
+           OR t.journal_id IS NOT NULL
+        GROUP BY pay.payment_id
+        """
+    )
+    problems: list[str] = []
+    for row in rows:
+        expected = 0
+        if row["plan_id"] and row["status"] in ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED"):
+            try:
+                plan = emi.choose(
+                    row["plan_id"], row["amount_paisa"], row["brand"], "payment_details.emi_plan_id"
+                )
+            except GatewayError:
+                problems.append(
+                    f"payment {row['payment_id']} has unknown EMI plan {row['plan_id']}"
+                )
+                continue
+            expected = plan.merchant_discount_paisa
+        found = (int(row["journals"]), int(row["discount"]))
+        if found != ((1, expected) if expected else (0, 0)):
+            problems.append(
+                f"payment {row['payment_id']} ({row['status']}, EMI plan {row['plan_id']}) has"
+                f" {found[0]} EMI discount journals of {found[1]} paisa; its plan gives"
+                f" {expected}"
+            )
+        if len(problems) >= MAX_PROBLEMS_PER_CHECK:
+            break
     return problems
 
 
@@ -176,7 +224,66 @@ _CHECKS = [
     FROM journal_entries j
     JOIN payments pay ON pay.payment_id = j.payment_id
     WHERE j.kind = 'capture' AND pay.status NOT IN ('SUCCESS', 'PARTIALLY_REFUNDED', 'REFUNDED')
+      AND NOT EXISTS (
+          SELECT 1 FROM refunds r WHERE r.payment_id = pay.payment_id AND r.kind = 'REVERSAL'
+             AND r.status IN ('PENDING', 'PROCESSED'))
     ORDER BY j.journal_id
+    LIMIT $1""",
+    # A late success given back: its capture is booked (no fee), and so is the reversal.
+    """
+    SELECT format('payment %s is %s with a %s reversal but %s capture journals, not 1',
+                  pay.payment_id, pay.status, r.status, count(j.journal_id)) AS problem
+    FROM refunds r
+    JOIN payments pay ON pay.payment_id = r.payment_id
+    LEFT JOIN journal_entries j ON j.payment_id = pay.payment_id AND j.kind = 'capture'
+    WHERE r.kind = 'REVERSAL' AND r.status IN ('PENDING', 'PROCESSED')
+    GROUP BY pay.payment_id, r.refund_id
+    HAVING count(j.journal_id) <> 1
+    ORDER BY pay.payment_id
+    LIMIT $1""",
+    """
+    SELECT format('payment %s is %s but has a reversal (%s): only closed payments are reversed',
+                  pay.payment_id, pay.status, r.refund_id) AS problem
+    FROM refunds r
+    JOIN payments pay ON pay.payment_id = r.payment_id
+    WHERE r.kind = 'REVERSAL' AND pay.status NOT IN ('FAILED', 'EXPIRED', 'CANCELLED')
+    ORDER BY pay.payment_id
+    LIMIT $1""",
+    # Refund journals and PROCESSED refunds, one for one and amount for amount.
+    """
+    SELECT format('refund %s of payment %s is PROCESSED for %s paisa; its refund journals: %s',
+                  r.refund_id, r.payment_id, r.amount_paisa,
+                  coalesce(string_agg(t.amount_paisa::text, ', '), 'none')) AS problem
+    FROM refunds r
+    LEFT JOIN journal_totals t ON t.kind = 'refund' AND t.refund_id = r.refund_id
+    WHERE r.status = 'PROCESSED'
+    GROUP BY r.refund_id
+    HAVING count(t.journal_id) <> 1 OR min(t.amount_paisa) <> r.amount_paisa
+    ORDER BY r.refund_id
+    LIMIT $1""",
+    """
+    SELECT format('refund journal %s has no PROCESSED refund (%s)', t.journal_id,
+                  coalesce(r.status, 'no such refund')) AS problem
+    FROM journal_totals t
+    LEFT JOIN refunds r ON r.refund_id = t.refund_id AND r.payment_id = t.payment_id
+    WHERE t.kind = 'refund' AND (r.refund_id IS NULL OR r.status <> 'PROCESSED')
+    ORDER BY t.journal_id
+    LIMIT $1""",
+    # A payment's refund status agrees with what its merchant refunds add up to.
+    """
+    SELECT format('payment %s is %s, but its processed refunds total %s of %s paisa',
+                  pay.payment_id, pay.status, coalesce(sum(r.amount_paisa), 0),
+                  pay.amount_paisa) AS problem
+    FROM payments pay
+    LEFT JOIN refunds r ON r.payment_id = pay.payment_id AND r.status = 'PROCESSED'
+                       AND r.kind = 'REFUND'
+    WHERE pay.status IN ('SUCCESS', 'PARTIALLY_REFUNDED', 'REFUNDED')
+    GROUP BY pay.payment_id
+    HAVING (pay.status = 'SUCCESS' AND coalesce(sum(r.amount_paisa), 0) <> 0)
+        OR (pay.status = 'PARTIALLY_REFUNDED'
+            AND NOT coalesce(sum(r.amount_paisa), 0) BETWEEN 1 AND pay.amount_paisa - 1)
+        OR (pay.status = 'REFUNDED' AND coalesce(sum(r.amount_paisa), 0) <> pay.amount_paisa)
+    ORDER BY pay.payment_id
     LIMIT $1""",
     """
     SELECT format('capture journal %s moves %s %s for %s; payment %s is %s %s for %s',
