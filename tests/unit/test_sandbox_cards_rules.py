@@ -19,8 +19,8 @@ from sandbox.acquirers import (
     ThreeDsData,
     VoidStatus,
 )
-from sandbox.books import books_document
 from sandbox.acs import Acs, Authentication, AuthenticationStatus
+from sandbox.books import books_document
 from sandbox.callbacks import ProviderCallback
 from sandbox.cards import Card, brand_of, luhn_valid, mask, read_card
 from sandbox.magic import CardOutcome
@@ -252,7 +252,9 @@ def test_authenticating_a_payment_again_with_another_card_is_refused(acs: Acs) -
 def test_uncaptured_authorization_expires_after_the_hold(
     acquirers: Acquirers, clock: Clock
 ) -> None:
-    auth, _ = acquirers.authorize("payu", "PAY_1", "MER_1", a_card("4242424242424242"), 5_000, "INR")
+    auth, _ = acquirers.authorize(
+        "payu", "PAY_1", "MER_1", a_card("4242424242424242"), 5_000, "INR"
+    )
     clock.now += magic.CARD_AUTHORIZATION_HOLD_SECONDS + 1
 
     result = acquirers.capture("payu", auth.acquirer_txn_id, "PAY_1", 5_000)

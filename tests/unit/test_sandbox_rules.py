@@ -4,10 +4,12 @@ value, expiry, idempotency, refund limits, cashback arithmetic, cancels and the 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from gateway_core.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from orchestrator.providers import cards, netbanking, upi_core, wallets
 from sandbox import magic
 from sandbox.books import books_document
 from sandbox.magic import UPI_LATE_OUTCOME_SECONDS, WALLET_OFFERS, upi_outcome
@@ -242,6 +244,28 @@ def test_the_bank_page_outcome_is_final_and_reported_once() -> None:
         banks.get("ICICI", "PAY_1")
 
 
+# --- Provider faults ---------------------------------------------------------------------
+
+
+def test_hangs_outlast_the_orchestrators_deadlines_by_seconds() -> None:
+    # (the deadline the sandbox assumes, its hang, the orchestrator's deadline) per provider
+    providers = [
+        (magic.UPI_DEADLINE_SECONDS, magic.UPI_HANG_SECONDS, upi_core.INITIATE_TIMEOUT_SECONDS),
+        (magic.WALLET_DEADLINE_SECONDS, magic.WALLET_HANG_SECONDS, wallets.TIMEOUT_SECONDS),
+        (
+            magic.NETBANKING_DEADLINE_SECONDS,
+            magic.NETBANKING_HANG_SECONDS,
+            netbanking.TIMEOUT_SECONDS,
+        ),
+        (magic.CARD_DEADLINE_SECONDS, magic.CARD_HANG_SECONDS, cards.TIMEOUT_SECONDS),
+    ]
+
+    for assumed, hang, deadline in providers:
+        assert assumed == deadline
+        assert hang >= deadline + 3
+    assert 2 <= magic.CARD_SLOW_AUTHORIZATION_SECONDS <= cards.TIMEOUT_SECONDS - 1
+
+
 # --- Cancels ------------------------------------------------------------------------------
 
 
@@ -462,9 +486,7 @@ def test_books_show_what_each_provider_charged_and_refunded(
     ]
 
 
-def test_books_settle_what_fell_due_and_filter_by_payment(
-    switch: UpiSwitch, clock: Clock
-) -> None:
+def test_books_settle_what_fell_due_and_filter_by_payment(switch: UpiSwitch, clock: Clock) -> None:
     initiate(switch, "timeout@upi", ref="PAY_LATE")
     initiate(switch, "manual@upi", ref="PAY_OTHER")
     clock.now += UPI_LATE_OUTCOME_SECONDS
@@ -475,3 +497,12 @@ def test_books_settle_what_fell_due_and_filter_by_payment(
         ("PAY_LATE", "SUCCESS", 10_000)
     ]
     assert books["refunds"] == []
+
+
+def test_the_readme_documents_every_magic_value() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Sandbox test values", 1)[1].split("\n## ", 1)[0]
+    cards = [" ".join(number[i : i + 4] for i in range(0, 16, 4)) for number in magic.MAGIC_CARDS]
+    values = [*magic.MAGIC_VPAS, *magic.MAGIC_PHONES, *magic.BANKS, *cards]
+
+    assert [value for value in values if f"`{value}`" not in section] == []
