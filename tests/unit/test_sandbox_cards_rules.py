@@ -4,6 +4,7 @@ the magic table, challenge expiry, authorization holds and what 3-D Secure data 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -16,8 +17,10 @@ from sandbox.acquirers import (
     AuthorizationStatus,
     CaptureStatus,
     ThreeDsData,
+    VoidStatus,
 )
 from sandbox.acs import Acs, Authentication, AuthenticationStatus
+from sandbox.books import books_document
 from sandbox.callbacks import ProviderCallback
 from sandbox.cards import Card, brand_of, luhn_valid, mask, read_card
 from sandbox.magic import CardOutcome
@@ -89,6 +92,24 @@ def start(
 def test_every_magic_card_is_a_valid_card_number() -> None:
     assert all(luhn_valid(number) for number in magic.MAGIC_CARDS)
     assert set(magic.MAGIC_CARDS.values()) == set(CardOutcome)
+
+
+def test_fault_cards_are_4000_0000_0000_5xxx_clear_of_the_reserved_dispute_card() -> None:
+    fault_outcomes = {
+        CardOutcome.SLOW_AUTHORIZATION,
+        CardOutcome.AUTHORIZATION_TIMEOUT,
+        CardOutcome.ALL_ACQUIRERS_DOWN,
+        CardOutcome.THREE_DS_TIMEOUT,
+        CardOutcome.THREE_DS_DOWN,
+        CardOutcome.CAPTURE_TIMEOUT,
+        CardOutcome.VOID_TIMEOUT,
+        CardOutcome.VOID_REFUSED,
+    }
+    faults = {n: outcome for n, outcome in magic.MAGIC_CARDS.items() if outcome in fault_outcomes}
+
+    assert set(faults.values()) == fault_outcomes
+    assert all(re.fullmatch(r"4000000000005\d{3}", number) for number in faults)
+    assert "4000000000000259" not in magic.MAGIC_CARDS  # a later issue's dispute card
 
 
 def test_cards_outside_the_table_approve() -> None:
@@ -231,7 +252,9 @@ def test_authenticating_a_payment_again_with_another_card_is_refused(acs: Acs) -
 def test_uncaptured_authorization_expires_after_the_hold(
     acquirers: Acquirers, clock: Clock
 ) -> None:
-    auth = acquirers.authorize("payu", "PAY_1", "MER_1", a_card("4242424242424242"), 5_000, "INR")
+    auth, _ = acquirers.authorize(
+        "payu", "PAY_1", "MER_1", a_card("4242424242424242"), 5_000, "INR"
+    )
     clock.now += magic.CARD_AUTHORIZATION_HOLD_SECONDS + 1
 
     result = acquirers.capture("payu", auth.acquirer_txn_id, "PAY_1", 5_000)
@@ -244,7 +267,7 @@ def test_failover_card_is_down_only_on_the_first_gateway(acquirers: Acquirers) -
 
     with pytest.raises(Unavailable):
         acquirers.authorize("razorpay", "PAY_1", "MER_1", card, 5_000, "INR")
-    approved = acquirers.authorize("ccavenue", "PAY_1", "MER_1", card, 5_000, "INR")
+    approved, _ = acquirers.authorize("ccavenue", "PAY_1", "MER_1", card, 5_000, "INR")
 
     assert approved.status is AuthorizationStatus.APPROVED
     assert approved.acquirer_txn_id.startswith("CCAV_")
@@ -262,13 +285,13 @@ def test_3ds_data_is_honoured_only_for_its_payment_card_and_amount(
     )
     card = a_card("4000000000003220")
 
-    other_amount = acquirers.authorize(
+    other_amount, _ = acquirers.authorize(
         "razorpay", "PAY_1", "MER_1", card, 9_999, "INR", three_ds=data
     )
-    other_card = acquirers.authorize(
+    other_card, _ = acquirers.authorize(
         "payu", "PAY_1", "MER_1", a_card("4242424242424242"), 10_000, "INR", three_ds=data
     )
-    wrong_eci = acquirers.authorize(
+    wrong_eci, _ = acquirers.authorize(
         "ccavenue",
         "PAY_1",
         "MER_1",
@@ -290,7 +313,7 @@ def test_3ds_value_from_one_gateway_is_honoured_by_another_after_failover(
     acs.submit_otp(authentication.authentication_id, magic.ACS_OTP)
     data = ThreeDsData(authentication.eci, authentication.authentication_value)
 
-    auth = acquirers.authorize(
+    auth, _ = acquirers.authorize(
         "payu", "PAY_1", "MER_1", a_card("4000000000003220"), 10_000, "INR", three_ds=data
     )
 
@@ -301,12 +324,12 @@ def test_an_authorization_needing_a_challenge_can_be_authorized_again(
     acs: Acs, acquirers: Acquirers
 ) -> None:
     card = a_card("4000000000003220")
-    first = acquirers.authorize("razorpay", "PAY_1", "MER_1", card, 10_000, "INR")
+    first, _ = acquirers.authorize("razorpay", "PAY_1", "MER_1", card, 10_000, "INR")
     txn_id = first.acquirer_txn_id
     authentication = start(acs, "4000000000003220")
     acs.submit_otp(authentication.authentication_id, magic.ACS_OTP)
 
-    second = acquirers.authorize(
+    second, _ = acquirers.authorize(
         "razorpay",
         "PAY_1",
         "MER_1",
@@ -319,3 +342,101 @@ def test_an_authorization_needing_a_challenge_can_be_authorized_again(
     assert first.status is AuthorizationStatus.REQUIRES_CHALLENGE
     assert second.status is AuthorizationStatus.APPROVED
     assert second.acquirer_txn_id == txn_id
+
+
+def test_every_acquirer_is_down_for_the_all_acquirers_down_card(acquirers: Acquirers) -> None:
+    card = a_card("4000000000005035")
+
+    for gateway in magic.CARD_GATEWAYS:
+        with pytest.raises(Unavailable) as raised:
+            acquirers.authorize(gateway, "PAY_1", "MER_1", card, 5_000, "INR")
+        assert raised.value.reason == "ACQUIRER_UNAVAILABLE"
+    assert books_document([acquirers])["payments"] == []
+
+
+def test_a_refused_void_leaves_the_authorization_capturable(acquirers: Acquirers) -> None:
+    auth, _ = acquirers.authorize(
+        "razorpay", "PAY_1", "MER_1", a_card("4000000000005399"), 5_000, "INR"
+    )
+
+    refused = acquirers.void("razorpay", auth.acquirer_txn_id, "PAY_1")
+    again = acquirers.void("razorpay", auth.acquirer_txn_id, "PAY_1")
+    captured = acquirers.capture("razorpay", auth.acquirer_txn_id, "PAY_1", 5_000)
+
+    assert (refused.status, refused.failure_code, refused.applied) == (
+        VoidStatus.FAILED,
+        "VOID_NOT_ALLOWED",
+        False,
+    )
+    assert again == refused
+    assert (captured.status, captured.captured_paisa) == (CaptureStatus.CAPTURED, 5_000)
+    assert not auth.voided
+
+
+def test_capture_and_void_say_whether_this_call_applied_them(acquirers: Acquirers) -> None:
+    card = a_card("4242424242424242")
+    to_capture, _ = acquirers.authorize("payu", "PAY_C", "MER_1", card, 5_000, "INR")
+    to_void, _ = acquirers.authorize("payu", "PAY_V", "MER_1", card, 5_000, "INR")
+
+    first_capture = acquirers.capture("payu", to_capture.acquirer_txn_id, "PAY_C", 4_000)
+    repeat_capture = acquirers.capture("payu", to_capture.acquirer_txn_id, "PAY_C", 4_000)
+    first_void = acquirers.void("payu", to_void.acquirer_txn_id, "PAY_V")
+    repeat_void = acquirers.void("payu", to_void.acquirer_txn_id, "PAY_V")
+
+    assert (first_capture.applied, repeat_capture.applied) == (True, False)
+    assert repeat_capture.status is CaptureStatus.CAPTURED
+    assert (first_void.applied, repeat_void.applied) == (True, False)
+    assert repeat_void.status is VoidStatus.VOIDED
+
+
+def test_card_books_charge_only_what_was_captured(acquirers: Acquirers) -> None:
+    card = a_card("4242424242424242")
+    captured, _ = acquirers.authorize("razorpay", "PAY_CAP", "MER_1", card, 9_000, "INR")
+    acquirers.capture("razorpay", captured.acquirer_txn_id, "PAY_CAP", 6_000)
+    acquirers.refund("razorpay", captured.acquirer_txn_id, "PAY_CAP", "RF_1", 1_000)
+    acquirers.refund("razorpay", captured.acquirer_txn_id, "PAY_CAP", "RF_2", 9_000)
+    voided, _ = acquirers.authorize("payu", "PAY_VOID", "MER_1", card, 4_000, "INR")
+    acquirers.void("payu", voided.acquirer_txn_id, "PAY_VOID")
+    acquirers.authorize("ccavenue", "PAY_HELD", "MER_1", card, 3_000, "INR")
+    acquirers.authorize(
+        "razorpay", "PAY_DECLINED", "MER_1", a_card("4000000000000002"), 2_000, "INR"
+    )
+
+    books = books_document([acquirers])
+
+    columns = [
+        (
+            p["provider"],
+            p["payment_id"],
+            p["status"],
+            p["amount_paisa"],
+            p["authorized_paisa"],
+            p["captured_paisa"],
+            p["voided"],
+            p["charged_paisa"],
+            p["refunded_paisa"],
+        )
+        for p in books["payments"]
+    ]
+    assert columns == [
+        ("razorpay", "PAY_CAP", "APPROVED", 9_000, 9_000, 6_000, False, 6_000, 1_000),
+        ("payu", "PAY_VOID", "APPROVED", 4_000, 4_000, 0, True, 0, 0),
+        ("ccavenue", "PAY_HELD", "APPROVED", 3_000, 3_000, 0, False, 0, 0),
+        ("razorpay", "PAY_DECLINED", "DECLINED", 2_000, 0, 0, False, 0, 0),
+    ]
+    assert books["refunds"] == [
+        {
+            "provider": "razorpay",
+            "payment_id": "PAY_CAP",
+            "refund_id": "RF_1",
+            "amount_paisa": 1_000,
+            "status": "PROCESSED",
+        },
+        {
+            "provider": "razorpay",
+            "payment_id": "PAY_CAP",
+            "refund_id": "RF_2",
+            "amount_paisa": 9_000,
+            "status": "FAILED",
+        },
+    ]

@@ -6,8 +6,9 @@ orchestrator calls; it adds the timers that expire abandoned 3DS challenges.
 
 Outcomes are decided by the card number (sandbox.magic): the issuer approves, declines, or
 wants a challenge first; FIRST_GATEWAY_DOWN cards find "razorpay" unreachable (UNAVAILABLE)
-and the other two approving, so routing and failover can be seen. State lives in memory,
-keyed by (gateway, payment id): this is a simulator.
+and the other two approving, so routing and failover can be seen. Fault cards make an
+acquirer or the ACS slow, unreachable, or answer too late after doing the work (sandbox.faults),
+or refuse a void. State lives in memory, keyed by (gateway, payment id): this is a simulator.
 
 Every method of `Acquirers` runs without awaiting, so concurrent calls on the event loop cannot
 interleave inside one: a refund cannot race another past the captured amount.
@@ -29,7 +30,9 @@ from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
 from sandbox import magic
 from sandbox.acs import Acs, Authentication, AuthenticationStatus, page_path
+from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card, card_number_problem, read_card
+from sandbox.faults import answer_late
 from sandbox.magic import CardDecline, CardOutcome
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
@@ -85,12 +88,16 @@ class CaptureResult:
     status: CaptureStatus
     captured_paisa: int = 0
     failure_code: str = ""
+    # This call captured (rather than replayed an earlier capture or failed).
+    applied: bool = False
 
 
 @dataclass(frozen=True)
 class VoidResult:
     status: VoidStatus
     failure_code: str = ""
+    # This call voided (rather than replayed an earlier void or failed).
+    applied: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,21 @@ class Authorization:
     def refunded_paisa(self) -> int:
         return sum(
             r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
+        )
+
+    def to_book(self) -> BookPayment:
+        approved = self.status is AuthorizationStatus.APPROVED
+        return BookPayment(
+            provider=self.gateway,
+            payment_id=self.payment_id,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            # A voided authorization was never captured: it charges nothing.
+            charged_paisa=self.captured_paisa,
+            authorized_paisa=self.amount_paisa if approved else 0,
+            captured_paisa=self.captured_paisa,
+            voided=self.voided,
+            refunded_paisa=self.refunded_paisa,
         )
 
     def same_request(
@@ -170,15 +192,13 @@ class Acquirers:
         capture: bool = False,
         three_ds: ThreeDsData = ThreeDsData(),
         emi_tenure_months: int = 0,
-    ) -> Authorization:
+    ) -> tuple[Authorization, bool]:
         """Authorize once per payment at a gateway: a repeated call answers the first outcome,
-        except after REQUIRES_CHALLENGE, which asks for another call with 3-D Secure data."""
-        if (
-            card.outcome is CardOutcome.FIRST_GATEWAY_DOWN
-            and gateway in magic.DOWN_GATEWAYS_FOR_FAILOVER_CARD
-        ):
+        except after REQUIRES_CHALLENGE, which asks for another call with 3-D Secure data.
+        Returns the authorization and whether this call made it."""
+        if gateway in magic.DOWN_ACQUIRERS.get(card.outcome, frozenset()):
             log.warning(
-                "acquirer unreachable (sandbox failover card)",
+                "acquirer unreachable (sandbox fault card)",
                 gateway=gateway,
                 payment_id=payment_id,
                 card=card.masked,
@@ -195,7 +215,7 @@ class Acquirers:
                     f"payment {payment_id} was authorized at {gateway} with other details",
                     reason="DUPLICATE_PAYMENT_ID",
                 )
-            return known
+            return known, False
         now = self._clock()
         authorization = Authorization(
             gateway=gateway,
@@ -235,7 +255,7 @@ class Acquirers:
             decline_code=authorization.decline.code if authorization.decline else "",
             captured=authorization.captured_paisa > 0,
         )
-        return authorization
+        return authorization, True
 
     def get(self, gateway: str, payment_id: str) -> Authorization:
         authorization = self._authorizations.get((gateway, payment_id))
@@ -273,7 +293,7 @@ class Acquirers:
             acquirer_txn_id=acquirer_txn_id,
             amount_paisa=amount_paisa,
         )
-        return CaptureResult(CaptureStatus.CAPTURED, amount_paisa)
+        return CaptureResult(CaptureStatus.CAPTURED, amount_paisa, applied=True)
 
     def void(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> VoidResult:
         """Release an uncaptured authorization; voiding it again answers VOIDED again."""
@@ -282,15 +302,18 @@ class Acquirers:
             return VoidResult(VoidStatus.FAILED, "NOT_AUTHORIZED")
         if authorization.captured_paisa:
             return VoidResult(VoidStatus.FAILED, "ALREADY_CAPTURED")
-        if not authorization.voided:
-            authorization.voided = True
-            log.info(
-                "card authorization voided",
-                gateway=gateway,
-                payment_id=payment_id,
-                acquirer_txn_id=acquirer_txn_id,
-            )
-        return VoidResult(VoidStatus.VOIDED)
+        if authorization.voided:
+            return VoidResult(VoidStatus.VOIDED)
+        if authorization.card.outcome is CardOutcome.VOID_REFUSED:
+            return VoidResult(VoidStatus.FAILED, magic.VOID_NOT_ALLOWED)
+        authorization.voided = True
+        log.info(
+            "card authorization voided",
+            gateway=gateway,
+            payment_id=payment_id,
+            acquirer_txn_id=acquirer_txn_id,
+        )
+        return VoidResult(VoidStatus.VOIDED, applied=True)
 
     def refund(
         self,
@@ -338,6 +361,17 @@ class Acquirers:
             failure_code=refund.failure_code,
         )
         return refund
+
+    def booked_payments(self) -> list[BookPayment]:
+        return [authorization.to_book() for authorization in self._authorizations.values()]
+
+    def booked_refunds(self) -> list[BookRefund]:
+        return [
+            BookRefund(
+                gateway, refund.payment_id, refund_id, refund.amount_paisa, refund.status.value
+            )
+            for (gateway, refund_id), refund in self._refunds.items()
+        ]
 
     def _find(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> Authorization:
         authorization = self._authorizations.get((gateway, payment_id))
@@ -400,7 +434,7 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
             )
         problems.raise_if_any()
         assert card is not None
-        authorization = self._acquirers.authorize(
+        authorization, created = self._acquirers.authorize(
             gateway,
             request.payment_id,
             request.merchant_id,
@@ -413,6 +447,13 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
             ),
             emi_tenure_months=request.emi_tenure_months,
         )
+        late = 0.0
+        if card.outcome is CardOutcome.SLOW_AUTHORIZATION:
+            late = magic.CARD_SLOW_AUTHORIZATION_SECONDS
+        elif created and card.outcome is CardOutcome.AUTHORIZATION_TIMEOUT:
+            late = magic.CARD_HANG_SECONDS
+        if late:
+            await answer_late(late, "Authorize", gateway=gateway, payment_id=request.payment_id)
         return _authorization_proto(authorization)
 
     async def GetAuthorization(
@@ -437,6 +478,10 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
         result = self._acquirers.capture(
             gateway, request.acquirer_txn_id, request.payment_id, request.amount_paisa
         )
+        if result.applied and self._outcome(gateway, request) is CardOutcome.CAPTURE_TIMEOUT:
+            await answer_late(
+                magic.CARD_HANG_SECONDS, "Capture", gateway=gateway, payment_id=request.payment_id
+            )
         return cards_pb2.CaptureResponse(
             status=result.status.value,
             captured_amount_paisa=result.captured_paisa,
@@ -452,6 +497,10 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
         problems.required("payment_id", request.payment_id)
         problems.raise_if_any()
         result = self._acquirers.void(gateway, request.acquirer_txn_id, request.payment_id)
+        if result.applied and self._outcome(gateway, request) is CardOutcome.VOID_TIMEOUT:
+            await answer_late(
+                magic.CARD_HANG_SECONDS, "Void", gateway=gateway, payment_id=request.payment_id
+            )
         return cards_pb2.VoidResponse(status=result.status.value, failure_code=result.failure_code)
 
     async def RefundCardPayment(
@@ -503,6 +552,15 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
         problems.http_url("callback_url", request.callback_url)
         problems.raise_if_any()
         assert card is not None
+        if card.outcome is CardOutcome.THREE_DS_DOWN:
+            log.warning(
+                "acs unreachable (sandbox fault card)",
+                payment_id=request.payment_id,
+                card=card.masked,
+            )
+            raise Unavailable(
+                "the 3-D Secure server is unavailable; retry shortly", reason="ACS_UNAVAILABLE"
+            )
         authentication, created = self._acs.authenticate(
             gateway,
             request.payment_id,
@@ -519,6 +577,10 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
                 self._expire_when_due(authentication),
                 name=f"acs {authentication.authentication_id}",
             )
+        if created and card.outcome is CardOutcome.THREE_DS_TIMEOUT:
+            await answer_late(
+                magic.CARD_HANG_SECONDS, "Authenticate3ds", payment_id=request.payment_id
+            )
         return self._authentication_proto(authentication)
 
     async def Get3dsAuthentication(
@@ -533,6 +595,12 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
 
     async def aclose(self) -> None:
         await self._timers.aclose()
+
+    def _outcome(
+        self, gateway: str, request: cards_pb2.CaptureRequest | cards_pb2.VoidRequest
+    ) -> CardOutcome:
+        """The card outcome of the authorization a Capture or Void acted on."""
+        return self._acquirers.get(gateway, request.payment_id).card.outcome
 
     def challenge_url(self, authentication: Authentication) -> str:
         return f"{self._public_url}{page_path(authentication.authentication_id)}"

@@ -42,7 +42,12 @@ class Sandbox:
         self.acs = Acs(on_final=self._acs_final, challenge_ttl_seconds=acs_challenge_ttl_seconds)
         self.acquirers = Acquirers(self.acs)
         self.web = SandboxWeb(
-            settings.server_host, settings.sandbox_http_port, self.upi, self.banks, self.acs
+            settings.server_host,
+            settings.sandbox_http_port,
+            self.upi,
+            self.banks,
+            self.acs,
+            books=(self.upi, self.wallets, self.banks, self.acquirers),
         )
         self._upi_servicer = UpiCoreServicer(self.upi)
         self._card_servicer = CardAcquirerServicer(

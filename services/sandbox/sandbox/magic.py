@@ -8,6 +8,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# --- Provider faults: hangs ----------------------------------------------------------------
+#
+# A hang is a lost response: the provider does the work, then answers only after the caller's
+# deadline has passed by HANG_MARGIN_SECONDS. The caller sees DEADLINE_EXCEEDED; a status
+# inquiry, or a repeat of the same call, finds the outcome at once. The caller's deadline (or
+# the sandbox's shutdown) ends the waiting, never the work already done. The deadlines are the
+# orchestrator's per provider (a test keeps them in step). Read at call time as `magic.X`, so a
+# test may shorten them.
+HANG_MARGIN_SECONDS = 3.0
+UPI_DEADLINE_SECONDS = 2.0
+WALLET_DEADLINE_SECONDS = 3.0
+NETBANKING_DEADLINE_SECONDS = 3.0
+CARD_DEADLINE_SECONDS = 5.0  # acquirer and 3-D Secure calls alike
+
+UPI_HANG_SECONDS = UPI_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
+WALLET_HANG_SECONDS = WALLET_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
+NETBANKING_HANG_SECONDS = NETBANKING_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
+CARD_HANG_SECONDS = CARD_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
+# A slow acquirer answers inside its deadline, late enough for an impatient client to give up.
+CARD_SLOW_AUTHORIZATION_SECONDS = 3.0
+
 # --- UPI -----------------------------------------------------------------------------------
 
 
@@ -29,9 +50,6 @@ MAGIC_VPAS: dict[str, UpiOutcome] = {
     "nouser@upi": UpiOutcome.NO_SUCH_VPA,
 }
 
-# A hanging InitiateTransaction answers after this long: well past the orchestrator's ~2 s
-# deadline, so the caller sees DEADLINE_EXCEEDED and must resolve by status inquiry.
-UPI_HANG_SECONDS = 5.0
 # A hung transaction turns final this long after initiation, without any callback.
 UPI_LATE_OUTCOME_SECONDS = 2.5
 
@@ -40,6 +58,9 @@ UPI_DEBIT_FAILED = "U30"  # failure@upi, latefail@upi
 UPI_DECLINED_BY_CUSTOMER = "ZA"  # manual@upi declined through the sandbox control
 UPI_INVALID_VPA = "ZH"  # a request naming nouser@upi as the payer
 UPI_EXPIRED = "U69"  # nobody approved before expires_at
+# The payee (the gateway) withdrew a pending request with CancelTransaction. NPCI publishes no
+# code for this; "PC" (payee cancelled) is the sandbox's own, in NPCI's two-character shape.
+UPI_CANCELLED_BY_PAYEE = "PC"
 
 
 def upi_outcome(vpa: str) -> UpiOutcome:
@@ -57,18 +78,41 @@ def holder_name(vpa: str) -> str:
 
 WALLETS: tuple[str, ...] = ("PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY")
 
+
+class WalletOutcome(StrEnum):
+    NORMAL = "normal"  # the wallet answers every call at once
+    DEBIT_TIMEOUT = "debit_timeout"  # the first debit of a payment happens, its answer hangs
+    DOWN = "down"  # every call about this phone answers UNAVAILABLE
+    REFUND_TIMEOUT = "refund_timeout"  # the first call of each refund is processed, then hangs
+    REFUND_FAILS = "refund_fails"  # every refund answers FAILED, nothing is credited back
+
+
 AMPLE_BALANCE_PHONE = "9999999999"
 EMPTY_WALLET_PHONE = "9000000000"
+MAGIC_PHONES: dict[str, WalletOutcome] = {
+    "9000000001": WalletOutcome.DEBIT_TIMEOUT,
+    "9000000002": WalletOutcome.DOWN,
+    "9000000003": WalletOutcome.REFUND_TIMEOUT,
+    "9000000004": WalletOutcome.REFUND_FAILS,
+}
+AMPLE_BALANCE_PAISA = 100_000_000  # ₹10,00,000
 # Opening balance of a wallet the first time the sandbox sees its (wallet, phone).
 OPENING_BALANCES_PAISA: dict[str, int] = {
-    AMPLE_BALANCE_PHONE: 100_000_000,  # ₹10,00,000
+    AMPLE_BALANCE_PHONE: AMPLE_BALANCE_PAISA,
     EMPTY_WALLET_PHONE: 0,
+    **{phone: AMPLE_BALANCE_PAISA for phone in MAGIC_PHONES},
 }
 DEFAULT_OPENING_BALANCE_PAISA = 5_000_000  # ₹50,000, any other 10-digit phone
+# failure_code of every refund to a REFUND_FAILS wallet.
+WALLET_REFUND_NOT_ALLOWED = "REFUND_NOT_ALLOWED"
 
 
 def opening_balance_paisa(phone: str) -> int:
     return OPENING_BALANCES_PAISA.get(phone, DEFAULT_OPENING_BALANCE_PAISA)
+
+
+def wallet_outcome(phone: str) -> WalletOutcome:
+    return MAGIC_PHONES.get(phone, WalletOutcome.NORMAL)
 
 
 @dataclass(frozen=True)
@@ -127,8 +171,12 @@ BANKS: dict[str, str] = {
     "AXIS": "Axis Bank",
     "KKBK": "Kotak Mahindra Bank",
     "FAIL": "Sandbox Failing Bank",  # declines every payment the customer approves
+    "DOWN": "Sandbox Unreachable Bank",  # InitiateNetBankingPayment answers UNAVAILABLE
+    "HANG": "Sandbox Hanging Bank",  # the first initiation registers the payment, then hangs
 }
 FAILING_BANK = "FAIL"
+DOWN_BANK = "DOWN"
+HANGING_BANK = "HANG"
 
 # --- Cards ---------------------------------------------------------------------------------
 
@@ -142,6 +190,15 @@ class CardOutcome(StrEnum):
     CHALLENGE = "challenge"  # 3-D Secure challenge (OTP), then approved
     CHALLENGE_THEN_DECLINE = "challenge_then_decline"  # challenge passed, then declined
     FIRST_GATEWAY_DOWN = "first_gateway_down"  # "razorpay" is unreachable; the others approve
+    # Provider faults; the issuer approves frictionless otherwise.
+    SLOW_AUTHORIZATION = "slow_authorization"  # Authorize answers after a few seconds
+    AUTHORIZATION_TIMEOUT = "authorization_timeout"  # approved and recorded; the answer hangs
+    ALL_ACQUIRERS_DOWN = "all_acquirers_down"  # every acquirer answers UNAVAILABLE
+    THREE_DS_TIMEOUT = "three_ds_timeout"  # authenticated; Authenticate3ds's answer hangs
+    THREE_DS_DOWN = "three_ds_down"  # Authenticate3ds answers UNAVAILABLE
+    CAPTURE_TIMEOUT = "capture_timeout"  # the capture is applied; its answer hangs
+    VOID_TIMEOUT = "void_timeout"  # the void is applied; its answer hangs
+    VOID_REFUSED = "void_refused"  # Void answers FAILED; the authorization stays capturable
 
 
 MAGIC_CARDS: dict[str, CardOutcome] = {
@@ -152,10 +209,25 @@ MAGIC_CARDS: dict[str, CardOutcome] = {
     "4000000000003220": CardOutcome.CHALLENGE,
     "4000008400001629": CardOutcome.CHALLENGE_THEN_DECLINE,
     "4000000000000119": CardOutcome.FIRST_GATEWAY_DOWN,
+    # 4000 0000 0000 5<call><fault><check>: call 0 Authorize, 1 Authenticate3ds, 2 Capture,
+    # 3 Void; fault 0 slow, 3 down, 4 timeout, 9 refused.
+    "4000000000005001": CardOutcome.SLOW_AUTHORIZATION,
+    "4000000000005035": CardOutcome.ALL_ACQUIRERS_DOWN,
+    "4000000000005043": CardOutcome.AUTHORIZATION_TIMEOUT,
+    "4000000000005134": CardOutcome.THREE_DS_DOWN,
+    "4000000000005142": CardOutcome.THREE_DS_TIMEOUT,
+    "4000000000005241": CardOutcome.CAPTURE_TIMEOUT,
+    "4000000000005340": CardOutcome.VOID_TIMEOUT,
+    "4000000000005399": CardOutcome.VOID_REFUSED,
 }
 
-# The acquirers that answer UNAVAILABLE (as if down) for FIRST_GATEWAY_DOWN cards.
-DOWN_GATEWAYS_FOR_FAILOVER_CARD: frozenset[str] = frozenset({"razorpay"})
+# The acquirers that answer UNAVAILABLE to Authorize (as if down), per card outcome.
+DOWN_ACQUIRERS: dict[CardOutcome, frozenset[str]] = {
+    CardOutcome.FIRST_GATEWAY_DOWN: frozenset({"razorpay"}),
+    CardOutcome.ALL_ACQUIRERS_DOWN: frozenset(CARD_GATEWAYS),
+}
+# failure_code of a Void the acquirer refuses (VOID_REFUSED cards).
+VOID_NOT_ALLOWED = "VOID_NOT_ALLOWED"
 
 # The one OTP the ACS challenge page accepts; any other fails the authentication.
 ACS_OTP = "123456"

@@ -2,8 +2,10 @@
 sends the browser back to the merchant's return URL and calls the gateway back, signed.
 
 `NetBanks` holds the payments and their rules (plain, synchronous); `NetBankingServicer` is
-the gRPC face the orchestrator calls, and sandbox.web serves the bank page. State lives in
-memory: this is a simulator.
+the gRPC face the orchestrator calls, and sandbox.web serves the bank page. The merchant may
+cancel a payment the customer has not finished (no callback follows: the merchant asked). Magic
+bank codes make a bank unreachable, or answer the initiation too late after registering the
+payment (sandbox.faults). State lives in memory: this is a simulator.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from enum import StrEnum
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import AlreadyExists, NotFound, invalid_field
+from gateway_core.errors import AlreadyExists, NotFound, Unavailable, invalid_field
 from gateway_core.ids import new_id
+from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
+from sandbox import magic
+from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
-from sandbox.magic import BANKS, FAILING_BANK
+from sandbox.faults import answer_late
+from sandbox.magic import BANKS, DOWN_BANK, FAILING_BANK, HANGING_BANK
 from sandbox.validation import CURRENCY, Violations
+
+log = get_logger(__name__)
 
 PROVIDER = "netbanking"
 BANK_DECLINED = "BANK_DECLINED"
 CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
+MERCHANT_CANCELLED = "MERCHANT_CANCELLED"
 
 Clock = Callable[[], float]
 
@@ -74,6 +83,16 @@ class BankPayment:
             r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
         )
 
+    def to_book(self) -> BookPayment:
+        return BookPayment(
+            provider=PROVIDER,
+            payment_id=self.payment_id,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            charged_paisa=self.amount_paisa if self.status is BankPaymentStatus.SUCCESS else 0,
+            refunded_paisa=self.refunded_paisa,
+        )
+
     def return_to(self) -> str:
         """The merchant's return URL with the outcome added to its query."""
         parts = urlsplit(self.return_url)
@@ -109,8 +128,9 @@ class NetBanks:
         amount_paisa: int,
         return_url: str,
         callback_url: str,
-    ) -> BankPayment:
-        """Start a payment once: a repeated call answers the payment as it stands."""
+    ) -> tuple[BankPayment, bool]:
+        """Start a payment once: a repeated call answers the payment as it stands. Returns the
+        payment and whether this call started it."""
         known = self._payments.get(payment_id)
         if known is not None:
             if (known.bank_code, known.amount_paisa, known.return_url) != (
@@ -122,10 +142,10 @@ class NetBanks:
                     f"payment {payment_id} was started with other details",
                     reason="DUPLICATE_PAYMENT_ID",
                 )
-            return known
+            return known, False
         payment = BankPayment(bank_code, payment_id, amount_paisa, return_url, callback_url)
         self._payments[payment_id] = payment
-        return payment
+        return payment, True
 
     def get(self, bank_code: str, payment_id: str) -> BankPayment:
         payment = self._payments.get(payment_id)
@@ -149,6 +169,16 @@ class NetBanks:
             payment.status = BankPaymentStatus.SUCCESS
             payment.bank_reference = f"{bank_code}{secrets.randbelow(10**10):010d}"
         self._on_final(payment)
+        return payment
+
+    def cancel(self, bank_code: str, payment_id: str) -> BankPayment:
+        """The merchant withdraws a payment the customer has not finished: it fails, and the
+        bank page no longer takes it. A final payment stays as it is. The merchant asked, so
+        nobody is called back."""
+        payment = self.get(bank_code, payment_id)
+        if payment.status is BankPaymentStatus.PENDING:
+            payment.status, payment.failure_code = BankPaymentStatus.FAILED, MERCHANT_CANCELLED
+            payment.finished_at = self._clock()
         return payment
 
     def refund(
@@ -182,6 +212,18 @@ class NetBanks:
         payment.refunds[refund_id] = refund
         return refund
 
+    def booked_payments(self) -> list[BookPayment]:
+        return [payment.to_book() for payment in self._payments.values()]
+
+    def booked_refunds(self) -> list[BookRefund]:
+        return [
+            BookRefund(
+                PROVIDER, payment.payment_id, refund_id, refund.amount_paisa, refund.status.value
+            )
+            for payment in self._payments.values()
+            for refund_id, refund in payment.refunds.items()
+        ]
+
 
 class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
     def __init__(self, banks: NetBanks, sandbox_public_url: str) -> None:
@@ -200,13 +242,25 @@ class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
         problems.http_url("return_url", request.return_url)
         problems.http_url("callback_url", request.callback_url)
         problems.raise_if_any()
-        payment = self._banks.initiate(
+        if bank_code == DOWN_BANK:
+            log.warning("bank unreachable (sandbox fault bank)", bank_code=bank_code)
+            raise Unavailable(
+                f"bank {bank_code} is unavailable; retry shortly", reason="BANK_UNAVAILABLE"
+            )
+        payment, created = self._banks.initiate(
             bank_code,
             request.payment_id,
             request.amount_paisa,
             request.return_url,
             request.callback_url,
         )
+        if created and bank_code == HANGING_BANK:
+            await answer_late(
+                magic.NETBANKING_HANG_SECONDS,
+                "InitiateNetBankingPayment",
+                bank_code=bank_code,
+                payment_id=request.payment_id,
+            )
         return self._proto(payment)
 
     async def GetNetBankingPayment(
@@ -217,6 +271,22 @@ class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
         problems.required("payment_id", request.payment_id)
         problems.raise_if_any()
         return self._proto(self._banks.get(bank_code, request.payment_id))
+
+    async def CancelNetBankingPayment(
+        self, request: netbanking_pb2.CancelNetBankingPaymentRequest, context: RpcContext
+    ) -> netbanking_pb2.NetBankingPayment:
+        bank_code = _bank(request.bank_code)
+        problems = Violations()
+        problems.required("payment_id", request.payment_id)
+        problems.raise_if_any()
+        return self._proto(self._banks.cancel(bank_code, request.payment_id))
+
+    async def ListBanks(
+        self, request: netbanking_pb2.ListBanksRequest, context: RpcContext
+    ) -> netbanking_pb2.ListBanksResponse:
+        return netbanking_pb2.ListBanksResponse(
+            banks=[netbanking_pb2.Bank(bank_code=code, name=name) for code, name in BANKS.items()]
+        )
 
     async def RefundNetBankingPayment(
         self, request: netbanking_pb2.RefundNetBankingPaymentRequest, context: RpcContext

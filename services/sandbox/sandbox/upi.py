@@ -2,7 +2,8 @@
 
 `UpiSwitch` is the switch's book of transactions and their rules (plain, synchronous);
 `UpiCoreServicer` is its gRPC face, which adds what takes time: the hanging switch of
-timeout@upi and the timers that let the simulated customer approve after a delay.
+timeout@upi and the timers that let the simulated customer approve after a delay. The payee
+(the gateway) may cancel a request the customer has not paid yet.
 
 State lives in memory, keyed by the gateway's transaction_ref: this is a simulator, and a
 restarted sandbox forgets its transactions, as a test provider's reset would.
@@ -24,7 +25,9 @@ from gateway_core.errors import AlreadyExists, Conflict, FailedPrecondition, Not
 from gateway_core.ids import new_id
 from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 from sandbox import magic
+from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
+from sandbox.faults import answer_late
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
@@ -92,6 +95,16 @@ class UpiTransaction:
     @property
     def refunded_paisa(self) -> int:
         return sum(r.amount_paisa for r in self.refunds.values())
+
+    def to_book(self) -> BookPayment:
+        return BookPayment(
+            provider=PROVIDER,
+            payment_id=self.transaction_ref,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            charged_paisa=self.amount_paisa if self.status is UpiStatus.SUCCESS else 0,
+            refunded_paisa=self.refunded_paisa,
+        )
 
     def to_callback(self) -> ProviderCallback:
         return ProviderCallback(
@@ -223,6 +236,16 @@ class UpiSwitch:
         self._finished(txn)
         return txn
 
+    def cancel(self, transaction_ref: str) -> UpiTransaction:
+        """The payee withdraws a request the customer has not paid: it fails for good
+        (UPI_CANCELLED_BY_PAYEE), whatever was decided for it. A transaction already final,
+        including one whose approval fell due before this call, stays as it is. The payee
+        asked, so nobody is called back."""
+        txn = self.get(transaction_ref)
+        if txn.status is UpiStatus.PENDING:
+            txn.fail(self._clock(), magic.UPI_CANCELLED_BY_PAYEE)
+        return txn
+
     def refund(self, transaction_ref: str, refund_ref: str, amount_paisa: int) -> UpiRefund:
         txn = self.get(transaction_ref)
         known = txn.refunds.get(refund_ref)
@@ -247,6 +270,18 @@ class UpiSwitch:
         refund = UpiRefund(refund_ref, new_id("UPIRF"), amount_paisa)
         txn.refunds[refund_ref] = refund
         return refund
+
+    def booked_payments(self) -> list[BookPayment]:
+        for txn in self._transactions.values():
+            self.settle(txn)
+        return [txn.to_book() for txn in self._transactions.values()]
+
+    def booked_refunds(self) -> list[BookRefund]:
+        return [
+            BookRefund(PROVIDER, txn.transaction_ref, ref, refund.amount_paisa, "PROCESSED")
+            for txn in self._transactions.values()
+            for ref, refund in txn.refunds.items()
+        ]
 
     def _resolve_at(self, outcome: UpiOutcome, now: float) -> float | None:
         if outcome in (UpiOutcome.APPROVE, UpiOutcome.DECLINE):
@@ -305,7 +340,9 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
             self._timers.spawn(self._settle_when_due(txn), name=f"upi {txn.transaction_ref}")
         if created and not txn.calls_back:
             # The switch is "down": the caller's deadline passes long before this answer.
-            await asyncio.sleep(magic.UPI_HANG_SECONDS)
+            await answer_late(
+                magic.UPI_HANG_SECONDS, "InitiateTransaction", transaction_ref=txn.transaction_ref
+            )
             self._switch.settle(txn)
         return upi_pb2.InitiateTransactionResponse(
             upi_txn_id=txn.upi_txn_id, status=txn.status.proto
@@ -319,6 +356,21 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
         problems.raise_if_any()
         txn = self._switch.get(request.transaction_ref)
         return upi_pb2.CheckTransactionStatusResponse(
+            upi_txn_id=txn.upi_txn_id,
+            status=txn.status.proto,
+            rrn=txn.rrn,
+            approval_code=txn.approval_code,
+            response_code=txn.response_code,
+        )
+
+    async def CancelTransaction(
+        self, request: upi_pb2.CancelTransactionRequest, context: RpcContext
+    ) -> upi_pb2.CancelTransactionResponse:
+        problems = Violations()
+        problems.required("transaction_ref", request.transaction_ref)
+        problems.raise_if_any()
+        txn = self._switch.cancel(request.transaction_ref)
+        return upi_pb2.CancelTransactionResponse(
             upi_txn_id=txn.upi_txn_id,
             status=txn.status.proto,
             rrn=txn.rrn,

@@ -2,8 +2,10 @@
 and cashback offers.
 
 `WalletBook` holds the balances and debits (plain, synchronous); `WalletProviderServicer` is
-its gRPC face. State lives in memory: this is a simulator, and a restarted sandbox starts every
-wallet again from its magic opening balance.
+its gRPC face, which adds the provider faults magic phones ask for: a wallet that is down, or
+that answers a debit or a refund too late after doing it (sandbox.faults). State lives in
+memory: this is a simulator, and a restarted sandbox starts every wallet again from its magic
+opening balance.
 """
 
 from __future__ import annotations
@@ -18,11 +20,24 @@ from enum import StrEnum
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import AlreadyExists, NotFound, invalid_field
+from gateway_core.errors import AlreadyExists, NotFound, Unavailable, invalid_field
 from gateway_core.ids import new_id
+from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import wallets_pb2, wallets_pb2_grpc
-from sandbox.magic import WALLET_OFFERS, WALLETS, CashbackOffer, opening_balance_paisa
+from sandbox import magic
+from sandbox.books import BookPayment, BookRefund
+from sandbox.faults import answer_late
+from sandbox.magic import (
+    WALLET_OFFERS,
+    WALLETS,
+    CashbackOffer,
+    WalletOutcome,
+    opening_balance_paisa,
+    wallet_outcome,
+)
 from sandbox.validation import CURRENCY, Violations
+
+log = get_logger(__name__)
 
 _PHONE = re.compile(r"\d{10}")
 # Offers are always "valid for another month", so their end date moves with the calendar.
@@ -68,6 +83,21 @@ class WalletDebit:
             r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
         )
 
+    def to_book(self) -> BookPayment:
+        return BookPayment(
+            provider=provider_name(self.wallet),
+            payment_id=self.payment_id,
+            status=self.status.value,
+            amount_paisa=self.amount_paisa,
+            charged_paisa=self.amount_paisa if self.status is DebitStatus.SUCCESS else 0,
+            refunded_paisa=self.refunded_paisa,
+        )
+
+
+def provider_name(wallet: str) -> str:
+    """The wallet as the gateway names the provider ("GOOGLE_PAY" -> "google_pay")."""
+    return wallet.lower()
+
 
 def offers_of(wallet: str) -> list[CashbackOffer]:
     return [offer for offer in WALLET_OFFERS if offer.wallet == wallet]
@@ -81,6 +111,9 @@ class WalletBook:
         self._balances: dict[tuple[str, str], int] = {}
         self._debits: dict[tuple[str, str], WalletDebit] = {}
         self._refunds: dict[tuple[str, str], WalletRefund] = {}
+        # The phone every debit request named, debited or not: a wallet that was down when
+        # asked to debit stays down when asked about that payment.
+        self._payment_phones: dict[tuple[str, str], str] = {}
 
     def balance(self, wallet: str, phone: str) -> int:
         return self._balances.setdefault((wallet, phone), opening_balance_paisa(phone))
@@ -92,8 +125,9 @@ class WalletBook:
         payment_id: str,
         amount_paisa: int,
         offer: CashbackOffer | None,
-    ) -> WalletDebit:
-        """Debit once per payment: a repeated call answers the first outcome."""
+    ) -> tuple[WalletDebit, bool]:
+        """Debit once per payment: a repeated call answers the first outcome. Returns the debit
+        and whether this call made it."""
         known = self._debits.get((wallet, payment_id))
         if known is not None:
             offer_id = offer.offer_id if offer else ""
@@ -102,7 +136,7 @@ class WalletBook:
                     f"payment {payment_id} was debited with other details",
                     reason="DUPLICATE_PAYMENT_ID",
                 )
-            return known
+            return known, False
         balance = self.balance(wallet, phone)
         if balance < amount_paisa:
             debit = WalletDebit(
@@ -130,7 +164,16 @@ class WalletBook:
                 offer_id=offer.offer_id if offer else "",
             )
         self._debits[(wallet, payment_id)] = debit
-        return debit
+        return debit, True
+
+    def note_payment_phone(self, wallet: str, payment_id: str, phone: str) -> None:
+        """Remember which phone a debit request for `payment_id` named (the first one wins)."""
+        self._payment_phones.setdefault((wallet, payment_id), phone)
+
+    def payment_phone(self, wallet: str, payment_id: str) -> str:
+        """The phone debited for `payment_id`, or the one a debit request named; "" if none."""
+        debit = self._debits.get((wallet, payment_id))
+        return debit.phone if debit else self._payment_phones.get((wallet, payment_id), "")
 
     def get_debit(self, wallet: str, payment_id: str) -> WalletDebit:
         debit = self._debits.get((wallet, payment_id))
@@ -145,8 +188,9 @@ class WalletBook:
         payment_id: str,
         refund_id: str,
         amount_paisa: int,
-    ) -> WalletRefund:
-        """Refund once per refund id; never more than was debited, over all refunds."""
+    ) -> tuple[WalletRefund, bool]:
+        """Refund once per refund id; never more than was debited, over all refunds. Returns
+        the refund and whether this call made it."""
         debit = self.get_debit(wallet, payment_id)
         if debit.wallet_txn_id != wallet_txn_id:
             raise NotFound(
@@ -160,12 +204,14 @@ class WalletBook:
                     f"refund {refund_id} was requested with other details",
                     reason="DUPLICATE_REFUND_ID",
                 )
-            return known
+            return known, False
         failure = ""
         if debit.status is not DebitStatus.SUCCESS:
             failure = "DEBIT_NOT_SUCCESSFUL"
         elif debit.refunded_paisa + amount_paisa > debit.amount_paisa:
             failure = "REFUND_EXCEEDS_DEBIT"
+        elif wallet_outcome(debit.phone) is WalletOutcome.REFUND_FAILS:
+            failure = magic.WALLET_REFUND_NOT_ALLOWED
         if failure:
             refund = WalletRefund(
                 refund_id, payment_id, amount_paisa, RefundStatus.FAILED, failure_code=failure
@@ -181,7 +227,22 @@ class WalletBook:
             self._balances[(wallet, debit.phone)] = self.balance(wallet, debit.phone) + amount_paisa
         self._refunds[(wallet, refund_id)] = refund
         debit.refunds[refund_id] = refund
-        return refund
+        return refund, True
+
+    def booked_payments(self) -> list[BookPayment]:
+        return [debit.to_book() for debit in self._debits.values()]
+
+    def booked_refunds(self) -> list[BookRefund]:
+        return [
+            BookRefund(
+                provider_name(wallet),
+                refund.payment_id,
+                refund_id,
+                refund.amount_paisa,
+                refund.status.value,
+            )
+            for (wallet, refund_id), refund in self._refunds.items()
+        ]
 
 
 class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
@@ -196,6 +257,7 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
         problems = Violations()
         _check_phone(problems, request.phone)
         problems.raise_if_any()
+        _refuse_if_down(wallet, request.phone)
         return wallets_pb2.WalletBalance(
             wallet=wallet,
             phone=request.phone,
@@ -218,9 +280,18 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
             if offer is None:
                 problems.add("offer_id", f"is not an offer of {wallet}")
         problems.raise_if_any()
-        debit = self._book.debit(
+        self._book.note_payment_phone(wallet, request.payment_id, request.phone)
+        _refuse_if_down(wallet, request.phone)
+        debit, created = self._book.debit(
             wallet, request.phone, request.payment_id, request.amount_paisa, offer
         )
+        if created and wallet_outcome(debit.phone) is WalletOutcome.DEBIT_TIMEOUT:
+            await answer_late(
+                magic.WALLET_HANG_SECONDS,
+                "DebitWallet",
+                wallet=wallet,
+                payment_id=request.payment_id,
+            )
         return _debit_proto(debit)
 
     async def GetWalletDebit(
@@ -230,6 +301,7 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
         problems = Violations()
         problems.required("payment_id", request.payment_id)
         problems.raise_if_any()
+        _refuse_if_down(wallet, self._book.payment_phone(wallet, request.payment_id))
         return _debit_proto(self._book.get_debit(wallet, request.payment_id))
 
     async def RefundWalletDebit(
@@ -243,13 +315,23 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
         problems.positive("amount_paisa", request.amount_paisa)
         problems.currency("currency", request.currency)
         problems.raise_if_any()
-        refund = self._book.refund(
+        phone = self._book.payment_phone(wallet, request.payment_id)
+        _refuse_if_down(wallet, phone)
+        refund, created = self._book.refund(
             wallet,
             request.wallet_txn_id,
             request.payment_id,
             request.refund_id,
             request.amount_paisa,
         )
+        if created and wallet_outcome(phone) is WalletOutcome.REFUND_TIMEOUT:
+            await answer_late(
+                magic.WALLET_HANG_SECONDS,
+                "RefundWalletDebit",
+                wallet=wallet,
+                payment_id=request.payment_id,
+                refund_id=request.refund_id,
+            )
         return wallets_pb2.RefundWalletDebitResponse(
             status=refund.status.value,
             wallet_refund_id=refund.wallet_refund_id,
@@ -287,6 +369,13 @@ def _wallet(value: str) -> str:
     if wallet not in WALLETS:
         raise invalid_field("wallet", f"must be one of {', '.join(WALLETS)}")
     return wallet
+
+
+def _refuse_if_down(wallet: str, phone: str) -> None:
+    """A wallet down for this phone (magic WalletOutcome.DOWN) answers nothing about it."""
+    if wallet_outcome(phone) is WalletOutcome.DOWN:
+        log.warning("wallet unreachable (sandbox fault phone)", wallet=wallet)
+        raise Unavailable(f"{wallet} is unavailable; retry shortly", reason="WALLET_UNAVAILABLE")
 
 
 def _check_phone(problems: Violations, phone: str) -> None:

@@ -1,14 +1,18 @@
 """The sandbox's HTTP server, in the same process and event loop as its gRPC server.
 
 It serves what real providers serve over the web: the bank pages a customer's browser is sent
-to for net banking, the card issuer's 3-D Secure challenge page (OTP), plus controls a test or
-a demo uses to act as the customer of a UPI request (approve/decline manual@upi), and
-`/health`.
+to for net banking, the card issuer's 3-D Secure challenge page (OTP), plus what a test or a
+demo uses: controls to act as the customer of a UPI request (approve/decline manual@upi), the
+providers' books (`GET /books`, sandbox.books), and `/health`.
+
+Like the simulator itself, none of it is for production: the local stack binds it to loopback,
+Envoy never routes to it, and the Helm chart exposes no port for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from html import escape
 
 from aiohttp import web
@@ -17,7 +21,14 @@ from gateway_core.errors import Conflict, GatewayError, NotFound
 from gateway_core.logging import get_logger
 from sandbox import acs as acs_module
 from sandbox.acs import Acs, Authentication, AuthenticationStatus
-from sandbox.netbanking import PAGE_ROUTE, BankPayment, BankPaymentStatus, NetBanks
+from sandbox.books import KeepsBooks, books_document
+from sandbox.netbanking import (
+    MERCHANT_CANCELLED,
+    PAGE_ROUTE,
+    BankPayment,
+    BankPaymentStatus,
+    NetBanks,
+)
 from sandbox.upi import UpiSwitch
 
 log = get_logger(__name__)
@@ -40,7 +51,7 @@ _FORM = """<p>Pay <strong>{amount}</strong> for payment <code>{payment_id}</code
 <button type="submit" name="action" value="approve">Pay</button>
 <button type="submit" name="action" value="cancel">Cancel</button>
 </form>"""
-_DONE = """<p>Payment <code>{payment_id}</code> is already {status}.</p>
+_DONE = """<p>Payment <code>{payment_id}</code> is closed: {status}{why}.</p>
 <p><a href="{return_to}">Return to the merchant</a></p>"""
 
 
@@ -74,12 +85,21 @@ def rupees(paisa: int) -> str:
 
 
 class SandboxWeb:
-    def __init__(self, host: str, port: int, upi: UpiSwitch, banks: NetBanks, acs: Acs) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        upi: UpiSwitch,
+        banks: NetBanks,
+        acs: Acs,
+        books: Sequence[KeepsBooks] = (),
+    ) -> None:
         self._host = host
         self._port = port
         self._upi = upi
         self._banks = banks
         self._acs = acs
+        self._books = books
         self._started = asyncio.Event()
         self.port: int | None = None
 
@@ -88,6 +108,7 @@ class SandboxWeb:
         app.add_routes(
             [
                 web.get("/health", self._health),
+                web.get("/books", self._books_of),
                 web.get(PAGE_ROUTE, self._bank_page),
                 web.post(PAGE_ROUTE, self._bank_submit),
                 web.get(acs_module.PAGE_ROUTE, self._acs_page),
@@ -123,6 +144,11 @@ class SandboxWeb:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def _books_of(self, request: web.Request) -> web.Response:
+        """Every simulated provider's payments and refunds; `?payment_id=` for one payment."""
+        payment_id = request.query.get("payment_id", "")
+        return web.json_response(books_document(self._books, payment_id))
+
     async def _bank_page(self, request: web.Request) -> web.Response:
         payment = self._payment(request)
         if payment.status is BankPaymentStatus.PENDING:
@@ -131,9 +157,11 @@ class SandboxWeb:
                 payment_id=escape(payment.payment_id),
             )
         else:
+            cancelled = payment.failure_code == MERCHANT_CANCELLED
             content = _DONE.format(
                 payment_id=escape(payment.payment_id),
                 status=escape(payment.status.value),
+                why=", cancelled by the merchant" if cancelled else "",
                 return_to=escape(payment.return_to()),
             )
         return web.Response(
