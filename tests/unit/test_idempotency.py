@@ -244,8 +244,10 @@ async def test_concurrent_duplicates_have_exactly_one_effect_and_the_rest_are_to
     refusals = [o for o in outcomes if not isinstance(o, payments_pb2.Payment)]
     assert handler.calls == 1
     assert await effects(pool, "PAY_run1", "PAY_run2") == ["PAY_run1"]
-    assert answers and all(a == answers[0] for a in answers)
-    assert refusals and all(
+    assert answers
+    assert all(a == answers[0] for a in answers)
+    assert refusals
+    assert all(
         isinstance(r, Aborted) and r.reason == "IDEMPOTENCY_IN_PROGRESS" for r in refusals
     )
     assert await call(store, handler, merchant=merchant) == answers[0]

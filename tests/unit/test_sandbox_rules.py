@@ -241,7 +241,7 @@ def test_the_bank_page_outcome_is_final_and_reported_once() -> None:
     assert reported == [payment]
     assert payment.return_to() == ("https://shop.test/back?order=7&payment_id=PAY_1&status=SUCCESS")
     with pytest.raises(NotFound):
-        banks.get("ICICI", "PAY_1")
+        banks.get("ICIC", "PAY_1")
 
 
 # --- Provider faults ---------------------------------------------------------------------

@@ -642,12 +642,12 @@ async def test_page_of_an_unknown_payment_is_404(running: Running) -> None:
 
 
 async def test_bank_refunds_replay_and_never_exceed_the_payment(running: Running) -> None:
-    payment = await start_bank_payment(running, "PAY_NB_RF", bank_code="ICICI", amount=10_000)
+    payment = await start_bank_payment(running, "PAY_NB_RF", bank_code="ICIC", amount=10_000)
 
     def refund(refund_id: str, amount: int) -> Any:
         return running.banks.RefundNetBankingPayment(
             netbanking_pb2.RefundNetBankingPaymentRequest(
-                bank_code="ICICI",
+                bank_code="ICIC",
                 payment_id="PAY_NB_RF",
                 refund_id=refund_id,
                 amount_paisa=amount,

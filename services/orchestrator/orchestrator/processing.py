@@ -278,6 +278,14 @@ class PaymentProcessor:
         return await self.apply_result(record.payment_id, result, f"{wallet} debit")
 
     async def _start_net_banking(self, start: PaymentStart) -> PaymentRecord:
+        # Refused up front: a payment for a bank the provider does not know could never be
+        # paid, inquired about or expired.
+        banks = await self._bank.banks()
+        if start.details["bank_code"] not in banks:
+            raise invalid_field(
+                "payment_details.bank_code",
+                f"is not a bank we take payments for; one of {', '.join(sorted(banks))}",
+            )
         new = await self._screen(start, self._new(start, provider=netbanking.PROVIDER_NAME))
         record, blocked = await self._create_screened(new)
         if blocked:

@@ -166,7 +166,7 @@ WALLET_OFFERS: tuple[CashbackOffer, ...] = (
 
 BANKS: dict[str, str] = {
     "HDFC": "HDFC Bank",
-    "ICICI": "ICICI Bank",
+    "ICIC": "ICICI Bank",
     "SBIN": "State Bank of India",
     "AXIS": "Axis Bank",
     "KKBK": "Kotak Mahindra Bank",

@@ -98,7 +98,7 @@ def _validate_wallet(details: payments_pb2.PaymentDetails, bad: Reporter) -> Non
 
 def _validate_net_banking(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
     if not _BANK_CODE.fullmatch(details.bank_code):
-        bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICICI, SBIN")
+        bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICIC, SBIN")
 
 
 def _validate_card(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -11,6 +12,8 @@ from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
 
 PROVIDER_NAME = "netbanking"
 TIMEOUT_SECONDS = 3.0
+# Banks join and leave the provider rarely: its list is asked for again after this long.
+BANKS_TTL_SECONDS = 300.0
 
 _OUTCOMES = {
     netbanking_pb2.NetBankingPayment.PENDING: Outcome.PENDING,
@@ -27,6 +30,8 @@ class Redirect:
 class NetBankingClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = netbanking_pb2_grpc.NetBankingServiceStub(channel)
+        self._banks: frozenset[str] | None = None
+        self._banks_at = 0.0
 
     async def initiate(
         self,
@@ -57,12 +62,16 @@ class NetBankingClient:
         return Redirect(reply.redirect_url)
 
     async def banks(self) -> frozenset[str]:
-        """The bank codes the provider takes payments for."""
-        reply = await call_provider(
-            PROVIDER_NAME,
-            self._stub.ListBanks(netbanking_pb2.ListBanksRequest(), timeout=TIMEOUT_SECONDS),
-        )
-        return frozenset(bank.code for bank in reply.banks)
+        """The bank codes the provider takes payments for (asked once per BANKS_TTL)."""
+        now = time.monotonic()
+        if self._banks is None or now - self._banks_at > BANKS_TTL_SECONDS:
+            reply = await call_provider(
+                PROVIDER_NAME,
+                self._stub.ListBanks(netbanking_pb2.ListBanksRequest(), timeout=TIMEOUT_SECONDS),
+            )
+            self._banks = frozenset(bank.bank_code for bank in reply.banks)
+            self._banks_at = now
+        return self._banks
 
     async def status(self, bank_code: str, payment_id: str) -> ProviderResult:
         try:
