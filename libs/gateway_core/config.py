@@ -15,6 +15,8 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from gateway_core.limits import MAX_AMOUNT_PAISA
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -149,7 +151,7 @@ class Settings(BaseSettings):
 
     # Payments
     payment_expiry_seconds: int = Field(default=900, ge=1)
-    max_payment_amount_paisa: int = Field(default=100_000_000, ge=1)
+    max_payment_amount_paisa: int = Field(default=100_000_000, ge=1, le=MAX_AMOUNT_PAISA)
     merchant_vpa_domain: str = "paygate"
     shutdown_grace_seconds: float = Field(default=10, ge=0)
 
