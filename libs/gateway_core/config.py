@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from gateway_core.limits import MAX_AMOUNT_PAISA
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -188,7 +190,7 @@ class Settings(BaseSettings):
     # How long a held (manual-capture) authorization waits for its capture; after it the
     # gateway voids it at the provider and the payment EXPIRES.
     authorization_ttl: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
-    max_payment_amount_paisa: int = Field(default=100_000_000, ge=1)
+    max_payment_amount_paisa: int = Field(default=100_000_000, ge=1, le=MAX_AMOUNT_PAISA)
     merchant_vpa_domain: str = "paygate"
     shutdown_grace_seconds: float = Field(default=10, ge=0)
 

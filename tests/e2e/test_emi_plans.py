@@ -31,3 +31,17 @@ def test_no_plans_below_the_minimum_and_a_bad_amount_is_named(
     bad = httpx.get(f"{gateway_url}/api/v1/emi/plans?amount_paisa=0", headers=auth)
     assert bad.status_code == 400
     assert bad.json()["details"][0]["field_violations"][0]["field"] == "amount_paisa"
+
+
+def test_an_amount_above_the_payment_limit_is_refused_not_a_server_error(
+    gateway_url: str, mint_token: Token
+) -> None:
+    """The largest int32 once reached the plan arithmetic and overflowed the int32 totals (500)."""
+    auth = {"Authorization": f"Bearer {mint_token('MER_ANY')}"}
+    reply = httpx.get(
+        f"{gateway_url}/api/v1/emi/plans", params={"amount_paisa": 2_147_483_647}, headers=auth
+    )
+    assert reply.status_code == 400, reply.text
+    violation = reply.json()["details"][0]["field_violations"][0]
+    assert violation["field"] == "amount_paisa"
+    assert "100000000" in violation["description"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway_core.config import ConfigError, Settings, get_settings, load_settings
+from gateway_core.limits import MAX_AMOUNT_PAISA
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,15 @@ def test_block_threshold_above_max_score_is_rejected(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BLOCK_THRESHOLD", "101")
 
     with pytest.raises(ConfigError, match="BLOCK_THRESHOLD"):
+        get_settings()
+
+
+def test_the_payment_ceiling_cannot_exceed_what_the_api_can_carry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAX_PAYMENT_AMOUNT_PAISA", str(MAX_AMOUNT_PAISA + 1))
+
+    with pytest.raises(ConfigError, match="MAX_PAYMENT_AMOUNT_PAISA"):
         get_settings()
 
 

@@ -7,7 +7,9 @@ from fractions import Fraction
 import pytest
 
 from gateway_core.errors import InvalidArgument
+from gateway_core.limits import MAX_AMOUNT_PAISA
 from orchestrator.domain.emi import MIN_AMOUNT_PAISA, choose, plans_for
+from paygate.payments.v1 import payments_pb2
 
 
 def test_no_plans_below_the_minimum() -> None:
@@ -60,3 +62,16 @@ def test_choose_names_the_field_for_an_unknown_plan_or_card() -> None:
     assert unknown.value.field_violations[0].field == "payment_details.emi_plan_id"
     with pytest.raises(InvalidArgument):
         choose("emi_3m", 500_000, "DINERS", "payment_details.emi_plan_id")
+
+
+def test_plans_for_the_largest_amount_allowed_fit_the_apis_int32_fields() -> None:
+    # 2,147,483,647 paisa once reached here: its 3-month total overflowed EmiPlan (a 500).
+    for plan in plans_for(MAX_AMOUNT_PAISA):
+        payments_pb2.EmiPlan(
+            tenure_months=plan.tenure_months,
+            annual_interest_bps=plan.annual_interest_bps,
+            monthly_installment_paisa=plan.monthly_installment_paisa,
+            total_payable_paisa=plan.total_payable_paisa,
+            interest_paisa=plan.interest_paisa,
+            merchant_discount_paisa=plan.merchant_discount_paisa,
+        )

@@ -17,6 +17,7 @@ from gateway_core.auth import RpcContext
 from gateway_core.cards import contains_card_number, validate_card
 from gateway_core.config import Settings
 from gateway_core.errors import FieldViolation, GatewayError, InvalidArgument
+from gateway_core.limits import MAX_HOLDER_NAME_CHARS, MAX_USER_ID_CHARS
 from gateway_core.logging import get_logger
 from gateway_core.service_auth import claimed_service, verify_service_token
 from paygate.vault.v1 import vault_pb2, vault_pb2_grpc
@@ -39,8 +40,6 @@ CALLERS: Mapping[str, frozenset[str]] = {
     "RotateKeys": frozenset({ORCHESTRATOR}),
 }
 MAX_MERCHANT_ID = 64
-MAX_USER_ID = 255
-MAX_HOLDER_NAME = 100
 MAX_AUDIT_FIELD = 200
 
 
@@ -178,14 +177,16 @@ def _new_card(request: vault_pb2.TokenizeRequest, now: datetime) -> NewCard:
         problems.append(FieldViolation("merchant_id", "is required"))
     elif len(merchant_id) > MAX_MERCHANT_ID or contains_card_number(merchant_id):
         problems.append(FieldViolation("merchant_id", "is not a merchant id"))
-    if len(request.user_id) > MAX_USER_ID:
-        problems.append(FieldViolation("user_id", f"must be at most {MAX_USER_ID} characters"))
+    if len(request.user_id) > MAX_USER_ID_CHARS:
+        problems.append(
+            FieldViolation("user_id", f"must be at most {MAX_USER_ID_CHARS} characters")
+        )
     elif contains_card_number(request.user_id):
         problems.append(FieldViolation("user_id", "must not contain a card number"))
     holder_name = " ".join(request.holder_name.split())
-    if len(holder_name) > MAX_HOLDER_NAME:
+    if len(holder_name) > MAX_HOLDER_NAME_CHARS:
         problems.append(
-            FieldViolation("holder_name", f"must be at most {MAX_HOLDER_NAME} characters")
+            FieldViolation("holder_name", f"must be at most {MAX_HOLDER_NAME_CHARS} characters")
         )
     elif any(ch.isdigit() for ch in holder_name):
         problems.append(FieldViolation("holder_name", "must not contain digits"))

@@ -8,22 +8,13 @@ import asyncpg
 
 from gateway_core.auth import RpcContext, require_admin
 from gateway_core.config import Settings
-from gateway_core.errors import (
-    AlreadyExists,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    invalid_field,
-)
+from gateway_core.errors import AlreadyExists, NotFound, invalid_field
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
-from orchestrator.domain.upi import is_valid_vpa
+from orchestrator.domain.validation import validate_create_merchant
 from orchestrator.repository import Repository
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_MCC = re.compile(r"\d{4}")
-MAX_NAME = 200
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
@@ -37,7 +28,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         self, request: merchants_pb2.CreateMerchantRequest, context: RpcContext
     ) -> merchants_pb2.Merchant:
         require_admin(context)
-        _validate(request)
+        validate_create_merchant(request)
         merchant_id = new_id("MER")
         vpa = request.vpa or self._assign_vpa(request.name, merchant_id)
         try:
@@ -100,20 +91,3 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
     def _assign_vpa(self, name: str, merchant_id: str) -> str:
         handle = re.sub(r"[^a-z0-9]+", "", name.lower())[:20] or "merchant"
         return f"{handle}.{merchant_id[-6:].lower()}@{self._vpa_domain}"
-
-
-def _validate(request: merchants_pb2.CreateMerchantRequest) -> None:
-    problems: list[FieldViolation] = []
-    name = request.name.strip()
-    if not name:
-        problems.append(FieldViolation("name", "is required"))
-    elif len(name) > MAX_NAME:
-        problems.append(FieldViolation("name", f"must be at most {MAX_NAME} characters"))
-    if request.email and not _EMAIL.fullmatch(request.email):
-        problems.append(FieldViolation("email", "must be an email address"))
-    if request.vpa and not is_valid_vpa(request.vpa):
-        problems.append(FieldViolation("vpa", "must look like name@handle"))
-    if request.category and not _MCC.fullmatch(request.category):
-        problems.append(FieldViolation("category", "must be a 4-digit merchant category code"))
-    if problems:
-        raise InvalidArgument.for_fields(problems)

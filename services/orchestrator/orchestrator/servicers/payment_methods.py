@@ -13,12 +13,11 @@ from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.auth import RpcContext, caller_from_context
-from gateway_core.errors import FieldViolation, InvalidArgument, NotFound
+from gateway_core.errors import NotFound
 from gateway_core.ids import new_id
+from orchestrator.domain.validation import validate_tokenize, validate_user_id
 from orchestrator.providers.vault import VaultClient
 from paygate.payments.v1 import payment_methods_pb2, payment_methods_pb2_grpc, payments_pb2
-
-MAX_USER_ID = 255
 
 
 class PaymentMethodServicer(payment_methods_pb2_grpc.PaymentMethodServiceServicer):
@@ -30,13 +29,7 @@ class PaymentMethodServicer(payment_methods_pb2_grpc.PaymentMethodServiceService
         self, request: payment_methods_pb2.TokenizePaymentMethodRequest, context: RpcContext
     ) -> payment_methods_pb2.SavedPaymentMethod:
         caller = caller_from_context(context)
-        problems = _user_problems(request.user_id)
-        if request.type != payments_pb2.CARD:
-            problems.append(FieldViolation("type", "must be CARD (the only method saved today)"))
-        if not request.details.card_number:
-            problems.append(FieldViolation("details.card_number", "is required"))
-        if problems:
-            raise InvalidArgument.for_fields(problems)
+        validate_tokenize(request)
         card = await self._vault.tokenize(
             merchant_id=caller.merchant_id,
             user_id=request.user_id,
@@ -74,9 +67,7 @@ class PaymentMethodServicer(payment_methods_pb2_grpc.PaymentMethodServiceService
         self, request: payment_methods_pb2.ListUserPaymentMethodsRequest, context: RpcContext
     ) -> payment_methods_pb2.ListUserPaymentMethodsResponse:
         caller = caller_from_context(context)
-        problems = _user_problems(request.user_id)
-        if problems:
-            raise InvalidArgument.for_fields(problems)
+        validate_user_id(request.user_id)
         rows = await self._pool.fetch(
             "SELECT * FROM saved_payment_methods WHERE merchant_id = $1 AND user_id = $2"
             " ORDER BY created_at, payment_method_id",
@@ -91,6 +82,7 @@ class PaymentMethodServicer(payment_methods_pb2_grpc.PaymentMethodServiceService
         self, request: payment_methods_pb2.DeletePaymentMethodRequest, context: RpcContext
     ) -> empty_pb2.Empty:
         caller = caller_from_context(context)
+        validate_user_id(request.user_id)
         token = await self._pool.fetchval(
             "DELETE FROM saved_payment_methods WHERE payment_method_id = $1"
             " AND merchant_id = $2 AND user_id = $3 RETURNING token",
@@ -105,14 +97,6 @@ class PaymentMethodServicer(payment_methods_pb2_grpc.PaymentMethodServiceService
             )
         await self._vault.delete(token)
         return empty_pb2.Empty()
-
-
-def _user_problems(user_id: str) -> list[FieldViolation]:
-    if not user_id:
-        return [FieldViolation("user_id", "is required")]
-    if len(user_id) > MAX_USER_ID:
-        return [FieldViolation("user_id", f"must be at most {MAX_USER_ID} characters")]
-    return []
 
 
 def _saved(row: Mapping[str, Any]) -> payment_methods_pb2.SavedPaymentMethod:

@@ -16,7 +16,13 @@ from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.card_payments import RawCard
 from orchestrator.domain import emi
-from orchestrator.domain.validation import validate_create_payment
+from orchestrator.domain.validation import (
+    validate_cancel,
+    validate_capture,
+    validate_create_payment,
+    validate_emi_query,
+    validate_refund,
+)
 from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
@@ -41,6 +47,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self._processor = processor
         self._idempotency = idempotency
         self._settings = settings
+        # Every amount a request carries is checked against it before anything else.
+        self._max_amount = settings.max_payment_amount_paisa
 
     async def CreatePayment(
         self, request: payments_pb2.CreatePaymentRequest, context: RpcContext
@@ -51,12 +59,10 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 "merchant_id in the body does not match the authenticated merchant",
                 reason="MERCHANT_MISMATCH",
             )
+        validate_create_payment(request, max_amount_paisa=self._max_amount)
 
         async def create() -> payments_pb2.Payment:
             merchant = await self._active_merchant(caller)
-            validate_create_payment(
-                request, max_amount_paisa=self._settings.max_payment_amount_paisa
-            )
             record = await self._processor.start(_payment_start(request, merchant, self._settings))
             return record.to_proto()
 
@@ -104,8 +110,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.ListEmiPlansRequest, context: RpcContext
     ) -> payments_pb2.ListEmiPlansResponse:
         caller_from_context(context)
-        if request.amount_paisa <= 0:
-            raise invalid_field("amount_paisa", "must be a positive whole number of paisa")
+        validate_emi_query(request, max_amount_paisa=self._max_amount)
         return payments_pb2.ListEmiPlansResponse(
             plans=[
                 payments_pb2.EmiPlan(
@@ -126,6 +131,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.CapturePaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         caller = caller_from_context(context)
+        validate_capture(request, max_amount_paisa=self._max_amount)
 
         async def capture() -> payments_pb2.Payment:
             record = await self._processor.capture(
@@ -147,6 +153,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.CancelPaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         caller = caller_from_context(context)
+        validate_cancel(request)
 
         async def cancel() -> payments_pb2.Payment:
             record = await self._processor.cancel(
@@ -168,16 +175,13 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.RefundPaymentRequest, context: RpcContext
     ) -> payments_pb2.Refund:
         caller = caller_from_context(context)
-        if request.amount_paisa < 0:
-            raise invalid_field("amount_paisa", "must be a positive whole number of paisa")
-        if len(request.reason) > 255:
-            raise invalid_field("reason", "must be at most 255 characters")
+        validate_refund(request, max_amount_paisa=self._max_amount)
 
         async def refund() -> payments_pb2.Refund:
             record = await self._processor.refund(
                 request.payment_id,
                 _scope(context),
-                amount_paisa=request.amount_paisa or None,
+                amount_paisa=request.amount_paisa if request.HasField("amount_paisa") else None,
                 reason=request.reason,
                 metadata=dict(request.metadata),
             )
