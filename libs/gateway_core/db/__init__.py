@@ -169,8 +169,12 @@ async def check_pool(pool: asyncpg.Pool) -> None:
 async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list[str]:
     """Apply the pending migrations of `schema` in order; returns the versions applied.
 
-    Each file runs in its own transaction with `search_path` set to the schema. A session
-    advisory lock serializes concurrent starters, so several replicas may call this at once.
+    Each file runs in its own transaction with `search_path` set to the schema, as the
+    schema's owner: an administrator (DB_USERNAME) who connects switches to the owning service
+    role first (SET ROLE), so everything a migration creates belongs to that role. A missing
+    schema is created, owned by the connecting user. A session advisory lock serializes
+    concurrent starters, so several replicas may call this at once. Statements have no
+    timeout here: a migration may rewrite a large table.
     Refuses (MigrationError) when an applied file changed or disappeared, or a new file sorts
     before one already applied: history is forward-only.
     """
@@ -183,6 +187,7 @@ async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list
     try:
         # Session-level: released when this connection closes, whatever happened in between.
         await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema))
+        await _act_as_owner(conn, schema)
         return await _apply_pending(conn, schema, migrations)
     finally:
         await conn.close()
@@ -221,10 +226,41 @@ def discover_migrations(migrations_dir: Path) -> list[Migration]:
     return migrations
 
 
+async def _act_as_owner(conn: asyncpg.Connection, schema: str) -> None:
+    """Become the schema's owner for this session, creating the schema if there is none.
+
+    Only a missing schema is created: CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+    database even when the schema exists, which a service role does not have.
+    """
+    row = await conn.fetchrow(
+        "SELECT r.rolname AS owner, r.rolname = current_user AS mine"
+        " FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = $1",
+        schema,
+    )
+    if row is None:
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise MigrationError(
+                f"{schema}: the schema does not exist and this user may not create it ({exc}); "
+                "create it with `python -m gateway_core.db provision`, or as an administrator"
+            ) from exc
+    elif not row["mine"]:
+        try:
+            await conn.execute(
+                await conn.fetchval("SELECT format('SET ROLE %I', $1::text)", row["owner"])
+            )
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise MigrationError(
+                f"{schema}: the schema belongs to {row['owner']} and migrations run as its owner; "
+                f"connect as {row['owner']}, or as a role allowed to SET ROLE {row['owner']} "
+                f"({exc})"
+            ) from exc
+
+
 async def _apply_pending(
     conn: asyncpg.Connection, schema: str, migrations: list[Migration]
 ) -> list[str]:
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     await conn.execute(
         f"""
         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
