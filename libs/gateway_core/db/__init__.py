@@ -136,6 +136,8 @@ async def create_pool(
     """A pool whose connections see only `schema` and convert dicts to and from json/jsonb.
 
     jsonb parameters take Python objects (dicts, lists), not pre-serialized JSON strings.
+    Statements are cancelled after DB_COMMAND_TIMEOUT and waits for a connection end after
+    DB_ACQUIRE_TIMEOUT, both as DatabaseTimeout; an explicit `timeout=` argument wins.
     """
     _check_schema_name(schema)
     # Built directly (create_pool cannot make a subclass), with create_pool's defaults.
