@@ -55,6 +55,30 @@ class ConfigError(ValueError):
     """The environment does not describe a valid configuration; says which variables are wrong."""
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: object) -> object:
+    """Seconds from a Go-style duration ("250ms", "10s", "72h", "1h30m", like the seed's
+    SERVER_READ_TIMEOUT=30s) or a plain number of seconds."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text):
+        raise ValueError("must be a duration such as 500ms, 10s, 5m or 72h, or a number of seconds")
+    return sum(float(amount) * _DURATION_UNITS[unit] for amount, unit in parts)
+
+
+# A duration setting, held in seconds.
+Seconds = Annotated[float, BeforeValidator(duration_seconds)]
+
+
 # Secrets with a development default that only the local stack may use.
 DEV_SECRETS = (
     "jwt_secret",
@@ -94,6 +118,10 @@ class Settings(BaseSettings):
     db_ssl_mode: SslMode = "disable"
     db_max_open_conns: int = Field(default=25, ge=1)
     db_max_idle_conns: int = Field(default=5, ge=0)
+    # Longest one statement may run before it is cancelled, and longest a caller waits for a
+    # free pooled connection; either answers UNAVAILABLE (HTTP 503, reason DATABASE_TIMEOUT).
+    db_command_timeout: Seconds = Field(default=10.0, gt=0, allow_inf_nan=False)
+    db_acquire_timeout: Seconds = Field(default=5.0, gt=0, allow_inf_nan=False)
 
     # Redis
     redis_host: str = "127.0.0.1"
@@ -184,6 +212,9 @@ class Settings(BaseSettings):
     envoy_admin_port: int = Field(default=19901, ge=1, le=65535)
     # The gateway's public base URL, as providers reach it (their callbacks go through Envoy).
     gateway_public_url: str = "http://127.0.0.1:8080"
+
+    # Outbox: published events are kept this long (for audit and debugging), then purged.
+    outbox_retention: Seconds = Field(default=72 * 3600.0, gt=0, allow_inf_nan=False)
 
     # Payments
     payment_expiry_seconds: int = Field(default=900, ge=1)

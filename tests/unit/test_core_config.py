@@ -140,3 +140,30 @@ def test_production_refuses_the_development_secrets(monkeypatch: pytest.MonkeyPa
 
 def test_the_local_stack_may_use_the_development_secrets() -> None:
     assert Settings.model_validate({}).secret("provider_callback_secret")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("72h", 259200.0),
+        ("1h30m", 5400.0),
+        ("3", 3.0),
+    ],
+)
+def test_durations_take_go_style_units_or_plain_seconds(
+    monkeypatch: pytest.MonkeyPatch, text: str, seconds: float
+) -> None:
+    monkeypatch.setenv("DB_COMMAND_TIMEOUT", text)
+    assert load_settings().db_command_timeout == seconds
+
+
+@pytest.mark.parametrize("text", ["10x", "s", "1s5", "-1s", "0s", "inf"])
+def test_a_bad_duration_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("OUTBOX_RETENTION", text)
+    with pytest.raises(ConfigError, match="OUTBOX_RETENTION"):
+        load_settings()

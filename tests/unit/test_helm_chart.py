@@ -44,6 +44,9 @@ CALLERS = {
     "reconciliation": {"envoy"},
     "ratelimit": {"envoy"},
 }
+# Each service with a schema logs in as its own role, with its own password key.
+DB_SCHEMAS = {s.name: s.schema for s in SERVICES if s.schema}
+ROLE_PASSWORD_KEYS = {f"DB_{schema.upper()}_PASSWORD" for schema in DB_SCHEMAS.values()}
 SECRET_KEYS = {
     "JWT_SECRET",
     "ENCRYPTION_KEY",
@@ -52,13 +55,13 @@ SECRET_KEYS = {
     "CARD_GATEWAY_API_KEY",
     "PROVIDER_CALLBACK_SECRET",
     "ORCHESTRATOR_SERVICE_KEY",
-}
+} | ROLE_PASSWORD_KEYS
 GENERATED_KEYS = {
     "JWT_SECRET",
     "ENCRYPTION_KEY",
     "PROVIDER_CALLBACK_SECRET",
     "ORCHESTRATOR_SERVICE_KEY",
-}
+} | ROLE_PASSWORD_KEYS
 SEED_PLACEHOLDERS = {"your-jwt-secret", "your-32-byte-encryption-key", "your_password"}
 
 Manifest = dict[str, Any]
@@ -306,15 +309,100 @@ def test_service_addresses_point_at_the_in_cluster_services(defaults: list[Manif
     assert not SECRET_KEYS & set(data), "secrets must not be in the ConfigMap"
 
 
-def test_migrations_run_before_install_and_upgrade(defaults: list[Manifest]) -> None:
+def test_migrations_provision_the_roles_before_install_and_upgrade(
+    chart: Any, defaults: list[Manifest]
+) -> None:
     job = of_kind(defaults, "Job")[component("migrations")]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     container = pod_spec(job)["containers"][0]
-    assert container["command"] == ["python", "-m", "gateway_core.db", "migrate"]
+    assert container["command"] == ["python", "-m", "gateway_core.db", "provision"]
     env = env_of(container)
     assert env["DB_HOST"]
     assert env["DB_DATABASE"]
+    # As the administrator, with every role's name and password to set.
+    assert env["DB_USERNAME"] == chart.values["config"]["db"]["adminUsername"]
     assert env["DB_PASSWORD"]["secretKeyRef"]["key"] == "DB_PASSWORD"
+    for schema in DB_SCHEMAS.values():
+        assert env[f"DB_{schema.upper()}_USERNAME"] == chart.values["config"]["db"]["roles"][schema]
+        key = f"DB_{schema.upper()}_PASSWORD"
+        assert env[key]["secretKeyRef"]["key"] == key
+
+
+def test_without_role_creation_the_job_only_migrates(chart: Any) -> None:
+    manifests = render(chart, {"migrations": {"createRoles": False}})
+    container = pod_spec(of_kind(manifests, "Job")[component("migrations")])["containers"][0]
+    assert container["command"] == ["python", "-m", "gateway_core.db", "migrate"]
+    env = env_of(container)
+    assert not ROLE_PASSWORD_KEYS & set(env)
+    hook_secret = of_kind(manifests, "Secret")[component("migrations")]
+    assert set(hook_secret["data"]) == {"DB_PASSWORD"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Database roles
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_database_service_logs_in_as_its_own_role(
+    chart: Any, defaults: list[Manifest]
+) -> None:
+    roles = chart.values["config"]["db"]["roles"]
+    assert set(roles) == set(DB_SCHEMAS.values())
+    assert len(set(roles.values())) == len(roles), "two services share a role"
+    assert chart.values["config"]["db"]["adminUsername"] not in roles.values()
+    assert "DB_USERNAME" not in config_map(defaults)
+    deployments = of_kind(defaults, "Deployment")
+    for service in SERVICES:
+        env = env_of(pod_spec(deployments[component(service.name)])["containers"][0])
+        if service.schema is None:
+            assert "DB_USERNAME" not in env, service.name
+            assert "DB_PASSWORD" not in env, service.name
+            continue
+        assert env["DB_USERNAME"] == roles[service.schema], service.name
+        reference = env["DB_PASSWORD"]["secretKeyRef"]
+        assert reference == {
+            "name": f"{PREFIX}-secrets",
+            "key": f"DB_{service.schema.upper()}_PASSWORD",
+        }
+
+
+def test_only_the_migrations_job_sees_the_database_administrators_password(
+    defaults: list[Manifest],
+) -> None:
+    holders: dict[str, set[str]] = {}
+    workloads = {**of_kind(defaults, "Deployment"), **of_kind(defaults, "Job")}
+    for name, workload in workloads.items():
+        spec = pod_spec(workload)
+        for container in spec["containers"] + spec.get("initContainers", []):
+            for value in env_of(container).values():
+                if isinstance(value, dict) and "secretKeyRef" in value:
+                    holders.setdefault(value["secretKeyRef"]["key"], set()).add(name)
+    assert holders["DB_PASSWORD"] == {component("migrations")}
+    for service, schema in DB_SCHEMAS.items():
+        key = f"DB_{schema.upper()}_PASSWORD"
+        assert holders[key] == {component(service), component("migrations")}, key
+
+
+def test_a_service_listing_the_administrators_password_is_refused(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"webhook\.secretEnv lists DB_PASSWORD"):
+        render(chart, {"webhook": {"secretEnv": ["DB_PASSWORD"]}})
+
+
+def test_the_migrations_hook_secret_carries_the_release_secrets_values(
+    defaults: list[Manifest],
+) -> None:
+    secrets = of_kind(defaults, "Secret")
+    release, hook = secrets[f"{PREFIX}-secrets"]["data"], secrets[component("migrations")]["data"]
+    assert set(hook) == {"DB_PASSWORD"} | ROLE_PASSWORD_KEYS
+    for key, value in hook.items():
+        assert value == release[key], key
+
+
+def test_database_timeouts_and_outbox_retention_are_configured(defaults: list[Manifest]) -> None:
+    data = config_map(defaults)
+    assert data["DB_COMMAND_TIMEOUT"] == "10s"
+    assert data["DB_ACQUIRE_TIMEOUT"] == "5s"
+    assert data["OUTBOX_RETENTION"] == "72h"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +412,9 @@ def test_migrations_run_before_install_and_upgrade(defaults: list[Manifest]) -> 
 
 def test_values_carry_no_secret_defaults(chart: Any) -> None:
     secrets = chart.values["secrets"]
-    for key in ("jwtSecret", "encryptionKey", "dbPassword", "redisPassword", "cardGatewayApiKey"):
+    keys = ("jwtSecret", "encryptionKey", "dbPassword", "redisPassword", "cardGatewayApiKey")
+    roles = ("dbOrchestratorPassword", "dbVaultPassword", "dbWebhookPassword")
+    for key in (*keys, *roles, "dbReconciliationPassword"):
         assert secrets[key] == "", key
 
 
@@ -339,7 +429,7 @@ def test_no_secret_has_a_hard_coded_default_value(chart: Any) -> None:
     for key in SECRET_KEYS - GENERATED_KEYS:
         assert first["data"][key] == "", key
     hook_secret = of_kind(render(chart), "Secret")[component("migrations")]
-    assert hook_secret["data"] == {"DB_PASSWORD": ""}
+    assert hook_secret["data"]["DB_PASSWORD"] == ""
 
 
 def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> None:
@@ -351,7 +441,13 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
         "providerCallbackSecret": "p" * 40,
         "orchestratorServiceKey": "o" * 40,
         "dbPassword": "pw",
+        "dbOrchestratorPassword": "r" * 32,
+        "dbVaultPassword": "v" * 32,
+        "dbWebhookPassword": "w" * 32,
     }
+    with pytest.raises(helm.HelmRenderError, match=r"secrets\.dbReconciliationPassword"):
+        render(chart, {"secrets": {"generate": False, **given}})
+    given["dbReconciliationPassword"] = "c" * 32
     manifests = render(chart, {"secrets": {"generate": False, **given}})
     data = of_kind(manifests, "Secret")[f"{PREFIX}-secrets"]["data"]
     assert base64.b64decode(data["ENCRYPTION_KEY"]).decode() == "e" * 32

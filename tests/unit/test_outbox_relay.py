@@ -1,5 +1,5 @@
-"""The transactional outbox across a broker outage, against a real PostgreSQL and a real
-Kafka-compatible broker (Tansu), with no mock of our code.
+"""The transactional outbox across a broker outage and across a lost leader, against a real
+PostgreSQL and a real Kafka-compatible broker (Tansu), with no mock of our code.
 
 While nothing listens on the broker's port, payments are still created and every attempt of the
 relay fails without losing an event: the outbox rows stay unpublished. Once the broker comes up
@@ -8,6 +8,11 @@ bootstrap restarts it, publishes every event at least once and stamps the rows p
 Reading the topic back (partitions assigned by hand: a consumer-group join takes 5-18 s on
 Tansu) finds every event, keyed by its payment, and each payment's events in the order they
 were written.
+
+With two relays (two replicas), one leads and the other stands by. When the leader's lock
+connection is killed, the server releases the lock: the old leader must publish nothing more
+(even while its other pooled connections still work), the standby takes over, and every event
+still reaches the topic.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +43,7 @@ from gateway_core.db import create_pool
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, ensure_topics
 from orchestrator.domain.states import Status
-from orchestrator.outbox import OutboxRelay
+from orchestrator.outbox import RELAY_LOCK_KEY, LeadershipLost, OutboxRelay
 from orchestrator.repository import NewPayment, Repository
 from paygate.events.v1 import events_pb2
 
@@ -186,29 +191,34 @@ class Supervisor:
     """
 
     relay: OutboxRelay
+    backoff: float = RESTART_BACKOFF
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     failures: list[Exception] = field(default_factory=list)
     attempts: int = 0
     task: asyncio.Task[None] | None = None
+    stopping: bool = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name="outbox-relay")
 
     async def stop(self) -> None:
+        # A flag as well as the cancellation: an attempt may turn the CancelledError into
+        # another exception on its way out, which the loop would take for a crash.
+        self.stopping = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
     async def _loop(self) -> None:
-        while True:
+        while not self.stopping:
             async with self.gate:
                 self.attempts += 1
                 try:
                     await self.relay.run()
                 except Exception as exc:  # what the bootstrap catches, logs and restarts on
                     self.failures.append(exc)
-            await asyncio.sleep(RESTART_BACKOFF)
+            await asyncio.sleep(self.backoff)
 
 
 # -- what was written and what was read ----------------------------------------------------------
@@ -417,3 +427,161 @@ async def test_events_written_while_the_broker_is_down_are_delivered_once_it_is_
         events = [by_event[e][0].event for e in in_order]
         assert [e.type for e in events] == [f"payment.{step}" for step in steps], payment_id
         assert [e.sequence for e in events] == list(range(1, len(steps) + 1)), payment_id
+
+
+# -- two relays, and a leader that loses its lock connection -----------------------------------
+
+LEADER_BACKOFF = 1.0  # the bootstrap's first restart delay
+QUIET_SECONDS = 1.5  # several polls of every relay: long enough for a rogue publish to happen
+# Who holds the relay lock in this database (pg_locks shows a bigint key as its halves).
+LOCK_HOLDER = """
+SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND a.datname = current_database()
+"""
+LOCK_PARTS = (RELAY_LOCK_KEY >> 32, RELAY_LOCK_KEY & 0xFFFF_FFFF)
+
+
+class RecordingProducer(EventProducer):
+    """The real producer, noting the event ids it was asked to publish (to tell relays apart)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__([bootstrap])
+        self.sent: list[str] = []
+
+    async def send_in_order(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        for _, _, value in messages:
+            self.sent.append(json_format.Parse(value, events_pb2.Event()).event_id)
+        await super().send_in_order(messages)
+
+
+async def lock_holder(pool: asyncpg.Pool) -> str | None:
+    """application_name of the session holding the relay lock in this database, if any."""
+    row = await pool.fetchrow(LOCK_HOLDER, *LOCK_PARTS)
+    return None if row is None else str(row["application_name"])
+
+
+async def someone_queues_for_the_lock(pool: asyncpg.Pool) -> bool:
+    queued: bool = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND classid::bigint = $1 AND objid::bigint = $2)",
+        *LOCK_PARTS,
+    )
+    return queued
+
+
+async def kill_lock_connection(pool: asyncpg.Pool) -> None:
+    """Terminate the backend that holds the relay lock, as a crash or a network cut would."""
+    row = await pool.fetchrow(LOCK_HOLDER, *LOCK_PARTS)
+    assert row is not None, "nobody holds the relay lock"
+    assert await pool.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
+
+
+async def test_a_relay_whose_lock_connection_died_stops_publishing_and_the_standby_takes_over(
+    pool: asyncpg.Pool, settings: Settings, broker: Broker
+) -> None:
+    await broker.start()
+    await ensure_topics([broker.bootstrap], {TOPIC: PARTITIONS})
+    repo = Repository(pool, TOPIC)
+    merchant = await repo.create_merchant(
+        merchant_id=new_id("MER"),
+        name="Outbox Leader Store",
+        email="leader@example.test",
+        vpa=f"leader-{new_id('VPA').lower()}@upi",
+        category="5411",
+    )
+    written: list[str] = []
+
+    async def write(count: int) -> list[str]:
+        payments = [new_payment(merchant.merchant_id, len(written) + n) for n in range(count)]
+        for payment in payments:
+            await repo.create_payment(payment, then=(Status.PENDING, "sent to UPI"))
+        ids = [p.payment_id for p in payments]
+        written.extend(ids)
+        return [row.event_id for row in await outbox_rows(pool, ids)]
+
+    async def published(event_ids: list[str]) -> bool:
+        rows = await outbox_rows(pool, written)
+        return all(row.published for row in rows if row.event_id in event_ids)
+
+    producers = {name: RecordingProducer(broker.bootstrap) for name in ("a", "b")}
+    pools = {
+        name: await create_pool(settings, "orchestrator", f"outbox-relay-{name}")
+        for name in producers
+    }
+    supervisors = {
+        name: Supervisor(
+            OutboxRelay(pools[name], producers[name], poll_seconds=POLL_SECONDS),
+            backoff=LEADER_BACKOFF,
+        )
+        for name in producers
+    }
+    usurper: asyncpg.Connection | None = None
+    try:
+        # 1. Relay a leads, relay b stands by; a publishes everything.
+        supervisors["a"].start()
+
+        async def leads(name: str) -> bool:
+            return await lock_holder(pool) == f"outbox-relay-{name}"
+
+        await until(lambda: leads("a"), "relay a to take the lock")
+        supervisors["b"].start()
+        await until(lambda: supervisors["b"].attempts >= 1, "relay b to start")
+        first = await write(3)
+        await until(lambda: published(first), "relay a to publish the first events")
+        assert set(first) <= set(producers["a"].sent)
+        assert producers["b"].sent == []
+
+        # 2. a's lock connection dies and another session takes the lock at once (a third
+        #    replica, say: it queued for the lock first). a's other connections still work,
+        #    yet it must publish nothing.
+        sent_by_a = len(producers["a"].sent)
+        usurper = await asyncpg.connect(
+            settings.dsn, server_settings={"application_name": "usurper"}
+        )
+        queued = asyncio.create_task(
+            usurper.fetchval("SELECT pg_advisory_lock($1) IS NOT NULL", RELAY_LOCK_KEY)
+        )
+        await until(lambda: someone_queues_for_the_lock(pool), "the usurper to queue for the lock")
+        await kill_lock_connection(pool)
+        assert await asyncio.wait_for(queued, WAIT_SECONDS)
+        assert await lock_holder(pool) == "usurper"
+        second = await write(3)
+        await asyncio.sleep(QUIET_SECONDS)
+        assert len(producers["a"].sent) == sent_by_a, "the deposed leader kept publishing"
+        assert producers["b"].sent == []
+        assert not await published(second)
+        assert any(isinstance(e, LeadershipLost) for e in supervisors["a"].failures)
+
+        # 3. The lock comes free: a relay takes over and publishes what waited.
+        await usurper.close()
+        usurper = None
+        await until(lambda: published(second), "the new leader to publish the waiting events")
+
+        # 4. The leader's lock connection dies again: the other relay takes over.
+        leader = await lock_holder(pool)
+        assert leader in ("outbox-relay-a", "outbox-relay-b")
+        old, new = ("a", "b") if leader == "outbox-relay-a" else ("b", "a")
+        sent_by_old = len(producers[old].sent)
+        await kill_lock_connection(pool)
+
+        await until(lambda: leads(new), f"relay {new} to take over")
+        third = await write(3)
+        await until(lambda: published(third), f"relay {new} to publish the latest events")
+        assert set(third) <= set(producers[new].sent)
+        assert len(producers[old].sent) == sent_by_old, "the deposed leader kept publishing"
+        await until(
+            lambda: any(isinstance(e, LeadershipLost) for e in supervisors[old].failures),
+            f"relay {old} to notice it lost the lock",
+        )
+    finally:
+        if usurper is not None:
+            await usurper.close()
+        for supervisor in supervisors.values():
+            await supervisor.stop()
+        for created in pools.values():
+            await asyncio.wait_for(created.close(), WAIT_SECONDS)
+
+    # 5. Nothing was lost: every event of every phase is on the topic.
+    on_topic = {record.event.event_id for record in await read_topic(broker.bootstrap)}
+    assert set(first + second + third) <= on_topic

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -19,7 +20,15 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 
 from gateway_core.config import Settings
-from gateway_core.services import REPO_ROOT, SERVICES
+from gateway_core.db import migratable_services
+from gateway_core.db.roles import (
+    ProvisionError,
+    ServiceRole,
+    default_role,
+    role_variables,
+    roles_from_environment,
+)
+from gateway_core.services import REPO_ROOT, SERVICES, ServiceInfo
 
 PortMode = Literal["fixed", "ephemeral"]
 
@@ -185,6 +194,50 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
     return env
+
+
+def service_roles(env: Mapping[str, str], external: frozenset[str]) -> dict[str, ServiceRole]:
+    """Each database service's own role, by schema (empty: every service uses DB_USERNAME).
+
+    On the stack's own PostgreSQL the roles get the default names and fresh random passwords
+    at every start (`python -m gateway_core.db provision` sets them). On an external server
+    they come from DB_<SCHEMA>_USERNAME / DB_<SCHEMA>_PASSWORD when the passwords are set.
+    """
+    if "postgres" not in external:
+        return {
+            s.schema: ServiceRole(s.schema, default_role(s.schema), secrets.token_urlsafe(24))
+            for s in migratable_services()
+            if s.schema
+        }
+    schemas = [s.schema for s in migratable_services() if s.schema]
+    if not any(env.get(role_variables(schema)[1]) for schema in schemas):
+        return {}
+    try:
+        return {role.schema: role for role in roles_from_environment(env)}
+    except ProvisionError as exc:
+        raise StackConfigError(str(exc)) from None
+
+
+def provision_env(env: Mapping[str, str], roles: Mapping[str, ServiceRole]) -> dict[str, str]:
+    """The administrator's environment plus every service role, for the provision command."""
+    provisioning = dict(env)
+    for role in roles.values():
+        user_var, password_var = role_variables(role.schema)
+        provisioning |= {user_var: role.username, password_var: role.password}
+    return provisioning
+
+
+def service_env(
+    env: Mapping[str, str], service: ServiceInfo, roles: Mapping[str, ServiceRole]
+) -> dict[str, str]:
+    """`env` with the database credentials `service` connects with: its own role, the shared
+    DB_USERNAME when the stack has no roles, none when it keeps no data in PostgreSQL."""
+    role = roles.get(service.schema or "")
+    if role is not None:
+        return dict(env) | {"DB_USERNAME": role.username, "DB_PASSWORD": role.password}
+    if service.schema and not roles:
+        return dict(env)
+    return dict(env) | {"DB_USERNAME": "", "DB_PASSWORD": ""}
 
 
 def dsn(env: Mapping[str, str]) -> str:

@@ -133,7 +133,12 @@ def prepare(state_dir: Path) -> Postgres:
 
 
 async def provision(postgres: Postgres, port: int, user: str, password: str, database: str) -> None:
-    """Create (or update) the application role with its password, and its database."""
+    """Create (or update) the administrator role with its password, and its database.
+
+    The administrator owns the database and may create roles (CREATEROLE, unless it is the
+    superuser): what a managed PostgreSQL gives its main account, and what
+    `python -m gateway_core.db provision` needs to create each service's own role.
+    """
     conn = await asyncpg.connect(
         host=str(postgres.socket_dir), port=port, user=SUPERUSER, database="postgres"
     )
@@ -142,7 +147,7 @@ async def provision(postgres: Postgres, port: int, user: str, password: str, dat
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
         verb = "ALTER" if exists else "CREATE"
         statement = await conn.fetchval(
-            f"SELECT format('{verb} ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
+            f"SELECT format('{verb} ROLE %I LOGIN CREATEROLE PASSWORD %L', $1::text, $2::text)",
             user,
             password,
         )
@@ -263,6 +268,25 @@ class ScratchServer:
             assert info.schema is not None, f"{service} keeps no data in PostgreSQL"
             await migrate(settings, info.schema, info.migrations_dir)
         return settings
+
+    async def superuser_database(self, name: str) -> Settings:
+        """A new, empty database `name` and the superuser's settings for it (over the socket)."""
+        await self._ready()
+        conn = await asyncpg.connect(
+            host=str(self.instance.socket_dir), port=self.port, user=SUPERUSER, database="postgres"
+        )
+        try:
+            statement = await conn.fetchval("SELECT format('CREATE DATABASE %I', $1::text)", name)
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+        return Settings.model_construct(
+            db_host=str(self.instance.socket_dir),
+            db_port=self.port,
+            db_username=SUPERUSER,
+            db_password="",
+            db_database=name,
+        )
 
     async def _ready(self) -> None:
         deadline = asyncio.get_running_loop().time() + SCRATCH_START_SECONDS

@@ -40,13 +40,16 @@ from devstack.config import (
     ephemeral_ports,
     external_parts,
     fixed_ports,
+    provision_env,
     read_environment,
+    service_env,
+    service_roles,
     stack_env,
 )
 from devstack.display import Component, StatusView
 from devstack.envoy import envoy_command, render_envoy_config
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
-from gateway_core.services import REPO_ROOT, SERVICES, ServiceInfo
+from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 DESCRIPTORS = REPO_ROOT / "gen" / "descriptors.pb"
 STATE_FILE = "stack.json"
@@ -83,6 +86,9 @@ class Stack:
         try:
             self.external = external_parts(base)
             self.ports = fixed_ports(base) if ports == "fixed" else ephemeral_ports()
+            # Each database service's own login role; the stack env's DB_USERNAME is the
+            # administrator that provisions them (and what `dsn` connects as).
+            self._roles = service_roles(base, self.external)
         except StackConfigError as exc:
             raise StackError(str(exc)) from None
         self.port_mode = ports
@@ -167,6 +173,10 @@ class Stack:
     ) -> None:
         self.stop()
 
+    def service_dsn(self, name: str) -> str:
+        """PostgreSQL URL of service `name`'s own connection (its role, when it has one)."""
+        return dsn(service_env(self.env, BY_NAME[name], self._roles))
+
     def log_text(self, name: str) -> str:
         """Everything component `name` has written (its log under logs_dir)."""
         return (self.logs_dir / f"{name}.log").read_text(errors="replace")
@@ -207,9 +217,19 @@ class Stack:
             self._check_ports_free()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         await _together(self._start_postgres(), self._start_redis(), self._start_kafka())
-        await self._run_module_once("migrate", "gateway_core.db", "migrate")
+        if self._roles:
+            await self._run_module_once(
+                "migrate", "gateway_core.db", "provision", env=provision_env(self.env, self._roles)
+            )
+        else:
+            self._warn(
+                "no per-service database roles on this PostgreSQL: every service connects as "
+                "DB_USERNAME (set DB_<SCHEMA>_PASSWORD for each service to provision them)"
+            )
+            await self._run_module_once("migrate", "gateway_core.db", "migrate")
         if self.seed:
-            await self._run_module_once("seed", "orchestrator.seed")
+            orchestrator = service_env(self.env, BY_NAME["orchestrator"], self._roles)
+            await self._run_module_once("seed", "orchestrator.seed", env=orchestrator)
         # All spawned before any is probed: forking while gRPC threads work makes gRPC warn.
         spawned = [self._spawn_service(s) for s in SERVICES]
         await _together(*(self._service_ready(component, child) for component, child in spawned))
@@ -333,18 +353,19 @@ class Stack:
         await probes.create_topics(self.kafka_bootstrap, topics)
         self._ready(component, child)
 
-    async def _run_module_once(self, name: str, module: str, *args: str) -> None:
+    async def _run_module_once(
+        self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> None:
         component = self._begin(name, f"python -m {module} {' '.join(args)}".strip())
-        child = self._spawn(
-            name, "once", [sys.executable, "-m", module, *args], env=self.env, cwd=REPO_ROOT
-        )
+        argv = [sys.executable, "-m", module, *args]
+        child = self._spawn(name, "once", argv, env=env or self.env, cwd=REPO_ROOT)
         await self._until_exited(child, START_TIMEOUT["once"])
         self._ready(component, None)
 
     def _spawn_service(self, service: ServiceInfo) -> tuple[Component, Child]:
         grpc_port, metrics_port = self.ports.services[service.name]
         component = self._begin(service.name, f"{LOOPBACK}:{grpc_port}")
-        env = self.env | {
+        env = service_env(self.env, service, self._roles) | {
             "SERVER_HOST": LOOPBACK,
             "SERVER_PORT": str(grpc_port),
             "METRICS_PORT": str(metrics_port),

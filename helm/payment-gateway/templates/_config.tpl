@@ -10,10 +10,13 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $_ := set $env "DB_HOST" $c.db.host -}}
 {{- $_ := set $env "DB_PORT" $c.db.port -}}
 {{- $_ := set $env "DB_DATABASE" $c.db.database -}}
-{{- $_ := set $env "DB_USERNAME" $c.db.username -}}
+{{- /* No DB_USERNAME: each service's pods log in as its own role (deployments.yaml). */ -}}
 {{- $_ := set $env "DB_SSL_MODE" $c.db.sslMode -}}
 {{- $_ := set $env "DB_MAX_OPEN_CONNS" $c.db.maxOpenConns -}}
 {{- $_ := set $env "DB_MAX_IDLE_CONNS" $c.db.maxIdleConns -}}
+{{- $_ := set $env "DB_COMMAND_TIMEOUT" $c.db.commandTimeout -}}
+{{- $_ := set $env "DB_ACQUIRE_TIMEOUT" $c.db.acquireTimeout -}}
+{{- $_ := set $env "OUTBOX_RETENTION" $c.outboxRetention -}}
 {{- $_ := set $env "REDIS_HOST" $c.redis.host -}}
 {{- $_ := set $env "REDIS_PORT" $c.redis.port -}}
 {{- $_ := set $env "REDIS_DB" $c.redis.db -}}

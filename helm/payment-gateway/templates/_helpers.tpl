@@ -166,3 +166,72 @@ tcpSocket:
 {{- fail (printf "livenessProbeType must be tcp or grpc, not %q" .values.livenessProbeType) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The Secret's keys (environment variable names) and the values.yaml key under `secrets` that
+gives each; generatedSecrets: the keys generated when not given, with their lengths.
+*/}}
+{{- define "pg.secretKeys" -}}
+JWT_SECRET: jwtSecret
+ENCRYPTION_KEY: encryptionKey
+DB_PASSWORD: dbPassword
+DB_ORCHESTRATOR_PASSWORD: dbOrchestratorPassword
+DB_VAULT_PASSWORD: dbVaultPassword
+DB_WEBHOOK_PASSWORD: dbWebhookPassword
+DB_RECONCILIATION_PASSWORD: dbReconciliationPassword
+REDIS_PASSWORD: redisPassword
+CARD_GATEWAY_API_KEY: cardGatewayApiKey
+PROVIDER_CALLBACK_SECRET: providerCallbackSecret
+ORCHESTRATOR_SERVICE_KEY: orchestratorServiceKey
+{{- end -}}
+
+{{- define "pg.generatedSecrets" -}}
+JWT_SECRET: 48
+ENCRYPTION_KEY: 32
+PROVIDER_CALLBACK_SECRET: 48
+ORCHESTRATOR_SERVICE_KEY: 48
+DB_ORCHESTRATOR_PASSWORD: 32
+DB_VAULT_PASSWORD: 32
+DB_WEBHOOK_PASSWORD: 32
+DB_RECONCILIATION_PASSWORD: 32
+{{- end -}}
+
+{{/* The Secret key holding a schema's role password: DB_<SCHEMA>_PASSWORD. */}}
+{{- define "pg.rolePasswordKey" -}}
+{{- printf "DB_%s_PASSWORD" (upper .) -}}
+{{- end -}}
+
+{{/*
+The base64 value of one key of the chart-managed Secret: given in values (secrets.<key>), else
+kept from the Secret in the cluster (lookup), else generated (secrets.generate) or a failed
+install, else "" for keys that are never generated. A generated value is made once per render
+and remembered, so the migrations hook Secret and the release Secret carry the same one.
+(dict "root" $ "key" "JWT_SECRET")
+*/}}
+{{- define "pg.secretValue" -}}
+{{- $root := .root -}}
+{{- if not (hasKey $root.Values "_pgSecretValues") -}}
+{{- $_ := set $root.Values "_pgSecretValues" (dict) -}}
+{{- end -}}
+{{- $known := $root.Values._pgSecretValues -}}
+{{- if not (hasKey $known .key) -}}
+{{- $valueKey := get (include "pg.secretKeys" $root | fromYaml) .key -}}
+{{- $generated := include "pg.generatedSecrets" $root | fromYaml -}}
+{{- $live := lookup "v1" "Secret" $root.Release.Namespace (include "pg.secretName" $root) | default dict -}}
+{{- $old := $live.data | default dict -}}
+{{- $given := index $root.Values.secrets $valueKey -}}
+{{- $value := "" -}}
+{{- if $given -}}
+{{- $value = $given | toString | b64enc -}}
+{{- else if index $old .key -}}
+{{- $value = index $old .key -}}
+{{- else if hasKey $generated .key -}}
+{{- if not $root.Values.secrets.generate -}}
+{{- fail (printf "secrets.%s is required: set it (from a file outside the repository), or set secrets.existingSecret, or secrets.generate=true for a throwaway install" $valueKey) -}}
+{{- end -}}
+{{- $value = randAlphaNum (int (get $generated .key)) | b64enc -}}
+{{- end -}}
+{{- $_ := set $known .key $value -}}
+{{- end -}}
+{{- get $known .key -}}
+{{- end -}}

@@ -3,6 +3,8 @@ The services of the mesh, mirroring libs/gateway_core/services.py (the one regis
 module, address variable, gRPC services, public or not). tests/unit/test_helm_chart.py checks
 that the two agree. Added here, per service:
   key      its block in values.yaml
+  schema   its PostgreSQL schema (services that keep data): its pods log in as the role
+           config.db.roles.<schema> with the Secret's DB_<SCHEMA>_PASSWORD
   callers  the only components allowed to open connections to it (NetworkPolicy ingress; the
            callers' egress follows from the same list)
 Read it with: include "pg.registry" . | fromYamlArray
@@ -10,6 +12,7 @@ Read it with: include "pg.registry" . | fromYamlArray
 {{- define "pg.registry" -}}
 - key: orchestrator
   name: orchestrator
+  schema: orchestrator
   module: orchestrator
   addrEnv: ORCHESTRATOR_ADDR
   public: true
@@ -29,6 +32,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   callers: [orchestrator]
 - key: tokenizationVault
   name: tokenization-vault
+  schema: vault
   module: vault
   addrEnv: VAULT_ADDR
   public: false
@@ -37,6 +41,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   callers: [orchestrator]
 - key: webhook
   name: webhook
+  schema: webhook
   module: webhook
   addrEnv: WEBHOOK_ADDR
   public: true
@@ -45,6 +50,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   callers: [envoy]
 - key: reconciliation
   name: reconciliation
+  schema: reconciliation
   module: reconciliation
   addrEnv: RECONCILIATION_ADDR
   public: true

@@ -2,19 +2,28 @@
 forward-only SQL migrations (`services/<name>/migrations/NNNN_name.sql`).
 
 `python -m gateway_core.db migrate` applies every service's pending migrations.
+
+Every pooled statement is bounded by DB_COMMAND_TIMEOUT and every wait for a pooled connection
+by DB_ACQUIRE_TIMEOUT, however the pool is used (`pool.fetch(...)` and friends acquire
+internally, with no timeout of their own in asyncpg). Either raises DatabaseTimeout, an
+Unavailable error: the caller gets UNAVAILABLE (HTTP 503) and may retry, instead of a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from gateway_core.config import Settings
+from gateway_core.errors import Unavailable
 from gateway_core.services import SERVICES, ServiceInfo
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -24,6 +33,90 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 class MigrationError(RuntimeError):
     """The database and the migrations directory disagree; the service must not start."""
+
+
+class DatabaseTimeout(Unavailable):
+    """No pooled connection came free in time, or a statement ran past its timeout (it was
+    cancelled, and its transaction rolls back). Retryable."""
+
+    reason = "DATABASE_TIMEOUT"
+
+
+@contextlib.contextmanager
+def _timeouts_as(message: str) -> Generator[None]:
+    try:
+        yield
+    except TimeoutError:
+        raise DatabaseTimeout(message) from None
+
+
+_STATEMENT_TIMED_OUT = "the database did not answer in time; retry the request"
+_NO_CONNECTION = "the database is busy (no connection free in time); retry the request"
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg's connection, whose statement timeouts raise DatabaseTimeout. Transactions and
+    pool methods run their statements through these methods too."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().executemany(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().fetch(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().fetchval(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().fetchrow(*args, **kwargs)
+
+    async def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        with _timeouts_as(_STATEMENT_TIMED_OUT):
+            return await super().fetchmany(*args, **kwargs)
+
+
+class Pool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool with a default acquire timeout that holds for `pool.acquire()` and for
+    every method that borrows a connection itself (`pool.fetch`, `pool.execute`, ...)."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        chosen = self._acquire_timeout if timeout is None else timeout
+        return _Acquire(super().acquire(timeout=chosen))
+
+
+class _Acquire:
+    """asyncpg's acquire context (`async with` or `await`), its timeout as DatabaseTimeout."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> Any:
+        with _timeouts_as(_NO_CONNECTION):
+            return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._acquired().__await__()
+
+    async def _acquired(self) -> Any:
+        with _timeouts_as(_NO_CONNECTION):
+            return await self._inner
 
 
 @dataclass(frozen=True)
@@ -43,18 +136,29 @@ async def create_pool(
     """A pool whose connections see only `schema` and convert dicts to and from json/jsonb.
 
     jsonb parameters take Python objects (dicts, lists), not pre-serialized JSON strings.
+    Statements are cancelled after DB_COMMAND_TIMEOUT and waits for a connection end after
+    DB_ACQUIRE_TIMEOUT, both as DatabaseTimeout; an explicit `timeout=` argument wins.
     """
     _check_schema_name(schema)
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+    # Built directly (create_pool cannot make a subclass), with create_pool's defaults.
+    pool = Pool(
         min_size=min(settings.db_max_idle_conns, settings.db_max_open_conns),
         max_size=settings.db_max_open_conns,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         init=_register_json_codecs,
+        loop=None,
+        connection_class=_Connection,
+        record_class=asyncpg.Record,
+        acquire_timeout=settings.db_acquire_timeout,
+        command_timeout=settings.db_command_timeout,
         server_settings={
             "search_path": schema,
             "application_name": application_name or f"paygate-{schema}",
         },
         **_connect_args(settings),
     )
+    await pool
     return pool
 
 
@@ -67,8 +171,12 @@ async def check_pool(pool: asyncpg.Pool) -> None:
 async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list[str]:
     """Apply the pending migrations of `schema` in order; returns the versions applied.
 
-    Each file runs in its own transaction with `search_path` set to the schema. A session
-    advisory lock serializes concurrent starters, so several replicas may call this at once.
+    Each file runs in its own transaction with `search_path` set to the schema, as the
+    schema's owner: an administrator (DB_USERNAME) who connects switches to the owning service
+    role first (SET ROLE), so everything a migration creates belongs to that role. A missing
+    schema is created, owned by the connecting user. A session advisory lock serializes
+    concurrent starters, so several replicas may call this at once. Statements have no
+    timeout here: a migration may rewrite a large table.
     Refuses (MigrationError) when an applied file changed or disappeared, or a new file sorts
     before one already applied: history is forward-only.
     """
@@ -81,6 +189,7 @@ async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list
     try:
         # Session-level: released when this connection closes, whatever happened in between.
         await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema))
+        await _act_as_owner(conn, schema)
         return await _apply_pending(conn, schema, migrations)
     finally:
         await conn.close()
@@ -119,10 +228,41 @@ def discover_migrations(migrations_dir: Path) -> list[Migration]:
     return migrations
 
 
+async def _act_as_owner(conn: asyncpg.Connection, schema: str) -> None:
+    """Become the schema's owner for this session, creating the schema if there is none.
+
+    Only a missing schema is created: CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+    database even when the schema exists, which a service role does not have.
+    """
+    row = await conn.fetchrow(
+        "SELECT r.rolname AS owner, r.rolname = current_user AS mine"
+        " FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = $1",
+        schema,
+    )
+    if row is None:
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise MigrationError(
+                f"{schema}: the schema does not exist and this user may not create it ({exc}); "
+                "create it with `python -m gateway_core.db provision`, or as an administrator"
+            ) from exc
+    elif not row["mine"]:
+        try:
+            await conn.execute(
+                await conn.fetchval("SELECT format('SET ROLE %I', $1::text)", row["owner"])
+            )
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise MigrationError(
+                f"{schema}: the schema belongs to {row['owner']} and migrations run as its owner; "
+                f"connect as {row['owner']}, or as a role allowed to SET ROLE {row['owner']} "
+                f"({exc})"
+            ) from exc
+
+
 async def _apply_pending(
     conn: asyncpg.Connection, schema: str, migrations: list[Migration]
 ) -> list[str]:
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     await conn.execute(
         f"""
         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (

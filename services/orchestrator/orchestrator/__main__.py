@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ from orchestrator.card_payments import CardPayments
 from orchestrator.domain.routing import CircuitBreaker, RoutingTable
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.jobs import Jobs
-from orchestrator.outbox import OutboxRelay
+from orchestrator.outbox import OutboxPurge, OutboxRelay
 from orchestrator.processing import PaymentProcessor
 from orchestrator.providers.cards import AcquirerClient
 from orchestrator.providers.fraud import FraudClient
@@ -85,6 +86,8 @@ async def main() -> None:
 
     relay = OutboxRelay(pool, EventProducer(settings.kafka_bootstrap_servers))
     app.add_background_task("outbox-relay", relay.run)
+    purge = OutboxPurge(pool, timedelta(seconds=settings.outbox_retention))
+    app.add_background_task("outbox-purge", purge.run)
     jobs = Jobs(repo, processor, idempotency)
     app.add_background_task("status-inquiries", jobs.run_inquiries)
     app.add_background_task("expiry", jobs.run_expiry)

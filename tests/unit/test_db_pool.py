@@ -1,0 +1,192 @@
+"""The service pool's timeouts against a real PostgreSQL: a statement that runs too long and a
+wait for a connection that never comes free both end in DatabaseTimeout (UNAVAILABLE, HTTP
+503, retryable) within their bound, whichever way the pool is used, and the pool keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+
+from devstack.postgres import ScratchServer
+from gateway_core.config import Settings
+from gateway_core.db import DatabaseTimeout, create_pool
+from gateway_core.errors import Unavailable
+
+COMMAND_TIMEOUT = 0.5
+ACQUIRE_TIMEOUT = 0.5
+# Far above either bound, far below the sleep: a hang shows up as a failure, not a stuck run.
+PATIENCE = 8.0
+SLEEP_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+async def database(postgres_server: ScratchServer) -> Settings:
+    settings = await postgres_server.database("pool", "orchestrator")
+    return settings.model_copy(
+        update={"db_command_timeout": COMMAND_TIMEOUT, "db_acquire_timeout": ACQUIRE_TIMEOUT}
+    )
+
+
+@pytest.fixture(scope="module")
+async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    created = await create_pool(database, "orchestrator", "pool-tests")
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
+async def single(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of exactly one connection."""
+    settings = database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1})
+    created = await create_pool(settings, "orchestrator", "pool-tests-single")
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+async def fails_in_time(call: Awaitable[object], bound: float) -> DatabaseTimeout:
+    """The DatabaseTimeout `call` raises, after checking it came about when it should."""
+    started = time.monotonic()
+    with pytest.raises(DatabaseTimeout) as info:
+        await asyncio.wait_for(call, PATIENCE)
+    elapsed = time.monotonic() - started
+    assert bound * 0.8 <= elapsed < bound + 3, f"gave up after {elapsed:.2f} s"
+    return info.value
+
+
+def is_retryable_unavailable(error: DatabaseTimeout) -> None:
+    assert isinstance(error, Unavailable)
+    assert error.grpc_code == grpc.StatusCode.UNAVAILABLE
+    assert error.http_status == 503
+    assert error.reason == "DATABASE_TIMEOUT"
+    assert "retry" in error.message
+
+
+async def sleepers(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    return count
+
+
+# -- the command timeout ----------------------------------------------------------------------
+
+SLEEP = f"SELECT pg_sleep({SLEEP_SECONDS})"
+
+
+async def through_pool_fetch(pool: asyncpg.Pool) -> object:
+    return await pool.fetch(SLEEP)
+
+
+async def through_pool_fetchval(pool: asyncpg.Pool) -> object:
+    return await pool.fetchval(SLEEP)
+
+
+async def through_pool_fetchrow(pool: asyncpg.Pool) -> object:
+    return await pool.fetchrow(SLEEP)
+
+
+async def through_pool_execute(pool: asyncpg.Pool) -> object:
+    return await pool.execute(SLEEP)
+
+
+async def through_an_acquired_connection(pool: asyncpg.Pool) -> object:
+    async with pool.acquire() as conn:
+        return await conn.fetchval(SLEEP)
+
+
+async def inside_a_transaction(pool: asyncpg.Pool) -> object:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO merchants (merchant_id, name, vpa) VALUES ($1, $1, $1)", "MER_timeout"
+        )
+        return await conn.execute(SLEEP)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        through_pool_fetch,
+        through_pool_fetchval,
+        through_pool_fetchrow,
+        through_pool_execute,
+        through_an_acquired_connection,
+        inside_a_transaction,
+    ],
+)
+async def test_a_statement_past_the_command_timeout_is_cancelled_with_a_retryable_error(
+    pool: asyncpg.Pool, run: Callable[[asyncpg.Pool], Awaitable[object]]
+) -> None:
+    error = await fails_in_time(run(pool), COMMAND_TIMEOUT)
+    is_retryable_unavailable(error)
+
+    deadline = time.monotonic() + PATIENCE
+    while await sleepers(pool):  # asyncpg asks the server to cancel; it takes a moment
+        assert time.monotonic() < deadline, "the timed-out statement still runs on the server"
+        await asyncio.sleep(0.05)
+    # Nothing of the timed-out transaction stays, and the pool answers as before.
+    left = await pool.fetchval("SELECT count(*) FROM merchants WHERE merchant_id = 'MER_timeout'")
+    assert left == 0
+    assert await pool.fetchval("SELECT 1") == 1
+
+
+async def test_a_quick_statement_is_not_affected(pool: asyncpg.Pool) -> None:
+    assert await pool.fetchval("SELECT 1 FROM pg_sleep($1::float8 / 4)", COMMAND_TIMEOUT) == 1
+
+
+# -- the acquire timeout ----------------------------------------------------------------------
+
+
+async def acquire_with_async_with(pool: asyncpg.Pool) -> object:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT 1")
+
+
+async def acquire_with_await(pool: asyncpg.Pool) -> object:
+    conn = await pool.acquire()
+    try:
+        return await conn.fetchval("SELECT 1")
+    finally:
+        await pool.release(conn)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda pool: pool.fetch("SELECT 1"),
+        lambda pool: pool.fetchval("SELECT 1"),
+        lambda pool: pool.fetchrow("SELECT 1"),
+        lambda pool: pool.execute("SELECT 1"),
+        acquire_with_async_with,
+        acquire_with_await,
+    ],
+    ids=["fetch", "fetchval", "fetchrow", "execute", "async-with-acquire", "await-acquire"],
+)
+async def test_waiting_past_the_acquire_timeout_for_a_busy_pool_is_a_retryable_error(
+    single: asyncpg.Pool, use: Callable[[asyncpg.Pool], Awaitable[object]]
+) -> None:
+    async with single.acquire() as held:
+        error = await fails_in_time(use(single), ACQUIRE_TIMEOUT)
+        is_retryable_unavailable(error)
+        assert await held.fetchval("SELECT 1") == 1
+    # Free again: the same call goes through.
+    assert await asyncio.wait_for(use(single), PATIENCE) is not None
+
+
+async def test_an_explicit_acquire_timeout_still_wins(single: asyncpg.Pool) -> None:
+    async with single.acquire():
+        started = time.monotonic()
+        with pytest.raises(DatabaseTimeout):
+            async with single.acquire(timeout=0.05):
+                pass
+        assert time.monotonic() - started < ACQUIRE_TIMEOUT
