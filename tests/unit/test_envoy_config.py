@@ -620,7 +620,7 @@ def test_the_jwks_carries_the_secret_as_an_unpadded_base64url_oct_key() -> None:
 def test_a_secret_with_yaml_and_json_syntax_cannot_break_the_config(
     descriptors: Descriptors, tmp_path: Path
 ) -> None:
-    nasty = "a\"b'c: {d}\n- e # f \\ g"
+    nasty = "a\"b'c: {d}\n- e # f \\ g, long enough for an HS256 key"
     rendered = render_envoy_config({"JWT_SECRET": nasty, "JWT_ISSUER": "x: 'y'"}, descriptors.path)
     config = yaml.safe_load(rendered)
     provider = http_filters(config)[2]["typed_config"]["providers"]["paygate"]

@@ -8,7 +8,7 @@ import sys
 
 import asyncpg
 
-from gateway_core.config import ConfigError, Settings, get_settings
+from gateway_core.config import ConfigError, Settings, load_settings
 from gateway_core.db import MigrationError, migratable_services, migrate
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_cmd.add_argument("--service", help="only this service (its directory name)")
     args = parser.parse_args(argv)
     try:
-        settings = get_settings()
+        settings = load_settings(local_unless_set=True)
         print(
             f"migrating {settings.db_database} at {settings.db_host}:{settings.db_port}",
             flush=True,
