@@ -13,6 +13,7 @@ service checks the secrets it holds before it starts (gateway_core.server.Servic
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -282,11 +283,19 @@ class Settings(BaseSettings):
         return {name: _plain(getattr(self, name)) for name in names}
 
     def callback_secrets(self) -> dict[str, str]:
-        """Each provider's callback HMAC key, by provider name (CALLBACK_PROVIDERS)."""
+        """Each provider's callback HMAC key, by provider name (CALLBACK_PROVIDERS); two
+        providers sharing one key is refused, since either could then forge the other's."""
         names = {
             provider: f"provider_callback_secret_{provider}" for provider in CALLBACK_PROVIDERS
         }
         values = self.secrets(*names.values())
+        uses = Counter(values.values())
+        shared = sorted(name.upper() for name, value in values.items() if uses[value] > 1)
+        if shared:
+            raise ConfigError(
+                f"{' and '.join(shared)} are equal: each provider needs a callback secret of its "
+                "own, or one provider's key forges the other's callbacks"
+            )
         return {provider: values[name] for provider, name in names.items()}
 
     def _secret_problem(self, name: str) -> str | None:

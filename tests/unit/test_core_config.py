@@ -261,6 +261,21 @@ def test_each_provider_has_its_own_callback_secret() -> None:
     assert len(set(secrets.values())) == len(secrets)
 
 
+def test_two_providers_sharing_a_callback_secret_are_refused() -> None:
+    settings = production(
+        provider_callback_secret_upi_core=STRONG,
+        provider_callback_secret_netbanking=STRONG + "-netbanking",
+        provider_callback_secret_acs=STRONG,
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        settings.callback_secrets()
+
+    message = str(raised.value)
+    assert "PROVIDER_CALLBACK_SECRET_ACS and PROVIDER_CALLBACK_SECRET_UPI_CORE are equal" in message
+    assert STRONG not in message
+
+
 def test_every_secret_a_service_holds_has_a_rule() -> None:
     held = {variable.lower() for service in SERVICES for variable in service.secrets}
 
