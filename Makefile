@@ -67,8 +67,8 @@ db-migrate: gen  ## apply every service's pending SQL migrations (DB_* variables
 db-seed: gen  ## load demo data: a merchant and its pricing (idempotent)
 	$(PY) -m orchestrator.seed
 
-token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin
-	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)"
+token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin [TTL=<seconds, at most JWT_MAX_LIFETIME>]
+	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)" --ttl "$(or $(TTL),3600)"
 
 helm-lint: gen  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
 	$(PY) -m pip install --progress-bar on -q -r requirements-helm.txt

@@ -1,13 +1,19 @@
 """Repository-wide pytest wiring: tests under tests/e2e are marked `e2e` by where they live,
-so `pytest -m "not e2e"` runs everything that needs no stack."""
+so `pytest -m "not e2e"` runs everything that needs no stack; and the tests run in local mode.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 E2E_DIR = Path(__file__).parent / "e2e"
+
+# Tests run on the published development secrets, which only APP_ENV=local accepts; a test of
+# production's rules sets APP_ENV itself.
+os.environ["APP_ENV"] = "local"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

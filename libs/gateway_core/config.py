@@ -3,11 +3,19 @@
 Real environment variables win over a `.env` file in the working directory, which wins over the
 defaults below. The defaults are the local stack's (loopback, non-standard ports, sandbox keys),
 so a fresh checkout runs without any configuration and production overrides every one of them.
+
+Secrets fail closed: their defaults are published (here and in .env.example), so only an
+explicit APP_ENV=local accepts them. Anywhere else `Settings.secret` refuses a secret that is
+not set, shorter than 32 bytes, or equal to any published value (SECRET_RULES), and every
+service checks the secrets it holds before it starts (gateway_core.server.ServiceApp).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Annotated, Literal
@@ -29,65 +37,94 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _parse_duration(value: object) -> object:
-    """Go-style durations as the seed writes them ("30s", "120h", "1h30m"), or seconds."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
-    if not _DURATION.fullmatch(text):
-        raise ValueError('must be a duration such as "90s", "15m", "24h", "5d" or "1h30m"')
-    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
-
-
-# A length of time from the environment: "24h", "5d", "1h30m", or a number of seconds.
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
-
-
 class ConfigError(ValueError):
     """The environment does not describe a valid configuration; says which variables are wrong."""
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The one APP_ENV that accepts the published development secrets: the local stack and the tests
+# set it; anything else, or no APP_ENV at all, is treated as production.
+LOCAL = "local"
+
+# Providers that call the gateway back (POST /api/v1/provider-callbacks/{provider}). Each signs
+# with a secret of its own, PROVIDER_CALLBACK_SECRET_<PROVIDER>, so a secret that leaks lets
+# nobody forge another provider's callbacks.
+CALLBACK_PROVIDERS = ("upi_core", "netbanking", "acs")
+
+# RFC 7518 §3.2: an HMAC-SHA256 key at least as long as the hash; AES-256 wants as much.
+SECRET_MIN_BYTES = 32
 
 
-def duration_seconds(value: object) -> object:
-    """Seconds from a Go-style duration ("250ms", "10s", "72h", "1h30m", like the seed's
-    SERVER_READ_TIMEOUT=30s) or a plain number of seconds."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or _DURATION_PART.sub("", text):
-        raise ValueError("must be a duration such as 500ms, 10s, 5m or 72h, or a number of seconds")
-    return sum(float(amount) * _DURATION_UNITS[unit] for amount, unit in parts)
+@dataclass(frozen=True)
+class SecretRule:
+    """What a secret setting must be. Outside APP_ENV=local: set, at least `min_bytes` long, and
+    not a published value. Locally: not empty (when `required`), and the length too where
+    `min_bytes_in_local` (JWT_SECRET: Envoy's HS256 key is never weak)."""
+
+    min_bytes: int = SECRET_MIN_BYTES
+    required: bool = True
+    min_bytes_in_local: bool = False
 
 
-# A duration setting, held in seconds.
-Seconds = Annotated[float, BeforeValidator(duration_seconds)]
+SECRET_RULES: Mapping[str, SecretRule] = {
+    # Keys the gateway's operators generate: their strength is ours to demand.
+    "jwt_secret": SecretRule(min_bytes_in_local=True),
+    "encryption_key": SecretRule(),
+    "orchestrator_service_key": SecretRule(),
+    "idempotency_fingerprint_key": SecretRule(),
+    **{f"provider_callback_secret_{provider}": SecretRule() for provider in CALLBACK_PROVIDERS},
+    # Credentials someone else issues (the acquirer; the database's owner, who may use
+    # certificate or IAM authentication and no password): their length is not ours to set,
+    # but a published one is refused all the same.
+    "card_gateway_api_key": SecretRule(min_bytes=0),
+    "db_password": SecretRule(min_bytes=0, required=False),
+}
 
-
-# Secrets with a development default that only the local stack may use.
-DEV_SECRETS = (
-    "jwt_secret",
-    "encryption_key",
-    "card_gateway_api_key",
-    "provider_callback_secret",
-    "orchestrator_service_key",
-    "idempotency_fingerprint_key",
+# Placeholders the seed's README published and values earlier versions of .env.example shipped:
+# as well known as the defaults themselves.
+PUBLISHED_PLACEHOLDERS = frozenset(
+    {
+        "your-jwt-secret",
+        "your-32-byte-encryption-key",
+        "your-card-gateway-key",
+        "your_password",
+        "local-dev-provider-callback-secret",
+    }
 )
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A positive Go-style duration as the seed writes them ("250ms", "30s", "90m", "24h",
+    "5d", "1h30m"), or a plain number of seconds."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        if not _DURATION.fullmatch(value):
+            raise ValueError(
+                f"{text!r} is not a duration: write e.g. 500ms, 30s, 90m, 24h, 5d or 1h30m"
+            ) from None
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a positive duration")
+    return timedelta(seconds=seconds)
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _duration_seconds(value: object) -> object:
+    return parse_duration(value).total_seconds() if isinstance(value, str) else value
+
+
+# A length of time from the environment ("24h", "5d", "1h30m" or seconds), as a timedelta or,
+# for settings handed to libraries that count in seconds, as a float.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
 
 
 class Settings(BaseSettings):
@@ -98,9 +135,9 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    # "local" (the developer stack) allows the built-in development secrets below; any other
-    # value (Helm sets "production") refuses to start with them.
-    app_env: str = "local"
+    # "local" (the developer stack and the tests set it) accepts the published development
+    # secrets below; any other value, and an unset APP_ENV, refuses them (fail closed).
+    app_env: str = "production"
 
     # Server: where this process serves gRPC (each process gets its own port from its launcher).
     server_host: str = "127.0.0.1"
@@ -139,6 +176,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr("local-dev-jwt-secret-change-me-0123456789")
     jwt_issuer: str = "payment-gateway"
     jwt_audience: str = "payments-api"
+    # Longest bearer token Envoy accepts (its exp at most this far ahead) and `make token` mints.
+    jwt_max_lifetime: Duration = Field(default=timedelta(hours=24), ge=timedelta(seconds=1))
     encryption_key: SecretStr = SecretStr("local-dev-encryption-key-32bytes")
     pci_compliance_mode: bool = True
     # The orchestrator's own HS256 key for its service identity (gateway_core.service_auth):
@@ -172,9 +211,16 @@ class Settings(BaseSettings):
     fraud_timeout_ms: int = Field(default=50, ge=1, le=5000)
     fraud_fail_policy: Literal["open", "closed"] = "open"
     card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
-    # HMAC key of provider callbacks (x-provider-signature): the sandbox signs, the
-    # orchestrator verifies.
-    provider_callback_secret: SecretStr = SecretStr("local-dev-provider-callback-secret")
+    # HMAC keys of provider callbacks (x-provider-signature), one per provider
+    # (CALLBACK_PROVIDERS): the provider (the sandbox) signs, the orchestrator verifies with the
+    # key of the provider named in the callback's path.
+    provider_callback_secret_upi_core: SecretStr = SecretStr(
+        "local-dev-callback-secret-upi-core-0123456789"
+    )
+    provider_callback_secret_netbanking: SecretStr = SecretStr(
+        "local-dev-callback-secret-netbanking-0123456789"
+    )
+    provider_callback_secret_acs: SecretStr = SecretStr("local-dev-callback-secret-acs-0123456789")
 
     # Sandbox (the simulated providers): its HTTP server serves the bank pages a customer's
     # browser is sent to, and UPI controls for tests and demos.
@@ -251,25 +297,58 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _no_dev_secrets_outside_local(self) -> Settings:
-        # Outside the local stack a development default counts as "not configured": each pod
-        # gets only the secrets it uses, and `secret()` refuses the ones it lacks.
-        if self.app_env != "local":
-            defaults = type(self).model_fields
-            for name in DEV_SECRETS:
-                if getattr(self, name) == defaults[name].default:
-                    object.__setattr__(self, name, SecretStr(""))
-        return self
+    @property
+    def is_local(self) -> bool:
+        return self.app_env == LOCAL
 
     def secret(self, name: str) -> str:
-        """The value of a secret setting this process needs; ConfigError when it is unset."""
-        value: SecretStr = getattr(self, name)
-        if not value.get_secret_value():
+        """The value of secret setting `name` (SECRET_RULES); ConfigError if it breaks a rule."""
+        return self.secrets(name)[name]
+
+    def secrets(self, *names: str) -> dict[str, str]:
+        """Several secrets by setting name; the ConfigError names every one that breaks a rule."""
+        problems = [problem for name in names if (problem := self._secret_problem(name))]
+        if problems:
+            where = "" if self.is_local else f" (APP_ENV={self.app_env or '(empty)'})"
             raise ConfigError(
-                f"{name.upper()} is required (APP_ENV={self.app_env} has no development default)"
+                f"refusing these secrets{where}: {'; '.join(problems)}. A secret must be set and "
+                f"at least {SECRET_MIN_BYTES} bytes (JWT_SECRET even under APP_ENV=local; "
+                "credentials others issue, such as DB_PASSWORD, excepted), and outside "
+                "APP_ENV=local never a value published in .env.example or the code. Generate "
+                "one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
-        return value.get_secret_value()
+        return {name: _plain(getattr(self, name)) for name in names}
+
+    def callback_secrets(self) -> dict[str, str]:
+        """Each provider's callback HMAC key, by provider name (CALLBACK_PROVIDERS); two
+        providers sharing one key is refused, since either could then forge the other's."""
+        names = {
+            provider: f"provider_callback_secret_{provider}" for provider in CALLBACK_PROVIDERS
+        }
+        values = self.secrets(*names.values())
+        uses = Counter(values.values())
+        shared = sorted(name.upper() for name, value in values.items() if uses[value] > 1)
+        if shared:
+            raise ConfigError(
+                f"{' and '.join(shared)} are equal: each provider needs a callback secret of its "
+                "own, or one provider's key forges the other's callbacks"
+            )
+        return {provider: values[name] for provider, name in names.items()}
+
+    def _secret_problem(self, name: str) -> str | None:
+        rule = SECRET_RULES[name]
+        variable = name.upper()
+        value = _plain(getattr(self, name))
+        if not self.is_local and name not in self.model_fields_set:
+            return f"{variable} is not set (its built-in value is the local stack's, published)"
+        if not value:
+            return f"{variable} is empty" if rule.required else None
+        size = len(value.encode())
+        if size < rule.min_bytes and (rule.min_bytes_in_local or not self.is_local):
+            return f"{variable} is {size} bytes, shorter than {rule.min_bytes}"
+        if not self.is_local and value in published_secret_values():
+            return f"{variable} is a value published in .env.example or the code"
+        return None
 
     @property
     def dsn(self) -> str:
@@ -288,10 +367,26 @@ class Settings(BaseSettings):
         return [b.strip() for b in self.kafka_brokers.split(",") if b.strip()]
 
 
-def load_settings() -> Settings:
-    """Read the settings now; a bad value raises ConfigError naming the environment variable."""
+def published_secret_values() -> frozenset[str]:
+    """Every secret value anyone can read: the defaults of every secret setting (they are in
+    .env.example too) and the placeholders of the seed's README."""
+    defaults = {_plain(Settings.model_fields[name].default) for name in SECRET_RULES}
+    return frozenset((defaults | PUBLISHED_PLACEHOLDERS) - {""})
+
+
+def _plain(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def load_settings(*, local_unless_set: bool = False) -> Settings:
+    """Read the settings now; a bad value raises ConfigError naming the environment variable.
+
+    `local_unless_set`: for the developer tools (`make token`, `make db-migrate`, `make db-seed`),
+    which serve the local stack: APP_ENV=local unless the environment or .env says otherwise.
+    Services never use it: for them an unset APP_ENV means production.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
@@ -303,6 +398,9 @@ def load_settings() -> Settings:
         found = re.search(r'field "(\w+)"', str(exc))
         field = found.group(1).upper() if found else "settings"
         raise ConfigError(f"invalid configuration: {field}: not valid JSON") from None
+    if local_unless_set and "app_env" not in settings.model_fields_set:
+        return settings.model_copy(update={"app_env": LOCAL})
+    return settings
 
 
 @cache

@@ -22,9 +22,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
-from gateway_core.config import Settings
+from gateway_core.config import ConfigError, Settings
 from gateway_core.errors import GatewayError, Internal, Unimplemented, to_rpc_status
 from gateway_core.logging import configure_logging, get_logger
+from gateway_core.services import BY_NAME
 from gateway_core.telemetry import AioServerInterceptor, configure_tracing, server_interceptors
 
 log = get_logger(__name__)
@@ -36,6 +37,8 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
+# sysexits.h: the process exits because its configuration is wrong (os.EX_CONFIG, POSIX only).
+EX_CONFIG = 78
 HEALTH_INTERVAL_SECONDS = 2.0
 CHECK_TIMEOUT_SECONDS = 5.0
 # A background task that ran this long before crashing starts over from the shortest backoff.
@@ -64,12 +67,19 @@ Check = Callable[[], Awaitable[None]]
 
 
 class ServiceApp:
-    """One gRPC service process. Construct it inside the running event loop (in `main()`)."""
+    """One gRPC service process. Construct it inside the running event loop (in `main()`).
+
+    A service of the registry (gateway_core.services) refuses to be built, with a ConfigError
+    naming each variable and its rule, unless every secret it holds passes the rules
+    (Settings.secrets): it fails closed before it opens a port or a connection.
+    """
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
         self.settings = settings
         configure_logging(name, settings.log_level)
+        if name in BY_NAME:
+            settings.secrets(*(variable.lower() for variable in BY_NAME[name].secrets))
         self._tracer_provider = configure_tracing(name, settings)
         self.server: grpc.aio.Server = grpc.aio.server(
             interceptors=[*server_interceptors(), _ObservingInterceptor()],
@@ -236,7 +246,8 @@ class ServiceApp:
 
 
 def run_service(main: Callable[[], Awaitable[None]]) -> None:
-    """`run_service(main)` from a service's `__main__`: exit 0 on a signal, 1 on a crash."""
+    """`run_service(main)` from a service's `__main__`: exit 0 on a signal, EX_CONFIG (78) on a
+    configuration it refuses, 1 on a crash."""
 
     async def entry() -> None:
         await main()
@@ -245,12 +256,21 @@ def run_service(main: Callable[[], Awaitable[None]]) -> None:
         asyncio.run(entry())
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:
+        # Not a crash: one line that names the variables and the rules, no traceback.
+        _ensure_logging()
+        log.error("refusing to start: invalid configuration", error=str(exc))
+        sys.exit(EX_CONFIG)
     except Exception:
-        # A crash before ServiceApp configured logging must still go through the masking pipeline.
-        if not structlog.is_configured():
-            configure_logging("paygate", "INFO")
+        _ensure_logging()
         log.exception("service crashed")
         sys.exit(1)
+
+
+def _ensure_logging() -> None:
+    # A failure before ServiceApp configured logging must still go through the masking pipeline.
+    if not structlog.is_configured():
+        configure_logging("paygate", "INFO")
 
 
 class _ObservingInterceptor(AioServerInterceptor):

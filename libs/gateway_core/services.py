@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway_core.config import CALLBACK_PROVIDERS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,6 +24,9 @@ class ServiceInfo:
     grpc_services: tuple[str, ...]  # fully qualified gRPC services it serves (Envoy routes these)
     schema: str | None = None  # its own PostgreSQL schema, if it has one
     public: bool = True  # reachable through Envoy
+    # The secret settings it holds (gateway_core.config.SECRET_RULES, by variable name): checked
+    # before it starts (ServiceApp) and handed to its pods by the Helm chart (secretEnv).
+    secrets: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -31,6 +36,9 @@ class ServiceInfo:
     def migrations_dir(self) -> Path:
         return self.directory / "migrations"
 
+
+# One HMAC key per provider that calls back.
+CALLBACK_SECRETS = tuple(f"PROVIDER_CALLBACK_SECRET_{p.upper()}" for p in CALLBACK_PROVIDERS)
 
 SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo(
@@ -46,6 +54,12 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.callbacks.v1.ProviderCallbackService",
         ),
         schema="orchestrator",
+        secrets=(
+            "DB_PASSWORD",
+            "ORCHESTRATOR_SERVICE_KEY",
+            "IDEMPOTENCY_FINGERPRINT_KEY",
+            *CALLBACK_SECRETS,
+        ),
     ),
     ServiceInfo(
         name="fraud",
@@ -65,6 +79,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         grpc_services=("paygate.vault.v1.VaultService",),
         schema="vault",
         public=False,
+        secrets=("DB_PASSWORD", "ENCRYPTION_KEY", "ORCHESTRATOR_SERVICE_KEY"),
     ),
     ServiceInfo(
         name="webhook",
@@ -74,6 +89,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19104,
         grpc_services=("paygate.webhooks.v1.WebhookService",),
         schema="webhook",
+        secrets=("DB_PASSWORD",),
     ),
     ServiceInfo(
         name="reconciliation",
@@ -83,6 +99,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19105,
         grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
         schema="reconciliation",
+        secrets=("DB_PASSWORD",),
     ),
     ServiceInfo(
         name="sandbox",
@@ -97,6 +114,8 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.sandbox.v1.NetBankingService",
         ),
         public=False,
+        # It signs each provider's callbacks with that provider's key.
+        secrets=CALLBACK_SECRETS,
     ),
     ServiceInfo(
         name="ratelimit",

@@ -123,6 +123,27 @@ def test_an_invalid_token_is_401_with_code_16(
     assert_json_error(reply, 401, 16)
 
 
+def test_a_token_living_longer_than_jwt_max_lifetime_is_401(
+    http: httpx.Client, mint_token: Token
+) -> None:
+    plans = "/api/v1/emi/plans?amount_paisa=600000"
+    # JWT_MAX_LIFETIME is 24h: Envoy refuses a token whose exp lies further ahead.
+    too_long = http.get(plans, headers=bearer(mint_token("MER_ttl", ttl_seconds=25 * 3600)))
+    assert_json_error(too_long, 401, 16)
+
+    for hours in (1, 23):
+        fine = http.get(plans, headers=bearer(mint_token("MER_ttl", ttl_seconds=hours * 3600)))
+        assert fine.status_code == 200, fine.text
+
+
+def test_a_token_without_an_expiry_is_401(http: httpx.Client, stack: Stack) -> None:
+    claims = jwt.decode(forged_token(stack), options={"verify_signature": False})
+    del claims["exp"]
+    endless = jwt.encode(claims, stack.env["JWT_SECRET"], algorithm="HS256")
+
+    assert_json_error(http.get("/api/v1/payments", headers=bearer(endless)), 401, 16)
+
+
 def test_a_token_without_a_role_is_403(http: httpx.Client, stack: Stack) -> None:
     token = forged_token(stack)
     claims = jwt.decode(token, options={"verify_signature": False})

@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from devstack import Stack
-from gateway_core.config import Settings
 from gateway_core.signing import sign_callback
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status
 
@@ -384,11 +383,7 @@ async def test_forged_or_replayed_callbacks_change_nothing(
     ).status_code == 401
     assert (await wait_for(api, merchant, payment["payment_id"], "PENDING"))["status"] == "PENDING"
 
-    secret = Settings.model_validate(
-        {"provider_callback_secret": stack.env.get("PROVIDER_CALLBACK_SECRET")}
-        if stack.env.get("PROVIDER_CALLBACK_SECRET")
-        else {}
-    ).provider_callback_secret.get_secret_value()
+    secret = stack.env["PROVIDER_CALLBACK_SECRET_UPI_CORE"]
     signed = {**headers, "x-provider-signature": sign_callback(secret, body)}
     first = await api.post(path, content=body, headers=signed)
     assert first.status_code == 200, first.text

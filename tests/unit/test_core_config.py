@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway_core.config import ConfigError, Settings, get_settings, load_settings
+from gateway_core.config import (
+    SECRET_RULES,
+    ConfigError,
+    Settings,
+    get_settings,
+    load_settings,
+    published_secret_values,
+)
 from gateway_core.limits import MAX_AMOUNT_PAISA
+from gateway_core.services import SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,21 +134,212 @@ def test_env_example_lists_every_variable_with_its_default(tmp_path: Path) -> No
     get_settings.cache_clear()
 
     assert names == {name.upper() for name in Settings.model_fields}
-    assert get_settings() == defaults
+    # APP_ENV is the one exception: the file turns local mode on, which must be asked for.
+    assert get_settings().model_dump(exclude={"app_env"}) == defaults.model_dump(
+        exclude={"app_env"}
+    )
+    assert (get_settings().app_env, defaults.app_env) == ("local", "production")
 
 
-def test_production_refuses_the_development_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_secret_in_env_example_counts_as_published() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if line[:1].isalpha()
+    )
+    published = published_secret_values()
+
+    for name in SECRET_RULES:
+        assert example[name.upper()] in published | {""}, name
+    assert {"your-jwt-secret", "your-32-byte-encryption-key", "your_password"} <= published
+
+
+# Secrets: fail closed outside APP_ENV=local
+
+STRONG = "k7Qm2vXz9pLr4TsW8yBn6cHd3fJg5aEu1oIw"  # 36 bytes, published nowhere
+
+
+def production(**secrets: str) -> Settings:
+    """Settings as a production pod sees them: APP_ENV=production and these variables set."""
+    return Settings.model_validate({"app_env": "production", **secrets})
+
+
+def refusal(settings: Settings, *names: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        settings.secrets(*names)
+    return str(raised.value)
+
+
+def test_an_unset_app_env_means_production() -> None:
+    settings = get_settings()
+
+    assert not settings.is_local
+    assert "JWT_SECRET is not set" in refusal(settings, "jwt_secret")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("JWT_SECRET", "", "JWT_SECRET is empty"),
+        ("JWT_SECRET", "short-secret", "JWT_SECRET is 12 bytes, shorter than 32"),
+        ("ENCRYPTION_KEY", "e" * 31, "ENCRYPTION_KEY is 31 bytes, shorter than 32"),
+        ("ORCHESTRATOR_SERVICE_KEY", "o" * 20, "ORCHESTRATOR_SERVICE_KEY is 20 bytes"),
+        ("PROVIDER_CALLBACK_SECRET_ACS", "a" * 8, "PROVIDER_CALLBACK_SECRET_ACS is 8 bytes"),
+        # Another secret's published default is no better than the variable's own.
+        ("JWT_SECRET", "local-dev-encryption-key-32bytes", "JWT_SECRET is a value published"),
+        (
+            "PROVIDER_CALLBACK_SECRET_UPI_CORE",
+            "local-dev-callback-secret-upi-core-0123456789",
+            "PROVIDER_CALLBACK_SECRET_UPI_CORE is a value published",
+        ),
+        # The one shared key earlier versions of .env.example shipped.
+        (
+            "PROVIDER_CALLBACK_SECRET_NETBANKING",
+            "local-dev-provider-callback-secret",
+            "PROVIDER_CALLBACK_SECRET_NETBANKING is a value published",
+        ),
+        ("CARD_GATEWAY_API_KEY", "your-card-gateway-key", "CARD_GATEWAY_API_KEY is a value"),
+        ("CARD_GATEWAY_API_KEY", "", "CARD_GATEWAY_API_KEY is empty"),
+        ("DB_PASSWORD", "postgres", "DB_PASSWORD is a value published"),
+        ("DB_PASSWORD", "your_password", "DB_PASSWORD is a value published"),
+    ],
+)
+def test_production_refuses_a_bad_secret_naming_the_variable_and_the_rule(
+    variable: str, value: str, rule: str
+) -> None:
+    message = refusal(production(**{variable.lower(): value}), variable.lower())
+
+    assert rule in message
+    assert "APP_ENV=production" in message
+    if value:
+        assert value not in message  # a refusal never prints the secret
+
+
+def test_production_refuses_a_secret_left_at_its_published_default() -> None:
+    message = refusal(production(), "db_password", "provider_callback_secret_acs")
+
+    assert "DB_PASSWORD is not set" in message
+    assert "PROVIDER_CALLBACK_SECRET_ACS is not set" in message
+
+
+def test_production_accepts_strong_secrets_and_credentials_issued_elsewhere() -> None:
+    settings = production(
+        jwt_secret=STRONG,
+        provider_callback_secret_acs=STRONG + "-acs",
+        card_gateway_api_key="rzp_live_short",
+        db_password="",
+    )
+
+    assert settings.secrets(
+        "jwt_secret", "provider_callback_secret_acs", "card_gateway_api_key", "db_password"
+    ) == {
+        "jwt_secret": STRONG,
+        "provider_callback_secret_acs": STRONG + "-acs",
+        "card_gateway_api_key": "rzp_live_short",
+        "db_password": "",
+    }
+
+
+def test_production_reads_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "production")
-    monkeypatch.setenv("JWT_SECRET", "a-real-secret-from-the-vault-0123456789")
+    monkeypatch.setenv("JWT_SECRET", STRONG)
+
     settings = load_settings()
-    assert settings.secret("jwt_secret") == "a-real-secret-from-the-vault-0123456789"
-    with pytest.raises(ConfigError) as info:
-        settings.secret("encryption_key")
-    assert "ENCRYPTION_KEY" in str(info.value)
+
+    assert settings.secret("jwt_secret") == STRONG
+    assert "ENCRYPTION_KEY is not set" in refusal(settings, "encryption_key")
 
 
-def test_the_local_stack_may_use_the_development_secrets() -> None:
-    assert Settings.model_validate({}).secret("provider_callback_secret")
+def test_local_mode_accepts_the_published_secrets_but_never_a_short_jwt_secret() -> None:
+    local = Settings.model_validate({"app_env": "local"})
+    assert local.secrets(*SECRET_RULES)
+
+    weak = Settings.model_validate(
+        {"app_env": "local", "encryption_key": "short", "jwt_secret": "also-short"}
+    )
+    assert weak.secret("encryption_key") == "short"
+    assert "JWT_SECRET is 10 bytes, shorter than 32" in refusal(weak, "jwt_secret")
+    assert "ENCRYPTION_KEY is empty" in refusal(
+        Settings.model_validate({"app_env": "local", "encryption_key": ""}), "encryption_key"
+    )
+
+
+def test_each_provider_has_its_own_callback_secret() -> None:
+    secrets = Settings.model_validate({"app_env": "local"}).callback_secrets()
+
+    assert set(secrets) == {"upi_core", "netbanking", "acs"}
+    assert len(set(secrets.values())) == len(secrets)
+
+
+def test_two_providers_sharing_a_callback_secret_are_refused() -> None:
+    settings = production(
+        provider_callback_secret_upi_core=STRONG,
+        provider_callback_secret_netbanking=STRONG + "-netbanking",
+        provider_callback_secret_acs=STRONG,
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        settings.callback_secrets()
+
+    message = str(raised.value)
+    assert "PROVIDER_CALLBACK_SECRET_ACS and PROVIDER_CALLBACK_SECRET_UPI_CORE are equal" in message
+    assert STRONG not in message
+
+
+def test_every_secret_a_service_holds_has_a_rule() -> None:
+    held = {variable.lower() for service in SERVICES for variable in service.secrets}
+
+    assert held <= set(SECRET_RULES)
+    assert {"provider_callback_secret_upi_core", "encryption_key", "db_password"} <= held
+
+
+def test_developer_tools_are_local_unless_app_env_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings(local_unless_set=True).is_local
+
+    (tmp_path / ".env").write_text("APP_ENV=staging\n")
+    assert load_settings(local_unless_set=True).app_env == "staging"
+
+    monkeypatch.setenv("APP_ENV", "production")
+    assert load_settings(local_unless_set=True).app_env == "production"
+
+
+# Token lifetime
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("24h", 86_400),
+        ("90m", 5_400),
+        ("3600s", 3_600),
+        (" 2h ", 7_200),
+        ("1d", 86_400),
+        ("1h30m", 5_400),
+        ("86400", 86_400),
+    ],
+)
+def test_jwt_max_lifetime_is_a_duration(
+    monkeypatch: pytest.MonkeyPatch, written: str, seconds: int
+) -> None:
+    monkeypatch.setenv("JWT_MAX_LIFETIME", written)
+
+    assert get_settings().jwt_max_lifetime == timedelta(seconds=seconds)
+
+
+def test_jwt_max_lifetime_defaults_to_a_day() -> None:
+    assert get_settings().jwt_max_lifetime == timedelta(hours=24)
+
+
+@pytest.mark.parametrize("written", ["0s", "h", "-1h", "1x", "soon", "500ms"])
+def test_a_bad_jwt_max_lifetime_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    monkeypatch.setenv("JWT_MAX_LIFETIME", written)
+
+    with pytest.raises(ConfigError, match=r"JWT_MAX_LIFETIME"):
+        get_settings()
 
 
 @pytest.mark.parametrize(

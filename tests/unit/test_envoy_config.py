@@ -620,7 +620,7 @@ def test_the_jwks_carries_the_secret_as_an_unpadded_base64url_oct_key() -> None:
 def test_a_secret_with_yaml_and_json_syntax_cannot_break_the_config(
     descriptors: Descriptors, tmp_path: Path
 ) -> None:
-    nasty = "a\"b'c: {d}\n- e # f \\ g"
+    nasty = "a\"b'c: {d}\n- e # f \\ g, long enough for an HS256 key"
     rendered = render_envoy_config({"JWT_SECRET": nasty, "JWT_ISSUER": "x: 'y'"}, descriptors.path)
     config = yaml.safe_load(rendered)
     provider = http_filters(config)[2]["typed_config"]["providers"]["paygate"]
@@ -629,10 +629,29 @@ def test_a_secret_with_yaml_and_json_syntax_cannot_break_the_config(
     assert validate(rendered, tmp_path).returncode == 0
 
 
+@pytest.mark.parametrize(("written", "rendered"), [(None, "86400s"), ("90m", "5400s")])
+def test_tokens_may_live_at_most_jwt_max_lifetime(
+    written: str | None, rendered: str, descriptors: Descriptors
+) -> None:
+    env = {"JWT_SECRET": SECRET} | ({"JWT_MAX_LIFETIME": written} if written else {})
+    config = yaml.safe_load(render_envoy_config(env, descriptors.path))
+    provider = http_filters(config)[2]["typed_config"]["providers"]["paygate"]
+
+    assert provider["max_lifetime"] == rendered
+    assert provider["require_expiration"] is True
+
+
 @pytest.mark.parametrize(
     ("env", "complaint"),
     [
-        ({}, "JWT_SECRET"),
+        ({}, "JWT_SECRET is empty"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET is 5 bytes, shorter than 32"),
+        (
+            {"APP_ENV": "production", "JWT_SECRET": "local-dev-jwt-secret-change-me-0123456789"},
+            "JWT_SECRET is a value published",
+        ),
+        ({"JWT_SECRET": SECRET, "JWT_MAX_LIFETIME": "soon"}, "JWT_MAX_LIFETIME"),
+        ({"JWT_SECRET": SECRET, "JWT_MAX_LIFETIME": "0s"}, "JWT_MAX_LIFETIME"),
         ({"JWT_SECRET": SECRET, "ORCHESTRATOR_ADDR": "orchestrator"}, "ORCHESTRATOR_ADDR"),
         ({"JWT_SECRET": SECRET, "GATEWAY_PORT": "http"}, "GATEWAY_PORT"),
         ({"JWT_SECRET": SECRET, "RATE_LIMIT_ENABLED": "maybe"}, "boolean"),

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway_core.services import REPO_ROOT, SERVICES, ServiceInfo
+from gateway_core.config import published_secret_values
+from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 SKIP_REASON = (
     "helm-python-sdk is not installed: the Helm chart tests need requirements-helm.txt "
@@ -47,20 +49,27 @@ CALLERS = {
 # Each service with a schema logs in as its own role, with its own password key.
 DB_SCHEMAS = {s.name: s.schema for s in SERVICES if s.schema}
 ROLE_PASSWORD_KEYS = {f"DB_{schema.upper()}_PASSWORD" for schema in DB_SCHEMAS.values()}
+CALLBACK_KEYS = {
+    "PROVIDER_CALLBACK_SECRET_UPI_CORE",
+    "PROVIDER_CALLBACK_SECRET_NETBANKING",
+    "PROVIDER_CALLBACK_SECRET_ACS",
+}
 SECRET_KEYS = {
     "JWT_SECRET",
     "ENCRYPTION_KEY",
     "DB_PASSWORD",
     "REDIS_PASSWORD",
     "CARD_GATEWAY_API_KEY",
-    "PROVIDER_CALLBACK_SECRET",
     "ORCHESTRATOR_SERVICE_KEY",
+    *CALLBACK_KEYS,
+    "IDEMPOTENCY_FINGERPRINT_KEY",
 } | ROLE_PASSWORD_KEYS
 GENERATED_KEYS = {
     "JWT_SECRET",
     "ENCRYPTION_KEY",
-    "PROVIDER_CALLBACK_SECRET",
     "ORCHESTRATOR_SERVICE_KEY",
+    "IDEMPOTENCY_FINGERPRINT_KEY",
+    *CALLBACK_KEYS,
 } | ROLE_PASSWORD_KEYS
 SEED_PLACEHOLDERS = {"your-jwt-secret", "your-32-byte-encryption-key", "your_password"}
 
@@ -412,19 +421,34 @@ def test_database_timeouts_and_outbox_retention_are_configured(defaults: list[Ma
 
 def test_values_carry_no_secret_defaults(chart: Any) -> None:
     secrets = chart.values["secrets"]
-    keys = ("jwtSecret", "encryptionKey", "dbPassword", "redisPassword", "cardGatewayApiKey")
-    roles = ("dbOrchestratorPassword", "dbVaultPassword", "dbWebhookPassword")
-    for key in (*keys, *roles, "dbReconciliationPassword"):
+    for key in (
+        "jwtSecret",
+        "encryptionKey",
+        "dbPassword",
+        "redisPassword",
+        "cardGatewayApiKey",
+        "orchestratorServiceKey",
+        "providerCallbackSecretUpiCore",
+        "providerCallbackSecretNetbanking",
+        "providerCallbackSecretAcs",
+        "idempotencyFingerprintKey",
+        "dbOrchestratorPassword",
+        "dbVaultPassword",
+        "dbWebhookPassword",
+        "dbReconciliationPassword",
+    ):
         assert secrets[key] == "", key
 
 
 def test_no_secret_has_a_hard_coded_default_value(chart: Any) -> None:
     first, second = (of_kind(render(chart), "Secret")[f"{PREFIX}-secrets"] for _ in range(2))
     assert set(first["data"]) == SECRET_KEYS
+    generated = [base64.b64decode(first["data"][key]).decode() for key in GENERATED_KEYS]
+    assert len(set(generated)) == len(generated), "two keys share a value"
     for key in GENERATED_KEYS:
         value = base64.b64decode(first["data"][key]).decode()
         assert len(value) >= 32, key
-        assert value not in SEED_PLACEHOLDERS, key
+        assert value not in published_secret_values(), key
         assert first["data"][key] != second["data"][key], f"{key} is a constant, not generated"
     for key in SECRET_KEYS - GENERATED_KEYS:
         assert first["data"][key] == "", key
@@ -438,8 +462,11 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
     given = {
         "jwtSecret": "j" * 40,
         "encryptionKey": "e" * 32,
-        "providerCallbackSecret": "p" * 40,
+        "providerCallbackSecretUpiCore": "u" * 40,
+        "providerCallbackSecretNetbanking": "n" * 40,
+        "providerCallbackSecretAcs": "a" * 40,
         "orchestratorServiceKey": "o" * 40,
+        "idempotencyFingerprintKey": "i" * 40,
         "dbPassword": "pw",
         "dbOrchestratorPassword": "r" * 32,
         "dbVaultPassword": "v" * 32,
@@ -480,6 +507,63 @@ def test_only_the_vault_sees_the_encryption_key_and_only_envoy_the_jwt_secret(
                     holders.setdefault(key, set()).add(name)
     assert holders["ENCRYPTION_KEY"] == {component("tokenization-vault")}
     assert holders["JWT_SECRET"] == {component("envoy")}
+    for key in CALLBACK_KEYS:
+        assert holders[key] == {component("orchestrator"), component("sandbox")}, key
+
+
+def test_every_service_receives_each_secret_it_refuses_to_start_without(
+    defaults: list[Manifest],
+) -> None:
+    deployments = of_kind(defaults, "Deployment")
+    for service in SERVICES:
+        container = pod_spec(deployments[component(service.name)])["containers"][0]
+        given = {
+            key
+            for key, value in env_of(container).items()
+            if isinstance(value, dict) and "secretKeyRef" in value
+        }
+        assert set(service.secrets) <= given, service.name
+    assert set(BY_NAME["orchestrator"].secrets) >= CALLBACK_KEYS
+
+
+def test_envoys_init_container_refuses_a_weak_or_published_jwt_secret(
+    defaults: list[Manifest], tmp_path: Path
+) -> None:
+    init = pod_spec(of_kind(defaults, "Deployment")[component("envoy")])["initContainers"][0]
+    script = init["args"][0]
+    bare = {"PATH": "/usr/bin:/bin"}  # no APP_ENV: production, as in the pod
+    for secret, rule in (
+        ("", "JWT_SECRET is empty"),
+        ("too-short", "JWT_SECRET is 9 bytes, shorter than 32"),
+        ("local-dev-jwt-secret-change-me-0123456789", "JWT_SECRET is a value published"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**bare, "JWT_SECRET": secret},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert rule in result.stderr
+
+
+def test_envoy_refuses_tokens_living_longer_than_the_configured_lifetime(
+    chart: Any, defaults: list[Manifest]
+) -> None:
+    def max_lifetime(manifests: list[Manifest]) -> str:
+        manager = http_connection_manager(envoy_config(manifests))
+        jwt = next(f for f in manager["http_filters"] if f["name"].endswith("jwt_authn"))
+        value: str = jwt["typed_config"]["providers"]["paygate"]["max_lifetime"]
+        return value
+
+    assert max_lifetime(defaults) == "86400s"
+    assert max_lifetime(render(chart, {"config": {"jwt": {"maxLifetime": "90m"}}})) == "5400s"
+    for bad in ("1d", "0h", "1.5h", "24"):
+        with pytest.raises(helm.HelmRenderError, match=r"config\.jwt\.maxLifetime must be"):
+            render(chart, {"config": {"jwt": {"maxLifetime": bad}}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,9 +247,7 @@ async def test_concurrent_duplicates_have_exactly_one_effect_and_the_rest_are_to
     assert answers
     assert all(a == answers[0] for a in answers)
     assert refusals
-    assert all(
-        isinstance(r, Aborted) and r.reason == "IDEMPOTENCY_IN_PROGRESS" for r in refusals
-    )
+    assert all(isinstance(r, Aborted) and r.reason == "IDEMPOTENCY_IN_PROGRESS" for r in refusals)
     assert await call(store, handler, merchant=merchant) == answers[0]
 
 

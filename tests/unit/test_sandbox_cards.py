@@ -21,17 +21,15 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from devstack.callback_receiver import Received, Receiver
+from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
 from gateway_core.config import Settings
 from gateway_core.errors import from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
-from gateway_core.signing import verify_callback
 from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
 
-SECRET = "test-provider-callback-secret"
 PUBLIC_URL = "https://acs.sandbox.test"
 RETURN_URL = "https://shop.test/checkout/return?order=42"
 ACS_TTL_SECONDS = 2.0
@@ -118,14 +116,16 @@ async def running() -> AsyncIterator[Running]:
             "sandbox_http_port": 0,
             "sandbox_public_url": PUBLIC_URL,
             "gateway_public_url": receiver.url,
-            "provider_callback_secret": SECRET,
+            **{f"provider_callback_secret_{p}": key for p, key in TEST_SECRETS.items()},
         }
     )
     app = ServiceApp("sandbox", settings)  # configures logging: root gets the JSON handler
     root = logging.getLogger()
     logs = LogLines(root.handlers[0].formatter if root.handlers else None)
     root.addHandler(logs)
-    callbacks = CallbackSender(SECRET, settings.gateway_public_url, first_backoff_seconds=0.05)
+    callbacks = CallbackSender(
+        settings.callback_secrets(), settings.gateway_public_url, first_backoff_seconds=0.05
+    )
     sandbox = Sandbox(settings, callbacks, acs_challenge_ttl_seconds=ACS_TTL_SECONDS)
     sandbox.register(app)
     run = asyncio.create_task(app.run())
@@ -225,7 +225,7 @@ def three_ds_fields(authentication: cards_pb2.ThreeDsAuthentication) -> dict[str
 
 def assert_signed(callback: Received) -> None:
     assert callback.content_type == "application/json"
-    verify_callback(SECRET, callback.body, callback.signature)
+    callback.verify()
 
 
 def query_of(location: str) -> dict[str, str]:

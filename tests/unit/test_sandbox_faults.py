@@ -23,7 +23,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from devstack.callback_receiver import Receiver
+from devstack.callback_receiver import TEST_SECRETS, Receiver
 from gateway_core.config import Settings
 from gateway_core.errors import GatewayError, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
@@ -44,7 +44,6 @@ from sandbox.callbacks import CallbackSender
 
 T = TypeVar("T")
 
-SECRET = "test-provider-callback-secret"
 PUBLIC_URL = "https://providers.sandbox.test"
 DEADLINE_SECONDS = 0.5
 HANG_SECONDS = 2.0
@@ -126,11 +125,13 @@ async def sandbox_running() -> AsyncIterator[Running]:
             "sandbox_public_url": PUBLIC_URL,
             "gateway_public_url": receiver.url,
             "sandbox_upi_approval_delay_ms": 100,
-            "provider_callback_secret": SECRET,
+            **{f"provider_callback_secret_{p}": key for p, key in TEST_SECRETS.items()},
         }
     )
     app = ServiceApp("sandbox", settings)
-    callbacks = CallbackSender(SECRET, settings.gateway_public_url, first_backoff_seconds=0.05)
+    callbacks = CallbackSender(
+        settings.callback_secrets(), settings.gateway_public_url, first_backoff_seconds=0.05
+    )
     sandbox = Sandbox(settings, callbacks)
     sandbox.register(app)
     run = asyncio.create_task(app.run())

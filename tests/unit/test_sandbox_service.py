@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from devstack.callback_receiver import Received, Receiver
+from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
 from gateway_core.config import Settings
 from gateway_core.errors import Unauthenticated, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
@@ -36,7 +36,6 @@ from paygate.sandbox.v1 import (
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
 
-SECRET = "test-provider-callback-secret"
 APPROVAL_DELAY_MS = 100
 PUBLIC_URL = "https://bank.sandbox.test"
 ORCHESTRATOR_DEADLINE = 2.0
@@ -81,12 +80,14 @@ async def running() -> AsyncIterator[Running]:
             "sandbox_public_url": PUBLIC_URL,
             "gateway_public_url": receiver.url,
             "sandbox_upi_approval_delay_ms": APPROVAL_DELAY_MS,
-            "provider_callback_secret": SECRET,
+            **{f"provider_callback_secret_{p}": key for p, key in TEST_SECRETS.items()},
         }
     )
     app = ServiceApp("sandbox", settings)
     # Production's schedule, compressed: 6 attempts 50 ms, 100 ms, ... apart.
-    callbacks = CallbackSender(SECRET, settings.gateway_public_url, first_backoff_seconds=0.05)
+    callbacks = CallbackSender(
+        settings.callback_secrets(), settings.gateway_public_url, first_backoff_seconds=0.05
+    )
     sandbox = Sandbox(settings, callbacks)
     sandbox.register(app)
     run = asyncio.create_task(app.run())
@@ -111,7 +112,7 @@ async def running() -> AsyncIterator[Running]:
 
 def assert_signed(callback: Received) -> None:
     assert callback.content_type == "application/json"
-    verify_callback(SECRET, callback.body, callback.signature)
+    callback.verify()
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
@@ -371,7 +372,7 @@ async def test_a_tampered_callback_body_fails_verification(running: Running) -> 
 
     assert tampered != callback.body
     with pytest.raises(Unauthenticated) as raised:
-        verify_callback(SECRET, tampered, callback.signature)
+        verify_callback(TEST_SECRETS["upi_core"], tampered, callback.signature)
     assert raised.value.reason == "BAD_SIGNATURE"
 
 

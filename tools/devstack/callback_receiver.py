@@ -1,7 +1,8 @@
 """A stand-in for the gateway's provider-callback endpoint, for tests of the providers.
 
 It records every signed callback a provider sends, and can answer 500 to the first tries for
-a transaction to exercise the provider's retries.
+a transaction to exercise the provider's retries. `Received.verify` checks a callback's
+signature the way the gateway does: with the key of the provider it came from, and no other.
 """
 
 from __future__ import annotations
@@ -9,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from gateway_core.signing import SIGNATURE_HEADER
+from gateway_core.config import CALLBACK_PROVIDERS
+from gateway_core.errors import Unauthenticated
+from gateway_core.signing import SIGNATURE_HEADER, verify_callback
 
 PATH = "/api/v1/provider-callbacks/{provider}"
+# Callback keys for tests, one per provider (PROVIDER_CALLBACK_SECRET_<PROVIDER>).
+TEST_SECRETS = {
+    provider: f"test-callback-secret-{provider}-0123456789" for provider in CALLBACK_PROVIDERS
+}
 
 
 @dataclass
@@ -30,6 +38,18 @@ class Received:
     def document(self) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.body)
         return document
+
+    def verify(self, secrets: Mapping[str, str] = TEST_SECRETS) -> None:
+        """Raise unless it is signed with its own provider's key, and with no other's."""
+        verify_callback(secrets[self.provider], self.body, self.signature)
+        for provider, key in secrets.items():
+            if provider == self.provider:
+                continue
+            try:
+                verify_callback(key, self.body, self.signature)
+            except Unauthenticated:
+                continue
+            raise AssertionError(f"a {self.provider} callback verifies with {provider}'s key")
 
 
 @dataclass

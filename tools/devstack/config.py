@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
-from gateway_core.config import Settings
+from gateway_core.config import LOCAL, Settings
 from gateway_core.db import migratable_services
 from gateway_core.db.roles import (
     ProvisionError,
@@ -70,8 +70,8 @@ class Ports:
 
 
 def local_defaults() -> Settings:
-    """gateway_core.config's defaults, without reading any environment."""
-    return Settings.model_construct()
+    """gateway_core.config's defaults in local mode, without reading any environment."""
+    return Settings.model_construct(app_env=LOCAL)
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -173,8 +173,16 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
         "JWT_SECRET": defaults.jwt_secret.get_secret_value(),
         "JWT_ISSUER": defaults.jwt_issuer,
         "JWT_AUDIENCE": defaults.jwt_audience,
+        # Tests sign provider callbacks of their own with these.
+        **{
+            f"PROVIDER_CALLBACK_SECRET_{provider.upper()}": secret
+            for provider, secret in defaults.callback_secrets().items()
+        },
     }.items():
         env.setdefault(name, value)
+    # The local stack is local mode, whatever the shell says: it runs on the development
+    # secrets it published, which any other APP_ENV refuses.
+    env["APP_ENV"] = LOCAL
     if "postgres" not in external:
         env |= {"DB_HOST": LOOPBACK, "DB_PORT": str(ports.postgres)}
     if "redis" not in external:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from pydantic import SecretStr
 
+from gateway_core.config import LOCAL, Settings, parse_duration
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo, grpc_target
 
 TEMPLATE = REPO_ROOT / "gateway-envoy" / "envoy.yaml.j2"
@@ -130,11 +132,30 @@ def hs256_jwks(secret: str) -> str:
     return json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
 
 
+def jwt_secret(env: Mapping[str, str]) -> str:
+    """JWT_SECRET once it passes gateway_core.config's rules (at least 32 bytes in any mode;
+    not a published value unless APP_ENV is local, which this local tool assumes when unset)."""
+    settings = Settings.model_construct(
+        app_env=env.get("APP_ENV") or LOCAL, jwt_secret=SecretStr(env.get("JWT_SECRET", ""))
+    )
+    return settings.secret("jwt_secret")
+
+
+def jwt_max_lifetime_seconds(env: Mapping[str, str]) -> int:
+    """JWT_MAX_LIFETIME (24h, 90m, 3600s), in seconds; gateway_core.config's default if unset."""
+    raw = env.get("JWT_MAX_LIFETIME", "").strip()
+    try:
+        lifetime = parse_duration(raw) if raw else Settings.model_fields["jwt_max_lifetime"].default
+    except ValueError as exc:
+        raise ValueError(f"JWT_MAX_LIFETIME: {exc}") from None
+    if lifetime.total_seconds() < 1:
+        raise ValueError("JWT_MAX_LIFETIME: must be at least 1s")
+    return int(lifetime.total_seconds())
+
+
 def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     """Envoy's YAML configuration for these settings and this descriptor set."""
-    secret = env.get("JWT_SECRET", "")
-    if not secret:
-        raise ValueError("JWT_SECRET is required to render the Envoy configuration")
+    secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
     if local_rps <= 0:
@@ -161,6 +182,7 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         admin_port=_int(env, "ENVOY_ADMIN_PORT", 19901),
         jwt_issuer=env.get("JWT_ISSUER") or "payment-gateway",
         jwt_audience=env.get("JWT_AUDIENCE") or "payments-api",
+        jwt_max_lifetime_s=jwt_max_lifetime_seconds(env),
         jwks=hs256_jwks(secret),
         jwt_metadata_key=JWT_METADATA_KEY,
         stripped_headers=STRIPPED_HEADERS,

@@ -3,9 +3,10 @@
     python -m devstack.token --merchant m_123            # a merchant's token
     python -m devstack.token --role admin                # an admin token (sub "admin")
 
-JWT_SECRET, JWT_ISSUER and JWT_AUDIENCE come from the environment, then from `.env` in the
-current directory, then the local stack's defaults (gateway_core.config). Only the token is
-printed, so `TOKEN=$(python -m devstack.token --merchant m_1)` works.
+JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE and JWT_MAX_LIFETIME come from the environment, then from
+`.env` in the current directory, then the local stack's defaults (gateway_core.config; APP_ENV
+is local unless set). Only the token is printed, so `TOKEN=$(python -m devstack.token --merchant
+m_1)` works. `--ttl` longer than JWT_MAX_LIFETIME is refused: Envoy would refuse the token.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import jwt
 
-from gateway_core.config import get_settings
+from gateway_core.config import ConfigError, load_settings
 
 ROLES = ("merchant", "admin")
 DEFAULT_ISSUER = "payment-gateway"
@@ -57,15 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--merchant", help="merchant id (the token's sub); required for merchants")
     parser.add_argument("--role", choices=ROLES, default="merchant")
-    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.add_argument(
+        "--ttl", type=int, default=3600, help="lifetime in seconds (at most JWT_MAX_LIFETIME)"
+    )
     args = parser.parse_args(argv)
 
     merchant_id = args.merchant or (ADMIN_SUBJECT if args.role == "admin" else None)
     if not merchant_id:
         parser.error("--merchant is required for a merchant token")
-    settings = get_settings()
+    try:
+        settings = load_settings(local_unless_set=True)
+        secret = settings.secret("jwt_secret")
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    longest = int(settings.jwt_max_lifetime.total_seconds())
+    if not 0 < args.ttl <= longest:
+        parser.error(
+            f"--ttl must be between 1 and {longest} seconds (JWT_MAX_LIFETIME): "
+            f"Envoy refuses a token that lives longer, got {args.ttl}"
+        )
     token = mint_token(
-        settings.secret("jwt_secret"),
+        secret,
         merchant_id,
         role=args.role,
         issuer=settings.jwt_issuer,

@@ -322,7 +322,8 @@ def _connect_args(settings: Settings) -> dict[str, object]:
         "host": settings.db_host,
         "port": settings.db_port,
         "user": settings.db_username,
-        "password": settings.db_password,
+        # Checked: outside APP_ENV=local a published password (the local stack's) is refused.
+        "password": settings.secret("db_password"),
         "database": settings.db_database,
         "ssl": settings.db_ssl_mode,
     }

@@ -12,7 +12,7 @@ import sys
 
 import asyncpg
 
-from gateway_core.config import ConfigError, Settings, get_settings
+from gateway_core.config import ConfigError, Settings, load_settings
 from gateway_core.db import MigrationError, migratable_services, migrate
 from gateway_core.db.roles import ProvisionError, provision, roles_from_environment
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = get_settings()
+        settings = load_settings(local_unless_set=True)
         print(
             f"{args.command}: {settings.db_database} at {settings.db_host}:{settings.db_port}",
             flush=True,

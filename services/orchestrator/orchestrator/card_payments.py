@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway_core.errors import PermissionDenied, Unavailable
+from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.domain import emi
 from orchestrator.domain.routing import CircuitBreaker, RoutingTable
@@ -158,7 +158,16 @@ class CardPayments:
     async def on_authentication(
         self, payment: PaymentRecord, doc: dict[str, Any], apply: ApplyResult
     ) -> PaymentRecord:
-        """The ACS's signed report of a challenge. Only the first report proceeds."""
+        """The ACS's signed report of a challenge. Only the first report proceeds, and only one
+        about this payment's own challenge: the 3-D Secure transaction id stored when the
+        payment went to REQUIRES_ACTION (the provider and the amount are checked by the caller,
+        PaymentProcessor.handle_callback)."""
+        stored = payment.payment_details.get("three_ds_transaction_id", "")
+        if not stored or doc.get("three_ds_transaction_id") != stored:
+            raise FailedPrecondition(
+                "the callback's 3-D Secure transaction is not this payment's challenge",
+                reason="THREE_DS_TRANSACTION_MISMATCH",
+            )
         if payment.status != Status.REQUIRES_ACTION:
             return payment
         if doc["status"] != "SUCCESS":
@@ -178,7 +187,7 @@ class CardPayments:
         if not claimed.applied:
             return claimed.record
         three_ds = ThreeDs(
-            transaction_id=str(doc.get("three_ds_transaction_id", "")),
+            transaction_id=stored,
             authenticated=True,
             eci=str(doc.get("eci", "")),
             authentication_value=str(doc.get("authentication_value", "")),

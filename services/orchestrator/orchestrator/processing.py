@@ -25,6 +25,7 @@ from gateway_core.errors import (
     FailedPrecondition,
     GatewayError,
     InvalidArgument,
+    NotFound,
     Unavailable,
     invalid_field,
 )
@@ -119,8 +120,9 @@ class PaymentProcessor:
         self._pricing = pricing
         self._cards = cards
         self._fraud = fraud
-        # Resolved now so a pod without the secret fails at start, not on the first callback.
-        self._callback_secret = settings.secret("provider_callback_secret")
+        # Each provider's own key, resolved now so a pod without one fails at start, not on
+        # the first callback.
+        self._callback_secrets = settings.callback_secrets()
 
     def callback_url(self, provider: str) -> str:
         base = self._settings.gateway_public_url.rstrip("/")
@@ -496,9 +498,24 @@ class PaymentProcessor:
         return await self._repo.get_payment(payment.payment_id, None)
 
     async def handle_callback(self, provider: str, body: bytes, signature: str) -> CallbackResult:
-        verify_callback(self._callback_secret, body, signature)
+        """A provider's signed report, checked against the key of the provider in the path (so
+        one provider's key cannot vouch for another's callbacks) and bound to the payment's
+        provider and amount before anything changes."""
+        secret = self._callback_secrets.get(provider)
+        if secret is None:
+            raise NotFound(f"no provider {provider!r} sends callbacks", reason="UNKNOWN_PROVIDER")
+        verify_callback(secret, body, signature)
         doc = _parse_callback(body)
+        if doc["provider"] != provider:
+            raise FailedPrecondition(
+                f"the callback names provider {doc['provider']!r} but came to {provider!r}'s path",
+                reason="PROVIDER_MISMATCH",
+            )
         payment = await self._repo.get_payment(doc["transaction_ref"], None)
+        if doc["amount_paisa"] != payment.amount_paisa:
+            raise FailedPrecondition(
+                "the callback's amount differs from the payment's", reason="AMOUNT_MISMATCH"
+            )
         if provider == ACS_PROVIDER and payment.payment_method == "CARD":
             before = payment.status
             after = await self._cards.on_authentication(payment, doc, self.apply_result)
@@ -510,10 +527,6 @@ class PaymentProcessor:
             raise FailedPrecondition(
                 f"payment {payment.payment_id} is not served by {provider}",
                 reason="PROVIDER_MISMATCH",
-            )
-        if doc.get("amount_paisa") not in (None, payment.amount_paisa):
-            raise FailedPrecondition(
-                "the callback's amount differs from the payment's", reason="AMOUNT_MISMATCH"
             )
         result = ProviderResult(
             Outcome(doc["status"]),
@@ -890,9 +903,13 @@ def _parse_callback(body: bytes) -> dict[str, Any]:
         raise invalid_field("body", "must be a JSON document") from exc
     if not isinstance(doc, dict):
         raise invalid_field("body", "must be a JSON object")
-    for name in ("event_id", "transaction_ref", "status"):
+    for name in ("event_id", "provider", "transaction_ref", "status"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise invalid_field(f"body.{name}", "is required")
     if doc["status"] not in CALLBACK_STATUSES:
         raise invalid_field("body.status", f"must be one of {sorted(CALLBACK_STATUSES)}")
+    # Every report is bound to the amount it is about: one without an amount proves nothing.
+    amount = doc.get("amount_paisa")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise invalid_field("body.amount_paisa", "is required: a positive whole number of paisa")
     return doc

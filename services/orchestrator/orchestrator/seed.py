@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_core.config import get_settings
+from gateway_core.config import load_settings
 from gateway_core.db import create_pool
 
 DEMO_MERCHANT = ("MER_DEMO", "Demo Store", "payments@demostore.example", "5411")
 
 
 async def seed() -> None:
-    settings = get_settings()
+    settings = load_settings(local_unless_set=True)
     pool = await create_pool(settings, "orchestrator")
     try:
         merchant_id, name, email, category = DEMO_MERCHANT

@@ -32,7 +32,7 @@ class Sandbox:
         acs_challenge_ttl_seconds: float = magic.ACS_CHALLENGE_TTL_SECONDS,
     ) -> None:
         self.callbacks = callbacks or CallbackSender(
-            settings.secret("provider_callback_secret"), settings.gateway_public_url
+            settings.callback_secrets(), settings.gateway_public_url
         )
         self.upi = UpiSwitch(
             settings.sandbox_upi_approval_delay_ms / 1000, on_final=self._upi_final

@@ -1,10 +1,11 @@
 """Signed server-to-server callbacks, as real providers send them to the gateway.
 
 Each outcome becomes one JSON document POSTed to the callback URL with an
-`x-provider-signature` header (gateway_core.signing). Deliveries run in the background, so an
-RPC or a bank page never waits on the gateway, and are retried with exponential backoff on
-network errors and non-2xx answers; the same `event_id` on every attempt lets the receiver
-drop duplicates.
+`x-provider-signature` header (gateway_core.signing), keyed by the secret of the provider that
+reports it: the UPI switch, the bank and the ACS each hold their own. Deliveries run in the
+background, so an RPC or a bank page never waits on the gateway, and are retried with
+exponential backoff on network errors and non-2xx answers; the same `event_id` on every attempt
+lets the receiver drop duplicates.
 """
 
 from __future__ import annotations
@@ -90,13 +91,13 @@ class CallbackSender:
 
     def __init__(
         self,
-        secret: str,
+        secrets: Mapping[str, str],
         gateway_public_url: str,
         *,
         attempts: int = DEFAULT_ATTEMPTS,
         first_backoff_seconds: float = DEFAULT_FIRST_BACKOFF_SECONDS,
     ) -> None:
-        self._secret = secret
+        self._secrets = dict(secrets)  # provider name -> its HMAC key
         self._gateway_public_url = gateway_public_url.rstrip("/")
         self._attempts = attempts
         self._first_backoff = first_backoff_seconds
@@ -119,6 +120,7 @@ class CallbackSender:
 
     async def deliver(self, callback: ProviderCallback, url: str) -> bool:
         """POST until the receiver answers 2xx or the attempts are spent; True if delivered."""
+        secret = self._secrets[callback.provider]
         body = callback.body()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
@@ -130,7 +132,7 @@ class CallbackSender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._post(url, body)
+                    await self._post(url, body, secret)
         except (aiohttp.ClientError, TimeoutError, CallbackRejected) as exc:
             log.warning(
                 "provider callback abandoned",
@@ -148,11 +150,11 @@ class CallbackSender:
         if self._session is not None:
             await self._session.close()
 
-    async def _post(self, url: str, body: bytes) -> None:
+    async def _post(self, url: str, body: bytes, secret: str) -> None:
         # Signed per attempt: a retry half a minute later still carries a fresh timestamp.
         headers = {
             "content-type": "application/json",
-            SIGNATURE_HEADER: sign_callback(self._secret, body),
+            SIGNATURE_HEADER: sign_callback(secret, body),
         }
         async with self._client().post(url, data=body, headers=headers) as response:
             if not 200 <= response.status < 300:
