@@ -167,8 +167,8 @@ async def test_a_poisoned_expiry_queue_does_not_stop_a_healthy_payment_expiring(
             " payment_method, status, payment_details, provider, expires_at)"
             " VALUES ($1, $2, 1000, 'INR', 'NET_BANKING', 'CREATED', $3, 'netbanking',"
             " now() - interval '1 hour')",
-            [(p, merchant_id, {}) for p in poisoned]
-            + [(unknown_to_bank, merchant_id, {"bank_code": "ZZZZ"})],
+            [(p, merchant_id, "{}") for p in poisoned]
+            + [(unknown_to_bank, merchant_id, '{"bank_code": "ZZZZ"}')],
         )
         healthy = await payments.create(upi("manual@upi", expire_after_seconds=2))
         expired = await payments.wait_for(healthy["payment_id"], "EXPIRED", within=20)

@@ -155,6 +155,12 @@ async def test_a_callback_signed_with_another_providers_key_is_401_and_changes_n
     genuine = await post_callback(api, "upi_core", report, key(stack, "upi_core"))
     assert genuine.status_code == 200, genuine.text
     assert genuine.json()["status"] == "SUCCESS"
+    # The approval the report spoke of, made at the switch too, so its books agree.
+    async with httpx.AsyncClient(timeout=10) as control:
+        approved = await control.post(
+            f"{stack.env['SANDBOX_PUBLIC_URL']}/upi/transactions/{payment['payment_id']}/approve"
+        )
+        assert approved.status_code == 200, approved.text
 
 
 @pytest.mark.parametrize(
