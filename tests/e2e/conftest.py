@@ -194,6 +194,36 @@ def payments(api: httpx.AsyncClient, merchant: dict[str, Any]) -> Payments:
     return Payments(api, merchant)
 
 
+class ProviderBooks:
+    """The simulated providers' own books (the sandbox's `GET /books`)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.url = f"{stack.env['SANDBOX_PUBLIC_URL']}/books"
+
+    async def all(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.get(self.url)
+        reply.raise_for_status()
+        books: dict[str, Any] = reply.json()
+        return books
+
+    async def holds(self, payment_id: str) -> int:
+        """What the providers still hold of this payment's money: charged less refunded."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.get(self.url, params={"payment_id": payment_id})
+        reply.raise_for_status()
+        return sum(
+            int(p["charged_paisa"]) - int(p["refunded_paisa"])
+            for p in reply.json()["payments"]
+            if p["payment_id"] == payment_id
+        )
+
+
+@pytest.fixture(scope="session")
+def provider_books(stack: Stack) -> ProviderBooks:
+    return ProviderBooks(stack)
+
+
 @pytest.fixture
 async def ledger_stays_consistent(stack: Stack) -> AsyncIterator[None]:
     """After the test: the ledger's invariants hold (use with pytest.mark.usefixtures)."""
@@ -240,17 +270,9 @@ GROUP BY payment_id
 """
 
 
-async def provider_books(stack: Stack) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        reply = await client.get(f"{stack.env['SANDBOX_PUBLIC_URL']}/books")
-        reply.raise_for_status()
-        books: dict[str, Any] = reply.json()
-        return books
-
-
 async def disagreements(stack: Stack) -> list[str]:
     """Every way the gateway and the providers disagree about money right now, in words."""
-    books = await provider_books(stack)
+    books = await ProviderBooks(stack).all()
     conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "orchestrator"})
     try:
         known = {

@@ -63,20 +63,6 @@ def card(number: str, amount: int = 20000, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def provider_holds(stack: Stack, payment_id: str) -> int:
-    """What the providers still hold of this payment's money: charged less refunded."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        reply = await client.get(
-            f"{stack.env['SANDBOX_PUBLIC_URL']}/books", params={"payment_id": payment_id}
-        )
-    reply.raise_for_status()
-    return sum(
-        int(p["charged_paisa"]) - int(p["refunded_paisa"])
-        for p in reply.json()["payments"]
-        if p["payment_id"] == payment_id
-    )
-
-
 async def merchant_balance(payments: Any) -> dict[str, Any]:
     merchant = payments.merchant
     reply = await payments.api.get(
@@ -91,7 +77,7 @@ async def merchant_balance(payments: Any) -> dict[str, Any]:
 
 
 async def test_capture_racing_cancel_has_exactly_one_winner_and_the_money_agrees(
-    payments: Any, stack: Stack
+    payments: Any, stack: Stack, provider_books: Any
 ) -> None:
     """Sent together on a held wallet payment, capture and cancel cannot both win: before,
     cancel refunded the wallet while capture credited the merchant."""
@@ -113,7 +99,7 @@ async def test_capture_racing_cancel_has_exactly_one_winner_and_the_money_agrees
         ), loser.text
         final = "SUCCESS" if captured.status_code == 200 else "CANCELLED"
         done = await payments.wait_for(held["payment_id"], final)
-        assert await provider_holds(stack, held["payment_id"]) == (
+        assert await provider_books.holds(held["payment_id"]) == (
             10000 if final == "SUCCESS" else 0
         )
         assert done["captured_amount_paisa"] == (10000 if final == "SUCCESS" else 0)
@@ -131,7 +117,7 @@ async def test_capture_racing_cancel_has_exactly_one_winner_and_the_money_agrees
     ids=["wallet", "card"],
 )
 async def test_an_uncaptured_authorization_is_voided_and_expires_after_its_ttl(
-    payments: Any, stack: Stack, body: dict[str, Any]
+    payments: Any, stack: Stack, provider_books: Any, body: dict[str, Any]
 ) -> None:
     held = await payments.create(body)
     assert held["status"] == "AUTHORIZED"
@@ -141,7 +127,7 @@ async def test_an_uncaptured_authorization_is_voided_and_expires_after_its_ttl(
     await time_travel_past_expiry(stack, held["payment_id"])
     expired = await payments.wait_for(held["payment_id"], "EXPIRED")
     assert [s["to_status"] for s in expired["status_history"]][-2:] == ["CANCELLING", "EXPIRED"]
-    assert await provider_holds(stack, held["payment_id"]) == 0
+    assert await provider_books.holds(held["payment_id"]) == 0
     late = await payments.act(held["payment_id"], "capture")
     assert late.status_code == 409
     assert payments.reason(late) == "PAYMENT_NOT_AUTHORIZED"
@@ -217,3 +203,179 @@ async def time_travel_past_expiry(stack: Stack, payment_id: str) -> None:
 
 def _parse(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# -- item 2: a caller that goes away ------------------------------------------------------------
+
+SLOW_CARD = "4000000000005001"  # the acquirer answers after about 3 s
+
+
+async def test_a_retry_after_a_client_timeout_during_a_slow_authorization_charges_once(
+    payments: Any, stack: Stack, provider_books: Any, gateway_url: str
+) -> None:
+    """The client gives up after 1 s of a 3 s card authorization and retries with the same
+    key: it is told the first is still in progress, then gets the first answer. Before, the
+    disconnect released the key and the retry charged the card again."""
+    key = f"order-{uuid.uuid4()}"
+    headers = {**payments.merchant["auth"], "Idempotency-Key": key}
+    body = card(SLOW_CARD, amount=31400)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=1.0) as impatient:
+        with pytest.raises(httpx.TimeoutException):
+            await impatient.post("/api/v1/payments", json=body, headers=headers)
+    busy = await payments.api.post("/api/v1/payments", json=body, headers=headers)
+    assert busy.status_code == 409, busy.text
+    assert payments.reason(busy) == "IDEMPOTENCY_IN_PROGRESS"
+    deadline = time.monotonic() + 20
+    while True:
+        retry = await payments.api.post("/api/v1/payments", json=body, headers=headers)
+        if retry.status_code != 409 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "SUCCESS"
+    again = await payments.api.post("/api/v1/payments", json=body, headers=headers)
+    assert again.text == retry.text
+    listed = await payments.api.get("/api/v1/payments", headers=payments.merchant["auth"])
+    assert [p["payment_id"] for p in listed.json()["payments"]] == [retry.json()["payment_id"]]
+    assert await provider_books.holds(retry.json()["payment_id"]) == 31400
+
+
+# -- item 1: a void or capture the provider refuses or does not answer --------------------------
+
+REFUND_FAILS = "9000000004"  # the wallet refuses every refund (a wallet void is a refund)
+REFUND_HANGS = "9000000003"  # the first call per refund is processed, then answers too late
+VOID_REFUSED_CARD = "4000000000005399"
+VOID_HANGS_CARD = "4000000000005340"
+CAPTURE_HANGS_CARD = "4000000000005241"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        wallet(REFUND_FAILS, capture_method="MANUAL"),
+        card(VOID_REFUSED_CARD, capture_method="MANUAL"),
+    ],
+    ids=["wallet", "card"],
+)
+async def test_a_refused_void_leaves_the_payment_authorized_and_capturable(
+    payments: Any, stack: Stack, provider_books: Any, body: dict[str, Any]
+) -> None:
+    held = await payments.create(body)
+    assert held["status"] == "AUTHORIZED"
+    refused = await payments.act(held["payment_id"], "cancel")
+    assert refused.status_code == 400, refused.text
+    assert payments.reason(refused) == "VOID_REFUSED"
+    assert (await payments.get(held["payment_id"]))["status"] == "AUTHORIZED"
+    captured = await payments.act(held["payment_id"], "capture")
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["status"] == "SUCCESS"
+    assert await provider_books.holds(held["payment_id"]) == body["amount_paisa"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [wallet(REFUND_HANGS, capture_method="MANUAL"), card(VOID_HANGS_CARD, capture_method="MANUAL")],
+    ids=["wallet", "card"],
+)
+async def test_a_void_that_times_out_holds_the_payment_until_the_inquiry_knows(
+    payments: Any, stack: Stack, provider_books: Any, body: dict[str, Any]
+) -> None:
+    """Before: 500, and the payment stayed AUTHORIZED and capturable while the money was
+    already going back to the customer."""
+    held = await payments.create(body)
+    cancelling = await payments.act(held["payment_id"], "cancel")
+    assert cancelling.status_code == 200, cancelling.text
+    assert cancelling.json()["status"] == "CANCELLING"
+    capture = await payments.act(held["payment_id"], "capture")
+    assert capture.status_code == 409, capture.text
+    assert payments.reason(capture) in ("PAYMENT_OPERATION_IN_PROGRESS", "PAYMENT_NOT_AUTHORIZED")
+    cancelled = await payments.wait_for(held["payment_id"], "CANCELLED", within=30)
+    assert cancelled["captured_amount_paisa"] == 0
+    assert await provider_books.holds(held["payment_id"]) == 0
+
+
+async def test_a_capture_that_times_out_is_finished_by_the_inquiry(
+    payments: Any, stack: Stack, provider_books: Any
+) -> None:
+    held = await payments.create(card(CAPTURE_HANGS_CARD, capture_method="MANUAL"))
+    capturing = await payments.act(held["payment_id"], "capture")
+    assert capturing.status_code == 200, capturing.text
+    assert capturing.json()["status"] == "CAPTURING"
+    cancel = await payments.act(held["payment_id"], "cancel")
+    assert cancel.status_code == 409, cancel.text
+    done = await payments.wait_for(held["payment_id"], "SUCCESS", within=30)
+    assert done["captured_amount_paisa"] == 20000
+    assert await provider_books.holds(held["payment_id"]) == 20000
+
+
+# -- item 11: cancel against a late provider result ---------------------------------------------
+
+DEBIT_HANGS = "9000000001"  # the wallet debits, then answers too late
+
+
+async def test_cancelling_a_upi_payment_whose_switch_timed_out_tells_the_switch(
+    payments: Any, stack: Stack, provider_books: Any
+) -> None:
+    """timeout@upi: the switch does not answer the initiation in time but has the request,
+    and left alone approves it 2.5 s later. The cancel withdraws it at the switch; if the
+    customer got there first, the money goes back as a reversal. Either way no money stays
+    with the provider, and the gateway's books say so."""
+    payment = await payments.create(upi("timeout@upi"))
+    assert payment["status"] == "PENDING"
+    cancelled = await payments.act(payment["payment_id"], "cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    final = await payments.wait_for(payment["payment_id"], "CANCELLED")
+    await asyncio.sleep(3)  # past the moment the switch would have approved it
+    final = await payments.get(payment["payment_id"])
+    assert final["status"] == "CANCELLED"
+    assert [(r["kind"], r["status"]) for r in final["refunds"]] in (
+        [],
+        [("REVERSAL", "PROCESSED")],
+    )
+    assert await provider_books.holds(payment["payment_id"]) == 0
+
+
+async def test_a_customer_who_paid_before_the_cancel_gets_a_real_reversal(
+    payments: Any, stack: Stack, provider_books: Any, kafka_events: Any
+) -> None:
+    """A wallet debit whose answer was lost (PENDING); the merchant cancels; the wallet says
+    the customer was debited. The money goes back as a refund of kind REVERSAL, with its
+    ledger postings and events, and the payment stays CANCELLED."""
+    for _ in range(3):
+        payment = await payments.create(wallet(DEBIT_HANGS, amount=5000))
+        assert payment["status"] == "PENDING"
+        cancelled = await payments.act(payment["payment_id"], "cancel")
+        if cancelled.status_code == 200:
+            break
+        # The status inquiry (1 s after the timeout) found the debit first: the payment is
+        # SUCCESS and cannot be cancelled any more, which is right too; try again.
+        assert payments.reason(cancelled) == "PAYMENT_NOT_CANCELLABLE", cancelled.text
+    else:
+        pytest.fail("the inquiry beat every cancel")
+    final = await payments.wait_for(payment["payment_id"], "CANCELLED")
+    reversal = await wait_for_refund(payments, payment["payment_id"], "PROCESSED")
+    assert (reversal["kind"], reversal["amount_paisa"]) == ("REVERSAL", 5000)
+    assert final["refunded_amount_paisa"] in (0, 5000)
+    assert await provider_books.holds(payment["payment_id"]) == 0
+    events = await kafka_events(payment["payment_id"], want=6)
+    types = [e["type"] for e in events]
+    assert {"payment.cancelled", "refund.created", "refund.processed"} <= set(types)
+    money = await merchant_balance(payments)
+    assert (money["captured_paisa"], money["refunded_paisa"], money["fees_paisa"]) == (
+        "5000",
+        "5000",
+        "0",
+    )
+
+
+async def wait_for_refund(
+    payments: Any, payment_id: str, status: str, within: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for refund in (await payments.get(payment_id))["refunds"]:
+            if refund["status"] == status:
+                found: dict[str, Any] = refund
+                return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{payment_id} has no {status} refund")

@@ -396,6 +396,27 @@ class Stack:
         await self._until_ready("envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"])
         self._ready(component, child)
 
+    # -- faults, for tests that prove what a failure costs ----------------------------------
+
+    def freeze(self, name: str) -> None:
+        """Stop a service's process where it stands (SIGSTOP): it accepts connections and
+        answers nothing, like a hung server."""
+        self._children[name].signal_group(signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        self._children[name].signal_group(signal.SIGCONT)
+
+    def crash(self, name: str) -> None:
+        """Kill a service's process outright (SIGKILL): connections to it are refused."""
+        child = self._children[name]
+        child.signal_group(signal.SIGKILL)
+        child.wait(STOP_TIMEOUT["service"])
+
+    async def revive(self, name: str) -> None:
+        """Start a crashed service again and return once it serves."""
+        component, child = self._spawn_service(BY_NAME[name])
+        await self._service_ready(component, child)
+
     # -- helpers -----------------------------------------------------------------------------
 
     async def _select_one_dsn(self) -> None:

@@ -773,8 +773,12 @@ class PaymentProcessor:
         """
         if payment.status == Status.AUTHORIZED:
             return await self._expire_authorization(payment)
+        # Asked first, so a decline is told apart from the FAILED our own withdrawal causes.
+        result = await self._provider_status(payment)
+        if result.outcome in (Outcome.SUCCESS, Outcome.FAILED, Outcome.EXPIRED):
+            return await self.apply_result(payment.payment_id, result, "status inquiry at expiry")
         result = await self._provider_cancel(payment)
-        if result.outcome in (Outcome.SUCCESS, Outcome.FAILED):
+        if result.outcome == Outcome.SUCCESS:  # paid in the last moment: it counts
             return await self.apply_result(payment.payment_id, result, "status inquiry at expiry")
         if result.outcome == Outcome.PENDING:
             raise ProviderTimeout("the provider still has the payment open after the cancel")
@@ -808,14 +812,17 @@ class PaymentProcessor:
 
     async def _provider_status(self, payment: PaymentRecord) -> ProviderResult:
         details = payment.payment_details
-        if payment.payment_method == "UPI":
-            return await self._upi.status(payment.payment_id)
-        if payment.payment_method == "WALLET":
-            return await self._wallet.status(details["wallet"], payment.payment_id)
-        if payment.payment_method == "NET_BANKING":
-            return await self._bank.status(details["bank_code"], payment.payment_id)
-        if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
-            return await self._cards.status(payment)
+        try:
+            if payment.payment_method == "UPI":
+                return await self._upi.status(payment.payment_id)
+            if payment.payment_method == "WALLET":
+                return await self._wallet.status(details["wallet"], payment.payment_id)
+            if payment.payment_method == "NET_BANKING":
+                return await self._bank.status(details["bank_code"], payment.payment_id)
+            if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
+                return await self._cards.status(payment)
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return _unknown_to_provider(payment, exc)
         return ProviderResult(Outcome.PENDING)
 
     async def _provider_cancel(self, payment: PaymentRecord) -> ProviderResult:
@@ -835,14 +842,7 @@ class PaymentProcessor:
                 # after the cancel finds the payment no longer REQUIRES_ACTION.
                 return await self._cards.status(payment)
         except (InvalidArgument, FailedPrecondition) as exc:
-            # The provider cannot even read the request (an unknown bank, say): it holds no
-            # such payment.
-            log.warning(
-                "provider refused the cancel request; treating the payment as unknown to it",
-                payment_id=payment.payment_id,
-                reason=exc.reason,
-            )
-            return ProviderResult(Outcome.NOT_FOUND)
+            return _unknown_to_provider(payment, exc)
         raise AssertionError(f"no provider for {payment.payment_method}")
 
     async def _provider_capture(self, payment: PaymentRecord) -> ProviderResult:
@@ -886,6 +886,17 @@ class PaymentProcessor:
             amount_paisa=amount_paisa,
             currency=payment.currency,
         )
+
+
+def _unknown_to_provider(payment: PaymentRecord, error: GatewayError) -> ProviderResult:
+    """The provider cannot even read a question about the payment (an unknown bank, say): it
+    holds no such payment."""
+    log.warning(
+        "provider refused a question about the payment; treating it as unknown there",
+        payment_id=payment.payment_id,
+        reason=error.reason,
+    )
+    return ProviderResult(Outcome.NOT_FOUND)
 
 
 def _unpaid(payment: PaymentRecord) -> bool:
