@@ -23,6 +23,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create the virtualenv and install everything
 
+# The Helm SDK and Kubernetes schemas (~350 MB): the chart's tests need them, so `make test`
+# installs them too.
+HELM_STAMP := $(VENV)/.helm-installed
+$(HELM_STAMP): requirements-helm.txt $(STAMP)
+	$(PY) -m pip install --progress-bar on -q -r requirements-helm.txt
+	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
+	@touch $@
+
 gen: $(STAMP)  ## generate Python code and Envoy's descriptor set from protos/
 	$(PY) tools/gen_protos.py
 
@@ -38,10 +46,10 @@ down:  ## stop a stack started with `make up`
 status:  ## show what the background stack is running
 	$(PY) -m devstack status
 
-test: gen  ## unit tests, then end-to-end tests against a stack the harness starts itself
+test: gen $(HELM_STAMP)  ## unit tests (the Helm chart's too), then end-to-end tests against a stack the harness starts itself
 	$(PY) -m pytest -q
 
-test-unit: gen
+test-unit: gen $(HELM_STAMP)
 	$(PY) -m pytest -q tests/unit
 
 test-e2e: gen
@@ -70,9 +78,7 @@ db-seed: gen  ## load demo data: a merchant and its pricing (idempotent)
 token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin [TTL=<seconds, at most JWT_MAX_LIFETIME>]
 	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)" --ttl "$(or $(TTL),3600)"
 
-helm-lint: gen  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
-	$(PY) -m pip install --progress-bar on -q -r requirements-helm.txt
-	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
+helm-lint: gen $(HELM_STAMP)  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
 	$(PY) -m pytest -q -rs tests/unit/test_helm_chart.py
 
 # BENCH_RATE, BENCH_DURATION, BENCH_WARMUP, BENCH_MERCHANTS, BENCH_OUT, BENCH_GATEWAY (a running
