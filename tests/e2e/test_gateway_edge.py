@@ -136,6 +136,24 @@ def test_a_token_living_longer_than_jwt_max_lifetime_is_401(
         assert fine.status_code == 200, fine.text
 
 
+def test_a_token_minted_to_live_longer_than_jwt_max_lifetime_is_401_even_near_its_end(
+    http: httpx.Client, stack: Stack
+) -> None:
+    """Lifetime is exp - iat: a 30-day token is refused in its last hour too, not only while
+    its exp is more than JWT_MAX_LIFETIME away."""
+    now = int(time.time())
+    month_old = forged_token(stack, iat=now - 30 * 86400 + 3600, exp=now + 3600)
+    assert_json_error(http.get("/api/v1/payments", headers=bearer(month_old)), 401, 16)
+
+    claims = jwt.decode(forged_token(stack), options={"verify_signature": False})
+    del claims["iat"]
+    undated = jwt.encode(claims, stack.env["JWT_SECRET"], algorithm="HS256")
+    assert_json_error(http.get("/api/v1/payments", headers=bearer(undated)), 401, 16)
+
+    day_old = forged_token(stack, iat=now - 23 * 3600, exp=now + 600)
+    assert http.get("/api/v1/payments", headers=bearer(day_old)).status_code != 401
+
+
 def test_a_token_without_an_expiry_is_401(http: httpx.Client, stack: Stack) -> None:
     claims = jwt.decode(forged_token(stack), options={"verify_signature": False})
     del claims["exp"]

@@ -547,6 +547,7 @@ def test_filters_run_in_the_order_the_security_model_needs(descriptors: Descript
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.health_check",
         "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.lua",  # JWT_MAX_LIFETIME as exp - iat
         "envoy.filters.http.rbac",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ratelimit",
@@ -554,7 +555,7 @@ def test_filters_run_in_the_order_the_security_model_needs(descriptors: Descript
         "rbac_grpc",
         "envoy.filters.http.router",
     ]
-    transcoder = http_filters(config)[6]["typed_config"]
+    transcoder = http_filters(config)[7]["typed_config"]
     assert sorted(transcoder["services"]) == sorted(PUBLIC_SERVICES)
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
