@@ -178,6 +178,28 @@ async def test_a_poisoned_expiry_queue_does_not_stop_a_healthy_payment_expiring(
         await conn.close()
 
 
+async def test_a_bank_the_provider_does_not_list_is_refused_before_any_payment(
+    payments: Any,
+) -> None:
+    """Before: such a payment stayed CREATED, and its expiry raised on every round."""
+    reply = await payments.api.post(
+        "/api/v1/payments",
+        json={
+            "amount_paisa": 5000,
+            "currency": "INR",
+            "payment_method": "NET_BANKING",
+            "payment_details": {"bank_code": "ZZZZ"},
+        },
+        headers=payments.merchant["auth"],
+    )
+    assert reply.status_code == 400, reply.text
+    violations = [v for d in reply.json()["details"] for v in d.get("field_violations", [])]
+    assert [v["field"] for v in violations] == ["payment_details.bank_code"]
+    assert "HDFC" in violations[0]["description"]
+    listed = await payments.api.get("/api/v1/payments", headers=payments.merchant["auth"])
+    assert listed.json()["payments"] == []
+
+
 async def job_failures_counted(stack: Stack) -> float:
     _, metrics_port = stack.ports.services["orchestrator"]
     async with httpx.AsyncClient(timeout=10) as client:
@@ -324,8 +346,8 @@ async def test_cancelling_a_upi_payment_whose_switch_timed_out_tells_the_switch(
     assert payment["status"] == "PENDING"
     cancelled = await payments.act(payment["payment_id"], "cancel")
     assert cancelled.status_code == 200, cancelled.text
-    final = await payments.wait_for(payment["payment_id"], "CANCELLED")
-    await asyncio.sleep(3)  # past the moment the switch would have approved it
+    await payments.wait_for(payment["payment_id"], "CANCELLED")
+    await until_final_at_the_provider(provider_books, payment["payment_id"])
     final = await payments.get(payment["payment_id"])
     assert final["status"] == "CANCELLED"
     assert [(r["kind"], r["status"]) for r in final["refunds"]] in (
@@ -366,6 +388,20 @@ async def test_a_customer_who_paid_before_the_cancel_gets_a_real_reversal(
         "5000",
         "0",
     )
+
+
+async def until_final_at_the_provider(
+    provider_books: Any, payment_id: str, within: float = 20
+) -> None:
+    """Polls the provider's own books until its transaction is settled one way or the other."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        books = await provider_books.all()
+        entries = [p for p in books["payments"] if p["payment_id"] == payment_id]
+        if entries and all(p["status"] != "PENDING" for p in entries):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{payment_id} is still pending at its provider")
 
 
 async def wait_for_refund(

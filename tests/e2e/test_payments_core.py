@@ -165,11 +165,14 @@ async def test_wallet_with_balance_succeeds_at_once_with_fee_gst_and_cashback(
 
 
 async def test_wallet_without_balance_fails_without_a_debit(
-    api: httpx.AsyncClient, merchant: dict[str, Any]
+    api: httpx.AsyncClient, merchant: dict[str, Any], provider_books: Any
 ) -> None:
     payment = await create(api, merchant, wallet("9000000000"))
     assert payment["status"] == "FAILED"
     assert payment["failure_reason"] == "insufficient_balance"
+    # The wallet was never asked to debit: it has no record of the payment at all.
+    books = await provider_books.all()
+    assert [p for p in books["payments"] if p["payment_id"] == payment["payment_id"]] == []
 
 
 async def test_net_banking_redirects_then_the_bank_callback_completes_it(
@@ -245,12 +248,15 @@ async def test_cancel_a_pending_payment_then_cancel_again_is_refused(
 
 
 async def test_cancel_an_authorized_wallet_payment_voids_it(
-    api: httpx.AsyncClient, merchant: dict[str, Any]
+    api: httpx.AsyncClient, merchant: dict[str, Any], provider_books: Any
 ) -> None:
     payment = await create(api, merchant, wallet(capture_method="MANUAL"))
+    assert await provider_books.holds(payment["payment_id"]) == 10000  # debited, held
     path = f"/api/v1/payments/{payment['payment_id']}/cancel"
     cancelled = await api.post(path, json={}, headers=merchant["auth"])
     assert cancelled.json()["status"] == "CANCELLED"
+    # The customer has the money back at the wallet, and the merchant was never credited.
+    assert await provider_books.holds(payment["payment_id"]) == 0
     assert (await balance(api, merchant))["captured_paisa"] == "0"
 
 
@@ -459,13 +465,26 @@ async def test_list_pages_through_the_callers_payments_with_filters(
     ],
 )
 async def test_bad_input_is_a_named_400_with_no_payment_and_no_event(
-    api: httpx.AsyncClient, merchant: dict[str, Any], body: dict[str, Any], field: str
+    api: httpx.AsyncClient,
+    merchant: dict[str, Any],
+    stack: Stack,
+    body: dict[str, Any],
+    field: str,
 ) -> None:
     reply = await api.post("/api/v1/payments", json=body, headers=merchant["auth"])
     assert reply.status_code == 400, reply.text
     assert field in fields(reply)
     listing = await api.get("/api/v1/payments", headers=merchant["auth"])
     assert listing.json()["payments"] == []
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        events = await conn.fetchval(
+            "SELECT count(*) FROM orchestrator.outbox WHERE position($1::bytea IN payload) > 0",
+            merchant["merchant_id"].encode(),
+        )
+    finally:
+        await conn.close()
+    assert events == 0
 
 
 async def test_events_on_kafka_match_the_state_changes_one_for_one(

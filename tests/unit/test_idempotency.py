@@ -492,6 +492,17 @@ async def test_expired_keys_are_purged_and_live_ones_kept(
     assert await store.purge_expired() == 0
 
 
+async def test_an_expired_key_whose_attempt_died_is_purged(
+    pool: asyncpg.Pool, store: IdempotencyStore, merchant: str
+) -> None:
+    await insert_in_progress(store, pool, merchant, "old-and-dead", expired=True, stale=True)
+    assert await store.purge_expired() >= 1
+    left = await pool.fetchval(
+        "SELECT count(*) FROM idempotency_keys WHERE merchant_id = $1", merchant
+    )
+    assert left == 0
+
+
 async def test_a_stale_key_with_no_effect_is_taken_over_and_run(
     store: IdempotencyStore, pool: asyncpg.Pool, merchant: str
 ) -> None:
