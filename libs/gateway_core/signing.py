@@ -2,9 +2,9 @@
 
 A callback carries `x-provider-signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` where the MAC
 is over `f"{t}."` followed by the raw body bytes, keyed by the provider's own
-PROVIDER_CALLBACK_SECRET_<PROVIDER>. The timestamp inside the MAC makes a captured callback useless once it falls out of the tolerance;
-several `v1=` values may be present so a sender can sign with the old and the new secret while
-the secret rotates.
+PROVIDER_CALLBACK_SECRET_<PROVIDER>. The timestamp inside the MAC makes a captured callback
+useless once it falls out of the tolerance; several `v1=` values may be present so a sender can
+sign with the old and the new secret while the secret rotates.
 """
 
 from __future__ import annotations
