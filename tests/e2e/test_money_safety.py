@@ -150,9 +150,9 @@ async def test_a_poisoned_expiry_queue_does_not_stop_a_healthy_payment_expiring(
     try:
         await conn.executemany(
             "INSERT INTO payments (payment_id, merchant_id, amount_paisa, currency,"
-            " payment_method, status, payment_details, provider, expires_at)"
+            " payment_method, status, payment_details, provider, created_at, expires_at)"
             " VALUES ($1, $2, 1000, 'INR', 'NET_BANKING', 'CREATED', $3, 'netbanking',"
-            " now() - interval '1 hour')",
+            " now() - interval '2 hours', now() - interval '1 hour')",
             [(p, merchant_id, "{}") for p in poisoned]
             + [(unknown_to_bank, merchant_id, '{"bank_code": "ZZZZ"}')],
         )
@@ -415,3 +415,45 @@ async def wait_for_refund(
                 return found
         await asyncio.sleep(0.2)
     raise AssertionError(f"{payment_id} has no {status} refund")
+
+
+DEBIT_ARRIVES_LATE = "9000000005"  # the wallet gets the debit request after the caller gave up
+
+
+async def test_a_cancel_before_a_late_debit_lands_still_gives_the_money_back(
+    payments: Any, provider_books: Any
+) -> None:
+    """The debit request reaches the wallet after the gateway's deadline. A cancel sent before
+    it lands finds nothing at the wallet; closing the payment then would leave the customer
+    debited with nothing left to notice. The cancel waits out the start window instead, finds
+    the debit, and reverses it."""
+    payment = await payments.create(wallet(DEBIT_ARRIVES_LATE, amount=4200))
+    assert payment["status"] == "PENDING"
+    cancelling = await payments.act(payment["payment_id"], "cancel")
+    assert cancelling.status_code == 200, cancelling.text
+    assert cancelling.json()["status"] == "CANCELLING"
+    reversal = await wait_for_refund(payments, payment["payment_id"], "PROCESSED", within=90)
+    assert (reversal["kind"], reversal["amount_paisa"]) == ("REVERSAL", 4200)
+    assert (await payments.get(payment["payment_id"]))["status"] == "CANCELLED"
+    assert await provider_books.holds(payment["payment_id"]) == 0
+
+
+async def test_an_authorization_whose_void_is_refused_at_expiry_is_retried_a_day_later(
+    payments: Any, stack: Stack, provider_books: Any
+) -> None:
+    held = await payments.create(card(VOID_REFUSED_CARD, capture_method="MANUAL"))
+    await time_travel_past_expiry(stack, held["payment_id"])
+    deadline = time.monotonic() + 20
+    while True:
+        payment = await payments.get(held["payment_id"])
+        if payment["status"] == "AUTHORIZED" and _parse(payment["expires_at"]) > time.time():
+            break
+        assert time.monotonic() < deadline, payment
+        await asyncio.sleep(0.2)
+    # Tried once, refused, and left for a day: not voided again on every backoff round.
+    assert 0.9 * 86400 < _parse(payment["expires_at"]) - time.time() < 1.1 * 86400
+    steps = [s["to_status"] for s in payment["status_history"]]
+    assert steps.count("CANCELLING") == 1
+    assert await provider_books.holds(held["payment_id"]) == 0  # authorized, not captured
+    captured = await payments.act(held["payment_id"], "capture")
+    assert captured.status_code == 200, captured.text

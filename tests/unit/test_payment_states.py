@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
 import asyncpg
 import pytest
 
 from devstack.postgres import ScratchServer
+from gateway_core.db import migrate
 from gateway_core.errors import FailedPrecondition
+from gateway_core.services import BY_NAME
 from orchestrator.domain.states import (
     EVENT_FOR_STATUS,
     TERMINAL,
@@ -76,3 +82,39 @@ def test_a_held_authorization_moves_only_through_an_operation() -> None:
         Status.CAPTURING,
         Status.CANCELLING,
     }
+
+
+async def test_authorizations_held_before_migration_0007_get_a_capture_deadline(
+    postgres_server: ScratchServer, tmp_path: Path
+) -> None:
+    """0007 makes expiry void AUTHORIZED payments past expires_at; those authorized before it
+    carry their creation-time deadline and must not all be voided on the first round."""
+    migrations = BY_NAME["orchestrator"].migrations_dir
+    before = tmp_path / "before-0007"
+    before.mkdir()
+    for path in sorted(migrations.glob("000[1-6]_*.sql")):
+        shutil.copy(path, before / path.name)
+    settings = await postgres_server.database("pre_0007")
+    await migrate(settings, "orchestrator", before)
+    conn = await asyncpg.connect(settings.dsn, server_settings={"search_path": "orchestrator"})
+    try:
+        await conn.execute(
+            "INSERT INTO merchants (merchant_id, name, vpa) VALUES ('MER_OLD', 'Old', 'old@pg')"
+        )
+        await conn.execute(
+            "INSERT INTO payments (payment_id, merchant_id, amount_paisa, currency,"
+            " payment_method, status, capture_method, expires_at)"
+            " VALUES ('PAY_HELD', 'MER_OLD', 1000, 'INR', 'WALLET', 'CREATED', 'MANUAL',"
+            " now() - interval '2 hours')"
+        )
+        await conn.execute(
+            "UPDATE payments SET status = 'AUTHORIZED', processed_at = now() - interval '1 hour'"
+            " WHERE payment_id = 'PAY_HELD'"
+        )
+        await migrate(settings, "orchestrator", migrations)
+        left = await conn.fetchval(
+            "SELECT expires_at - now() FROM payments WHERE payment_id = 'PAY_HELD'"
+        )
+    finally:
+        await conn.close()
+    assert timedelta(days=4, hours=22) < left < timedelta(days=5)

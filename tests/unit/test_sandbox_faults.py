@@ -74,6 +74,7 @@ DEBIT_TIMEOUT_PHONE = "9000000001"
 WALLET_DOWN_PHONE = "9000000002"
 REFUND_TIMEOUT_PHONE = "9000000003"
 REFUND_FAILS_PHONE = "9000000004"
+DEBIT_LATE_PHONE = "9000000005"
 
 Auth = cards_pb2.CardAuthorization
 Tds = cards_pb2.ThreeDsAuthentication
@@ -166,7 +167,12 @@ async def running() -> AsyncIterator[Running]:
 
 @pytest.fixture(autouse=True)
 def short_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("UPI_HANG_SECONDS", "WALLET_HANG_SECONDS", "NETBANKING_HANG_SECONDS"):
+    for name in (
+        "UPI_HANG_SECONDS",
+        "WALLET_HANG_SECONDS",
+        "WALLET_LATE_DEBIT_SECONDS",
+        "NETBANKING_HANG_SECONDS",
+    ):
         monkeypatch.setattr(magic, name, HANG_SECONDS)
     monkeypatch.setattr(magic, "CARD_HANG_SECONDS", HANG_SECONDS)
     monkeypatch.setattr(magic, "CARD_SLOW_AUTHORIZATION_SECONDS", SLOW_SECONDS)
@@ -502,6 +508,25 @@ async def test_a_debit_timeout_debits_once_and_inquiry_or_a_repeat_finds_it(
     assert after == magic.AMPLE_BALANCE_PAISA - 10_000
     entry = book_of(await running.books("PAY_W_HANG"), "google_pay")
     assert (entry["status"], entry["charged_paisa"]) == ("SUCCESS", 10_000)
+
+
+async def test_a_late_debit_lands_after_the_caller_gave_up_and_not_before(
+    running: Running,
+) -> None:
+    await misses_the_deadline(debit(running, "PAY_W_LATE", DEBIT_LATE_PHONE))
+    before = await gateway_error(debit_of(running, "PAY_W_LATE"))
+    assert before.reason == "DEBIT_NOT_FOUND"
+
+    give_up = time.monotonic() + 10
+    while True:
+        books = (await running.books("PAY_W_LATE"))["payments"]
+        if books or time.monotonic() > give_up:
+            break
+        await asyncio.sleep(0.1)
+    landed = await debit_of(running, "PAY_W_LATE")
+    assert (landed.status, landed.amount_paisa) == (Debit.SUCCESS, 10_000)
+    entry = book_of(await running.books("PAY_W_LATE"), "paytm")
+    assert entry["charged_paisa"] == 10_000
 
 
 async def test_a_wallet_that_is_down_answers_nothing_about_that_phone(running: Running) -> None:

@@ -48,7 +48,13 @@ ALTER TABLE payments
         (status IN ('CAPTURING', 'CANCELLING')) = (operation IS NOT NULL)
         AND (operation IS NULL) = (operation_from IS NULL));
 
--- Expiry covers held authorizations too: expires_at is the capture deadline once AUTHORIZED.
+-- Expiry covers held authorizations too: expires_at is the capture deadline once AUTHORIZED
+-- (AUTHORIZATION_TTL, 5 days by default). Authorizations held before this migration still carry
+-- their creation-time deadline, long past: give them the default TTL from their authorization
+-- instead of voiding them all on the first expiry round.
+UPDATE payments
+SET expires_at = greatest(expires_at, coalesce(processed_at, updated_at) + interval '5 days')
+WHERE status = 'AUTHORIZED';
 DROP INDEX payments_open_expiry_idx;
 CREATE INDEX payments_open_expiry_idx ON payments (expires_at)
     WHERE status IN ('CREATED', 'PENDING', 'REQUIRES_ACTION', 'AUTHORIZED');

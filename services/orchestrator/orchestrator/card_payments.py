@@ -11,7 +11,7 @@ same acquirer instead, never by trying another.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -213,6 +213,11 @@ class CardPayments:
             if not self._breaker.allow(gateway):
                 unavailable.append(f"{gateway}(circuit open)")
                 continue
+            if gateway != payment.provider:
+                # Recorded before the call: if this process dies during it, the inquiries ask
+                # the acquirer that may hold the authorization, not the one that was down.
+                await self._repo.update_details(payment.payment_id, {"provider": gateway})
+                payment = replace(payment, provider=gateway)
             secret = await self._vault.detokenize(
                 token, payment_id=payment.payment_id, reason="authorization"
             )

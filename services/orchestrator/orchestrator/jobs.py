@@ -30,8 +30,9 @@ log = get_logger(__name__)
 BATCH = 50
 # Payments worked on at once per job: provider calls overlap, the database pool is spared.
 CONCURRENCY = 10
-# A claimed payment is hidden from other workers this long (longer than any provider call).
-LEASE = timedelta(seconds=60)
+# A claimed payment is hidden from other workers this long: longer than a whole round (a
+# batch worked CONCURRENCY at a time, each a few provider deadlines), so no two overlap.
+LEASE = timedelta(minutes=5)
 FIRST_BACKOFF = timedelta(seconds=2)
 MAX_BACKOFF = timedelta(minutes=10)
 

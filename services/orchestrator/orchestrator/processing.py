@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+
 from gateway_core.config import Settings
 from gateway_core.errors import (
     Aborted,
@@ -58,11 +60,28 @@ MAX_INQUIRY_INTERVAL = timedelta(seconds=30)
 INQUIRY_SAFETY_NET = timedelta(seconds=30)
 # An operation held at the provider is looked at again this soon if its caller goes away.
 OPERATION_INQUIRY_AFTER = timedelta(seconds=5)
+# Longer than any payment's first provider calls can take (3-D Secure, then authorization at
+# each routed acquirer, each with its deadline). Until then a provider's "no such payment" may
+# only mean our request has not reached it yet, so it closes nothing.
+START_WINDOW = timedelta(seconds=60)
+# A held authorization whose void the provider refuses at its deadline is tried again this much
+# later (and an operator alerted), not every backoff round.
+REFUSED_VOID_RETRY = timedelta(days=1)
 CALLBACK_STATUSES = frozenset({"SUCCESS", "FAILED", "EXPIRED", "PENDING"})
 # Methods whose authorization can be held for a later capture.
 MANUAL_CAPTURE = frozenset({"WALLET", "CARD"})
 REASON_NOT_AUTHORIZED = "PAYMENT_NOT_AUTHORIZED"
 REASON_NOT_CANCELLABLE = "PAYMENT_NOT_CANCELLABLE"
+
+
+VOIDS_REFUSED = Counter(
+    "orchestrator_expired_authorization_voids_refused_total",
+    "Authorizations past AUTHORIZATION_TTL whose void the provider refused (needs an operator)",
+)
+REVERSALS_FAILED = Counter(
+    "orchestrator_reversals_failed_total",
+    "Reversals the provider refused: money a closed payment took is still held (needs an operator)",
+)
 
 
 class ProviderRefused(Exception):
@@ -248,7 +267,12 @@ class PaymentProcessor:
     async def _start_wallet(self, start: PaymentStart) -> PaymentRecord:
         wallet, phone = start.details["wallet"], start.details["phone"]
         # Balance first: an empty wallet fails cleanly, with no debit attempted.
-        balance = await self._wallet.balance(wallet, phone)
+        try:
+            balance = await self._wallet.balance(wallet, phone)
+        except ProviderTimeout as exc:  # nothing exists yet: the merchant may simply retry
+            raise Unavailable(
+                f"{wallet} did not answer; retry shortly", reason="PROVIDER_UNAVAILABLE"
+            ) from exc
         new = await self._screen(start, self._new(start, provider=wallets.provider_name(wallet)))
         record, blocked = await self._create_screened(new)
         if blocked:
@@ -611,6 +635,8 @@ class PaymentProcessor:
                 error=str(exc),
             )
             return payment
+        except ProviderNotFound:
+            result = ProviderResult(Outcome.FAILED, failure_reason="not_found_at_provider")
         capturing = frozenset({Status.CAPTURING})
         if result.outcome == Outcome.SUCCESS:
             moved = await self._repo.transition(
@@ -649,6 +675,9 @@ class PaymentProcessor:
                 error=str(exc),
             )
             return payment
+        except ProviderNotFound:
+            # The provider holds no such authorization: nothing to release.
+            result = ProviderResult(Outcome.SUCCESS)
         if held and result.outcome != Outcome.SUCCESS:
             await self._repo.transition(
                 payment.payment_id,
@@ -660,8 +689,11 @@ class PaymentProcessor:
             raise ProviderRefused("void", result.failure_reason)
         if not held and result.outcome == Outcome.SUCCESS:
             return await self._reverse(payment, result, "cancel", {})
-        if not held and result.outcome == Outcome.PENDING:
-            return payment  # the provider still has it open: ask again
+        if not held and (
+            result.outcome == Outcome.PENDING
+            or (result.outcome == Outcome.NOT_FOUND and _may_still_start(payment))
+        ):
+            return payment  # the provider has it open, or may yet receive it: ask again
         moved = await self._repo.transition(
             payment.payment_id,
             target,
@@ -712,6 +744,7 @@ class PaymentProcessor:
             failure_reason=result.failure_reason,
         )
         if settled.kind == "REVERSAL" and settled.status == "FAILED":
+            REVERSALS_FAILED.inc()
             log.error(
                 "reversal refused by the provider: the customer's money is still held",
                 payment_id=payment.payment_id,
@@ -739,7 +772,12 @@ class PaymentProcessor:
         await self._ask_again(payment)
         return payment
 
-    async def _resolve_operation(self, payment: PaymentRecord) -> PaymentRecord:
+    async def _resolve_operation(self, leased: PaymentRecord) -> PaymentRecord:
+        # The payment as it stands now, not as it was leased: the operation may have finished
+        # and another begun meanwhile, and only the current one may be repeated.
+        payment = await self._repo.get_payment(leased.payment_id, None)
+        if payment.status not in IN_OPERATION:
+            return payment
         try:
             if payment.operation == "CAPTURE":
                 settled = await self._finish_capture(payment)
@@ -782,6 +820,8 @@ class PaymentProcessor:
             return await self.apply_result(payment.payment_id, result, "status inquiry at expiry")
         if result.outcome == Outcome.PENDING:
             raise ProviderTimeout("the provider still has the payment open after the cancel")
+        if result.outcome == Outcome.NOT_FOUND and _may_still_start(payment):
+            raise ProviderTimeout("the payment's first provider call may still be on its way")
         moved = await self._repo.transition(
             payment.payment_id,
             Status.EXPIRED,
@@ -806,7 +846,20 @@ class PaymentProcessor:
         except Aborted:
             # A capture or cancel got there first (or it was just captured): theirs stands.
             return await self._repo.get_payment(payment.payment_id, None)
-        return await self._finish_cancel(held)
+        try:
+            return await self._finish_cancel(held)
+        except ProviderRefused as refused:
+            VOIDS_REFUSED.inc()
+            log.error(
+                "the provider refused to void an expired authorization; tried again later",
+                payment_id=payment.payment_id,
+                code=refused.code,
+                retry_in=str(REFUSED_VOID_RETRY),
+            )
+            await self._repo.update_details(
+                payment.payment_id, {"expires_at": datetime.now(UTC) + REFUSED_VOID_RETRY}
+            )
+            return await self._repo.get_payment(payment.payment_id, None)
 
     # Provider calls, by payment method
 
@@ -900,9 +953,24 @@ def _unknown_to_provider(payment: PaymentRecord, error: GatewayError) -> Provide
 
 
 def _unpaid(payment: PaymentRecord) -> bool:
-    """Closed (or being cancelled) before the customer's money arrived."""
+    """Closed (or being cancelled) before the customer's money arrived. A payment that was
+    ever AUTHORIZED had its money, and a void gave it back: a success reported for it now
+    repeats that authorization and must not be reversed a second time."""
+    if any(step.to_status == Status.AUTHORIZED for step in payment.history):
+        return False
     return payment.status in CLOSED_UNPAID or (
         payment.status == Status.CANCELLING and payment.operation_from in OPEN
+    )
+
+
+def _may_still_start(payment: PaymentRecord) -> bool:
+    """True while the payment's first provider calls may still be under way: it is (or was,
+    when its cancel began) CREATED or PENDING, and young. A REQUIRES_ACTION payment's start is
+    over; it waits for the customer."""
+    status = payment.operation_from if payment.status == Status.CANCELLING else payment.status
+    return (
+        status in (Status.CREATED, Status.PENDING)
+        and datetime.now(UTC) - payment.created_at < START_WINDOW
     )
 
 

@@ -53,6 +53,7 @@ class Sandbox:
         self._card_servicer = CardAcquirerServicer(
             self.acquirers, self.acs, settings.sandbox_public_url
         )
+        self._wallet_servicer = WalletProviderServicer(self.wallets)
         self._netbanking_servicer = NetBankingServicer(self.banks, settings.sandbox_public_url)
 
     def register(self, app: ServiceApp) -> None:
@@ -69,7 +70,7 @@ class Sandbox:
         app.add_service(
             "paygate.sandbox.v1.WalletProviderService",
             wallets_pb2_grpc.add_WalletProviderServiceServicer_to_server,
-            WalletProviderServicer(self.wallets),
+            self._wallet_servicer,
         )
         app.add_service(
             "paygate.sandbox.v1.NetBankingService",
@@ -83,6 +84,7 @@ class Sandbox:
         """Stop the UPI and ACS timers, then the callback deliveries still pending."""
         await self._upi_servicer.aclose()
         await self._card_servicer.aclose()
+        await self._wallet_servicer.aclose()
         await self.callbacks.aclose()
 
     def _upi_final(self, txn: UpiTransaction) -> None:

@@ -24,6 +24,8 @@ CARD_DEADLINE_SECONDS = 5.0  # acquirer and 3-D Secure calls alike
 
 UPI_HANG_SECONDS = UPI_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
 WALLET_HANG_SECONDS = WALLET_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
+# A DEBIT_LATE debit lands this long after its request: past the caller's deadline.
+WALLET_LATE_DEBIT_SECONDS = WALLET_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
 NETBANKING_HANG_SECONDS = NETBANKING_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
 CARD_HANG_SECONDS = CARD_DEADLINE_SECONDS + HANG_MARGIN_SECONDS
 # A slow acquirer answers inside its deadline, late enough for an impatient client to give up.
@@ -82,6 +84,9 @@ WALLETS: tuple[str, ...] = ("PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY")
 class WalletOutcome(StrEnum):
     NORMAL = "normal"  # the wallet answers every call at once
     DEBIT_TIMEOUT = "debit_timeout"  # the first debit of a payment happens, its answer hangs
+    # The debit request reaches the wallet late: it is applied after the caller's deadline,
+    # and the caller gets no answer. A status inquiry meanwhile finds no such debit.
+    DEBIT_LATE = "debit_late"
     DOWN = "down"  # every call about this phone answers UNAVAILABLE
     REFUND_TIMEOUT = "refund_timeout"  # the first call of each refund is processed, then hangs
     REFUND_FAILS = "refund_fails"  # every refund answers FAILED, nothing is credited back
@@ -94,6 +99,7 @@ MAGIC_PHONES: dict[str, WalletOutcome] = {
     "9000000002": WalletOutcome.DOWN,
     "9000000003": WalletOutcome.REFUND_TIMEOUT,
     "9000000004": WalletOutcome.REFUND_FAILS,
+    "9000000005": WalletOutcome.DEBIT_LATE,
 }
 AMPLE_BALANCE_PAISA = 100_000_000  # ₹10,00,000
 # Opening balance of a wallet the first time the sandbox sees its (wallet, phone).

@@ -10,6 +10,7 @@ opening balance.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from sandbox.magic import (
     opening_balance_paisa,
     wallet_outcome,
 )
+from sandbox.tasks import BackgroundTasks
 from sandbox.validation import CURRENCY, Violations
 
 log = get_logger(__name__)
@@ -249,6 +251,10 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
     def __init__(self, book: WalletBook, clock: Callable[[], float] = time.time) -> None:
         self._book = book
         self._clock = clock
+        self._late = BackgroundTasks()  # DEBIT_LATE debits on their way
+
+    async def aclose(self) -> None:
+        await self._late.aclose()
 
     async def GetWalletBalance(
         self, request: wallets_pb2.GetWalletBalanceRequest, context: RpcContext
@@ -282,6 +288,19 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
         problems.raise_if_any()
         self._book.note_payment_phone(wallet, request.payment_id, request.phone)
         _refuse_if_down(wallet, request.phone)
+        if wallet_outcome(request.phone) is WalletOutcome.DEBIT_LATE:
+            # Outlives this call, which the caller's deadline cancels: the request "arrives"
+            # after the caller gave up on it.
+            self._late.spawn(
+                self._debit_later(wallet, request, offer), name=f"late debit {request.payment_id}"
+            )
+            await answer_late(
+                magic.WALLET_HANG_SECONDS,
+                "DebitWallet",
+                wallet=wallet,
+                payment_id=request.payment_id,
+            )
+            return _debit_proto(self._book.get_debit(wallet, request.payment_id))
         debit, created = self._book.debit(
             wallet, request.phone, request.payment_id, request.amount_paisa, offer
         )
@@ -293,6 +312,15 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
                 payment_id=request.payment_id,
             )
         return _debit_proto(debit)
+
+    async def _debit_later(
+        self,
+        wallet: str,
+        request: wallets_pb2.DebitWalletRequest,
+        offer: CashbackOffer | None,
+    ) -> None:
+        await asyncio.sleep(magic.WALLET_LATE_DEBIT_SECONDS)
+        self._book.debit(wallet, request.phone, request.payment_id, request.amount_paisa, offer)
 
     async def GetWalletDebit(
         self, request: wallets_pb2.GetWalletDebitRequest, context: RpcContext

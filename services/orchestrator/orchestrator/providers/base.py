@@ -14,6 +14,19 @@ from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable
 T = TypeVar("T")
 
 
+# The provider may have acted on the request: ask it later, never retry elsewhere. (Only
+# UNAVAILABLE and the other refusals mean the request was not processed.)
+_OUTCOME_UNKNOWN = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
 class Outcome(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
@@ -50,8 +63,8 @@ async def call_provider(name: str, call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
-        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-            raise ProviderTimeout(f"{name} did not answer in time") from exc
+        if code in _OUTCOME_UNKNOWN:
+            raise ProviderTimeout(f"{name} did not answer in time ({code.name})") from exc
         if code == grpc.StatusCode.NOT_FOUND:
             raise ProviderNotFound(f"{name} does not know this transaction") from exc
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
