@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model image image-test lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,7 +76,7 @@ db-seed: gen  ## load demo data: a merchant and its pricing (idempotent)
 	$(PY) -m orchestrator.seed
 
 token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin [TTL=<seconds, at most JWT_MAX_LIFETIME>]
-	@$(PY) -m devstack.token --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)" --ttl "$(or $(TTL),3600)"
+	@$(PY) -m gateway_core.tokens --merchant "$(MERCHANT)" --role "$(or $(ROLE),merchant)" --ttl "$(or $(TTL),3600)"
 
 helm-lint: gen $(HELM_STAMP)  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
 	$(PY) -m pytest -q -rs tests/unit/test_helm_chart.py
@@ -94,6 +94,21 @@ bench: gen  ## run the load benchmark (starts its own stack)
 # FRAUD_BENCH_ARGS passes options through, e.g. FRAUD_BENCH_ARGS="--rate 500 --skip-grpc".
 bench-fraud: gen  ## fraud scoring latency, in-process and over gRPC (starts its own Valkey)
 	$(PY) -m bench.fraud $(FRAUD_BENCH_ARGS)
+
+# The application image the Helm chart deploys; its name and tag are the chart's defaults.
+# BASE=local builds the debian:bookworm-slim base with debootstrap first (no registry needed).
+CHART := helm/payment-gateway/Chart.yaml
+IMAGE_VERSION = $(shell awk -F'"' '/^appVersion:/ {print $$2}' $(CHART))
+IMAGE ?= paygate/payment-gateway:$(IMAGE_VERSION)
+image:  ## build the application image (docker/podman, or buildah; BASE=local: no registry)
+	IMAGE=$(IMAGE) VERSION=$(IMAGE_VERSION) BASE=$(BASE) tools/image/build.sh
+
+image-test: gen image  ## run migrations and every service from the image (buildah) and the end-to-end smoke
+	PAYGATE_STACK_IMAGE=$(IMAGE) $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_image.py
+
+lock: $(STAMP)  ## re-resolve requirements.txt into requirements.lock (exact versions and hashes)
+	$(VENV)/bin/uv pip compile requirements.txt --generate-hashes --python-version 3.11 \
+	  --python-platform linux --quiet -o requirements.lock
 
 fraud-model: $(STAMP)  ## retrain the fraud model: writes services/fraud/fraud/model/fraud-model-*.json and REPORT.md
 	$(PY) services/fraud/training/train.py $(FRAUD_MODEL_ARGS)

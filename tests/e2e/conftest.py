@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -17,8 +18,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devstack.runner import IMAGE_VARIABLE, ImagePython
 from devstack.stack import Stack, StackError
-from devstack.token import mint_token as sign_token
+from gateway_core.tokens import mint_token as sign_token
 from orchestrator import ledger_store
 
 TOKEN_TTL_SECONDS = 3600
@@ -35,23 +37,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # from turning a scored payment into a fail-open one (tests/unit/test_fraud_policy.py
     # covers the deadline itself).
     environ = {**os.environ, "FRAUD_TIMEOUT_MS": "2000"}
-    local = Stack(
-        tmp_path_factory.mktemp("stack"),
-        ports="ephemeral",
-        seed=False,
-        keep_data=False,
-        environ=environ,
-    )
-    try:
-        local.start()
-    except StackError as exc:
-        # The message names the failing part and ends with the tail of its log.
-        message = f"the local stack did not start: {exc}"
-        raise pytest.fail.Exception(message, pytrace=False) from None
-    try:
-        yield local
-    finally:
-        local.stop()
+    state_dir = tmp_path_factory.mktemp("stack")
+    with ExitStack() as cleanup:
+        runner = None
+        if image := os.environ.get(IMAGE_VARIABLE):
+            # `make image-test`: migrations and services run from the application image.
+            runner = cleanup.enter_context(ImagePython(image, state_dir))
+        local = Stack(
+            state_dir,
+            ports="ephemeral",
+            seed=False,
+            keep_data=False,
+            environ=environ,
+            runner=runner,
+        )
+        try:
+            local.start()
+        except StackError as exc:
+            # The message names the failing part and ends with the tail of its log.
+            message = f"the local stack did not start: {exc}"
+            raise pytest.fail.Exception(message, pytrace=False) from None
+        try:
+            yield local
+        finally:
+            local.stop()
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +72,7 @@ def gateway_url(stack: Stack) -> str:
 def mint_token(stack: Stack) -> TokenMinter:
     """`mint_token(merchant_id, role="merchant", **overrides)`: a bearer token Envoy accepts.
 
-    Overrides replace any argument of `devstack.token.mint_token` (secret, issuer, audience,
+    Overrides replace any argument of `gateway_core.tokens.mint_token` (secret, issuer, audience,
     ttl_seconds), to make the tokens Envoy must refuse.
     """
 

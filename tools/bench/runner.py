@@ -26,7 +26,7 @@ from bench.journey import (
 )
 from bench.report import RunFacts
 from bench.schedule import arrival_offsets, run_arrivals
-from devstack.token import mint_token
+from gateway_core.tokens import mint_token
 
 # Lead time between scheduling the first arrival and its due time.
 FIRST_ARRIVAL_DELAY_S = 0.1

@@ -1,7 +1,7 @@
-"""Developer tooling: the local stack supervisor (`python -m devstack`), Envoy config, tokens.
+"""Developer tooling: the local stack supervisor (`python -m devstack`) and Envoy config.
 
-`Stack` is imported on first use, so `python -m devstack.token` does not pay for the stack's
-clients (asyncpg, aiokafka, grpc, ...).
+`Stack` is imported on first use, so importing a small part of devstack does not pay for the
+stack's clients (asyncpg, aiokafka, grpc, ...).
 """
 
 from __future__ import annotations

@@ -49,9 +49,9 @@ from devstack.config import (
 from devstack.display import Component, StatusView
 from devstack.envoy import envoy_command, render_envoy_config
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
-from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
+from devstack.runner import CheckoutPython, ModuleRunner
+from gateway_core.services import BY_NAME, SERVICES, ServiceInfo
 
-DESCRIPTORS = REPO_ROOT / "gen" / "descriptors.pb"
 STATE_FILE = "stack.json"
 PID_FILE = "stack.pid"
 TOPIC_PARTITIONS = 3
@@ -77,8 +77,10 @@ class Stack:
         seed: bool = True,
         keep_data: bool = True,
         environ: Mapping[str, str] | None = None,
+        runner: ModuleRunner | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
+        self.runner: ModuleRunner = runner or CheckoutPython()
         self.logs_dir = self.state_dir / "logs"
         self.seed = seed
         self.keep_data = keep_data
@@ -357,8 +359,8 @@ class Stack:
         self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
     ) -> None:
         component = self._begin(name, f"python -m {module} {' '.join(args)}".strip())
-        argv = [sys.executable, "-m", module, *args]
-        child = self._spawn(name, "once", argv, env=env or self.env, cwd=REPO_ROOT)
+        argv, env, cwd = self.runner.command(module, args, env or self.env)
+        child = self._spawn(name, "once", argv, env=env, cwd=cwd)
         await self._until_exited(child, START_TIMEOUT["once"])
         self._ready(component, None)
 
@@ -371,8 +373,8 @@ class Stack:
             "METRICS_PORT": str(metrics_port),
             "PYTHONUNBUFFERED": "1",
         }
-        argv = [sys.executable, "-m", service.module]
-        return component, self._spawn(service.name, "service", argv, env=env, cwd=REPO_ROOT)
+        argv, env, cwd = self.runner.command(service.module, (), env)
+        return component, self._spawn(service.name, "service", argv, env=env, cwd=cwd)
 
     async def _service_ready(self, component: Component, child: Child) -> None:
         target = f"{LOOPBACK}:{self.ports.services[component.name][0]}"
@@ -383,11 +385,12 @@ class Stack:
 
     async def _start_envoy(self) -> None:
         component = self._begin("envoy", self.gateway_url)
-        if not DESCRIPTORS.exists():
-            raise StackError(f"{DESCRIPTORS} is missing: run `make gen` first")
+        descriptors = self.runner.descriptors()
+        if not descriptors.exists():
+            raise StackError(f"{descriptors} is missing: run `make gen` first")
         config = self.state_dir / "envoy.yaml"
         try:
-            config.write_text(render_envoy_config(self.env, DESCRIPTORS))
+            config.write_text(render_envoy_config(self.env, descriptors))
         except ValueError as exc:
             raise StackError(f"cannot render the Envoy configuration: {exc}") from None
         argv = envoy_command(config)
@@ -405,6 +408,14 @@ class Stack:
 
     def thaw(self, name: str) -> None:
         self._children[name].signal_group(signal.SIGCONT)
+
+    def pid(self, name: str) -> int:
+        """The process id the stack started `name` as (a wrapper's, when a runner wraps it)."""
+        return self._children[name].pid
+
+    def exit_code(self, name: str, timeout: float) -> int | None:
+        """`name`'s exit status once it has exited within `timeout` seconds, else None."""
+        return self._children[name].wait(timeout)
 
     def crash(self, name: str) -> None:
         """Kill a service's process outright (SIGKILL): connections to it are refused."""

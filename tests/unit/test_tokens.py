@@ -1,4 +1,4 @@
-"""`make token` (python -m devstack.token): tokens Envoy accepts, and none it would refuse."""
+"""`make token` (python -m gateway_core.tokens): tokens Envoy accepts, and none it would refuse."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from devstack.token import main
 from gateway_core.config import Settings, get_settings
+from gateway_core.tokens import main
 
 LOCAL_SECRET = Settings.model_fields["jwt_secret"].default.get_secret_value()
 

@@ -1,12 +1,14 @@
 """Mint the bearer tokens Envoy accepts (HS256, signed with JWT_SECRET).
 
-    python -m devstack.token --merchant m_123            # a merchant's token
-    python -m devstack.token --role admin                # an admin token (sub "admin")
+    python -m gateway_core.tokens --merchant m_123            # a merchant's token
+    python -m gateway_core.tokens --role admin                # an admin token (sub "admin")
 
 JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE and JWT_MAX_LIFETIME come from the environment, then from
 `.env` in the current directory, then the local stack's defaults (gateway_core.config; APP_ENV
-is local unless set). Only the token is printed, so `TOKEN=$(python -m devstack.token --merchant
-m_1)` works. `--ttl` longer than JWT_MAX_LIFETIME is refused: Envoy would refuse the token.
+is local unless set). Only the token is printed, so
+`TOKEN=$(python -m gateway_core.tokens --merchant m_1)` works. `--ttl` longer than
+JWT_MAX_LIFETIME is refused: Envoy would refuse the token. The tool ships in the application
+image, so a cluster's first admin token can be minted from it (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def mint_token(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.token", description="Print a bearer token for the gateway."
+        prog="python -m gateway_core.tokens", description="Print a bearer token for the gateway."
     )
     parser.add_argument("--merchant", help="merchant id (the token's sub); required for merchants")
     parser.add_argument("--role", choices=ROLES, default="merchant")
