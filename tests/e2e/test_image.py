@@ -192,3 +192,38 @@ async def test_a_merchant_takes_upi_and_a_challenged_card_and_refunds(
     )
     assert refund.json()["status"] == "PROCESSED", refund.text
     await _wait_for(api, auth, pid, "PARTIALLY_REFUNDED")
+
+
+# Mount points buildah's chroot isolation provides, as Kubernetes does (not the services' writes).
+RUNTIME_MOUNTS = (
+    "tmp",
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+)
+
+
+def test_the_services_write_nothing_outside_tmp(image: ImagePython) -> None:
+    """The chart mounts the root filesystem read-only: after the journeys above, nothing may
+    have been written to it (this test runs last in the module)."""
+    written = []
+    for top, dirs, files in os.walk(image.rootfs):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if not _runtime_mount(here / d, image.rootfs)]
+        for name in (*dirs, *files):
+            path = here / name
+            if path.is_symlink() or _runtime_mount(path, image.rootfs):
+                continue
+            stat = path.lstat()
+            if max(stat.st_mtime, stat.st_ctime) > image.created_at:
+                written.append(path.relative_to(image.rootfs).as_posix())
+    assert written == []
+
+
+def _runtime_mount(path: Path, rootfs: Path) -> bool:
+    relative = path.relative_to(rootfs).as_posix()
+    return any(relative == m or relative.startswith(f"{m}/") for m in RUNTIME_MOUNTS)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -65,8 +66,10 @@ class ImagePython:
         self._buildah_argv = ["buildah", *(["--storage-driver", driver] if driver else [])]
         self.container = ""
         self.rootfs = Path()
+        self.created_at = 0.0
 
     def __enter__(self) -> ImagePython:
+        self.created_at = time.time()
         self.container = self._buildah("from", "--pull-never", "--quiet", self.image)
         self.rootfs = Path(self._buildah("mount", self.container))
         return self
