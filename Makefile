@@ -121,4 +121,4 @@ fraud-model: $(STAMP)  ## retrain the fraud model: writes services/fraud/fraud/m
 	$(PY) services/fraud/training/train.py $(FRAUD_MODEL_ARGS)
 
 clean:  ## remove generated code and local stack state
-	rm -rf gen .stack
+	rm -rf gen .stack $(NODE_DIR)/node_modules

@@ -123,7 +123,9 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
 
 def ephemeral_ports() -> Ports:
     """Free ports for everything, so a test stack never collides with anything else."""
-    names = ["postgres", "redis", "kafka", "broker_storage", "gateway", "envoy_admin", "sandbox_http"]
+    names = [
+        "postgres", "redis", "kafka", "broker_storage", "gateway", "envoy_admin", "sandbox_http"
+    ]  # fmt: skip
     count = len(names) + 2 * len(SERVICES)
     with ExitStack() as held:
         # Every socket stays bound until all are chosen, so no port is handed out twice.

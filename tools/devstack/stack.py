@@ -354,8 +354,10 @@ class Stack:
         script = NODE_MODULES / "s3rver" / "bin" / "s3rver.js"
         if not script.is_file():
             raise StackError(f"{script} is missing: run `make venv` (npm ci)")
-        argv = ["node", str(script), "--address", LOOPBACK, "--port", str(port),
-                "--directory", str(data), "--configure-bucket", BROKER_BUCKET, "--silent"]  # fmt: skip
+        argv = [
+            "node", str(script), "--address", LOOPBACK, "--port", str(port),
+            "--directory", str(data), "--configure-bucket", BROKER_BUCKET, "--silent",
+        ]  # fmt: skip
         child = self._spawn("kafka-storage", "infra", argv, env=_infra_env(), cwd=data)
         await self._until_ready(
             "kafka-storage", lambda: probes.tcp_open(LOOPBACK, port), START_TIMEOUT["infra"]
