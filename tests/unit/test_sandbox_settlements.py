@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -383,3 +384,12 @@ class _Book:
 
     def settleable(self) -> list[Settleable]:
         return list(self._entries)
+
+
+def test_the_readme_documents_every_instruction_and_column() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Provider settlement files", 1)[1].split("\n## ", 1)[0]
+
+    assert [i.value for i in Instruction if f"`{i.value}`" not in section] == []
+    assert [column for column in HEADER if f"`{column}`" not in section] == []
+    assert ",".join(HEADER) in section
