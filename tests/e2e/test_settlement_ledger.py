@@ -152,8 +152,13 @@ async def test_payment_and_refund_lines_move_the_receivable_to_the_bank_once(
     assert after_refund.receivable_paisa - after_payment.receivable_paisa == 30_000
     holds(after_refund)
 
-    # A second line for the same payment (a DUPLICATE in the file), under another key.
-    twice = await refused(ledger.PostSettlementLine(line(paid), timeout=10))
+    # The same line of the same settlement under another key (the day's file fetched again).
+    refetched = await ledger.PostSettlementLine(line(paid), timeout=10)
+    assert (refetched.journal_id, refetched.already_posted) == (posted.journal_id, True)
+    # The payment paid out again by another settlement.
+    twice = await refused(
+        ledger.PostSettlementLine(line(paid, settlement_id="setl_other", utr="SBXN2"), timeout=10)
+    )
     assert twice.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason(twice) == "ALREADY_SETTLED"
     # The same key for a different line.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
+from gateway_core.errors import FailedPrecondition
 from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee
 from gateway_core.ids import new_id
 from orchestrator.domain import emi
@@ -608,3 +610,39 @@ async def test_settlement_lines_post_once_and_keep_the_provider_receivable_expla
         after.captured_paisa - after.refunded_paisa - after.adjusted_paisa - after.settled_paisa
     )
     assert await check_invariants(pool) == []
+
+
+async def test_the_same_settlement_line_under_a_new_key_answers_the_first_posting(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 12_000)
+    first = SettlementLine(
+        line_key=f"checksum1:{payment_id}",
+        provider=PROVIDER,
+        payment_id=payment_id,
+        refund_id=None,
+        type="PAYMENT",
+        amount_paisa=12_000,
+        fee_paisa=fee.fee_paisa,
+        tax_paisa=fee.tax_paisa,
+        settlement_id="setl_day",
+        utr="SBXN7",
+    )
+    posted = await post_settlement_line(pool, first)
+    (before,) = await provider_balances(pool, PROVIDER)
+
+    refetched = await post_settlement_line(pool, replace(first, line_key=f"checksum2:{payment_id}"))
+    with pytest.raises(FailedPrecondition, match="already settled by settlement setl_day"):
+        await post_settlement_line(
+            pool, replace(first, line_key=f"checksum3:{payment_id}", settlement_id="setl_next")
+        )
+    with pytest.raises(FailedPrecondition, match="already settled"):
+        await post_settlement_line(
+            pool, replace(first, line_key=f"checksum4:{payment_id}", fee_paisa=fee.fee_paisa + 1)
+        )
+
+    assert (posted.already_posted, refetched.already_posted) == (False, True)
+    assert refetched.journal_id == posted.journal_id
+    assert await provider_balances(pool, PROVIDER) == [before]

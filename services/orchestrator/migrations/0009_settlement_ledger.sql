@@ -21,10 +21,12 @@ ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_refund_id CHECK (
     END);
 
 -- Each posted line once, by its idempotency key, with what it said: a repeat answers the first
--- result, a different line under the same key is refused.
+-- result, a different line under the same key is refused. The same line of the same settlement
+-- under a second key (the day's file fetched again, with a new checksum) is recorded against
+-- the first posting's journal: several keys, one journal.
 CREATE TABLE settlement_lines (
     line_key      text PRIMARY KEY CHECK (length(line_key) BETWEEN 1 AND 200),
-    journal_id    text NOT NULL UNIQUE REFERENCES journal_entries (journal_id),
+    journal_id    text NOT NULL REFERENCES journal_entries (journal_id),
     provider      text NOT NULL,
     payment_id    text NOT NULL REFERENCES payments (payment_id),
     refund_id     text,
@@ -40,6 +42,7 @@ CREATE TABLE settlement_lines (
 );
 
 CREATE INDEX settlement_lines_settlement_idx ON settlement_lines (settlement_id);
+CREATE INDEX settlement_lines_journal_idx ON settlement_lines (journal_id);
 
 -- Like the journals they record, posted lines are never rewritten.
 CREATE TRIGGER settlement_lines_append_only

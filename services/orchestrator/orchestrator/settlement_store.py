@@ -7,8 +7,10 @@ PROCESSED refund, booked against the same provider. Reconciliation decides what 
 module refuses anything that would make the ledger disagree with itself.
 
 Idempotency: one line per `line_key` (settlement_lines, whose repeat answers the first posting)
-and one settlement per payment and per refund (the journal ids, journal_entries_once_idx), so a
-line posted twice under two keys is refused, never posted twice.
+and one settlement per payment and per refund (the journal ids, journal_entries_once_idx). The
+same line of the same settlement under another key (a day's file fetched again after it grew,
+so with a new checksum) answers the first posting too; a payment settled again by another
+settlement, or for other amounts, is refused (ALREADY_SETTLED): never posted twice.
 """
 
 from __future__ import annotations
@@ -78,17 +80,14 @@ async def post_settlement_line(pool: asyncpg.Pool, line: SettlementLine) -> Post
         if known is not None:
             return known
         entry = await _entry_for(conn, line)
-        if not await ledger_store.post_entry(conn, entry):
-            # Settled before: under another key (refused), or under this one by a concurrent
-            # call that has committed since (its answer).
+        posted_now = await ledger_store.post_entry(conn, entry)
+        if not posted_now:
+            # Settled before: under this key by a concurrent call that has committed since (its
+            # answer), or under another key: the same line again, or a second settlement.
             known = await _posted(conn, line)
             if known is not None:
                 return known
-            what = f"refund {line.refund_id}" if line.refund_id else f"payment {line.payment_id}"
-            raise FailedPrecondition(
-                f"{what} is already settled (journal {entry.journal_id}, another line_key)",
-                reason="ALREADY_SETTLED",
-            )
+            await _check_same_settlement(conn, line, entry.journal_id)
         recorded = await conn.fetchval(
             "INSERT INTO settlement_lines (line_key, journal_id, provider, payment_id,"
             " refund_id, type, amount_paisa, fee_paisa, tax_paisa, settlement_id, utr)"
@@ -109,7 +108,7 @@ async def post_settlement_line(pool: asyncpg.Pool, line: SettlementLine) -> Post
         if recorded is None:
             # A concurrent call took the key for another line; this one's journal rolls back.
             raise _key_reused(line.line_key)
-        return PostedLine(entry.journal_id, already_posted=False)
+        return PostedLine(entry.journal_id, already_posted=not posted_now)
 
 
 async def provider_balances(db: Queryable, provider: str = "") -> list[ProviderBalance]:
@@ -181,6 +180,26 @@ async def _posted(conn: asyncpg.Connection, line: SettlementLine) -> PostedLine 
     if stored != line:
         raise _key_reused(line.line_key)
     return PostedLine(row["journal_id"], already_posted=True)
+
+
+async def _check_same_settlement(
+    conn: asyncpg.Connection, line: SettlementLine, journal_id: str
+) -> None:
+    """Return if `journal_id` was posted for this very line (same settlement, same amounts);
+    raise ALREADY_SETTLED if the payment or refund was settled otherwise."""
+    first = await conn.fetchrow(
+        "SELECT * FROM settlement_lines WHERE journal_id = $1 ORDER BY posted_at LIMIT 1",
+        journal_id,
+    )
+    fields = ("provider", "type", "amount_paisa", "fee_paisa", "tax_paisa", "settlement_id", "utr")
+    if first is not None and all(first[f] == getattr(line, f) for f in fields):
+        return
+    what = f"refund {line.refund_id}" if line.refund_id else f"payment {line.payment_id}"
+    settled_by = f"settlement {first['settlement_id']}" if first is not None else "an earlier line"
+    raise FailedPrecondition(
+        f"{what} is already settled by {settled_by} (journal {journal_id})",
+        reason="ALREADY_SETTLED",
+    )
 
 
 async def _entry_for(conn: asyncpg.Connection, line: SettlementLine) -> JournalEntry:
