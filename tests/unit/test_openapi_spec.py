@@ -75,10 +75,12 @@ def test_create_payment_reads_as_a_merchant_would_send_it(spec: dict[str, Any]) 
     assert "amount_paisa" in request["required"]
     assert request["properties"]["amount_paisa"]["type"] == "integer"
     example = op["requestBody"]["content"]["application/json"]["example"]
-    assert example["amount_paisa"] == 10000 and example["currency"] == "INR"
+    assert example["amount_paisa"] == 10000
+    assert example["currency"] == "INR"
     assert {"$ref": "#/components/parameters/IdempotencyKey"} in op["parameters"]
     method = schemas["payments.v1.PaymentMethod"]
-    assert method["type"] == "string" and "UPI" in method["enum"]
+    assert method["type"] == "string"
+    assert "UPI" in method["enum"]
     payment = schemas["payments.v1.Payment"]
     assert payment["properties"]["fees_paisa"]["readOnly"] is True
     assert payment["properties"]["created_at"]["format"] == "date-time"
@@ -97,7 +99,8 @@ def test_list_filters_are_query_parameters(spec: dict[str, Any]) -> None:
     _, _, op = _operations(spec)["ListPayments"]
     assert "requestBody" not in op
     names = {p["name"] for p in op["parameters"] if p.get("in") == "query"}
-    assert names and all(re.fullmatch(r"[a-z_.0-9]+", n) for n in names)
+    assert names
+    assert all(re.fullmatch(r"[a-z_.0-9]+", n) for n in names)
 
 
 def test_every_operation_documents_the_error_body(spec: dict[str, Any]) -> None:
