@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model image image-test lock
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,11 +38,22 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
 	@touch $@
 
-gen: $(STAMP) $(NODE_STAMP)  ## generate Python code and Envoy's descriptor set from protos/
+REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
+gen: $(STAMP) $(NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/
 	$(PY) tools/gen_protos.py
+	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
+	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
+	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
 
 run: gen  ## start the whole stack in the foreground (Ctrl-C stops it)
 	$(PY) -m devstack run
+
+run-dev: run  ## the seed's name for `make run`
+
+# Production settings on the local stack: APP_ENV=production, so every development secret is
+# refused (set your own in the environment or .env), and no demo data. Its own state directory.
+run-prod: gen  ## the local stack with production settings (refuses development secrets, no demo data)
+	$(PY) -m devstack --state-dir .stack-prod run --production
 
 up: gen  ## start the whole stack in the background
 	$(PY) -m devstack up
@@ -53,8 +64,32 @@ down:  ## stop a stack started with `make up`
 status:  ## show what the background stack is running
 	$(PY) -m devstack status
 
-test: gen $(HELM_STAMP)  ## unit tests (the Helm chart's too), then end-to-end tests against a stack the harness starts itself
-	$(PY) -m pytest -q
+# Every test, measured: line and branch coverage of libs/ and services/, the services included
+# (they run as subprocesses of the test stack; pyproject.toml [tool.coverage]). Under the floor
+# the run fails.
+COVERAGE_FLOOR ?= 90
+COVERAGE := $(VENV)/bin/coverage
+test: gen $(HELM_STAMP)  ## unit tests (the Helm chart's too), then end-to-end tests against a stack the harness starts itself; coverage floor COVERAGE_FLOOR %
+	@rm -rf .coverage-data && mkdir -p .coverage-data
+	$(COVERAGE) run -m pytest -q
+	@$(COVERAGE) combine -q
+	@echo "coverage of libs/ and services/ (lines and branches): $$($(COVERAGE) report --format=total)% (floor $(COVERAGE_FLOOR)%)"
+	@$(COVERAGE) report --format=total --fail-under=$(COVERAGE_FLOOR) > /dev/null || \
+	  { echo "coverage is under the floor of $(COVERAGE_FLOOR)%: make test-coverage shows where"; exit 2; }
+
+test-coverage: test  ## `make test`, then the coverage table and an HTML report in htmlcov/
+	$(COVERAGE) report --skip-covered --sort=cover
+	$(COVERAGE) html -q -d htmlcov
+	@echo "HTML report: htmlcov/index.html"
+
+test-integration: test-e2e  ## the seed's name for the end-to-end tests (real stack, through Envoy)
+
+# The sandbox providers' contract: their rules (unit) and the gateway talking to them over the
+# network, callbacks and failures included (end to end).
+test-providers: gen  ## the sandbox provider contract tests
+	$(PY) -m pytest -q tests/unit/test_sandbox_*.py tests/e2e/test_provider_*.py
+
+load-test: bench  ## the seed's name for `make bench`
 
 test-unit: gen $(HELM_STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -62,12 +97,14 @@ test-unit: gen $(HELM_STAMP)
 test-e2e: gen
 	$(PY) -m pytest -q tests/e2e
 
-lint: gen  ## ruff, mypy, buf lint/format/breaking
+lint: gen  ## ruff, mypy, buf lint/format/breaking, the OpenAPI description (redocly)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services tools tests
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
+	@$(REDOCLY) lint gen/openapi.json --format=summary 2>&1 | grep -v -e '^ *║' -e '^ *╔' -e '^ *╚' ; \
+	  exit $${PIPESTATUS[0]}
 	@if git rev-parse -q --verify main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
 	  $(VENV)/bin/buf breaking --against '.git#branch=main'; else echo "buf breaking: no main baseline yet"; fi
 

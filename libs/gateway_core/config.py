@@ -45,6 +45,7 @@ class ConfigError(ValueError):
 # The one APP_ENV that accepts the published development secrets: the local stack and the tests
 # set it; anything else, or no APP_ENV at all, is treated as production.
 LOCAL = "local"
+PRODUCTION = "production"
 
 # Providers that call the gateway back (POST /api/v1/provider-callbacks/{provider}). Each signs
 # with a secret of its own, PROVIDER_CALLBACK_SECRET_<PROVIDER>, so a secret that leaks lets
@@ -159,7 +160,7 @@ class Settings(BaseSettings):
 
     # "local" (the developer stack and the tests set it) accepts the published development
     # secrets below; any other value, and an unset APP_ENV, refuses them (fail closed).
-    app_env: str = "production"
+    app_env: str = PRODUCTION
 
     # Server: where this process serves gRPC (each process gets its own port from its launcher).
     server_host: str = "127.0.0.1"

@@ -56,26 +56,41 @@ def main(argv: list[str] | None = None) -> int:
             "--ephemeral", action="store_true", help="free ports instead of the fixed ones"
         )
         command.add_argument("--no-seed", action="store_true", help="skip the demo data")
+        command.add_argument(
+            "--production",
+            action="store_true",
+            help="APP_ENV=production: refuse development secrets, no demo data",
+        )
     commands.add_parser("down", help="stop the background stack")
     commands.add_parser("status", help="show what the stack runs")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     console = Console()
-    if args.command == "run":
-        return run(console, state_dir, ephemeral=args.ephemeral, seed=not args.no_seed)
-    if args.command == "up":
-        return up(console, state_dir, ephemeral=args.ephemeral, seed=not args.no_seed)
+    if args.command in ("run", "up"):
+        # Demo data is a local convenience: a production stack starts without it.
+        seed = not (args.no_seed or args.production)
+        start = run if args.command == "run" else up
+        return start(
+            console, state_dir, ephemeral=args.ephemeral, seed=seed, production=args.production
+        )
     if args.command == "down":
         return down(console, state_dir)
     return status(console, state_dir)
 
 
-def run(console: Console, state_dir: Path, *, ephemeral: bool, seed: bool) -> int:
+def run(
+    console: Console, state_dir: Path, *, ephemeral: bool, seed: bool, production: bool = False
+) -> int:
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
     for sig in STOP_SIGNALS:
         signal.signal(sig, _interrupt)
     try:
-        stack = Stack(state_dir, ports="ephemeral" if ephemeral else "fixed", seed=seed)
+        stack = Stack(
+            state_dir,
+            ports="ephemeral" if ephemeral else "fixed",
+            seed=seed,
+            production=production,
+        )
         stack.start(progress=True)
     except StackError as exc:
         console.print(
@@ -103,7 +118,9 @@ def run(console: Console, state_dir: Path, *, ephemeral: bool, seed: bool) -> in
     return 0
 
 
-def up(console: Console, state_dir: Path, *, ephemeral: bool, seed: bool) -> int:
+def up(
+    console: Console, state_dir: Path, *, ephemeral: bool, seed: bool, production: bool = False
+) -> int:
     holder = running_pid(state_dir)
     if holder is not None:
         console.print(f"already running (supervisor pid {holder})")
@@ -113,6 +130,7 @@ def up(console: Console, state_dir: Path, *, ephemeral: bool, seed: bool) -> int
     argv = [sys.executable, "-m", "devstack", "--state-dir", str(state_dir), "run"]
     argv += ["--ephemeral"] if ephemeral else []
     argv += [] if seed else ["--no-seed"]
+    argv += ["--production"] if production else []
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
             argv,

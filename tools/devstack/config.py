@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
-from gateway_core.config import LOCAL, Settings
+from gateway_core.config import LOCAL, PRODUCTION, SECRET_RULES, ConfigError, Settings
 from gateway_core.db import migratable_services
 from gateway_core.db.roles import (
     ProvisionError,
@@ -157,8 +157,13 @@ def check_free(ports: Mapping[str, int]) -> None:
         )
 
 
-def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -> dict[str, str]:
-    """The environment of every process of the stack, with the addresses the stack assigns."""
+def stack_env(
+    base: Mapping[str, str], ports: Ports, external: frozenset[str], *, production: bool = False
+) -> dict[str, str]:
+    """The environment of every process of the stack, with the addresses the stack assigns.
+
+    `production` (`make run-prod`): APP_ENV=production and no development secret filled in, so
+    every secret must come from the environment or `.env` and pass production's rules."""
     defaults = local_defaults()
     env = dict(base)
     # What the stack itself must know (it reaches the infrastructure, creates the database and
@@ -178,23 +183,26 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
         "KAFKA_BROKERS": defaults.kafka_brokers,
         "KAFKA_TOPIC_PAYMENTS": defaults.kafka_topic_payments,
         "KAFKA_TOPIC_WEBHOOKS": defaults.kafka_topic_webhooks,
-        "JWT_SECRET": defaults.jwt_secret.get_secret_value(),
         "JWT_ISSUER": defaults.jwt_issuer,
         "JWT_AUDIENCE": defaults.jwt_audience,
-        # Tests sign provider callbacks of their own with these.
-        **{
-            f"PROVIDER_CALLBACK_SECRET_{provider.upper()}": secret
-            for provider, secret in defaults.callback_secrets().items()
-        },
-        # Tests fetch settlement files with these and call the settlement ledger as
-        # reconciliation.
-        "PROVIDER_REPORT_KEYS": defaults.provider_report_keys.get_secret_value(),
-        "RECONCILIATION_SERVICE_KEY": defaults.reconciliation_service_key.get_secret_value(),
     }.items():
         env.setdefault(name, value)
-    # The local stack is local mode, whatever the shell says: it runs on the development
-    # secrets it published, which any other APP_ENV refuses.
-    env["APP_ENV"] = LOCAL
+    if production:
+        env["APP_ENV"] = PRODUCTION
+    else:
+        # The local stack is local mode, whatever the shell says: it runs on the development
+        # secrets it published, which any other APP_ENV refuses.
+        env["APP_ENV"] = LOCAL
+        env.setdefault("JWT_SECRET", defaults.jwt_secret.get_secret_value())
+        # Tests sign provider callbacks of their own with these.
+        for provider, secret in defaults.callback_secrets().items():
+            env.setdefault(f"PROVIDER_CALLBACK_SECRET_{provider.upper()}", secret)
+        # Tests fetch settlement files with these and call the settlement ledger as
+        # reconciliation.
+        env.setdefault("PROVIDER_REPORT_KEYS", defaults.provider_report_keys.get_secret_value())
+        env.setdefault(
+            "RECONCILIATION_SERVICE_KEY", defaults.reconciliation_service_key.get_secret_value()
+        )
     if "postgres" not in external:
         env |= {"DB_HOST": LOOPBACK, "DB_PORT": str(ports.postgres)}
     if "redis" not in external:
@@ -280,3 +288,17 @@ def _can_bind(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def production_secret_problems(env: Mapping[str, str]) -> str | None:
+    """Why these settings' secrets would be refused under APP_ENV=production (every secret
+    named at once), or None: `make run-prod` checks before it starts anything."""
+    given = {name: env[name.upper()] for name in SECRET_RULES if name.upper() in env}
+    try:
+        settings = Settings.model_validate(given | {"app_env": PRODUCTION})
+        settings.secrets(*SECRET_RULES)
+        settings.callback_secrets()
+        settings.report_keys()
+    except (ConfigError, ValueError) as exc:
+        return str(exc)
+    return None

@@ -46,6 +46,12 @@ ADMIN_GRPC_SERVICES = (
     "paygate.reconciliation.v1.ReconciliationService",
 )
 ADMIN_REST_PREFIX = "/api/v1/admin/"
+# Served by Envoy itself from files of `make gen`, to anyone (no token): the API's description
+# and its docs page.
+PUBLIC_DOCUMENTS = (
+    {"path": "/api/v1/openapi.json", "file": "openapi.json", "type": "application/json"},
+    {"path": "/docs", "file": "api-docs.html", "type": "text/html; charset=utf-8"},
+)
 # Reachable without a bearer token: providers sign each callback, and the orchestrator
 # verifies that signature over the raw body. REST path first, then its gRPC service path.
 SIGNED_CALLBACK_PREFIXES = (
@@ -207,6 +213,13 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         local_rps=local_rps,
         local_burst=_int(env, "RATE_LIMIT_LOCAL_BURST", local_rps),
         descriptor_path=str(Path(descriptor_path).resolve()),
+        # The OpenAPI description and its rendered docs, built next to the descriptor set
+        # (`make gen`); each route exists only when its file does.
+        documents=[
+            doc | {"file": str(path.resolve())}
+            for doc in PUBLIC_DOCUMENTS
+            if (path := Path(descriptor_path).parent / doc["file"]).is_file()
+        ],
     )
 
 

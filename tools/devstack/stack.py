@@ -40,6 +40,7 @@ from devstack.config import (
     ephemeral_ports,
     external_parts,
     fixed_ports,
+    production_secret_problems,
     provision_env,
     read_environment,
     service_env,
@@ -80,6 +81,7 @@ class Stack:
         keep_data: bool = True,
         environ: Mapping[str, str] | None = None,
         runner: ModuleRunner | None = None,
+        production: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.runner: ModuleRunner = runner or CheckoutPython()
@@ -96,7 +98,9 @@ class Stack:
         except StackConfigError as exc:
             raise StackError(str(exc)) from None
         self.port_mode = ports
-        self.env = stack_env(base, self.ports, self.external)
+        self.env = stack_env(base, self.ports, self.external, production=production)
+        if production and (problems := production_secret_problems(self.env)):
+            raise StackError(f"production settings: {problems}")
         self.gateway_url = f"http://{LOOPBACK}:{self.ports.gateway}"
         self.gateway_grpc_target = f"{LOOPBACK}:{self.ports.gateway}"
         self.kafka_bootstrap = self.env["KAFKA_BROKERS"]
