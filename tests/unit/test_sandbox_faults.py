@@ -45,8 +45,8 @@ from sandbox.callbacks import CallbackSender
 T = TypeVar("T")
 
 PUBLIC_URL = "https://providers.sandbox.test"
-DEADLINE_SECONDS = 0.5
-HANG_SECONDS = 2.0
+DEADLINE_SECONDS = 1.0
+HANG_SECONDS = 3.0
 SLOW_SECONDS = 1.0
 NEXT_YEAR = str(datetime.now(UTC).year + 1)
 
