@@ -18,12 +18,19 @@ from typing import Any, NoReturn
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
 from gateway_core.config import ConfigError, Settings
-from gateway_core.errors import GatewayError, Internal, Unimplemented, to_rpc_status
+from gateway_core.errors import (
+    GatewayError,
+    Internal,
+    InvalidArgument,
+    Unimplemented,
+    to_rpc_status,
+)
 from gateway_core.logging import configure_logging, get_logger
 from gateway_core.services import BY_NAME
 from gateway_core.telemetry import AioServerInterceptor, configure_tracing, server_interceptors
@@ -303,12 +310,40 @@ class _ObservingInterceptor(AioServerInterceptor):
             if inspect.isasyncgenfunction(behavior)
             else call.wrap_coroutine(behavior)
         )
+        deserializer = handler.request_deserializer
+        if not handler.request_streaming and deserializer is not None:
+            deserializer = _tolerant(deserializer)
         result: grpc.RpcMethodHandler[Any, Any] = factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
         return result
+
+
+class _Undecodable:
+    """A request body that is not the method's message (see `_tolerant`)."""
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            "the request does not match this method's message: check each field's type (a map "
+            "of text wants text values, a list wants a list)",
+            reason="MALFORMED_REQUEST",
+        )
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A request that does not decode reaches the handler wrapper as `_Undecodable`, which
+    answers INVALID_ARGUMENT: grpc would answer UNKNOWN (HTTP 500) for a client's mistake.
+    (Envoy's transcoder can emit such bytes, e.g. for a JSON object where a map wants text.)"""
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _Undecodable()
+
+    return decode
 
 
 class _Call:
@@ -328,6 +363,8 @@ class _Call:
             started = self._begin()
             outcome = _Outcome()
             try:
+                if isinstance(request, _Undecodable):
+                    raise request.error()
                 result = behavior(request, context)
                 # Also covers handlers that stream by awaiting context.write() and return None.
                 if inspect.isawaitable(result):
@@ -346,6 +383,8 @@ class _Call:
             started = self._begin()
             outcome = _Outcome()
             try:
+                if isinstance(request, _Undecodable):
+                    raise request.error()
                 async for response in behavior(request, context):
                     yield response
                 outcome.code = _code_of(context)

@@ -256,3 +256,26 @@ def test_native_grpc_needs_a_token_and_uses_its_identity(
         )
         assert payment.payment_id == payment_id
         assert payment.merchant_id == owner
+
+
+# Found by contract fuzzing (tests/e2e/test_api_fuzz.py): both were HTTP 500s.
+
+
+async def test_a_header_name_grpc_cannot_carry_is_a_400_that_names_it(
+    api: httpx.AsyncClient, merchant: dict[str, Any]
+) -> None:
+    reply = await api.get("/api/v1/payments", headers={**merchant["auth"], "W^8H.": "~O"})
+    assert reply.status_code == 400, reply.text
+    assert '"w^8h."' in reply.json()["message"]
+
+
+async def test_a_body_envoy_cannot_encode_as_the_message_is_a_400_and_creates_nothing(
+    api: httpx.AsyncClient, merchant: dict[str, Any]
+) -> None:
+    body = {**upi_payment(), "metadata": {"order": {}}}  # a map of text given an object
+    reply = await api.post("/api/v1/payments", json=body, headers=merchant["auth"])
+    assert reply.status_code == 400, reply.text
+    reasons = [d.get("reason") for d in reply.json()["details"]]
+    assert "MALFORMED_REQUEST" in reasons
+    listed = await api.get("/api/v1/payments", headers=merchant["auth"])
+    assert listed.json()["payments"] == []
