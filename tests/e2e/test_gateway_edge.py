@@ -258,7 +258,7 @@ def test_native_grpc_needs_a_token_and_uses_its_identity(
         assert payment.merchant_id == owner
 
 
-# Found by contract fuzzing (tests/e2e/test_api_fuzz.py): both were HTTP 500s.
+# Found by contract fuzzing (tests/e2e/test_api_contract.py): both were HTTP 500s.
 
 
 async def test_a_header_name_grpc_cannot_carry_is_a_400_that_names_it(
