@@ -1,14 +1,24 @@
-"""`python -m webhook`: the webhook delivery service."""
+"""`python -m webhook`: merchants' endpoints and signed, retried event deliveries."""
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
+from gateway_core.kafka import EventConsumer
 from gateway_core.server import ServiceApp, run_service
 from paygate.webhooks.v1 import webhooks_pb2_grpc
+from webhook.consumer import EventFanOut, consumer_group
+from webhook.dead_letters import DeadLetterPublisher
+from webhook.delivery import DeliveryWorker, Sender
+from webhook.metrics import OLDEST_PENDING_SECONDS, QUEUE_DEPTH
+from webhook.notify import notify_endpoint_disabled
+from webhook.repository import Repository
 from webhook.servicer import WebhookServicer
 
 SCHEMA = "webhook"
+QUEUE_STATS_SECONDS = 5.0
 
 
 async def main() -> None:
@@ -17,12 +27,47 @@ async def main() -> None:
 
     pool = await create_pool(settings, SCHEMA)
     app.on_shutdown(pool.close)
+    # Health follows PostgreSQL only: with the broker down the API and the retries of
+    # deliveries already recorded keep working.
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
+    repo = Repository(pool)
+    allowed = settings.webhook_allowed_networks
+    sender = Sender(allowed, settings.webhook_timeout)
+    app.on_shutdown(sender.close)
+    worker = DeliveryWorker(
+        repo,
+        sender,
+        schedule=settings.webhook_retry_delays,
+        disable_after=settings.webhook_disable_after,
+        on_disabled=notify_endpoint_disabled,
+    )
+    consumer = EventConsumer(
+        settings.kafka_bootstrap_servers,
+        [settings.kafka_topic_payments],
+        consumer_group(settings),
+        EventFanOut(repo, worker.wake),
+        client_id="webhook",
+    )
+    dead_letters = DeadLetterPublisher(
+        pool, settings.kafka_bootstrap_servers, settings.kafka_topic_webhooks
+    )
+
+    async def watch_queue() -> None:
+        while True:
+            depth, oldest = await repo.queue_stats()
+            QUEUE_DEPTH.set(depth)
+            OLDEST_PENDING_SECONDS.set(oldest)
+            await asyncio.sleep(QUEUE_STATS_SECONDS)
+
+    app.add_background_task("deliveries", worker.run)
+    app.add_background_task("events", consumer.run)
+    app.add_background_task("dead-letters", dead_letters.run)
+    app.add_background_task("queue-metrics", watch_queue)
     app.add_service(
         "paygate.webhooks.v1.WebhookService",
         webhooks_pb2_grpc.add_WebhookServiceServicer_to_server,
-        WebhookServicer(),
+        WebhookServicer(repo, allowed=allowed, wake_worker=worker.wake),
     )
     await app.run()
 
