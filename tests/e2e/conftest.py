@@ -36,7 +36,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Tests assert outcomes, not timing: a generous fraud deadline keeps a loaded CI machine
     # from turning a scored payment into a fail-open one (tests/unit/test_fraud_policy.py
     # covers the deadline itself).
-    environ = {**os.environ, "FRAUD_TIMEOUT_MS": "2000"}
+    environ = {
+        **os.environ,
+        "FRAUD_TIMEOUT_MS": "2000",
+        # Webhook retries within seconds, not hours; test receivers listen on 127.0.0.2, the one
+        # loopback address allowed, so 127.0.0.1 (and `localhost`) stay refused (SSRF tests).
+        "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+        "WEBHOOK_TIMEOUT": "3s",
+        "WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
+    }
     state_dir = tmp_path_factory.mktemp("stack")
     with ExitStack() as cleanup:
         runner = None
