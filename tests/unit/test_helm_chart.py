@@ -409,6 +409,16 @@ def test_database_timeouts_and_outbox_retention_are_configured(defaults: list[Ma
     assert data["OUTBOX_RETENTION"] == "72h"
 
 
+def test_webhook_delivery_settings_are_configured(defaults: list[Manifest], chart: Any) -> None:
+    data = config_map(defaults)
+    assert data["WEBHOOK_RETRY_SCHEDULE"] == "5,300,1800,7200,18000,36000,50400,72000,86400"
+    assert (data["WEBHOOK_TIMEOUT"], data["WEBHOOK_DISABLE_AFTER"]) == ("15s", "5d")
+    # No private address is allowed unless the operator says which.
+    assert "WEBHOOK_ALLOWED_CIDRS" not in data
+    allowed = render(chart, {"config": {"webhooks": {"allowedCidrs": "10.8.0.0/16"}}})
+    assert config_map(allowed)["WEBHOOK_ALLOWED_CIDRS"] == "10.8.0.0/16"
+
+
 # ---------------------------------------------------------------------------------------------
 # Secrets
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $_ := set $env "DB_COMMAND_TIMEOUT" $c.db.commandTimeout -}}
 {{- $_ := set $env "DB_ACQUIRE_TIMEOUT" $c.db.acquireTimeout -}}
 {{- $_ := set $env "OUTBOX_RETENTION" $c.outboxRetention -}}
+{{- $_ := set $env "WEBHOOK_RETRY_SCHEDULE" $c.webhooks.retrySchedule -}}
+{{- $_ := set $env "WEBHOOK_TIMEOUT" $c.webhooks.timeout -}}
+{{- $_ := set $env "WEBHOOK_DISABLE_AFTER" $c.webhooks.disableAfter -}}
+{{- with $c.webhooks.allowedCidrs }}{{ $_ := set $env "WEBHOOK_ALLOWED_CIDRS" . }}{{ end -}}
 {{- $_ := set $env "REDIS_HOST" $c.redis.host -}}
 {{- $_ := set $env "REDIS_PORT" $c.redis.port -}}
 {{- $_ := set $env "REDIS_DB" $c.redis.db -}}

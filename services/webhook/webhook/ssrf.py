@@ -74,13 +74,15 @@ def address_problem(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | N
         kind = "a cloud metadata address"
     elif ip.is_loopback:
         kind = "a loopback address"
+    elif ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        kind = "not a public address"
     elif ip in _CGNAT:
         kind = "a carrier-grade NAT (CGNAT) address"
     elif ip.is_link_local:
         kind = "a link-local address"
     elif ip.is_private:
         kind = "a private address"
-    elif ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
+    elif not ip.is_global:
         kind = "not a public address"
     else:
         return None
