@@ -278,3 +278,19 @@ async def test_delivery_connects_only_to_the_address_it_checked_so_rebinding_fai
     [received] = receiver.to("r")
     assert received.headers["host"] == f"hooks.shop.test:{port}"
     assert received.verify(b"webhook_secret_key")["type"] == "payment.success"
+
+
+async def test_a_literal_address_is_checked_before_the_attempt_too(
+    receiver: WebhookReceiver,
+) -> None:
+    """An endpoint saved while 127.0.0.1 was allowed is not called once it no longer is."""
+    port = receiver.url.rpartition(":")[2]
+    delivery = Claimed(**{**claimed().__dict__, "url": f"http://127.0.0.1:{port}/hooks/l"})
+    sender = Sender([ipaddress.ip_network(f"{HOST}/32")], timeout=5)
+    try:
+        outcome = await sender.attempt(delivery)
+    finally:
+        await sender.close()
+
+    assert outcome.error.startswith("refused: host '127.0.0.1' reaches 127.0.0.1, a loopback")
+    assert receiver.to("l") == []

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -35,7 +35,13 @@ from webhook.repository import (
 )
 from webhook.schedule import parse_retry_after, retry_delay
 from webhook.signing import secret_key, signature_headers
-from webhook.ssrf import RefusedDestination, Resolver, pinned_transport, resolve
+from webhook.ssrf import (
+    RefusedDestination,
+    Resolver,
+    checking_connector,
+    literal_problem,
+    resolve,
+)
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -97,21 +103,24 @@ def decide(
 
 
 class Sender:
-    """Sends one attempt over a connection to a checked address (gateway_core SSRF rules)."""
+    """Sends one attempt over a connection to a checked address (webhook.ssrf). Construct it
+    inside the running event loop."""
 
     def __init__(
         self, allowed: Sequence[IPNetwork], timeout: float, resolver: Resolver = resolve
     ) -> None:
         self.timeout = timeout
-        self._client = httpx.AsyncClient(
-            transport=pinned_transport(allowed, max_connections=CONCURRENCY, resolver=resolver),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
+        self._allowed = tuple(allowed)
+        # No proxy from the environment (trust_env): a proxy would connect for us, unchecked.
+        self._session = aiohttp.ClientSession(
+            connector=checking_connector(allowed, limit=CONCURRENCY, resolver=resolver),
+            timeout=aiohttp.ClientTimeout(total=timeout),
             trust_env=False,
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     async def attempt(self, claimed: Claimed) -> AttemptResult:
         attempted_at = datetime.now(UTC)
@@ -125,19 +134,20 @@ class Sender:
         )
         code, error, kind, retry_after = 0, "", "success", None
         try:
-            # One deadline for the whole attempt: httpx's timeouts are per phase.
-            async with asyncio.timeout(self.timeout):
-                async with self._client.stream(
-                    "POST", claimed.url, content=claimed.payload, headers=headers
-                ) as response:
-                    code = response.status_code
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    await _read_some(response)
+            literal = literal_problem(claimed.url, self._allowed)
+            if literal:
+                raise RefusedDestination(literal)
+            async with self._session.post(
+                claimed.url, data=claimed.payload, headers=headers, allow_redirects=False
+            ) as response:
+                code = response.status
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                await _read_some(response)
         except RefusedDestination as exc:
             error, kind = f"refused: {exc}", "refused"
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             error, kind = f"timed out after {self.timeout:g} s", "timeout"
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             error, kind = f"connection failed: {type(exc).__name__}", "connection_error"
         if not error and not 200 <= code < 300:
             kind = "http_error"
@@ -155,13 +165,15 @@ class Sender:
         )
 
 
-async def _read_some(response: httpx.Response) -> None:
-    """Read a little of the body so the connection can be reused; a huge one is cut off."""
+async def _read_some(response: aiohttp.ClientResponse) -> None:
+    """Read the body so the connection can be reused; a huge one is cut off (and its
+    connection closed)."""
     read = 0
-    async for chunk in response.aiter_raw():
+    while chunk := await response.content.readany():
         read += len(chunk)
         if read > MAX_RESPONSE_BYTES:
-            break
+            response.close()
+            return
 
 
 class DeliveryWorker:

@@ -4,7 +4,7 @@ A URL is refused when it is not http(s), carries credentials, or its host is, or
 an address that is loopback, private, link-local, CGNAT, cloud metadata or otherwise not
 public, unless the address is inside WEBHOOK_ALLOWED_CIDRS. The check runs when an endpoint
 is saved and again before every attempt; an attempt then connects to the very address it
-checked (`pinned_transport`), so a DNS answer that changes in between (rebinding) reaches
+checked (`checking_connector`), so a DNS answer that changes in between (rebinding) reaches
 nothing internal.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway_core.config import IPNetwork
 
@@ -141,56 +141,54 @@ async def destination_problem(
     return None
 
 
-class _PinningBackend(httpcore.AsyncNetworkBackend):
-    """Opens every connection to the address it has just checked for the host the request
-    names. The URL keeps its host name, so Host, SNI, certificate checks and the connection
-    pool (keyed by host name) stay right."""
+class _CheckingResolver(AbstractResolver):
+    """aiohttp connects to the addresses its resolver returns: this one returns only an
+    address it has just checked, so every connection goes to a checked address."""
 
     def __init__(self, allowed: Sequence[IPNetwork], resolver: Resolver) -> None:
         self._allowed = tuple(allowed)
         self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         address = await checked_address(host, port, self._allowed, self._resolver)
-        return await self._inner.connect_tcp(
-            str(address), port, timeout, local_address, socket_options
-        )
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise RefusedDestination("webhooks are never sent to a Unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-def pinned_transport(
-    allowed: Sequence[IPNetwork], *, max_connections: int, resolver: Resolver = resolve
-) -> httpx.AsyncHTTPTransport:
-    """An httpx transport that checks the address of every connection it opens (no proxies
-    from the environment: a proxy would connect on our behalf, unchecked)."""
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
+def checking_connector(
+    allowed: Sequence[IPNetwork], *, limit: int, resolver: Resolver = resolve
+) -> aiohttp.TCPConnector:
+    """An aiohttp connector whose every new connection goes to an address checked just before.
+
+    Host names are resolved (without a cache) by a resolver that refuses them if any of their
+    addresses is refused; aiohttp never resolves a literal address, so `literal_problem` checks
+    those before the request. The URL keeps its host, so Host, SNI, certificate checks and the
+    pool (keyed by host name) stay right.
+    """
+    return aiohttp.TCPConnector(
+        limit=limit, use_dns_cache=False, resolver=_CheckingResolver(allowed, resolver)
     )
-    transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
-    # httpx has no parameter for the network backend; its pool takes one.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=_PinningBackend(allowed, resolver),
-    )
-    return transport
+
+
+def literal_problem(url: str, allowed: Sequence[IPNetwork]) -> str | None:
+    """Why a URL whose host is a literal address may not be called, or None (also for names)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    problem = address_problem(address, allowed)
+    return f"host {host!r} {problem}" if problem else None
