@@ -21,7 +21,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) tools/dev_paths.py
 	@touch $@
 
-venv: $(STAMP)  ## create the virtualenv and install everything
+# The local stack's Node.js parts (s3rver: the broker's storage), pinned by package-lock.json.
+NODE_DIR := tools/devstack/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(STAMP) $(NODE_STAMP)  ## create the virtualenv and install everything
 
 # The Helm SDK and Kubernetes schemas (~350 MB): the chart's tests need them, so `make test`
 # installs them too.
@@ -31,7 +38,7 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@$(PY) -c "import helm_python, kubernetes_validate" || { echo "helm SDK missing after install"; exit 1; }
 	@touch $@
 
-gen: $(STAMP)  ## generate Python code and Envoy's descriptor set from protos/
+gen: $(STAMP) $(NODE_STAMP)  ## generate Python code and Envoy's descriptor set from protos/
 	$(PY) tools/gen_protos.py
 
 run: gen  ## start the whole stack in the foreground (Ctrl-C stops it)
@@ -118,4 +125,4 @@ fraud-model: $(STAMP)  ## retrain the fraud model: writes services/fraud/fraud/m
 	$(PY) services/fraud/training/train.py $(FRAUD_MODEL_ARGS)
 
 clean:  ## remove generated code and local stack state
-	rm -rf gen .stack
+	rm -rf gen .stack $(NODE_DIR)/node_modules

@@ -27,6 +27,9 @@ class ServiceInfo:
     # The secret settings it holds (gateway_core.config.SECRET_RULES, by variable name): checked
     # before it starts (ServiceApp) and handed to its pods by the Helm chart (secretEnv).
     secrets: tuple[str, ...] = ()
+    # gRPC services it serves to other services only: Envoy never routes them, whatever
+    # `public` says (each checks its caller's service identity itself).
+    internal_grpc_services: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -53,11 +56,13 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.merchants.v1.MerchantService",
             "paygate.callbacks.v1.ProviderCallbackService",
         ),
+        internal_grpc_services=("paygate.ledger.v1.SettlementLedgerService",),
         schema="orchestrator",
         secrets=(
             "DB_PASSWORD",
             "ORCHESTRATOR_SERVICE_KEY",
             "IDEMPOTENCY_FINGERPRINT_KEY",
+            "RECONCILIATION_SERVICE_KEY",
             *CALLBACK_SECRETS,
         ),
     ),
@@ -99,7 +104,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19105,
         grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
         schema="reconciliation",
-        secrets=("DB_PASSWORD",),
+        secrets=("DB_PASSWORD", "RECONCILIATION_SERVICE_KEY", "PROVIDER_REPORT_KEYS"),
     ),
     ServiceInfo(
         name="sandbox",
@@ -114,8 +119,9 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.sandbox.v1.NetBankingService",
         ),
         public=False,
-        # It signs each provider's callbacks with that provider's key.
-        secrets=CALLBACK_SECRETS,
+        # It signs each provider's callbacks with that provider's key, and checks each
+        # provider's settlement-report key.
+        secrets=(*CALLBACK_SECRETS, "PROVIDER_REPORT_KEYS"),
     ),
     ServiceInfo(
         name="ratelimit",

