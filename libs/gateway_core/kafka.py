@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ class ConsumedEvent:
 
 
 EventHandler = Callable[[ConsumedEvent], Awaitable[None]]
+# What EventProducer.send_in_order publishes: (topic, key, value), or with record headers.
+OutgoingMessage = tuple[str, str, bytes] | tuple[str, str, bytes, Mapping[str, str]]
 
 
 class PublishError(Exception):
@@ -96,18 +98,23 @@ class EventProducer:
             headers=[(k, v.encode()) for k, v in (headers or {}).items()],
         )
 
-    async def send_in_order(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        """Publish (topic, key, value) messages pipelined, then wait for every acknowledgement
-        in order. One broker round trip per batch instead of per message; aiokafka keeps one
-        request in flight per partition, so each key's messages stay in order. Raises
-        PublishError saying how many, from the first, the broker acknowledged."""
+    async def send_in_order(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish (topic, key, value[, headers]) messages pipelined, then wait for every
+        acknowledgement in order. One broker round trip per batch instead of per message;
+        aiokafka keeps one request in flight per partition, so each key's messages stay in
+        order. Raises PublishError saying how many, from the first, the broker acknowledged."""
         if self._producer is None:
             raise RuntimeError("EventProducer.send_in_order() before start()")
         pending: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
-        for topic, key, value in messages:
+        for topic, key, value, *headers in messages:
+            record_headers = [(k, v.encode()) for h in headers for k, v in h.items()]
             try:
-                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+                pending.append(
+                    await self._producer.send(
+                        topic, value=value, key=key.encode(), headers=record_headers or None
+                    )
+                )
             except Exception as exc:  # could not even be queued: stop here
                 failure = exc
                 break

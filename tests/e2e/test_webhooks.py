@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -421,6 +423,53 @@ async def test_the_delivery_log_pages_and_filters_and_is_the_merchants_own(
     reply = await hooks.call("DELETE", f"/webhooks/{webhook_id}")
     assert reply.status_code == 200
     assert (await hooks.call("GET", f"/webhooks/{webhook_id}")).status_code == 404
+
+
+async def test_a_delivery_carries_the_trace_of_the_request_that_caused_its_event(
+    hooks: Hooks, payments: Any, receiver: WebhookReceiver, stack: Stack
+) -> None:
+    path = name()
+    await hooks.create(receiver.endpoint(path), ["payment.created"])
+    payment = await payments.create(upi())
+    [delivery] = await receiver.wait_for(path)
+
+    headers = await record_headers(
+        stack, stack.env["KAFKA_TOPIC_PAYMENTS"], payment["payment_id"], "payment.created"
+    )
+    traceparent = headers["traceparent"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", traceparent)
+    conn = await asyncpg.connect(stack.dsn, server_settings={"search_path": "webhook"})
+    try:
+        stored = await conn.fetchval(
+            "SELECT traceparent FROM deliveries WHERE delivery_id = $1", delivery.webhook_id
+        )
+    finally:
+        await conn.close()
+    # The delivery's spans link to this trace (webhook.delivery._links).
+    assert stored == traceparent
+
+
+async def record_headers(stack: Stack, topic: str, key: str, event_type: str) -> dict[str, str]:
+    """The headers of the record of `topic` with that key and event type."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if (
+                        record.key == key.encode()
+                        and json.loads(record.value)["type"] == event_type
+                    ):
+                        return {k: v.decode() for k, v in record.headers}
+        raise AssertionError(f"no {event_type} record for {key}")
+    finally:
+        await consumer.stop()
 
 
 async def dead_letter_record(stack: Stack, delivery_id: str) -> dict[str, Any]:

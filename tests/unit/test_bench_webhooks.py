@@ -6,6 +6,7 @@ import json
 
 from bench.stats import Latency
 from bench.webhooks import Phase, event
+
 from webhook.events import parse_event
 
 

@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 
 from devstack.webhook_receiver import HOST, WebhookReceiver
 from gateway_core.config import ConfigError, Settings, load_settings
-from webhook.delivery import AttemptResult, Sender, decide
+from webhook.delivery import AttemptResult, Sender, _links, decide
 from webhook.events import event_filter_problem, parse_event
 from webhook.repository import FAILED, PENDING, SUCCEEDED, Claimed
 from webhook.schedule import parse_retry_after, retry_delay
@@ -294,3 +294,13 @@ async def test_a_literal_address_is_checked_before_the_attempt_too(
 
     assert outcome.error.startswith("refused: host '127.0.0.1' reaches 127.0.0.1, a loopback")
     assert receiver.to("l") == []
+
+
+def test_a_delivery_span_links_to_the_events_trace() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    [link] = _links(traceparent)
+
+    assert format(link.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert format(link.context.span_id, "016x") == "00f067aa0ba902b7"
+    assert _links("") == []
+    assert _links("garbage") == []
