@@ -22,14 +22,12 @@ log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 TRACEPARENT = "traceparent"
-_SERVICE_SUFFIX = "-webhook"
 
 
 def consumer_group(settings: Settings) -> str:
-    """The webhook service's own consumer group, so it sees every event whoever else consumes
-    them: KAFKA_GROUP_ID with `-webhook` appended (Helm already sets it so)."""
-    group = settings.kafka_group_id
-    return group if group.endswith(_SERVICE_SUFFIX) else group + _SERVICE_SUFFIX
+    """The webhook service's own consumer group, so that it reads every event whoever else
+    consumes them (KAFKA_GROUP_ID is the common prefix)."""
+    return f"{settings.kafka_group_id}.webhook"
 
 
 class EventFanOut:
