@@ -261,9 +261,15 @@ class ReceiptIssuer:
                 text=email.text,
                 html=email.html,
             )
-        if queued:
-            log.info("receipt queued", payment_id=receipt.payment_id, event_id=receipt.event_id)
-            self._queued()
+        if not queued:
+            log.info(
+                "receipt already queued for this event",
+                payment_id=receipt.payment_id,
+                event_id=receipt.event_id,
+            )
+            return
+        log.info("receipt queued", payment_id=receipt.payment_id, event_id=receipt.event_id)
+        self._queued()
 
 
 def _parse_time(value: object) -> datetime:

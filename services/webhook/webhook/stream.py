@@ -47,6 +47,8 @@ from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 log = get_logger(__name__)
 
 STREAM_PATH = "/api/v1/payments/{payment_id}/stream"
+# Envoy's health check of this listener: 200 while the event feed is live.
+HEALTH_PATH = "/health"
 # A payment in one of these has its outcome: the stream sends it and closes (refunds of a
 # successful payment are told by webhooks and receipts, not by the checkout's stream).
 FINAL_STATUSES = frozenset(
@@ -221,7 +223,15 @@ class StreamServer:
     def application(self) -> web.Application:
         app = web.Application()
         app.router.add_get(STREAM_PATH, self.handle)
+        app.router.add_get(HEALTH_PATH, self.health)
         return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        live = self._hub.live.is_set()
+        return web.json_response(
+            {"status": "ok" if live else "starting", "streams": self._hub.streams},
+            status=200 if live else 503,
+        )
 
     async def run(self) -> None:
         # No access log: a browser's token may be in the query string.
