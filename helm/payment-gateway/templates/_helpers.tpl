@@ -181,6 +181,7 @@ DB_WEBHOOK_PASSWORD: dbWebhookPassword
 DB_RECONCILIATION_PASSWORD: dbReconciliationPassword
 REDIS_PASSWORD: redisPassword
 CARD_GATEWAY_API_KEY: cardGatewayApiKey
+SMTP_PASSWORD: smtpPassword
 ORCHESTRATOR_SERVICE_KEY: orchestratorServiceKey
 IDEMPOTENCY_FINGERPRINT_KEY: idempotencyFingerprintKey
 PROVIDER_CALLBACK_SECRET_UPI_CORE: providerCallbackSecretUpiCore
