@@ -145,7 +145,8 @@ async def test_another_merchants_payment_is_refused_before_any_message(
     assert response.status_code == 404
     body = json.loads(response.body or b"{}")
     assert body["code"] == 5
-    assert payment["payment_id"] not in json.dumps(body) or "not found" in body["message"]
+    reasons = [d.get("reason") for d in body["details"] if d["@type"].endswith("ErrorInfo")]
+    assert reasons == ["PAYMENT_NOT_FOUND"]
 
 
 async def test_no_token_is_refused_before_any_message(stack: Stack, payments: Any) -> None:
