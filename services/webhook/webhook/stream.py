@@ -31,6 +31,7 @@ from aiohttp import WSCloseCode, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import json_format
 from google.rpc import status_pb2
+from prometheus_client import Gauge
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY, ROLES
 from gateway_core.errors import (
@@ -58,6 +59,8 @@ FINAL_STATUSES = frozenset(
 HEARTBEAT_SECONDS = 30.0
 ORCHESTRATOR_TIMEOUT_SECONDS = 5.0
 _DETAILS_KEY = "grpc-status-details-bin"
+
+OPEN_STREAMS = Gauge("webhook_status_streams", "WebSocket status streams open on this replica.")
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,11 @@ class StatusHub:
     def subscribe(self, payment_id: str) -> Iterator[asyncio.Queue[StatusUpdate | None]]:
         queue: asyncio.Queue[StatusUpdate | None] = asyncio.Queue()
         self._queues[payment_id].add(queue)
+        OPEN_STREAMS.inc()
         try:
             yield queue
         finally:
+            OPEN_STREAMS.dec()
             self._queues[payment_id].discard(queue)
             if not self._queues[payment_id]:
                 del self._queues[payment_id]
@@ -218,7 +223,6 @@ class StreamServer:
         self._host = host
         self._port = port
         self._heartbeat = heartbeat
-        self.bound_port: int | None = None
 
     def application(self) -> web.Application:
         app = web.Application()
@@ -240,10 +244,7 @@ class StreamServer:
         try:
             site = web.TCPSite(runner, self._host, self._port)
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or ()
-            self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
-            log.info("status stream listening", address=f"{self._host}:{self.bound_port}")
+            log.info("status stream listening", address=f"{self._host}:{self._port}")
             await asyncio.Future()  # serve until cancelled
         finally:
             await runner.cleanup()
