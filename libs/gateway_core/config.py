@@ -298,6 +298,21 @@ class Settings(BaseSettings):
     # dates): 0 settles on the capture date.
     sandbox_settlement_cycle_days: int = Field(default=0, ge=0, le=30)
 
+    # The webhook service's WebSocket listener (GET /api/v1/payments/{id}/stream, through
+    # Envoy, which reaches it at WEBHOOK_ADDR's host on this port).
+    webhook_stream_port: int = Field(default=18091, ge=0, le=65535)
+
+    # Email receipts (the webhook service sends them through this SMTP server).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=10025, ge=1, le=65535)
+    # Empty: no AUTH (a relay that trusts the network, or the local stack's server).
+    smtp_username: str = ""
+    # Issued by the mail provider: not held to the length rule; repr=False keeps it out of reprs.
+    smtp_password: str = Field(default="", repr=False)
+    smtp_from: str = "Paygate receipts <receipts@paygate.localhost>"
+    # true: STARTTLS is required before AUTH and the message (refused if the server lacks it).
+    smtp_starttls: bool = False
+
     # Fraud detection
     fraud_ml_api_url: str = ""
     fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devstack.config import SMTP_VARIABLES
 from devstack.runner import IMAGE_VARIABLE, ImagePython
 from devstack.stack import Stack, StackError
 from gateway_core.tokens import mint_token as sign_token
@@ -45,6 +46,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WEBHOOK_TIMEOUT": "3s",
         "WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
     }
+    # The stack runs its own SMTP server, whose mailbox (stack.mail_dir) the receipt tests read,
+    # whatever SMTP server the shell points at.
+    for name in SMTP_VARIABLES:
+        environ.pop(name, None)
     state_dir = tmp_path_factory.mktemp("stack")
     with ExitStack() as cleanup:
         runner = None

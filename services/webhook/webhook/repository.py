@@ -137,6 +137,7 @@ class DisabledEndpoint:
     reason: str
     # "gone" (it answered 410) or "failing" (WEBHOOK_DISABLE_AFTER without a success).
     cause: str
+    disabled_at: datetime
 
 
 _ENDPOINT_COLUMNS = """
@@ -627,7 +628,7 @@ async def _disable(
             updated_at = now()
         WHERE webhook_id = ANY($1) AND status = 'ENABLED'
             AND ($3::interval IS NULL OR failing_since <= now() - $3::interval)
-        RETURNING webhook_id, merchant_id, url
+        RETURNING webhook_id, merchant_id, url, disabled_at
         """,
         webhook_ids,
         reason,
@@ -636,7 +637,10 @@ async def _disable(
     for row in rows:
         await _fail_pending(conn, row["webhook_id"])
     return [
-        DisabledEndpoint(r["webhook_id"], r["merchant_id"], r["url"], reason, cause) for r in rows
+        DisabledEndpoint(
+            r["webhook_id"], r["merchant_id"], r["url"], reason, cause, r["disabled_at"]
+        )
+        for r in rows
     ]
 
 
