@@ -8,13 +8,17 @@ and allows webhooks to 127.0.0.2 only, where the receiver listens.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import itertools
 import json
+import mailbox
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
@@ -224,6 +228,52 @@ async def test_410_gone_disables_the_endpoint_and_reenabling_recovers_what_faile
         d["delivery_id"] for d in (await hooks.deliveries(webhook_id))["deliveries"]
     }
     await hooks.wait_for_delivery(webhook_id, "SUCCEEDED", count=2)
+
+
+async def test_a_disabled_endpoint_emails_its_merchant(
+    api: httpx.AsyncClient, mint_token: Any, receiver: WebhookReceiver, stack: Stack
+) -> None:
+    owner = f"ops-{name()}@shop.example"
+    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
+    reply = await api.post(
+        "/api/v1/admin/merchants", json={"name": "Chai Point", "email": owner}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    merchant = reply.json()
+    hooks = Hooks(api, {"auth": {"Authorization": f"Bearer {mint_token(merchant['merchant_id'])}"}})
+    path = name()
+    receiver.plan(path, 410)
+    endpoint = await hooks.create(receiver.endpoint(path), ["*"])
+    await hooks.call("POST", f"/webhooks/{endpoint['webhook_id']}/test", json={})
+
+    [message] = await wait_for_mail(stack, owner)
+
+    assert message["Subject"] == f"Webhook endpoint disabled: {endpoint['url']}"
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Hello Chai Point," in text
+    assert endpoint["webhook_id"] in text
+    assert "the endpoint answered 410 Gone" in text
+    assert message.get_body(preferencelist=("html",)) is not None
+
+
+async def wait_for_mail(stack: Stack, address: str, within: float = 30.0) -> list[EmailMessage]:
+    """The messages the stack's SMTP server kept for `address`, once there is one."""
+    assert stack.mail_dir is not None, "the test stack runs its own SMTP server"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if stack.mail_dir.exists():
+            box = mailbox.Maildir(stack.mail_dir, create=False)
+            found = []
+            for key in box.iterkeys():
+                message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+                if isinstance(message, EmailMessage) and message["To"] == address:
+                    found.append(message)
+            if found:
+                return found
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no email to {address} within {within} s")
 
 
 async def test_a_receiver_that_never_answers_times_out_and_is_retried(

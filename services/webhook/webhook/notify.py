@@ -42,7 +42,7 @@ class DisabledEndpointNotifier:
         self._pool = pool
         self._merchants = merchants_pb2_grpc.MerchantServiceStub(orchestrator)
         self._queued = queued
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     async def __call__(self, endpoint: DisabledEndpoint) -> None:
         log.warning(
