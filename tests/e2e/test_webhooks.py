@@ -366,6 +366,7 @@ async def test_urls_that_reach_internal_addresses_or_break_the_rules_are_refused
         "ftp://127.0.0.2/hook": "http(s)",
         "https://user:pw@127.0.0.2/hook": "credentials",
         "not a url": "http(s)",
+        "https://127.0.0.2/hook?card=4242424242424242": "card number",
     }
     for url, rule in cases.items():
         reply = await hooks.call("POST", "/webhooks", json={"url": url, "events": ["*"]})

@@ -232,15 +232,22 @@ class DeliveryWorker:
             self._wake.set()  # a slot came free while the worker was full
 
     async def _deliver(self, claimed: Claimed) -> None:
-        if not claimed.endpoint_enabled:
-            now = datetime.now(UTC)
+        # Never sent: to a disabled endpoint, or unsigned (no secret found for it).
+        unsendable = (
+            ENDPOINT_DISABLED_ERROR
+            if not claimed.endpoint_enabled
+            else "no signing secret"
+            if not claimed.secrets
+            else ""
+        )
+        if unsendable:
             self._outcomes.put_nowait(
                 Outcome(
                     claimed=claimed,
-                    attempted_at=now,
+                    attempted_at=datetime.now(UTC),
                     latency_ms=0,
                     response_code=0,
-                    error=ENDPOINT_DISABLED_ERROR,
+                    error=unsendable,
                     status=FAILED,
                     attempted=False,
                 )

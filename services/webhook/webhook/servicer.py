@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway_core.auth import RpcContext, caller_from_context
 from gateway_core.config import IPNetwork
 from gateway_core.errors import NotFound, invalid_field
-from gateway_core.limits import MAX_DESCRIPTION_CHARS, FieldProblems
+from gateway_core.limits import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, FieldProblems
 from paygate.webhooks.v1 import webhooks_pb2 as pb
 from paygate.webhooks.v1 import webhooks_pb2_grpc
 from webhook.events import TEST_EVENT, encode_payload, event_filter_problem
@@ -223,6 +223,11 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     async def _check_url(self, problems: FieldProblems, url: str) -> None:
         if not url:
             problems.add("url", "is required")
+            return
+        # Like any free text: no card number (it would be stored and shown), bounded length.
+        before = len(problems.violations)
+        problems.text("url", url, MAX_URL_CHARS)
+        if len(problems.violations) > before:
             return
         problem = await destination_problem(url, self._allowed, self._resolver)
         if problem:
