@@ -144,8 +144,10 @@ class EventConsumer:
         handler: EventHandler,
         *,
         client_id: str = "paygate",
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._bootstrap_servers = list(bootstrap_servers)
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topics = list(topics)
         self._group_id = group_id
         self._client_id = client_id
@@ -162,6 +164,9 @@ class EventConsumer:
             # consumer first joined is skipped.
             auto_offset_reset="earliest",
             request_timeout_ms=_REQUEST_TIMEOUT_MS,
+            # How long the broker may hold a fetch that found nothing new: a consumer that
+            # must react fast (webhook deliveries) asks for less than aiokafka's 500 ms.
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await consumer.start()
         retry_delay = 1.0

@@ -23,6 +23,8 @@ from webhook.stream import StatusFeed, StatusHub, StreamServer
 
 SCHEMA = "webhook"
 QUEUE_STATS_SECONDS = 5.0
+# A delivery waits for its event: fetch new events within this many ms of their publication.
+FETCH_MAX_WAIT_MS = 50
 # The receipts' own consumer group: each event is handled by one replica.
 RECEIPTS_GROUP_SUFFIX = ".webhook-receipts"
 
@@ -60,6 +62,7 @@ async def main() -> None:
         consumer_group(settings),
         EventFanOut(repo, worker.wake),
         client_id="webhook",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     dead_letters = DeadLetterPublisher(
         pool, settings.kafka_bootstrap_servers, settings.kafka_topic_webhooks
