@@ -122,7 +122,7 @@ async def test_a_upi_receipt_shows_the_amount_in_rupees_with_indian_grouping(
         assert "₹1,00,000.00" in body
         assert payment["payment_id"] in body
         assert merchant in body
-        assert "UPI (success@upi)" in body
+        assert f"UPI ({payment['payment_details']['vpa']})" in body
         assert f"{ist_day(paid['status_history'][-1]['at'])}, " in body
         assert " IST" in body
     # The merchant's text is escaped in the HTML part, and plain in the text part.
