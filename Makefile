@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -138,6 +138,10 @@ bench: gen  ## run the load benchmark (starts its own stack)
 # FRAUD_BENCH_ARGS passes options through, e.g. FRAUD_BENCH_ARGS="--rate 500 --skip-grpc".
 bench-fraud: gen  ## fraud scoring latency, in-process and over gRPC (starts its own Valkey)
 	$(PY) -m bench.fraud $(FRAUD_BENCH_ARGS)
+
+# WEBHOOK_BENCH_ARGS passes options through, e.g. WEBHOOK_BENCH_ARGS="--endpoints 20 --rates 10,30".
+bench-webhooks: gen  ## webhook deliveries/s and event-to-delivery latency (starts its own stack)
+	$(PY) -m bench.webhooks $(WEBHOOK_BENCH_ARGS)
 
 # The application image the Helm chart deploys; its name and tag are the chart's defaults.
 # BASE=local builds the debian:bookworm-slim base with debootstrap first (no registry needed).

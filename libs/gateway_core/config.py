@@ -12,6 +12,7 @@ service checks the secrets it holds before it starts (gateway_core.server.Servic
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections import Counter
@@ -134,6 +135,38 @@ def parse_duration(text: str) -> timedelta:
     if not 0 < seconds < float("inf"):
         raise ValueError(f"{text!r} is not a positive duration")
     return timedelta(seconds=seconds)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_retry_schedule(text: str) -> tuple[float, ...]:
+    """WEBHOOK_RETRY_SCHEDULE: comma-separated seconds ("5,300,1800"); empty means no retry."""
+    delays: list[float] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a number of seconds") from None
+        if not 0 < delay < float("inf"):
+            raise ValueError(f"{part!r} is not a positive number of seconds")
+        delays.append(delay)
+    return tuple(delays)
+
+
+def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:
+    """WEBHOOK_ALLOWED_CIDRS: comma-separated networks ("127.0.0.0/8,::1/128")."""
+    networks: list[IPNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a CIDR such as 127.0.0.0/8") from None
+    return tuple(networks)
 
 
 def _duration(value: object) -> object:
@@ -266,6 +299,21 @@ class Settings(BaseSettings):
     # dates): 0 settles on the capture date.
     sandbox_settlement_cycle_days: int = Field(default=0, ge=0, le=30)
 
+    # The webhook service's WebSocket listener (GET /api/v1/payments/{id}/stream, through
+    # Envoy, which reaches it at WEBHOOK_ADDR's host on this port).
+    webhook_stream_port: int = Field(default=18091, ge=0, le=65535)
+
+    # Email receipts (the webhook service sends them through this SMTP server).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=10025, ge=1, le=65535)
+    # Empty: no AUTH (a relay that trusts the network, or the local stack's server).
+    smtp_username: str = ""
+    # Issued by the mail provider: not held to the length rule; repr=False keeps it out of reprs.
+    smtp_password: str = Field(default="", repr=False)
+    smtp_from: str = "Paygate receipts <receipts@paygate.localhost>"
+    # true: STARTTLS is required before AUTH and the message (refused if the server lacks it).
+    smtp_starttls: bool = False
+
     # Fraud detection
     fraud_ml_api_url: str = ""
     fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"
@@ -309,6 +357,17 @@ class Settings(BaseSettings):
     merchant_vpa_domain: str = "paygate"
     shutdown_grace_seconds: float = Field(default=10, ge=0)
 
+    # Webhooks (the webhook service). Seconds from a failed attempt to the next (the first
+    # attempt is at once; the Standard Webhooks schedule); spent, the delivery is dead-lettered.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    # Longest one delivery attempt may take, connection to answer.
+    webhook_timeout: Seconds = Field(default=15.0, gt=0, le=300, allow_inf_nan=False)
+    # An endpoint failing this long without one success is disabled.
+    webhook_disable_after: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
+    # CIDRs (comma-separated) that webhook URLs may reach although they are loopback, private,
+    # link-local, CGNAT or cloud metadata addresses; empty allows none of them.
+    webhook_allowed_cidrs: str = ""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -319,6 +378,18 @@ class Settings(BaseSettings):
     def _brokers_not_empty(cls, value: str) -> str:
         if not [b for b in value.split(",") if b.strip()]:
             raise ValueError("needs at least one host:port")
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule_is_seconds(cls, value: str) -> str:
+        parse_retry_schedule(value)
+        return value
+
+    @field_validator("webhook_allowed_cidrs")
+    @classmethod
+    def _allowed_cidrs_are_networks(cls, value: str) -> str:
+        parse_cidrs(value)
         return value
 
     @model_validator(mode="after")
@@ -437,6 +508,14 @@ class Settings(BaseSettings):
             # A Unix socket directory cannot be written in the authority part of a URL.
             return f"postgresql://{user}:{password}@/{database}?host={quote(self.db_host)}&{query}"
         return f"postgresql://{user}:{password}@{self.db_host}:{self.db_port}/{database}?{query}"
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return parse_retry_schedule(self.webhook_retry_schedule)
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_cidrs(self.webhook_allowed_cidrs)
 
     @property
     def kafka_bootstrap_servers(self) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ class ConsumedEvent:
 
 
 EventHandler = Callable[[ConsumedEvent], Awaitable[None]]
+# What EventProducer.send_in_order publishes: (topic, key, value), or with record headers.
+OutgoingMessage = tuple[str, str, bytes] | tuple[str, str, bytes, Mapping[str, str]]
 
 
 class PublishError(Exception):
@@ -96,18 +98,23 @@ class EventProducer:
             headers=[(k, v.encode()) for k, v in (headers or {}).items()],
         )
 
-    async def send_in_order(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        """Publish (topic, key, value) messages pipelined, then wait for every acknowledgement
-        in order. One broker round trip per batch instead of per message; aiokafka keeps one
-        request in flight per partition, so each key's messages stay in order. Raises
-        PublishError saying how many, from the first, the broker acknowledged."""
+    async def send_in_order(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish (topic, key, value[, headers]) messages pipelined, then wait for every
+        acknowledgement in order. One broker round trip per batch instead of per message;
+        aiokafka keeps one request in flight per partition, so each key's messages stay in
+        order. Raises PublishError saying how many, from the first, the broker acknowledged."""
         if self._producer is None:
             raise RuntimeError("EventProducer.send_in_order() before start()")
         pending: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
-        for topic, key, value in messages:
+        for topic, key, value, *headers in messages:
+            record_headers = [(k, v.encode()) for h in headers for k, v in h.items()]
             try:
-                pending.append(await self._producer.send(topic, value=value, key=key.encode()))
+                pending.append(
+                    await self._producer.send(
+                        topic, value=value, key=key.encode(), headers=record_headers or None
+                    )
+                )
             except Exception as exc:  # could not even be queued: stop here
                 failure = exc
                 break
@@ -137,8 +144,10 @@ class EventConsumer:
         handler: EventHandler,
         *,
         client_id: str = "paygate",
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._bootstrap_servers = list(bootstrap_servers)
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topics = list(topics)
         self._group_id = group_id
         self._client_id = client_id
@@ -155,6 +164,9 @@ class EventConsumer:
             # consumer first joined is skipped.
             auto_offset_reset="earliest",
             request_timeout_ms=_REQUEST_TIMEOUT_MS,
+            # How long the broker may hold a fetch that found nothing new: a consumer that
+            # must react fast (webhook deliveries) asks for less than aiokafka's 500 ms.
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await consumer.start()
         retry_delay = 1.0

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devstack.config import SMTP_VARIABLES
 from devstack.runner import IMAGE_VARIABLE, ImagePython
 from devstack.stack import Stack, StackError
 from gateway_core.tokens import mint_token as sign_token
@@ -36,7 +37,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Tests assert outcomes, not timing: a generous fraud deadline keeps a loaded CI machine
     # from turning a scored payment into a fail-open one (tests/unit/test_fraud_policy.py
     # covers the deadline itself).
-    environ = {**os.environ, "FRAUD_TIMEOUT_MS": "2000"}
+    environ = {
+        **os.environ,
+        "FRAUD_TIMEOUT_MS": "2000",
+        # Webhook retries within seconds, not hours; test receivers listen on 127.0.0.2, the one
+        # loopback address allowed, so 127.0.0.1 (and `localhost`) stay refused (SSRF tests).
+        "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+        "WEBHOOK_TIMEOUT": "3s",
+        "WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
+    }
+    # The stack runs its own SMTP server, whose mailbox (stack.mail_dir) the receipt tests read,
+    # whatever SMTP server the shell points at.
+    for name in SMTP_VARIABLES:
+        environ.pop(name, None)
     state_dir = tmp_path_factory.mktemp("stack")
     with ExitStack() as cleanup:
         runner = None

@@ -265,9 +265,10 @@ async def test_payment_created_event_lands_on_kafka_keyed_by_payment_id(
     created = (await ahttp.post("/api/v1/payments", json=upi_payment(), headers=auth)).json()
     payment_id = created["payment_id"]
     events = await kafka_events(payment_id, want=2)
-    assert [e["type"] for e in events] == ["payment.created", "payment.pending"]
+    # The first two: payment.success may follow within the read when the topic is long.
+    assert [e["type"] for e in events[:2]] == ["payment.created", "payment.pending"]
     first = events[0]
     assert first["payment_id"] == payment_id
     assert first["payment"]["amount_paisa"] == 10000
     assert first["payment"]["status"] == "CREATED"
-    assert len({e["event_id"] for e in events}) == 2
+    assert len({e["event_id"] for e in events}) == len(events)

@@ -570,7 +570,7 @@ def test_without_the_global_limiter_there_is_no_ratelimit_filter_or_cluster(
     config = yaml.safe_load(rendered)
     assert "envoy.filters.http.ratelimit" not in [f["name"] for f in http_filters(config)]
     clusters = [c["name"] for c in config["static_resources"]["clusters"]]
-    assert clusters == ["orchestrator", "webhook", "reconciliation"]
+    assert clusters == ["orchestrator", "webhook", "reconciliation", "webhook-stream"]
     assert validate(rendered, tmp_path).returncode == 0
 
 
@@ -600,7 +600,37 @@ def test_every_cluster_is_health_checked_and_never_routes_to_a_failing_host(
     config = yaml.safe_load(render_envoy_config({"JWT_SECRET": SECRET}, descriptors.path))
     for cluster in config["static_resources"]["clusters"]:
         assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
-        assert "grpc_health_check" in cluster["health_checks"][0]
+        check = cluster["health_checks"][0]
+        if cluster["name"] == "webhook-stream":
+            # The WebSocket listener is plain HTTP/1.1: GET /health, 200 while its feed is live.
+            assert check["http_health_check"] == {"path": "/health"}
+            assert "typed_extension_protocol_options" not in cluster
+        else:
+            assert "grpc_health_check" in check
+
+
+def test_the_stream_route_upgrades_to_websocket_and_alone_takes_a_token_in_the_query(
+    descriptors: Descriptors,
+) -> None:
+    config = yaml.safe_load(render_envoy_config({"JWT_SECRET": SECRET}, descriptors.path))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert manager["typed_config"]["upgrade_configs"] == [
+        {"upgrade_type": "websocket", "enabled": False}
+    ]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    [stream] = [r for r in routes if r["name"] == "payment-stream"]
+    assert stream["route"]["cluster"] == "webhook-stream"
+    assert stream["route"]["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": True}]
+    assert stream["route"]["timeout"] == "0s"
+    transcoder = stream["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["disabled"] is True
+    jwt = next(f for f in http_filters(config) if f["name"] == "envoy.filters.http.jwt_authn")
+    providers = jwt["typed_config"]["providers"]
+    assert "from_params" not in providers["paygate"]
+    assert providers["paygate_stream"]["from_params"] == ["access_token"]
+    rules = jwt["typed_config"]["rules"]
+    stream_rule = next(r for r in rules if r.get("requires") == {"provider_name": "paygate_stream"})
+    assert stream_rule["match"] == stream["match"]
 
 
 def test_the_admin_interface_listens_on_loopback_only(descriptors: Descriptors) -> None:

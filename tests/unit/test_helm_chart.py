@@ -32,6 +32,7 @@ NAMESPACE = "payments"
 PREFIX = f"{RELEASE}-payment-gateway"
 GRPC_PORT = 50051
 METRICS_PORT = 9090
+STREAM_PORT = 8081
 # Who may open connections to whom (DESIGN §2 and the deployment brief): the spec, not the chart.
 CALLERS = {
     "orchestrator": {"envoy", "reconciliation"},
@@ -56,6 +57,7 @@ SECRET_KEYS = {
     "DB_PASSWORD",
     "REDIS_PASSWORD",
     "CARD_GATEWAY_API_KEY",
+    "SMTP_PASSWORD",
     "ORCHESTRATOR_SERVICE_KEY",
     "RECONCILIATION_SERVICE_KEY",
     "PROVIDER_REPORT_KEYS",
@@ -284,7 +286,9 @@ def test_every_service_has_a_cluster_ip_service_an_autoscaler_and_a_disruption_b
         name = component(service.name)
         assert services[name]["spec"]["type"] == "ClusterIP"
         ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
-        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+        # The webhook service also serves the WebSocket status stream, to Envoy.
+        stream = {"stream": STREAM_PORT} if service.name == "webhook" else {}
+        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **stream}
         if service.name in {"reconciliation", "sandbox"}:
             continue  # single replica by default: no autoscaling, no budget for the sandbox
         assert autoscalers[name]["spec"]["scaleTargetRef"]["name"] == name
@@ -412,6 +416,16 @@ def test_database_timeouts_and_outbox_retention_are_configured(defaults: list[Ma
     assert data["OUTBOX_RETENTION"] == "72h"
 
 
+def test_webhook_delivery_settings_are_configured(defaults: list[Manifest], chart: Any) -> None:
+    data = config_map(defaults)
+    assert data["WEBHOOK_RETRY_SCHEDULE"] == "5,300,1800,7200,18000,36000,50400,72000,86400"
+    assert (data["WEBHOOK_TIMEOUT"], data["WEBHOOK_DISABLE_AFTER"]) == ("15s", "5d")
+    # No private address is allowed unless the operator says which.
+    assert "WEBHOOK_ALLOWED_CIDRS" not in data
+    allowed = render(chart, {"config": {"webhooks": {"allowedCidrs": "10.8.0.0/16"}}})
+    assert config_map(allowed)["WEBHOOK_ALLOWED_CIDRS"] == "10.8.0.0/16"
+
+
 # ---------------------------------------------------------------------------------------------
 # Secrets
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +524,26 @@ def test_only_the_vault_sees_the_encryption_key_and_only_envoy_the_jwt_secret(
     assert holders["JWT_SECRET"] == {component("envoy")}
     for key in CALLBACK_KEYS:
         assert holders[key] == {component("orchestrator"), component("sandbox")}, key
+    # Receipts go out through SMTP from the webhook service alone.
+    assert holders["SMTP_PASSWORD"] == {component("webhook")}
+
+
+def test_the_webhook_service_sends_receipts_through_the_configured_smtp_server(
+    chart: Any,
+) -> None:
+    manifests = render(
+        chart,
+        {"config": {"smtp": {"host": "smtp.mail.example", "port": 2525, "username": "paygate"}}},
+    )
+    data = config_map(manifests)
+    assert (data["SMTP_HOST"], data["SMTP_PORT"], data["SMTP_USERNAME"]) == (
+        "smtp.mail.example",
+        "2525",
+        "paygate",
+    )
+    assert data["SMTP_STARTTLS"] == "true"
+    assert data["WEBHOOK_STREAM_PORT"] == str(STREAM_PORT)
+    assert "SMTP_PASSWORD" not in data
 
 
 def test_every_service_receives_each_secret_it_refuses_to_start_without(
@@ -675,7 +709,7 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
     assert grpc_routes(config) == by_grpc
     manager = http_connection_manager(config)
     routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
-    assert set(routes) == {*by_grpc, "health", "rest", "not-found"}
+    assert set(routes) == {*by_grpc, "health", "payment-stream", "rest", "not-found"}
     assert routes["health"]["direct_response"]["status"] == 200
     assert routes["not-found"]["direct_response"]["status"] == 404
     filters = {f["name"]: f["typed_config"] for f in manager["http_filters"]}
@@ -782,7 +816,10 @@ def test_envoy_is_kept_in_step_with_the_local_gateway(
     assert ours["route_config"]["virtual_hosts"] == theirs["route_config"]["virtual_hosts"]
     assert [f["name"] for f in ours["http_filters"]] == [f["name"] for f in theirs["http_filters"]]
     differs_on_purpose: dict[str, list[tuple[str, ...]]] = {
-        "envoy.filters.http.jwt_authn": [("providers", "paygate", "local_jwks")],
+        "envoy.filters.http.jwt_authn": [
+            ("providers", "paygate", "local_jwks"),
+            ("providers", "paygate_stream", "local_jwks"),
+        ],
         "envoy.filters.http.grpc_json_transcoder": [("proto_descriptor",)],
         "envoy.filters.http.health_check": [("cluster_min_healthy_percentages",)],
         "envoy.filters.http.local_ratelimit": [("token_bucket",)],

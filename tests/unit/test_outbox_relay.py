@@ -41,7 +41,7 @@ from devstack.process import Child, stop_together
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.ids import new_id
-from gateway_core.kafka import EventProducer, ensure_topics
+from gateway_core.kafka import EventProducer, OutgoingMessage, ensure_topics
 from orchestrator.domain.states import Status
 from orchestrator.outbox import RELAY_LOCK_KEY, LeadershipLost, OutboxRelay
 from orchestrator.repository import NewPayment, Repository
@@ -449,8 +449,8 @@ class RecordingProducer(EventProducer):
         super().__init__([bootstrap])
         self.sent: list[str] = []
 
-    async def send_in_order(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
-        for _, _, value in messages:
+    async def send_in_order(self, messages: Sequence[OutgoingMessage]) -> None:
+        for _, _, value, *_headers in messages:
             self.sent.append(json_format.Parse(value, events_pb2.Event()).event_id)
         await super().send_in_order(messages)
 

@@ -103,7 +103,13 @@ def run(
         console.print("interrupted: everything started so far is stopped")
         return 130
     try:
-        print_ready(console, stack.gateway_url, str(stack.logs_dir), background=False)
+        print_ready(
+            console,
+            stack.gateway_url,
+            str(stack.logs_dir),
+            background=False,
+            mail_dir=str(stack.mail_dir or ""),
+        )
         while True:
             time.sleep(0.5)
             for component in stack.exited():
@@ -151,7 +157,13 @@ def up(
                 if state["phase"] == "ready":
                     view.close()
                     console.print(f"up in {time.monotonic() - started:.1f} s")
-                    print_ready(console, state["gateway_url"], state["logs_dir"], background=True)
+                    print_ready(
+                        console,
+                        state["gateway_url"],
+                        state["logs_dir"],
+                        background=True,
+                        mail_dir=state.get("mail_dir", ""),
+                    )
                     return 0
             if supervisor.poll() is not None:
                 view.close()
@@ -215,7 +227,13 @@ def status(console: Console, state_dir: Path) -> int:
     for warning in state.get("warnings", []):
         console.print(f"  [yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if state["phase"] == "ready":
-        print_ready(console, state["gateway_url"], state["logs_dir"], background=True)
+        print_ready(
+            console,
+            state["gateway_url"],
+            state["logs_dir"],
+            background=True,
+            mail_dir=state.get("mail_dir", ""),
+        )
     unhealthy = any(c.state in ("exited", "failed") for c in components)
     return 1 if unhealthy else 0
 

@@ -35,9 +35,12 @@ PortMode = Literal["fixed", "ephemeral"]
 DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 LOOPBACK = "127.0.0.1"
 # The infrastructure parts, by the names STACK_EXTERNAL takes.
-INFRA = ("postgres", "redis", "kafka")
+INFRA = ("postgres", "redis", "kafka", "smtp")
 # The local broker's S3-compatible store (s3rver): next to the broker's 19092, clear of 9000.
 BROKER_STORAGE_PORT = 19093
+# Set in the process environment (not only in .env, which lists every variable), these point the
+# stack at the user's own SMTP server (e.g. a mail catcher), as the issue asks.
+SMTP_VARIABLES = ("SMTP_HOST", "SMTP_PORT")
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
@@ -55,6 +58,8 @@ class Ports:
     envoy_admin: int
     services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)
     sandbox_http: int  # the sandbox's bank and ACS pages
+    webhook_stream: int  # the webhook service's WebSocket listener (behind Envoy)
+    smtp: int  # the stack's own SMTP server (unused when SMTP is external)
 
     def by_owner(self) -> dict[str, int]:
         """Every port with who listens on it, for messages about taken ports."""
@@ -66,6 +71,8 @@ class Ports:
             "envoy (gateway)": self.gateway,
             "envoy (admin)": self.envoy_admin,
             "sandbox (http)": self.sandbox_http,
+            "webhook (stream)": self.webhook_stream,
+            "smtp": self.smtp,
         }
         for name, (grpc_port, metrics_port) in self.services.items():
             owners[name] = grpc_port
@@ -84,8 +91,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return from_file | dict(os.environ if environ is None else environ)
 
 
-def external_parts(env: Mapping[str, str]) -> frozenset[str]:
-    """Infrastructure the user runs elsewhere: named in STACK_EXTERNAL or at a non-local host."""
+def external_parts(
+    env: Mapping[str, str], process_env: Mapping[str, str] | None = None
+) -> frozenset[str]:
+    """Infrastructure the user runs elsewhere: named in STACK_EXTERNAL or at a non-local host;
+    SMTP also when SMTP_HOST or SMTP_PORT is set in the process environment (`process_env`)."""
     named = {part.strip() for part in env.get("STACK_EXTERNAL", "").split(",") if part.strip()}
     unknown = named - set(INFRA)
     if unknown:
@@ -100,6 +110,10 @@ def external_parts(env: Mapping[str, str]) -> frozenset[str]:
     brokers = [b.strip() for b in env.get("KAFKA_BROKERS", "").split(",") if b.strip()]
     if any(not _is_local(broker.rpartition(":")[0]) for broker in brokers):
         named.add("kafka")
+    if not _is_local(env.get("SMTP_HOST", "")) or any(
+        (process_env or {}).get(name, "").strip() for name in SMTP_VARIABLES
+    ):
+        named.add("smtp")
     return frozenset(named)
 
 
@@ -118,14 +132,24 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
         envoy_admin=defaults.envoy_admin_port,
         services={s.name: (s.default_port, s.default_metrics_port) for s in SERVICES},
         sandbox_http=defaults.sandbox_http_port,
+        webhook_stream=defaults.webhook_stream_port,
+        smtp=defaults.smtp_port,
     )
 
 
 def ephemeral_ports() -> Ports:
     """Free ports for everything, so a test stack never collides with anything else."""
     names = [
-        "postgres", "redis", "kafka", "broker_storage", "gateway", "envoy_admin", "sandbox_http"
-    ]  # fmt: skip
+        "postgres",
+        "redis",
+        "kafka",
+        "broker_storage",
+        "gateway",
+        "envoy_admin",
+        "sandbox_http",
+        "webhook_stream",
+        "smtp",
+    ]
     count = len(names) + 2 * len(SERVICES)
     with ExitStack() as held:
         # Every socket stays bound until all are chosen, so no port is handed out twice.
@@ -144,6 +168,8 @@ def ephemeral_ports() -> Ports:
         envoy_admin=infra["envoy_admin"],
         services={s.name: (next(rest), next(rest)) for s in SERVICES},
         sandbox_http=infra["sandbox_http"],
+        webhook_stream=infra["webhook_stream"],
+        smtp=infra["smtp"],
     )
 
 
@@ -209,6 +235,8 @@ def stack_env(
         env |= {"REDIS_HOST": LOOPBACK, "REDIS_PORT": str(ports.redis)}
     if "kafka" not in external:
         env["KAFKA_BROKERS"] = f"{LOOPBACK}:{ports.kafka}"
+    if "smtp" not in external:
+        env |= {"SMTP_HOST": LOOPBACK, "SMTP_PORT": str(ports.smtp)}
     env |= {"GATEWAY_PORT": str(ports.gateway), "ENVOY_ADMIN_PORT": str(ports.envoy_admin)}
     for service in SERVICES:
         env[service.addr_env] = f"{LOOPBACK}:{ports.services[service.name][0]}"
@@ -219,6 +247,7 @@ def stack_env(
     env["NETBANKING_ENDPOINT"] = sandbox
     env["CARD_ACQUIRER_ENDPOINT"] = sandbox
     env["SANDBOX_HTTP_PORT"] = str(ports.sandbox_http)
+    env["WEBHOOK_STREAM_PORT"] = str(ports.webhook_stream)
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
     return env

@@ -106,13 +106,17 @@ class StatusView:
             self._progress.stop()
 
 
-def print_ready(console: Console, gateway_url: str, logs_dir: str, *, background: bool) -> None:
+def print_ready(
+    console: Console, gateway_url: str, logs_dir: str, *, background: bool, mail_dir: str = ""
+) -> None:
     """How to use the stack that is now up."""
     stop = "make down" if background else "Ctrl-C"
+    mail = f"  mail:         {mail_dir}  (every email sent, one file each)\n" if mail_dir else ""
     console.print(
         f"\n[bold green]The gateway is up:[/] {gateway_url}  (REST and gRPC)\n"
         "  admin token:  [bold]make token MERCHANT=admin ROLE=admin[/]\n"
         f"  logs:         {logs_dir}\n"
+        f"{mail}"
         f"  stop:         {stop}",
         highlight=False,
     )

@@ -58,6 +58,16 @@ SIGNED_CALLBACK_PREFIXES = (
     "/api/v1/provider-callbacks/",
     "/paygate.callbacks.v1.ProviderCallbackService/",
 )
+# The WebSocket status stream: served over HTTP/1.1 by the webhook service's own listener, at
+# WEBHOOK_ADDR's host on WEBHOOK_STREAM_PORT. Its route is the only one where a token may come in
+# the `access_token` query parameter (browsers cannot set headers on a WebSocket); the access
+# log never records query strings.
+STREAM_SERVICE = "webhook"
+STREAM_CLUSTER = "webhook-stream"
+STREAM_PATH_REGEX = "^/api/v1/payments/[^/]+/stream$"
+STREAM_HEALTH_PATH = "/health"
+# A stream with no message for this long is closed (the service pings every 30 s).
+STREAM_IDLE_TIMEOUT_S = 300
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
@@ -87,6 +97,8 @@ class Cluster:
     name: str
     host: str
     port: int
+    # Served over HTTP/1.1 and health-checked with GET (the stream) rather than gRPC.
+    http_health_path: str = ""
 
     @property
     def is_ip(self) -> bool:
@@ -132,6 +144,18 @@ def _cluster(service: ServiceInfo, env: Mapping[str, str]) -> Cluster:
     return Cluster(name=service.name, host=host.strip("[]"), port=int(port))
 
 
+def _stream_cluster(env: Mapping[str, str]) -> Cluster:
+    """The webhook service's WebSocket listener: its gRPC host, WEBHOOK_STREAM_PORT."""
+    webhook = _cluster(BY_NAME[STREAM_SERVICE], env)
+    default = Settings.model_fields["webhook_stream_port"].default
+    return Cluster(
+        name=STREAM_CLUSTER,
+        host=webhook.host,
+        port=_int(env, "WEBHOOK_STREAM_PORT", default),
+        http_health_path=STREAM_HEALTH_PATH,
+    )
+
+
 def hs256_jwks(secret: str) -> str:
     """A JWKS with the shared HS256 secret as an `oct` key (RFC 7517 base64url, no padding)."""
     k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
@@ -169,6 +193,7 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
 
     routed = [s for s in SERVICES if s.public]
     clusters = [_cluster(s, env) for s in routed]
+    clusters.append(_stream_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
     grpc_routes = [GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services]
@@ -200,6 +225,9 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         grpc_routes=grpc_routes,
         public_services=public_services,
         rest_fallback_cluster=REST_FALLBACK_SERVICE,
+        stream_cluster=STREAM_CLUSTER,
+        stream_path_regex=STREAM_PATH_REGEX,
+        stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
         clusters=clusters,
         # /ready reflects the services that serve routes; the limiter fails open, so its
         # absence degrades nothing a client would notice and must not take the door down.

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+import aiosmtplib
 import grpc
 import httpx
 import redis.asyncio as aioredis
@@ -51,6 +52,16 @@ async def tcp_open(host: str, port: int) -> None:
     _, writer = await asyncio.open_connection(host, port)
     writer.close()
     await writer.wait_closed()
+
+
+async def smtp_ready(host: str, port: int) -> None:
+    """An SMTP server that greets and answers NOOP."""
+    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=3, start_tls=False)
+    await client.connect()
+    try:
+        await client.noop()
+    finally:
+        client.close()
 
 
 async def redis_ping(host: str, port: int, password: str, db: int) -> None:

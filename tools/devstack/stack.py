@@ -48,7 +48,12 @@ from devstack.config import (
     stack_env,
 )
 from devstack.display import Component, StatusView
-from devstack.envoy import envoy_command, render_envoy_config
+from devstack.envoy import (
+    STREAM_HEALTH_PATH,
+    STREAM_SERVICE,
+    envoy_command,
+    render_envoy_config,
+)
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
 from devstack.runner import CheckoutPython, ModuleRunner
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
@@ -62,7 +67,9 @@ TOPIC_PARTITIONS = 3
 START_TIMEOUT = {"infra": 60.0, "external": 30.0, "once": 300.0, "service": 60.0, "envoy": 60.0}
 # Seconds each tier gets to stop before SIGKILL; services get their drain time on top.
 STOP_TIMEOUT = {"service": 5.0, "envoy": 10.0, "infra": 15.0}
-INFRA_NAMES = ("postgres", "redis", "kafka")
+INFRA_NAMES = ("postgres", "redis", "kafka", "smtp")
+# The stack's SMTP server keeps every message it receives here, one file each (a Maildir).
+MAIL_DIR = "mail"
 
 
 class StackError(RuntimeError):
@@ -90,7 +97,7 @@ class Stack:
         self.keep_data = keep_data
         base = read_environment(environ)
         try:
-            self.external = external_parts(base)
+            self.external = external_parts(base, os.environ if environ is None else environ)
             self.ports = fixed_ports(base) if ports == "fixed" else ephemeral_ports()
             # Each database service's own login role; the stack env's DB_USERNAME is the
             # administrator that provisions them (and what `dsn` connects as).
@@ -105,6 +112,8 @@ class Stack:
         self.gateway_grpc_target = f"{LOOPBACK}:{self.ports.gateway}"
         self.kafka_bootstrap = self.env["KAFKA_BROKERS"]
         self.dsn = dsn(self.env)
+        # Where the stack's own SMTP server keeps what it receives (None: SMTP is external).
+        self.mail_dir: Path | None = None if "smtp" in self.external else self.state_dir / MAIL_DIR
         self.components: dict[str, Component] = {}
         self.warnings: list[str] = []
         self.phase = "stopped"
@@ -212,6 +221,7 @@ class Stack:
             "error": self.error,
             "gateway_url": self.gateway_url,
             "logs_dir": str(self.logs_dir),
+            "mail_dir": str(self.mail_dir) if self.mail_dir else "",
             "ports": self.port_mode,
             "external": sorted(self.external),
             "warnings": self.warnings,
@@ -224,7 +234,9 @@ class Stack:
         if self.port_mode == "fixed":
             self._check_ports_free()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        await _together(self._start_postgres(), self._start_redis(), self._start_kafka())
+        await _together(
+            self._start_postgres(), self._start_redis(), self._start_kafka(), self._start_smtp()
+        )
         if self._roles:
             await self._run_module_once(
                 "migrate", "gateway_core.db", "provision", env=provision_env(self.env, self._roles)
@@ -405,6 +417,33 @@ class Stack:
         child.wait(STOP_TIMEOUT["infra"])
         await self._spawn_broker()
 
+    async def _start_smtp(self) -> None:
+        host, port = self.env["SMTP_HOST"], int(self.env["SMTP_PORT"])
+        if self.mail_dir is None:
+            await self._await_external(
+                "smtp", f"{host}:{port}", lambda: probes.smtp_ready(host, port)
+            )
+            return
+        component = self._begin("smtp", f"{LOOPBACK}:{port} (aiosmtpd, {MAIL_DIR}/)")
+        # aiosmtpd's Mailbox handler delivers every message into a Maildir (stdlib `mailbox`).
+        argv = [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "--nosetuid",
+            "--smtputf8",
+            "--listen",
+            f"{LOOPBACK}:{port}",
+            "--class",
+            "aiosmtpd.handlers.Mailbox",
+            str(self.mail_dir),
+        ]
+        child = self._spawn("smtp", "infra", argv, env=_infra_env(), cwd=self.state_dir)
+        await self._until_ready(
+            "smtp", lambda: probes.smtp_ready(LOOPBACK, port), START_TIMEOUT["infra"]
+        )
+        self._ready(component, child)
+
     async def _run_module_once(
         self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
     ) -> None:
@@ -431,6 +470,12 @@ class Stack:
         await self._until_ready(
             component.name, lambda: probes.grpc_serving(target), START_TIMEOUT["service"]
         )
+        if component.name == STREAM_SERVICE:
+            # Its WebSocket listener serves once its event feed is live.
+            health = f"http://{LOOPBACK}:{self.ports.webhook_stream}{STREAM_HEALTH_PATH}"
+            await self._until_ready(
+                component.name, lambda: probes.http_ok(health), START_TIMEOUT["service"]
+            )
         self._ready(component, child)
 
     async def _start_envoy(self) -> None:

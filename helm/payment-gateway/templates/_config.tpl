@@ -17,6 +17,10 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $_ := set $env "DB_COMMAND_TIMEOUT" $c.db.commandTimeout -}}
 {{- $_ := set $env "DB_ACQUIRE_TIMEOUT" $c.db.acquireTimeout -}}
 {{- $_ := set $env "OUTBOX_RETENTION" $c.outboxRetention -}}
+{{- $_ := set $env "WEBHOOK_RETRY_SCHEDULE" $c.webhooks.retrySchedule -}}
+{{- $_ := set $env "WEBHOOK_TIMEOUT" $c.webhooks.timeout -}}
+{{- $_ := set $env "WEBHOOK_DISABLE_AFTER" $c.webhooks.disableAfter -}}
+{{- with $c.webhooks.allowedCidrs }}{{ $_ := set $env "WEBHOOK_ALLOWED_CIDRS" . }}{{ end -}}
 {{- $_ := set $env "REDIS_HOST" $c.redis.host -}}
 {{- $_ := set $env "REDIS_PORT" $c.redis.port -}}
 {{- $_ := set $env "REDIS_DB" $c.redis.db -}}
@@ -31,6 +35,12 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $_ := set $env "BLOCK_THRESHOLD" $c.fraud.blockThreshold -}}
 {{- with $c.fraud.mlApiUrl }}{{ $_ := set $env "FRAUD_ML_API_URL" . }}{{ end -}}
 {{- with $c.walletApiEndpoints }}{{ $_ := set $env "WALLET_API_ENDPOINTS" . }}{{ end -}}
+{{- $_ := set $env "SMTP_HOST" $c.smtp.host -}}
+{{- $_ := set $env "SMTP_PORT" $c.smtp.port -}}
+{{- $_ := set $env "SMTP_USERNAME" $c.smtp.username -}}
+{{- $_ := set $env "SMTP_FROM" $c.smtp.from -}}
+{{- $_ := set $env "SMTP_STARTTLS" $c.smtp.starttls -}}
+{{- $_ := set $env "WEBHOOK_STREAM_PORT" .Values.ports.stream -}}
 {{- $_ := set $env "ENABLE_METRICS" $c.enableMetrics -}}
 {{- with $c.jaegerEndpoint }}{{ $_ := set $env "JAEGER_ENDPOINT" . }}{{ end -}}
 {{- $_ := set $env "LOG_LEVEL" $c.logLevel -}}

@@ -181,6 +181,7 @@ DB_WEBHOOK_PASSWORD: dbWebhookPassword
 DB_RECONCILIATION_PASSWORD: dbReconciliationPassword
 REDIS_PASSWORD: redisPassword
 CARD_GATEWAY_API_KEY: cardGatewayApiKey
+SMTP_PASSWORD: smtpPassword
 ORCHESTRATOR_SERVICE_KEY: orchestratorServiceKey
 RECONCILIATION_SERVICE_KEY: reconciliationServiceKey
 PROVIDER_REPORT_KEYS: providerReportKeys

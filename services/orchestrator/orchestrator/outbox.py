@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway_core.errors import Unavailable
 from gateway_core.ids import new_id
@@ -25,6 +26,8 @@ from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 
 NOTIFY_CHANNEL = "orchestrator_outbox"
+# The Kafka record header carrying the W3C trace context of the request that wrote the event.
+TRACEPARENT = "traceparent"
 # Only one relay publishes at a time, whatever the replica count, so order is kept.
 RELAY_LOCK_KEY = 0x0_5A7E_0B0C
 BATCH_SIZE = 200
@@ -107,14 +110,24 @@ async def enqueue(
         refund=refund,
     )
     await conn.execute(
-        "INSERT INTO outbox (event_id, topic, event_key, payload) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO outbox (event_id, topic, event_key, payload, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5)",
         event_id,
         topic,
         payment.payment_id,
         payload,
+        current_traceparent(),
     )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return event_id
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the span in progress ("" outside one): the event's link back to
+    the request that caused it."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get(TRACEPARENT, "")
 
 
 def _now() -> Timestamp:
@@ -201,7 +214,7 @@ class OutboxRelay:
         # Cleared before reading: a notification that arrives from here on wakes the next wait.
         self._wakeup.clear()
         rows = await self._pool.fetch(
-            "SELECT id, topic, event_key, payload FROM outbox"
+            "SELECT id, topic, event_key, payload, traceparent FROM outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT $1",
             BATCH_SIZE,
         )
@@ -210,7 +223,15 @@ class OutboxRelay:
         failure: PublishError | None = None
         try:
             await self._producer.send_in_order(
-                [(r["topic"], r["event_key"], r["payload"]) for r in rows]
+                [
+                    (
+                        r["topic"],
+                        r["event_key"],
+                        r["payload"],
+                        {TRACEPARENT: r["traceparent"]} if r["traceparent"] else {},
+                    )
+                    for r in rows
+                ]
             )
             acknowledged = len(rows)
         except PublishError as exc:

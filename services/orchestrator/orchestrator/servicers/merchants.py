@@ -1,4 +1,9 @@
-"""paygate.merchants.v1.MerchantService (admin only; Envoy enforces the role, and so do we)."""
+"""paygate.merchants.v1.MerchantService (admin only; Envoy enforces the role, and so do we).
+
+The one exception is inside the mesh: a merchant's own record may be read as that merchant
+(GetMerchant), which is how the webhook service learns the name to put on a receipt without
+acting as an admin. Envoy still refuses every MerchantService call without the admin role.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import re
 
 import asyncpg
 
-from gateway_core.auth import RpcContext, require_admin
+from gateway_core.auth import RpcContext, caller_from_context, require_admin
 from gateway_core.config import Settings
-from gateway_core.errors import AlreadyExists, NotFound, invalid_field
+from gateway_core.errors import AlreadyExists, NotFound, PermissionDenied, invalid_field
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
 from orchestrator.domain.validation import validate_create_merchant
@@ -48,7 +53,9 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
     async def GetMerchant(
         self, request: merchants_pb2.GetMerchantRequest, context: RpcContext
     ) -> merchants_pb2.Merchant:
-        require_admin(context)
+        caller = caller_from_context(context)
+        if not caller.is_admin and caller.merchant_id != request.merchant_id:
+            raise PermissionDenied("this operation needs the admin role", reason="ADMIN_REQUIRED")
         record = await self._repo.get_merchant(request.merchant_id)
         if record is None:
             raise NotFound(f"merchant {request.merchant_id} not found", reason="MERCHANT_NOT_FOUND")
