@@ -201,6 +201,8 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
     env["SANDBOX_HTTP_PORT"] = str(ports.sandbox_http)
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
+    # The providers' settlement reports are the sandbox's too.
+    env["SETTLEMENT_REPORTS_URL"] = env["SANDBOX_PUBLIC_URL"]
     return env
 
 
