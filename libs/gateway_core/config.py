@@ -12,6 +12,7 @@ service checks the secrets it holds before it starts (gateway_core.server.Servic
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -72,6 +73,9 @@ SECRET_RULES: Mapping[str, SecretRule] = {
     "encryption_key": SecretRule(),
     "orchestrator_service_key": SecretRule(),
     "idempotency_fingerprint_key": SecretRule(),
+    "reconciliation_service_key": SecretRule(),
+    # A JSON object of keys: Settings.report_keys() checks each key by the rules above.
+    "provider_report_keys": SecretRule(min_bytes=0),
     **{f"provider_callback_secret_{provider}": SecretRule() for provider in CALLBACK_PROVIDERS},
     # Credentials someone else issues (the acquirer; the database's owner, who may use
     # certificate or IAM authentication and no password): their length is not ours to set,
@@ -91,6 +95,23 @@ PUBLISHED_PLACEHOLDERS = frozenset(
         "local-dev-provider-callback-secret",
     }
 )
+
+# The simulated providers' settlement-report API keys (PROVIDER_REPORT_KEYS), one per provider,
+# as the sandbox's settlement files name the providers.
+LOCAL_PROVIDER_REPORT_KEYS: Mapping[str, str] = {
+    provider: f"local-dev-report-key-{provider.replace('_', '-')}-0123456789"
+    for provider in (
+        "upi_core",
+        "razorpay",
+        "payu",
+        "ccavenue",
+        "paytm",
+        "phonepe",
+        "google_pay",
+        "amazon_pay",
+        "netbanking",
+    )
+}
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -191,6 +212,18 @@ class Settings(BaseSettings):
         "local-dev-idempotency-fingerprint-key-0123456789"
     )
 
+    # The reconciliation service's HS256 key for its service identity: it signs its
+    # x-service-token with it, and the orchestrator's internal settlement ledger
+    # (paygate.ledger.v1.SettlementLedgerService) trusts that identity and no other.
+    reconciliation_service_key: SecretStr = SecretStr(
+        "local-dev-reconciliation-service-key-0123456789"
+    )
+    # Each provider's API key for its settlement reports (a JSON object {provider: key}): the
+    # sandbox checks it on GET /settlements/..., reconciliation presents it. Settings.report_keys.
+    provider_report_keys: SecretStr = SecretStr(
+        json.dumps(LOCAL_PROVIDER_REPORT_KEYS, separators=(",", ":"))
+    )
+
     # Card vault
     # How long a CVV is held (encrypted) for the authorization that needs it, at most.
     vault_cvv_ttl_seconds: int = Field(default=900, ge=1, le=3600)
@@ -228,6 +261,9 @@ class Settings(BaseSettings):
     sandbox_http_port: int = Field(default=18090, ge=0, le=65535)
     sandbox_public_url: str = "http://127.0.0.1:18090"
     sandbox_upi_approval_delay_ms: int = Field(default=1000, ge=0)
+    # Days between a capture (or refund) and the settlement file that pays it out (T+N, IST
+    # dates): 0 settles on the capture date.
+    sandbox_settlement_cycle_days: int = Field(default=0, ge=0, le=30)
 
     # Fraud detection
     fraud_ml_api_url: str = ""
@@ -353,6 +389,42 @@ class Settings(BaseSettings):
             )
         return {provider: values[name] for provider, name in names.items()}
 
+    def report_keys(self) -> dict[str, str]:
+        """Each provider's settlement-report API key (PROVIDER_REPORT_KEYS), by provider. Each
+        key is held to the secret rules on its own, and two providers sharing one is refused,
+        since either could then read the other's reports."""
+        raw = self.secret("provider_report_keys")
+        try:
+            keys = json.loads(raw)
+        except ValueError:
+            keys = None
+        if not isinstance(keys, dict) or not all(
+            isinstance(provider, str) and isinstance(key, str) for provider, key in keys.items()
+        ):
+            raise ConfigError(
+                "PROVIDER_REPORT_KEYS must be a JSON object of provider names to keys, e.g. "
+                '{"upi_core": "<key>", "razorpay": "<key>"}'
+            )
+        problems = []
+        for provider, key in sorted(keys.items()):
+            size = len(key.encode())
+            if not key:
+                problems.append(f"the key of {provider} is empty")
+            elif not self.is_local and size < SECRET_MIN_BYTES:
+                problems.append(f"the key of {provider} is {size} bytes, shorter than 32")
+            elif not self.is_local and key in published_secret_values():
+                problems.append(f"the key of {provider} is a value published in .env.example")
+        uses = Counter(keys.values())
+        shared = sorted(provider for provider, key in keys.items() if key and uses[key] > 1)
+        if shared:
+            problems.append(f"{', '.join(shared)} share one key")
+        if problems:
+            raise ConfigError(
+                f"refusing PROVIDER_REPORT_KEYS: {'; '.join(problems)}. Each provider needs a "
+                f"key of its own, at least {SECRET_MIN_BYTES} bytes outside APP_ENV=local"
+            )
+        return dict(keys)
+
     def _secret_problem(self, name: str) -> str | None:
         rule = SECRET_RULES[name]
         variable = name.upper()
@@ -389,7 +461,8 @@ def published_secret_values() -> frozenset[str]:
     """Every secret value anyone can read: the defaults of every secret setting (they are in
     .env.example too) and the placeholders of the seed's README."""
     defaults = {_plain(Settings.model_fields[name].default) for name in SECRET_RULES}
-    return frozenset((defaults | PUBLISHED_PLACEHOLDERS) - {""})
+    report_keys = set(LOCAL_PROVIDER_REPORT_KEYS.values())
+    return frozenset((defaults | report_keys | PUBLISHED_PLACEHOLDERS) - {""})
 
 
 def _plain(value: object) -> str:

@@ -58,6 +58,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "DB_PASSWORD",
             "ORCHESTRATOR_SERVICE_KEY",
             "IDEMPOTENCY_FINGERPRINT_KEY",
+            "RECONCILIATION_SERVICE_KEY",
             *CALLBACK_SECRETS,
         ),
     ),
@@ -99,7 +100,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19105,
         grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
         schema="reconciliation",
-        secrets=("DB_PASSWORD",),
+        secrets=("DB_PASSWORD", "RECONCILIATION_SERVICE_KEY", "PROVIDER_REPORT_KEYS"),
     ),
     ServiceInfo(
         name="sandbox",
@@ -114,8 +115,9 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.sandbox.v1.NetBankingService",
         ),
         public=False,
-        # It signs each provider's callbacks with that provider's key.
-        secrets=CALLBACK_SECRETS,
+        # It signs each provider's callbacks with that provider's key, and checks each
+        # provider's settlement-report key.
+        secrets=(*CALLBACK_SECRETS, "PROVIDER_REPORT_KEYS"),
     ),
     ServiceInfo(
         name="ratelimit",

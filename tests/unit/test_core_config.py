@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway_core.config import (
+    LOCAL_PROVIDER_REPORT_KEYS,
     SECRET_RULES,
     ConfigError,
     Settings,
@@ -367,3 +369,49 @@ def test_a_bad_duration_is_refused_naming_the_variable(
     monkeypatch.setenv("OUTBOX_RETENTION", text)
     with pytest.raises(ConfigError, match="OUTBOX_RETENTION"):
         load_settings()
+
+
+# Settlement-report keys: a JSON object, each key a secret of its own
+
+
+def test_local_mode_gives_every_provider_its_own_report_key() -> None:
+    keys = Settings.model_validate({"app_env": "local"}).report_keys()
+
+    assert keys == dict(LOCAL_PROVIDER_REPORT_KEYS)
+    assert len(set(keys.values())) == len(keys)
+
+
+def test_production_accepts_strong_report_keys() -> None:
+    chosen = {"upi_core": STRONG + "-upi", "razorpay": STRONG + "-rzp"}
+
+    settings = production(provider_report_keys=json.dumps(chosen))
+
+    assert settings.report_keys() == chosen
+
+
+@pytest.mark.parametrize(
+    ("keys", "rule"),
+    [
+        ("upi_core=abc", "must be a JSON object of provider names to keys"),
+        ('["a", "b"]', "must be a JSON object of provider names to keys"),
+        ('{"upi_core": 7}', "must be a JSON object of provider names to keys"),
+        ('{"upi_core": "short-key"}', "the key of upi_core is 9 bytes, shorter than 32"),
+        (
+            json.dumps({"upi_core": STRONG, "payu": LOCAL_PROVIDER_REPORT_KEYS["payu"]}),
+            "the key of payu is a value published",
+        ),
+        (json.dumps({"upi_core": STRONG, "payu": STRONG}), "payu, upi_core share one key"),
+        ('{"upi_core": ""}', "the key of upi_core is empty"),
+    ],
+)
+def test_production_refuses_bad_report_keys_naming_the_provider(keys: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        production(provider_report_keys=keys).report_keys()
+
+    assert rule in str(raised.value)
+    assert STRONG not in str(raised.value)
+
+
+def test_production_refuses_report_keys_left_at_their_published_default() -> None:
+    with pytest.raises(ConfigError, match="PROVIDER_REPORT_KEYS is not set"):
+        production().report_keys()

@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
+from gateway_core.fees import DEFAULT_PRICING, Fee, Pricing, compute_fee
 from gateway_core.services import BY_NAME
-from orchestrator.domain.fees import DEFAULT_PRICING, Fee, Pricing, compute_fee
 
 # Custom prices exercise the fixed part and the cap that DEFAULT_PRICING never reaches.
 PRICES = [

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from orchestrator.domain.fees import DEFAULT_PRICING, Fee, Pricing, compute_fee
+from gateway_core.fees import DEFAULT_PRICING, Fee, Pricing, compute_fee
 from orchestrator.domain.ledger import (
     JournalEntry,
     JournalKind,

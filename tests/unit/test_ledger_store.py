@@ -13,9 +13,9 @@ import pytest
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
+from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee
 from gateway_core.ids import new_id
 from orchestrator.domain import emi
-from orchestrator.domain.fees import DEFAULT_PRICING, Fee, compute_fee
 from orchestrator.domain.ledger import JournalEntry, capture_entry, refund_entry
 from orchestrator.ledger_store import (
     MerchantBalance,

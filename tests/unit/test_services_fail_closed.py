@@ -90,6 +90,7 @@ async def test_a_short_or_published_secret_is_named_with_its_rule_and_never_prin
 async def test_with_strong_secrets_the_service_starts_in_production(tmp_path: Path) -> None:
     sandbox = BY_NAME["sandbox"]
     keys = {variable: f"{STRONG}-{variable}" for variable in sandbox.secrets}
+    keys["PROVIDER_REPORT_KEYS"] = json.dumps({"upi_core": f"{STRONG}-upi_core"})
     process = await start(sandbox, production_env(**keys), tmp_path)
     assert process.stdout is not None
     try:

@@ -178,6 +178,10 @@ def stack_env(base: Mapping[str, str], ports: Ports, external: frozenset[str]) -
             f"PROVIDER_CALLBACK_SECRET_{provider.upper()}": secret
             for provider, secret in defaults.callback_secrets().items()
         },
+        # Tests fetch settlement files with these and call the settlement ledger as
+        # reconciliation.
+        "PROVIDER_REPORT_KEYS": defaults.provider_report_keys.get_secret_value(),
+        "RECONCILIATION_SERVICE_KEY": defaults.reconciliation_service_key.get_secret_value(),
     }.items():
         env.setdefault(name, value)
     # The local stack is local mode, whatever the shell says: it runs on the development

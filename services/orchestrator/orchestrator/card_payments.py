@@ -232,6 +232,7 @@ class CardPayments:
                     capture=payment.capture_method == "AUTOMATIC",
                     three_ds=three_ds,
                     emi_tenure_months=tenure,
+                    notes=payment.metadata,
                 )
             except Unavailable:
                 self._breaker.record_failure(gateway)

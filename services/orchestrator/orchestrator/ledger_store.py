@@ -13,8 +13,8 @@ from typing import TypeAlias
 import asyncpg
 
 from gateway_core.errors import GatewayError
+from gateway_core.fees import Pricing
 from orchestrator.domain import emi
-from orchestrator.domain.fees import Pricing
 from orchestrator.domain.ledger import JournalEntry
 
 # Problems reported per check at most: a systematic bug must not flood the report.

@@ -31,12 +31,12 @@ from gateway_core.errors import (
     Unavailable,
     invalid_field,
 )
+from gateway_core.fees import Pricing, compute_fee
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from gateway_core.signing import verify_callback
 from orchestrator.card_payments import CardPayments, RawCard
 from orchestrator.domain import emi
-from orchestrator.domain.fees import Pricing, compute_fee
 from orchestrator.domain.states import Status
 from orchestrator.domain.upi import pay_link
 from orchestrator.providers import netbanking, upi_core, wallets
@@ -242,6 +242,7 @@ class PaymentProcessor:
                 flow=start.details.get("upi_flow", "INTENT"),
                 callback_url=self.callback_url(upi_core.PROVIDER_NAME),
                 expires_at=new.expires_at,
+                notes=start.metadata,
             )
         except ProviderTimeout:
             # The switch may or may not have the transaction: never fail it, ask again soon.
@@ -291,6 +292,7 @@ class PaymentProcessor:
                 amount_paisa=start.amount_paisa,
                 currency=start.currency,
                 offer_id=offer_id,
+                notes=start.metadata,
             )
         except ProviderTimeout:
             return await self._await_customer(
@@ -326,6 +328,7 @@ class PaymentProcessor:
                 currency=start.currency,
                 return_url=return_url,
                 callback_url=self.callback_url(netbanking.PROVIDER_NAME),
+                notes=start.metadata,
             )
         except ProviderTimeout:
             # The bank may have registered the payment; the inquiry (or expiry) settles it.

@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, NotFound, invalid_field
+from gateway_core.fees import Fee
 from orchestrator import ledger_store, outbox
 from orchestrator.domain import emi
-from orchestrator.domain.fees import Fee
 from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
 from orchestrator.idempotency import bind_effects

@@ -34,6 +34,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card, card_number_problem, read_card
 from sandbox.faults import answer_late
 from sandbox.magic import CardDecline, CardOutcome
+from sandbox.settlements import CARD, Settleable, settlement_instruction
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
 
@@ -43,6 +44,7 @@ log = get_logger(__name__)
 EMI_TENURES = frozenset({0, 3, 6, 9, 12, 18, 24})
 # Prefix of each acquirer's transaction ids.
 _TXN_PREFIX = {"razorpay": "RZP", "payu": "PAYU", "ccavenue": "CCAV"}
+GATEWAYS = tuple(_TXN_PREFIX)
 
 Clock = Callable[[], float]
 
@@ -108,6 +110,7 @@ class CardRefund:
     status: RefundStatus
     acquirer_refund_id: str = ""
     failure_code: str = ""
+    processed_at: float = 0.0
 
 
 @dataclass
@@ -129,8 +132,11 @@ class Authorization:
     eci: str = ""
     three_ds_transaction_id: str = ""
     captured_paisa: int = 0
+    captured_at: float | None = None
     voided: bool = False
     refunds: dict[str, CardRefund] = field(default_factory=dict)
+    # The merchant's notes on the payment (its metadata, passed on by the gateway).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def refunded_paisa(self) -> int:
@@ -152,6 +158,39 @@ class Authorization:
             voided=self.voided,
             refunded_paisa=self.refunded_paisa,
         )
+
+    def settleable(self) -> list[Settleable]:
+        """The money the acquirer moved: the capture, and each processed refund."""
+        if not self.captured_paisa or self.captured_at is None:
+            return []
+        capture = Settleable(
+            provider=self.gateway,
+            method=CARD,
+            type="payment",
+            provider_reference=self.acquirer_txn_id,
+            merchant_reference=self.payment_id,
+            payment_id=self.payment_id,
+            amount_paisa=self.captured_paisa,
+            at=self.captured_at,
+            instruction=settlement_instruction(self.notes),
+        )
+        return [
+            capture,
+            *(
+                Settleable(
+                    provider=self.gateway,
+                    method=CARD,
+                    type="refund",
+                    provider_reference=refund.acquirer_refund_id,
+                    merchant_reference=refund.refund_id,
+                    payment_id=self.payment_id,
+                    amount_paisa=refund.amount_paisa,
+                    at=refund.processed_at,
+                )
+                for refund in self.refunds.values()
+                if refund.status is RefundStatus.PROCESSED
+            ),
+        ]
 
     def same_request(
         self,
@@ -192,6 +231,7 @@ class Acquirers:
         capture: bool = False,
         three_ds: ThreeDsData = ThreeDsData(),
         emi_tenure_months: int = 0,
+        notes: dict[str, str] | None = None,
     ) -> tuple[Authorization, bool]:
         """Authorize once per payment at a gateway: a repeated call answers the first outcome,
         except after REQUIRES_CHALLENGE, which asks for another call with 3-D Secure data.
@@ -231,6 +271,7 @@ class Acquirers:
             status=AuthorizationStatus.DECLINED,
             eci=three_ds.eci,
             three_ds_transaction_id=three_ds.three_ds_transaction_id,
+            notes=dict(notes or {}),
         )
         verdict = self._issuer_verdict(authorization, three_ds, now)
         if isinstance(verdict, CardDecline):
@@ -243,6 +284,7 @@ class Acquirers:
             authorization.rrn = _digits(12)
             if capture:
                 authorization.captured_paisa = amount_paisa
+                authorization.captured_at = now
         self._authorizations[key] = authorization
         log.info(
             "card authorization",
@@ -286,6 +328,7 @@ class Acquirers:
         if amount_paisa > authorization.amount_paisa:
             return CaptureResult(CaptureStatus.FAILED, failure_code="AMOUNT_EXCEEDS_AUTHORIZATION")
         authorization.captured_paisa = amount_paisa
+        authorization.captured_at = self._clock()
         log.info(
             "card capture",
             gateway=gateway,
@@ -347,6 +390,7 @@ class Acquirers:
                 amount_paisa,
                 RefundStatus.PROCESSED,
                 acquirer_refund_id=new_id(_TXN_PREFIX[gateway] + "RF"),
+                processed_at=self._clock(),
             )
         )
         self._refunds[(gateway, refund_id)] = refund
@@ -371,6 +415,13 @@ class Acquirers:
                 gateway, refund.payment_id, refund_id, refund.amount_paisa, refund.status.value
             )
             for (gateway, refund_id), refund in self._refunds.items()
+        ]
+
+    def settleable(self) -> list[Settleable]:
+        return [
+            entry
+            for authorization in self._authorizations.values()
+            for entry in authorization.settleable()
         ]
 
     def _find(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> Authorization:
@@ -446,6 +497,7 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
                 request.eci, request.authentication_value, request.three_ds_transaction_id
             ),
             emi_tenure_months=request.emi_tenure_months,
+            notes=dict(request.notes),
         )
         late = 0.0
         if card.outcome is CardOutcome.SLOW_AUTHORIZATION:

@@ -3,6 +3,8 @@ HTTP server, wired into one ServiceApp (gRPC and HTTP in one process and event l
 
 from __future__ import annotations
 
+import secrets
+
 from gateway_core.config import Settings
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import (
@@ -11,14 +13,23 @@ from paygate.sandbox.v1 import (
     upi_pb2_grpc,
     wallets_pb2_grpc,
 )
-from sandbox import magic
-from sandbox.acquirers import Acquirers, CardAcquirerServicer
+from sandbox import magic, netbanking, upi, wallets
+from sandbox.acquirers import GATEWAYS, Acquirers, CardAcquirerServicer
 from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
 from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
+from sandbox.settlements import CARD, NET_BANKING, UPI, WALLET, ProviderInfo, SettlementReports
 from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
 from sandbox.wallets import WalletBook, WalletProviderServicer
 from sandbox.web import SandboxWeb
+
+# Every simulated provider, as payments name it, with its method: the settlement files' list.
+PROVIDERS: tuple[ProviderInfo, ...] = (
+    ProviderInfo(upi.PROVIDER, UPI),
+    *(ProviderInfo(gateway, CARD) for gateway in GATEWAYS),
+    *(ProviderInfo(wallets.provider_name(wallet), WALLET) for wallet in magic.WALLETS),
+    ProviderInfo(netbanking.PROVIDER, NET_BANKING),
+)
 
 
 class Sandbox:
@@ -41,6 +52,14 @@ class Sandbox:
         self.wallets = WalletBook()
         self.acs = Acs(on_final=self._acs_final, challenge_ttl_seconds=acs_challenge_ttl_seconds)
         self.acquirers = Acquirers(self.acs)
+        self.settlements = SettlementReports(
+            PROVIDERS,
+            (self.upi, self.acquirers, self.wallets, self.banks),
+            cycle_days=settings.sandbox_settlement_cycle_days,
+            # Settlement ids and UTRs differ from one sandbox run to the next, as a
+            # restarted sandbox's books do.
+            salt=secrets.token_hex(16),
+        )
         self.web = SandboxWeb(
             settings.server_host,
             settings.sandbox_http_port,
@@ -48,6 +67,8 @@ class Sandbox:
             self.banks,
             self.acs,
             books=(self.upi, self.wallets, self.banks, self.acquirers),
+            settlements=self.settlements,
+            report_keys=settings.report_keys(),
         )
         self._upi_servicer = UpiCoreServicer(self.upi)
         self._card_servicer = CardAcquirerServicer(

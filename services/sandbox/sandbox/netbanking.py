@@ -28,6 +28,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import BANKS, DOWN_BANK, FAILING_BANK, HANGING_BANK
+from sandbox.settlements import NET_BANKING, Settleable, settlement_instruction
 from sandbox.validation import CURRENCY, Violations
 
 log = get_logger(__name__)
@@ -58,6 +59,7 @@ class BankRefund:
     status: RefundStatus
     bank_refund_reference: str = ""
     failure_code: str = ""
+    processed_at: float = 0.0
 
 
 @dataclass
@@ -72,6 +74,8 @@ class BankPayment:
     failure_code: str = ""
     finished_at: float | None = None
     refunds: dict[str, BankRefund] = field(default_factory=dict)
+    # The merchant's notes on the payment (its metadata, passed on by the gateway).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def bank_name(self) -> str:
@@ -92,6 +96,39 @@ class BankPayment:
             charged_paisa=self.amount_paisa if self.status is BankPaymentStatus.SUCCESS else 0,
             refunded_paisa=self.refunded_paisa,
         )
+
+    def settleable(self) -> list[Settleable]:
+        """The money the bank moved: the payment once SUCCESS, and each processed refund."""
+        if self.status is not BankPaymentStatus.SUCCESS or self.finished_at is None:
+            return []
+        payment = Settleable(
+            provider=PROVIDER,
+            method=NET_BANKING,
+            type="payment",
+            provider_reference=self.bank_reference,
+            merchant_reference=self.payment_id,
+            payment_id=self.payment_id,
+            amount_paisa=self.amount_paisa,
+            at=self.finished_at,
+            instruction=settlement_instruction(self.notes),
+        )
+        return [
+            payment,
+            *(
+                Settleable(
+                    provider=PROVIDER,
+                    method=NET_BANKING,
+                    type="refund",
+                    provider_reference=refund.bank_refund_reference,
+                    merchant_reference=refund.refund_id,
+                    payment_id=self.payment_id,
+                    amount_paisa=refund.amount_paisa,
+                    at=refund.processed_at,
+                )
+                for refund in self.refunds.values()
+                if refund.status is RefundStatus.PROCESSED
+            ),
+        ]
 
     def return_to(self) -> str:
         """The merchant's return URL with the outcome added to its query."""
@@ -128,6 +165,7 @@ class NetBanks:
         amount_paisa: int,
         return_url: str,
         callback_url: str,
+        notes: dict[str, str] | None = None,
     ) -> tuple[BankPayment, bool]:
         """Start a payment once: a repeated call answers the payment as it stands. Returns the
         payment and whether this call started it."""
@@ -143,7 +181,9 @@ class NetBanks:
                     reason="DUPLICATE_PAYMENT_ID",
                 )
             return known, False
-        payment = BankPayment(bank_code, payment_id, amount_paisa, return_url, callback_url)
+        payment = BankPayment(
+            bank_code, payment_id, amount_paisa, return_url, callback_url, notes=dict(notes or {})
+        )
         self._payments[payment_id] = payment
         return payment, True
 
@@ -207,6 +247,7 @@ class NetBanks:
                 amount_paisa,
                 RefundStatus.PROCESSED,
                 bank_refund_reference=new_id("NBRF"),
+                processed_at=self._clock(),
             )
         )
         payment.refunds[refund_id] = refund
@@ -214,6 +255,9 @@ class NetBanks:
 
     def booked_payments(self) -> list[BookPayment]:
         return [payment.to_book() for payment in self._payments.values()]
+
+    def settleable(self) -> list[Settleable]:
+        return [entry for payment in self._payments.values() for entry in payment.settleable()]
 
     def booked_refunds(self) -> list[BookRefund]:
         return [
@@ -253,6 +297,7 @@ class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
             request.amount_paisa,
             request.return_url,
             request.callback_url,
+            dict(request.notes),
         )
         if created and bank_code == HANGING_BANK:
             await answer_late(

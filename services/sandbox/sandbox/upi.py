@@ -29,6 +29,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
+from sandbox.settlements import UPI, Settleable, settlement_instruction
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
 
@@ -65,6 +66,7 @@ class UpiRefund:
     refund_ref: str
     upi_refund_id: str
     amount_paisa: int
+    refunded_at: float
 
 
 @dataclass
@@ -86,6 +88,8 @@ class UpiTransaction:
     approval_code: str = ""
     response_code: str = ""
     refunds: dict[str, UpiRefund] = field(default_factory=dict)
+    # The payee's notes on the payment (the merchant's metadata, passed on by the gateway).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def calls_back(self) -> bool:
@@ -105,6 +109,39 @@ class UpiTransaction:
             charged_paisa=self.amount_paisa if self.status is UpiStatus.SUCCESS else 0,
             refunded_paisa=self.refunded_paisa,
         )
+
+    def settleable(self) -> list[Settleable]:
+        """The money the switch moved for this transaction: the payment once SUCCESS, and
+        each refund."""
+        if self.status is not UpiStatus.SUCCESS or self.finished_at is None:
+            return []
+        payment = Settleable(
+            provider=PROVIDER,
+            method=UPI,
+            type="payment",
+            provider_reference=self.upi_txn_id,
+            merchant_reference=self.transaction_ref,
+            payment_id=self.transaction_ref,
+            amount_paisa=self.amount_paisa,
+            at=self.finished_at,
+            instruction=settlement_instruction(self.notes),
+        )
+        return [
+            payment,
+            *(
+                Settleable(
+                    provider=PROVIDER,
+                    method=UPI,
+                    type="refund",
+                    provider_reference=refund.upi_refund_id,
+                    merchant_reference=ref,
+                    payment_id=self.transaction_ref,
+                    amount_paisa=refund.amount_paisa,
+                    at=refund.refunded_at,
+                )
+                for ref, refund in self.refunds.items()
+            ),
+        ]
 
     def to_callback(self) -> ProviderCallback:
         return ProviderCallback(
@@ -155,6 +192,7 @@ class UpiSwitch:
         flow: str,
         callback_url: str,
         expires_at: float | None,
+        notes: dict[str, str] | None = None,
     ) -> tuple[UpiTransaction, bool]:
         """The transaction for `transaction_ref` and whether this call created it."""
         known = self._transactions.get(transaction_ref)
@@ -183,6 +221,7 @@ class UpiSwitch:
             initiated_at=now,
             expires_at=expires_at,
             resolve_at=self._resolve_at(outcome, now),
+            notes=dict(notes or {}),
         )
         if outcome is UpiOutcome.NO_SUCH_VPA:
             # Refused on the spot: the answer itself is the outcome, no callback follows.
@@ -267,7 +306,7 @@ class UpiSwitch:
                 f"{txn.amount_paisa} paid",
                 reason="REFUND_EXCEEDS_AMOUNT",
             )
-        refund = UpiRefund(refund_ref, new_id("UPIRF"), amount_paisa)
+        refund = UpiRefund(refund_ref, new_id("UPIRF"), amount_paisa, self._clock())
         txn.refunds[refund_ref] = refund
         return refund
 
@@ -282,6 +321,11 @@ class UpiSwitch:
             for txn in self._transactions.values()
             for ref, refund in txn.refunds.items()
         ]
+
+    def settleable(self) -> list[Settleable]:
+        for txn in self._transactions.values():
+            self.settle(txn)
+        return [entry for txn in self._transactions.values() for entry in txn.settleable()]
 
     def _resolve_at(self, outcome: UpiOutcome, now: float) -> float | None:
         if outcome in (UpiOutcome.APPROVE, UpiOutcome.DECLINE):
@@ -335,6 +379,7 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
             flow=flow,
             callback_url=request.callback_url,
             expires_at=expires_at.timestamp() if expires_at is not None else None,
+            notes=dict(request.notes),
         )
         if created and txn.resolve_at is not None and txn.calls_back:
             self._timers.spawn(self._settle_when_due(txn), name=f"upi {txn.transaction_ref}")

@@ -36,6 +36,7 @@ from sandbox.magic import (
     opening_balance_paisa,
     wallet_outcome,
 )
+from sandbox.settlements import WALLET, Settleable, settlement_instruction
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import CURRENCY, Violations
 
@@ -64,6 +65,7 @@ class WalletRefund:
     status: RefundStatus
     wallet_refund_id: str = ""
     failure_code: str = ""
+    processed_at: float = 0.0
 
 
 @dataclass
@@ -78,6 +80,9 @@ class WalletDebit:
     failure_code: str = ""
     offer_id: str = ""
     refunds: dict[str, WalletRefund] = field(default_factory=dict)
+    debited_at: float = 0.0
+    # The merchant's notes on the payment (its metadata, passed on by the gateway).
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def refunded_paisa(self) -> int:
@@ -95,6 +100,40 @@ class WalletDebit:
             refunded_paisa=self.refunded_paisa,
         )
 
+    def settleable(self) -> list[Settleable]:
+        """The money the wallet moved: the debit once SUCCESS, and each processed refund."""
+        if self.status is not DebitStatus.SUCCESS:
+            return []
+        provider = provider_name(self.wallet)
+        debit = Settleable(
+            provider=provider,
+            method=WALLET,
+            type="payment",
+            provider_reference=self.wallet_txn_id,
+            merchant_reference=self.payment_id,
+            payment_id=self.payment_id,
+            amount_paisa=self.amount_paisa,
+            at=self.debited_at,
+            instruction=settlement_instruction(self.notes),
+        )
+        return [
+            debit,
+            *(
+                Settleable(
+                    provider=provider,
+                    method=WALLET,
+                    type="refund",
+                    provider_reference=refund.wallet_refund_id,
+                    merchant_reference=refund.refund_id,
+                    payment_id=self.payment_id,
+                    amount_paisa=refund.amount_paisa,
+                    at=refund.processed_at,
+                )
+                for refund in self.refunds.values()
+                if refund.status is RefundStatus.PROCESSED
+            ),
+        ]
+
 
 def provider_name(wallet: str) -> str:
     """The wallet as the gateway names the provider ("GOOGLE_PAY" -> "google_pay")."""
@@ -109,7 +148,8 @@ class WalletBook:
     """Balances per (wallet, phone) and debits per (wallet, payment_id). Every method runs
     without awaiting, so concurrent calls on the event loop cannot interleave inside one."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._balances: dict[tuple[str, str], int] = {}
         self._debits: dict[tuple[str, str], WalletDebit] = {}
         self._refunds: dict[tuple[str, str], WalletRefund] = {}
@@ -127,6 +167,7 @@ class WalletBook:
         payment_id: str,
         amount_paisa: int,
         offer: CashbackOffer | None,
+        notes: dict[str, str] | None = None,
     ) -> tuple[WalletDebit, bool]:
         """Debit once per payment: a repeated call answers the first outcome. Returns the debit
         and whether this call made it."""
@@ -150,6 +191,8 @@ class WalletBook:
                 wallet_txn_id=new_id("WTX"),
                 failure_code="INSUFFICIENT_BALANCE",
                 offer_id=offer.offer_id if offer else "",
+                debited_at=self._clock(),
+                notes=dict(notes or {}),
             )
         else:
             cashback = offer.cashback_paisa(amount_paisa) if offer else 0
@@ -164,6 +207,8 @@ class WalletBook:
                 wallet_txn_id=new_id("WTX"),
                 cashback_paisa=cashback,
                 offer_id=offer.offer_id if offer else "",
+                debited_at=self._clock(),
+                notes=dict(notes or {}),
             )
         self._debits[(wallet, payment_id)] = debit
         return debit, True
@@ -225,6 +270,7 @@ class WalletBook:
                 amount_paisa,
                 RefundStatus.PROCESSED,
                 wallet_refund_id=new_id("WRF"),
+                processed_at=self._clock(),
             )
             self._balances[(wallet, debit.phone)] = self.balance(wallet, debit.phone) + amount_paisa
         self._refunds[(wallet, refund_id)] = refund
@@ -233,6 +279,9 @@ class WalletBook:
 
     def booked_payments(self) -> list[BookPayment]:
         return [debit.to_book() for debit in self._debits.values()]
+
+    def settleable(self) -> list[Settleable]:
+        return [entry for debit in self._debits.values() for entry in debit.settleable()]
 
     def booked_refunds(self) -> list[BookRefund]:
         return [
@@ -302,7 +351,12 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
             )
             return _debit_proto(self._book.get_debit(wallet, request.payment_id))
         debit, created = self._book.debit(
-            wallet, request.phone, request.payment_id, request.amount_paisa, offer
+            wallet,
+            request.phone,
+            request.payment_id,
+            request.amount_paisa,
+            offer,
+            dict(request.notes),
         )
         if created and wallet_outcome(debit.phone) is WalletOutcome.DEBIT_TIMEOUT:
             await answer_late(
@@ -320,7 +374,14 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
         offer: CashbackOffer | None,
     ) -> None:
         await asyncio.sleep(magic.WALLET_LATE_DEBIT_SECONDS)
-        self._book.debit(wallet, request.phone, request.payment_id, request.amount_paisa, offer)
+        self._book.debit(
+            wallet,
+            request.phone,
+            request.payment_id,
+            request.amount_paisa,
+            offer,
+            dict(request.notes),
+        )
 
     async def GetWalletDebit(
         self, request: wallets_pb2.GetWalletDebitRequest, context: RpcContext

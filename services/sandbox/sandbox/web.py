@@ -3,7 +3,10 @@
 It serves what real providers serve over the web: the bank pages a customer's browser is sent
 to for net banking, the card issuer's 3-D Secure challenge page (OTP), plus what a test or a
 demo uses: controls to act as the customer of a UPI request (approve/decline manual@upi), the
-providers' books (`GET /books`, sandbox.books), and `/health`.
+providers' books (`GET /books`, sandbox.books), and `/health`. It also serves what providers
+publish for the merchant's finance team: each provider's daily settlement file
+(`GET /settlements/{provider}/{YYYY-MM-DD}.csv`, with the provider's report API key as a bearer
+token; sandbox.settlements), and the control that settles an OMITted payment in a later file.
 
 Like the simulator itself, none of it is for production: the local stack binds it to loopback,
 Envoy never routes to it, and the Helm chart exposes no port for it.
@@ -12,12 +15,22 @@ Envoy never routes to it, and the Helm chart exposes no port for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date
 from html import escape
 
 from aiohttp import web
 
-from gateway_core.errors import Conflict, GatewayError, NotFound
+from gateway_core.errors import (
+    Conflict,
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from gateway_core.logging import get_logger
 from sandbox import acs as acs_module
 from sandbox.acs import Acs, Authentication, AuthenticationStatus
@@ -29,6 +42,7 @@ from sandbox.netbanking import (
     BankPaymentStatus,
     NetBanks,
 )
+from sandbox.settlements import SettlementReports
 from sandbox.upi import UpiSwitch
 
 log = get_logger(__name__)
@@ -93,6 +107,8 @@ class SandboxWeb:
         banks: NetBanks,
         acs: Acs,
         books: Sequence[KeepsBooks] = (),
+        settlements: SettlementReports | None = None,
+        report_keys: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -100,6 +116,8 @@ class SandboxWeb:
         self._banks = banks
         self._acs = acs
         self._books = books
+        self._settlements = settlements
+        self._report_keys = dict(report_keys or {})
         self._started = asyncio.Event()
         self.port: int | None = None
 
@@ -117,6 +135,9 @@ class SandboxWeb:
                     "/upi/transactions/{transaction_ref}/{decision:approve|decline}",
                     self._upi_decide,
                 ),
+                web.get("/settlements/providers", self._settlement_providers),
+                web.get("/settlements/{provider}/{day}.csv", self._settlement_file),
+                web.post("/settlements/{provider}/release", self._settlement_release),
             ]
         )
         return app
@@ -234,6 +255,85 @@ class SandboxWeb:
             }
         )
 
+    async def _settlement_providers(self, request: web.Request) -> web.Response:
+        reports = self._reports()
+        return web.json_response(
+            [{"provider": p.provider, "method": p.method} for p in reports.providers]
+        )
+
+    async def _settlement_file(self, request: web.Request) -> web.Response:
+        """A provider's settlement of one IST date, for the holder of its report key."""
+        reports = self._reports()
+        provider = request.match_info["provider"]
+        if not reports.knows(provider):
+            return _error(404, NotFound(f"no provider {provider!r}", reason="PROVIDER_NOT_FOUND"))
+        if not self._authorized(provider, request.headers.get("Authorization", "")):
+            response = _error(
+                401,
+                Unauthenticated(
+                    f"send {provider}'s report API key as Authorization: Bearer <key>",
+                    reason="REPORT_KEY_INVALID",
+                ),
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="settlements"'
+            return response
+        try:
+            day = _day(request.match_info["day"], "date in the path")
+        except InvalidArgument as exc:
+            return _error(400, exc)
+        settlement = reports.file(provider, day)
+        return web.Response(
+            text=settlement.csv(),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{provider}-{day}.csv"',
+                "X-Settlement-Id": settlement.settlement_id,
+                "X-Settlement-Utr": settlement.utr,
+            },
+        )
+
+    async def _settlement_release(self, request: web.Request) -> web.Response:
+        """Settle an OMITted payment in a later date's file: {"payment_id": ..., "date": ...}."""
+        reports = self._reports()
+        provider = request.match_info["provider"]
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        try:
+            if not isinstance(body, dict):
+                raise InvalidArgument(
+                    'the body must be a JSON object {"payment_id": ..., "date": "YYYY-MM-DD"}',
+                    reason="BAD_REQUEST_BODY",
+                )
+            payment_id = body.get("payment_id")
+            if not isinstance(payment_id, str) or not payment_id.strip():
+                raise InvalidArgument("payment_id is required", reason="PAYMENT_ID_REQUIRED")
+            day = _day(body.get("date"), "date")
+            reports.release(provider, payment_id.strip(), day)
+        except InvalidArgument as exc:
+            return _error(400, exc)
+        except NotFound as exc:
+            return _error(404, exc)
+        except FailedPrecondition as exc:
+            return _error(409, exc)
+        return web.json_response(
+            {"provider": provider, "payment_id": payment_id.strip(), "date": day.isoformat()}
+        )
+
+    def _reports(self) -> SettlementReports:
+        if self._settlements is None:
+            raise web.HTTPNotFound(text="settlement files are not served here")
+        return self._settlements
+
+    def _authorized(self, provider: str, authorization: str) -> bool:
+        expected = self._report_keys.get(provider, "")
+        scheme, _, presented = authorization.partition(" ")
+        if not expected or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(presented.strip().encode(), expected.encode())
+
     def _payment(self, request: web.Request) -> BankPayment:
         try:
             return self._banks.get(
@@ -247,6 +347,18 @@ class SandboxWeb:
             return self._acs.get(request.match_info["authentication_id"])
         except NotFound:
             raise web.HTTPNotFound(text="no such 3-D Secure authentication") from None
+
+
+def _day(value: object, what: str) -> date:
+    """An ISO date (YYYY-MM-DD), or InvalidArgument naming `what`."""
+    try:
+        if not isinstance(value, str) or len(value) != len("YYYY-MM-DD"):
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"{what} must be a date written YYYY-MM-DD, got {value!r}", reason="BAD_DATE"
+        ) from None
 
 
 def _error(status: int, error: GatewayError) -> web.Response:

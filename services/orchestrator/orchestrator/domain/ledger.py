@@ -14,7 +14,7 @@ payable, GST payable, fee revenue) carry negative ones.
 
 Capture: Dr provider clearing (amount); Cr merchant payable (amount - fee - GST); Cr fee
 revenue (fee); Cr GST payable (GST). Refund: Dr merchant payable; Cr provider clearing (fees are
-not returned: see domain/fees.py). Zero-amount lines (UPI has no fee) are left out.
+not returned: see gateway_core/fees.py). Zero-amount lines (UPI has no fee) are left out.
 
 Builders raise ValueError on an entry that cannot be right (unbalanced, mixed currencies): that
 is a bug in the caller, never a client error. migrations/0002_ledger.sql enforces the same
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orchestrator.domain.fees import Fee
+from gateway_core.fees import Fee
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 

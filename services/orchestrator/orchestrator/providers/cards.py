@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -88,8 +89,10 @@ class AcquirerClient:
         capture: bool,
         three_ds: ThreeDs,
         emi_tenure_months: int,
+        notes: Mapping[str, str],
     ) -> ProviderResult:
-        """Raises ProviderTimeout or Unavailable for a gateway that did not answer (failover)."""
+        """Raises ProviderTimeout or Unavailable for a gateway that did not answer (failover).
+        `notes`: the merchant's metadata, passed on with the payment."""
         reply = await call_provider(
             gateway,
             self._stub.Authorize(
@@ -105,6 +108,7 @@ class AcquirerClient:
                     authentication_value=three_ds.authentication_value,
                     three_ds_transaction_id=three_ds.transaction_id,
                     emi_tenure_months=emi_tenure_months,
+                    notes=notes,
                 ),
                 timeout=TIMEOUT_SECONDS,
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -43,7 +44,9 @@ class NetBankingClient:
         currency: str,
         return_url: str,
         callback_url: str,
+        notes: Mapping[str, str],
     ) -> Redirect:
+        """`notes`: the merchant's metadata, passed on with the payment."""
         reply = await call_provider(
             PROVIDER_NAME,
             self._stub.InitiateNetBankingPayment(
@@ -55,6 +58,7 @@ class NetBankingClient:
                     currency=currency,
                     return_url=return_url,
                     callback_url=callback_url,
+                    notes=notes,
                 ),
                 timeout=TIMEOUT_SECONDS,
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,8 +73,10 @@ class UpiCoreClient:
         flow: str,
         callback_url: str,
         expires_at: datetime,
+        notes: Mapping[str, str],
     ) -> ProviderResult:
-        """Register the transaction at the switch. Raises ProviderTimeout when it is silent."""
+        """Register the transaction at the switch. Raises ProviderTimeout when it is silent.
+        `notes`: the merchant's metadata, passed on with the payment."""
         expiry = Timestamp()
         expiry.FromDatetime(expires_at)
         reply = await call_provider(
@@ -90,6 +93,7 @@ class UpiCoreClient:
                     flow=flow,
                     callback_url=callback_url,
                     expires_at=expiry,
+                    notes=notes,
                 ),
                 timeout=INITIATE_TIMEOUT_SECONDS,
             ),

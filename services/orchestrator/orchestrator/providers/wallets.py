@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
 from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, call_provider
@@ -58,7 +60,9 @@ class WalletClient:
         amount_paisa: int,
         currency: str,
         offer_id: str,
+        notes: Mapping[str, str],
     ) -> ProviderResult:
+        """`notes`: the merchant's metadata, passed on with the payment."""
         reply = await call_provider(
             provider_name(wallet),
             self._stub.DebitWallet(
@@ -70,6 +74,7 @@ class WalletClient:
                     amount_paisa=amount_paisa,
                     currency=currency,
                     offer_id=offer_id,
+                    notes=notes,
                 ),
                 timeout=TIMEOUT_SECONDS,
             ),

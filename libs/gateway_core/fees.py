@@ -1,4 +1,8 @@
-"""Gateway fees: the per-method pricing table and the one fee formula.
+"""Fees: the per-method pricing table and the one fee formula.
+
+The orchestrator charges merchants with it, and the sandbox's simulated providers charge the
+gateway the same way in their settlement files (so a matched line's fee equals the ledger's),
+hence its home in the shared library.
 
 A fee is a rate on the amount (basis points, 1 bps = 0.01 %) plus a fixed part, rounded half up
 to the paisa; GST (18 %) is charged on the fee, also rounded half up. Both are deducted from the
@@ -9,8 +13,8 @@ Refunds do not return fees: the gateway did the work of the capture, so a refund
 merchant's payable by the full refunded amount and the fee and its GST stay charged (as at
 Razorpay and most Indian gateways).
 
-migrations/0002_ledger.sql seeds the `pricing` table with the same numbers as DEFAULT_PRICING;
-tests/unit/test_fees.py keeps both equal.
+The orchestrator's migrations/0002_ledger.sql seeds the `pricing` table with the same numbers
+as DEFAULT_PRICING; tests/unit/test_fees.py keeps both equal.
 """
 
 from __future__ import annotations
@@ -72,7 +76,14 @@ def compute_fee(amount_paisa: int, pricing: Pricing) -> Fee:
     fee = _bps_half_up(amount_paisa, pricing.rate_bps) + pricing.fixed_paisa
     if fee + _bps_half_up(fee, pricing.gst_bps) > amount_paisa:
         fee = _largest_fee_within(amount_paisa, pricing.gst_bps)
-    return Fee(fee_paisa=fee, tax_paisa=_bps_half_up(fee, pricing.gst_bps))
+    return Fee(fee_paisa=fee, tax_paisa=tax_on_fee(fee, pricing))
+
+
+def tax_on_fee(fee_paisa: int, pricing: Pricing) -> int:
+    """GST on a fee of `fee_paisa`, rounded as `compute_fee` rounds it."""
+    if fee_paisa < 0:
+        raise ValueError(f"a fee cannot be negative, got {fee_paisa}")
+    return _bps_half_up(fee_paisa, pricing.gst_bps)
 
 
 def _bps_half_up(paisa: int, bps: int) -> int:
