@@ -344,7 +344,9 @@ class FileIngest:
         refunds_by_id: dict[str, BookRefund] = {}
         if payment_lines:
             for row in await self._conn.fetch(
-                _PAYMENTS_BY_REFERENCE, provider, [line.provider_reference for line in payment_lines]
+                _PAYMENTS_BY_REFERENCE,
+                provider,
+                [line.provider_reference for line in payment_lines],
             ):
                 payments_by_reference[row["provider_reference"]] = _payment(row)
             unresolved = [

@@ -111,9 +111,9 @@ def classify(line: SettlementLine, books: Books, taken: set[str]) -> Verdict:
         ) or books.payments_by_id.get(line.merchant_reference)
         verdict = _payment_verdict(line, payment, taken)
     elif line.type == "refund":
-        refund = books.refunds_by_reference.get(
-            line.provider_reference
-        ) or books.refunds_by_id.get(line.merchant_reference)
+        refund = books.refunds_by_reference.get(line.provider_reference) or books.refunds_by_id.get(
+            line.merchant_reference
+        )
         verdict = _refund_verdict(line, refund, taken)
     else:
         verdict = Verdict(

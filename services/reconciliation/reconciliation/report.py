@@ -41,13 +41,17 @@ CSV_CHUNK_BYTES = 64 * 1024
 def outcome_counts(outcomes: dict[str, tuple[int, int]]) -> list[pb.OutcomeCount]:
     """In the enum's order, only the outcomes present."""
     return [
-        pb.OutcomeCount(outcome=pb.Outcome.Value(o.value), count=outcomes[o][0], amount_paisa=outcomes[o][1])
+        pb.OutcomeCount(
+            outcome=pb.Outcome.Value(o.value), count=outcomes[o][0], amount_paisa=outcomes[o][1]
+        )
         for o in Outcome
         if o in outcomes
     ]
 
 
-async def build(conn: asyncpg.Connection, day: date, providers: Sequence[str]) -> pb.SettlementReport:
+async def build(
+    conn: asyncpg.Connection, day: date, providers: Sequence[str]
+) -> pb.SettlementReport:
     report = pb.SettlementReport(date=day.isoformat(), currency="INR")
     for provider in providers:
         figures = await repository.day_figures(conn, provider, day)
@@ -79,7 +83,10 @@ async def build(conn: asyncpg.Connection, day: date, providers: Sequence[str]) -
             entry.tax_paisa = run["tax_paisa"]
             entry.net_settled_paisa = run["net_paisa"]
             entry.line_count = run["line_count"]
-            if report.ingested_at.seconds == 0 or run["created_at"].timestamp() > report.ingested_at.seconds:
+            if (
+                report.ingested_at.seconds == 0
+                or run["created_at"].timestamp() > report.ingested_at.seconds
+            ):
                 report.ingested_at.FromDatetime(run["created_at"])
         entry.difference_paisa = entry.net_settled_paisa - entry.expected_net_paisa
         report.providers.append(entry)
@@ -96,9 +103,7 @@ async def build(conn: asyncpg.Connection, day: date, providers: Sequence[str]) -
         matched = figures.outcomes.get(Outcome.MATCHED.value, (0, 0))[0]
         report.matched_count += matched
         report.discrepancy_count += sum(
-            count
-            for name, (count, _) in figures.outcomes.items()
-            if Outcome(name).raises_exception
+            count for name, (count, _) in figures.outcomes.items() if Outcome(name).raises_exception
         )
     report.provider = ",".join(providers)
     return report

@@ -34,7 +34,9 @@ def parse_day(text: str, field: str = "date") -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise invalid_field(field, f"{text} is not a calendar date", reason="INVALID_DATE") from None
+        raise invalid_field(
+            field, f"{text} is not a calendar date", reason="INVALID_DATE"
+        ) from None
 
 
 def check_provider_name(name: str, field: str = "provider") -> str:

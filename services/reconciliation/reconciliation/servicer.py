@@ -54,7 +54,11 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         caller = require_admin(context)
         day = parse_day(request.date)
         result = await self._reconciler.upload(
-            request.provider, day, request.file.data, source="UPLOADED", started_by=caller.merchant_id
+            request.provider,
+            day,
+            request.file.data,
+            source="UPLOADED",
+            started_by=caller.merchant_id,
         )
         return await self._run(result)
 
@@ -187,13 +191,14 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
 
 def run_message(row: asyncpg.Record) -> pb.ReconciliationRun:
     outcomes = {
-        Outcome(name): (int(v["count"]), int(v["amount_paisa"])) for name, v in row["outcomes"].items()
+        Outcome(name): (int(v["count"]), int(v["amount_paisa"]))
+        for name, v in row["outcomes"].items()
     }
     run = pb.ReconciliationRun(
         run_id=row["run_id"],
         provider=row["provider"],
         date=row["settlement_date"].isoformat(),
-        source=pb.ReconciliationRun.Source.Value(row["source"]),
+        source=row["source"],
         settlement_file_id=row["settlement_file_id"],
         checksum_sha256=row["checksum_sha256"],
         settlement_id=row["settlement_id"],
@@ -218,7 +223,7 @@ def run_message(row: asyncpg.Record) -> pb.ReconciliationRun:
 def exception_message(row: asyncpg.Record) -> pb.ReconciliationException:
     found = pb.ReconciliationException(
         exception_id=row["exception_id"],
-        type=pb.Outcome.Value(row["type"]),
+        type=row["type"],
         provider=row["provider"],
         date=row["settlement_date"].isoformat(),
         run_id=row["run_id"],
@@ -229,7 +234,7 @@ def exception_message(row: asyncpg.Record) -> pb.ReconciliationException:
         expected=row["expected"],
         actual=row["actual"],
         amount_paisa=row["amount_paisa"],
-        status=pb.ReconciliationException.Status.Value(row["status"]),
+        status=row["status"],
         resolution_note=row["resolution_note"] or "",
         resolved_by=row["resolved_by"] or "",
     )

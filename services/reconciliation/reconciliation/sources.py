@@ -89,7 +89,9 @@ class ReportSource:
             ):
                 if reply.status_code == 404:
                     raise invalid_field(
-                        "provider", f"the report API has no provider {provider!r}", "UNKNOWN_PROVIDER"
+                        "provider",
+                        f"the report API has no provider {provider!r}",
+                        "UNKNOWN_PROVIDER",
                     )
                 if reply.status_code in (401, 403):
                     raise FailedPrecondition(

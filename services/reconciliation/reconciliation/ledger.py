@@ -1,0 +1,120 @@
+"""Posting matched settlement lines to the orchestrator's ledger.
+
+Each MATCHED payment or refund line moves its money from "receivable from the provider" to
+"bank" through the orchestrator's internal SettlementLedgerService (never routed by Envoy;
+the orchestrator trusts only reconciliation's service identity). The call is idempotent per
+line (`line_key` = the file's SHA-256 and the line number), so a line posted twice, by a retry
+or by two replicas, is booked once. Lines are claimed with FOR UPDATE SKIP LOCKED, so
+replicas share the work; a line whose call fails stays unposted and is tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import grpc
+
+from gateway_core.logging import get_logger
+from paygate.ledger.v1 import settlement_pb2, settlement_pb2_grpc
+
+log = get_logger(__name__)
+
+BATCH_LINES = 200
+CONCURRENCY = 8
+IDLE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 30.0
+CALL_TIMEOUT_SECONDS = 10.0
+
+_CLAIM = """
+SELECT l.settlement_file_id, l.line_number, l.type, l.payment_id, l.refund_id,
+       l.amount_paisa, l.fee_paisa, l.tax_paisa,
+       f.provider, f.checksum_sha256, f.settlement_id, f.utr
+FROM settlement_lines l JOIN settlement_files f USING (settlement_file_id)
+WHERE l.outcome = 'MATCHED' AND l.posted_at IS NULL AND l.type IN ('payment', 'refund')
+ORDER BY l.settlement_file_id, l.line_number
+LIMIT $1
+FOR UPDATE OF l SKIP LOCKED
+"""
+
+
+def line_key(checksum_sha256: str, line_number: int) -> str:
+    """The ledger's idempotency key of one settlement line."""
+    return f"{checksum_sha256}:{line_number}"
+
+
+class LedgerPoster:
+    def __init__(
+        self, pool: asyncpg.Pool, stub: settlement_pb2_grpc.SettlementLedgerServiceStub
+    ) -> None:
+        self._pool = pool
+        self._stub = stub
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Post pending lines forever: promptly after a run, every IDLE_SECONDS otherwise."""
+        delay = 1.0
+        while True:
+            try:
+                posted = await self.post_pending()
+                delay = 1.0
+            except (grpc.aio.AioRpcError, asyncpg.PostgresError, OSError) as exc:
+                log.warning("ledger posting failed; retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            if posted:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+
+    async def post_pending(self) -> int:
+        """Post every matched line not posted yet, in batches; how many were posted."""
+        total = 0
+        while posted := await self._post_batch():
+            total += posted
+        return total
+
+    async def _post_batch(self) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            lines = await conn.fetch(_CLAIM, BATCH_LINES)
+            if not lines:
+                return 0
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def post(line: asyncpg.Record) -> tuple[str, int, str]:
+                async with gate:
+                    reply = await self._stub.PostSettlementLine(
+                        settlement_pb2.PostSettlementLineRequest(
+                            line_key=line_key(line["checksum_sha256"], line["line_number"]),
+                            provider=line["provider"],
+                            payment_id=line["payment_id"] or "",
+                            refund_id=line["refund_id"] or "",
+                            type=line["type"],
+                            amount_paisa=line["amount_paisa"],
+                            fee_paisa=line["fee_paisa"],
+                            tax_paisa=line["tax_paisa"],
+                            settlement_id=line["settlement_id"],
+                            utr=line["utr"],
+                        ),
+                        timeout=CALL_TIMEOUT_SECONDS,
+                    )
+                return line["settlement_file_id"], line["line_number"], reply.journal_id
+
+            results = await asyncio.gather(*(post(line) for line in lines), return_exceptions=True)
+            done = [r for r in results if isinstance(r, tuple)]
+            if done:
+                await conn.executemany(
+                    "UPDATE settlement_lines SET posted_at = now(), journal_id = $3"
+                    " WHERE settlement_file_id = $1 AND line_number = $2",
+                    done,
+                )
+            failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        return len(done)

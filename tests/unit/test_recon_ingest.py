@@ -1,0 +1,280 @@
+"""Reconciliation against a real PostgreSQL: books from events, files ingested and matched."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from devstack.postgres import ScratchServer
+from gateway_core.config import Settings
+from gateway_core.db import create_pool
+from paygate.events.v1 import events_pb2
+from paygate.payments.v1 import payments_pb2
+from reconciliation import events
+from reconciliation.ingest import FileOrigin, ingest_file
+from reconciliation.settlement_file import HEADER, MalformedFile
+
+DAY = date(2026, 12, 5)
+CAPTURED = datetime(2026, 12, 5, 6, 0, tzinfo=UTC)  # 11:30 IST on the 5th
+HEAD = ",".join(HEADER)
+SLA_DAYS = 3
+
+
+@pytest.fixture(scope="module")
+async def database(postgres_server: ScratchServer) -> Settings:
+    return await postgres_server.database("recon", "reconciliation")
+
+
+@pytest.fixture
+async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database, "reconciliation", "recon-tests")
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _ts(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def event(
+    payment_id: str,
+    *,
+    provider: str,
+    reference: str,
+    amount: int,
+    fees: int = 0,
+    tax: int = 0,
+    status: str = "SUCCESS",
+    sequence: int = 3,
+    refunds: list[payments_pb2.Refund] | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    payment = payments_pb2.Payment(
+        payment_id=payment_id,
+        merchant_id="MER_1",
+        amount_paisa=amount,
+        currency="INR",
+        payment_method=payments_pb2.UPI,
+        status=payments_pb2.Payment.Status.Value(status),
+        fees_paisa=fees,
+        tax_paisa=tax,
+        provider=provider,
+        external_txn_id=reference,
+        refunds=refunds or [],
+    )
+    if status in ("SUCCESS", "REFUNDED", "PARTIALLY_REFUNDED"):
+        payment.captured_amount_paisa = amount
+        payment.status_history.append(
+            payments_pb2.StatusTransition(
+                from_status=payments_pb2.Payment.PENDING,
+                to_status=payments_pb2.Payment.SUCCESS,
+                at=_ts(CAPTURED),
+            )
+        )
+    return events_pb2.Event(
+        event_id=event_id or f"EVT_{payment_id}_{sequence}",
+        type="payment.success",
+        payment_id=payment_id,
+        payment=payment,
+        sequence=sequence,
+    )
+
+
+def refund(refund_id: str, payment_id: str, reference: str, amount: int) -> payments_pb2.Refund:
+    return payments_pb2.Refund(
+        refund_id=refund_id,
+        payment_id=payment_id,
+        amount_paisa=amount,
+        status=payments_pb2.Refund.PROCESSED,
+        kind=payments_pb2.Refund.REFUND,
+        external_refund_id=reference,
+        processed_at=_ts(CAPTURED + timedelta(hours=1)),
+    )
+
+
+def csv_file(*rows: str) -> io.BytesIO:
+    return io.BytesIO(("\n".join([HEAD, *rows]) + "\n").encode())
+
+
+def row(
+    reference: str, our_id: str, kind: str, amount: str, fee: str = "0.00", tax: str = "0.00"
+) -> str:
+    return (
+        f"{reference},{our_id},{kind},{amount},{fee},{tax},INR,"
+        "2026-12-05T23:59:59+05:30,setl_A,UTR123,UPI"
+    )
+
+
+async def outcomes(pool: asyncpg.Pool, run_id: str) -> dict[str, int]:
+    found = await pool.fetchval(
+        "SELECT outcomes FROM reconciliation_runs WHERE run_id = $1", run_id
+    )
+    return {name: entry["count"] for name, entry in found.items()}
+
+
+async def test_events_apply_once_and_never_go_back_in_time(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        newer = event(
+            "PAY_E1", provider="p_events", reference="R1", amount=500, status="REFUNDED", sequence=5
+        )
+        older = event(
+            "PAY_E1", provider="p_events", reference="R1", amount=500, status="SUCCESS", sequence=3
+        )
+        assert await events.apply(conn, newer) is True
+        assert await events.apply(conn, newer) is False  # the same event id again
+        assert await events.apply(conn, older) is True  # a new id, but an older snapshot
+        stored = await conn.fetchrow("SELECT * FROM book_payments WHERE payment_id = 'PAY_E1'")
+    assert (stored["status"], stored["sequence"], stored["captured_paisa"]) == ("REFUNDED", 5, 500)
+    assert stored["settlement_date"] == DAY
+
+
+async def test_a_day_is_matched_and_the_same_file_twice_changes_nothing(pool: asyncpg.Pool) -> None:
+    provider = "p_day"
+    async with pool.acquire() as conn:
+        await events.apply(conn, event("PAY_D1", provider=provider, reference="RD1", amount=10_000))
+        await events.apply(
+            conn,
+            event(
+                "PAY_D2",
+                provider=provider,
+                reference="RD2",
+                amount=50_000,
+                fees=950,
+                tax=171,
+                status="PARTIALLY_REFUNDED",
+                refunds=[refund("RFD_D2", "PAY_D2", "RFN_D2", 20_000)],
+            ),
+        )
+    content = [
+        row("RD1", "PAY_D1", "payment", "100.00"),
+        row("RD2", "PAY_D2", "payment", "500.00", "9.50", "1.71"),
+        row("RFN_D2", "RFD_D2", "refund", "200.00"),
+    ]
+    origin = FileOrigin(provider, DAY, "UPLOADED", "ops")
+    first = await ingest_file(pool, csv_file(*content), origin, sla_days=SLA_DAYS)
+    assert first.already_ingested is False
+    assert await outcomes(pool, first.run_id) == {"MATCHED": 3}
+    run = await pool.fetchrow("SELECT * FROM reconciliation_runs WHERE run_id = $1", first.run_id)
+    assert (run["payments_paisa"], run["refunds_paisa"], run["fees_paisa"], run["tax_paisa"]) == (
+        60_000,
+        20_000,
+        950,
+        171,
+    )
+    assert run["net_paisa"] == 60_000 - 20_000 - 950 - 171
+    assert run["exception_count"] == 0
+    lines_before = await pool.fetchval("SELECT count(*) FROM settlement_lines")
+    again = await ingest_file(pool, csv_file(*content), origin, sla_days=SLA_DAYS)
+    assert (again.run_id, again.already_ingested) == (first.run_id, True)
+    assert await pool.fetchval("SELECT count(*) FROM settlement_lines") == lines_before
+
+
+async def test_each_discrepancy_is_one_outcome_and_one_exception(pool: asyncpg.Pool) -> None:
+    provider = "p_bad"
+    async with pool.acquire() as conn:
+        for n, status in enumerate(["SUCCESS"] * 4 + ["FAILED"], start=1):
+            await events.apply(
+                conn,
+                event(
+                    f"PAY_B{n}",
+                    provider=provider,
+                    reference=f"RB{n}",
+                    amount=10_000,
+                    fees=190,
+                    tax=34,
+                    status=status,
+                ),
+            )
+    result = await ingest_file(
+        pool,
+        csv_file(
+            row("RB1", "PAY_B1", "payment", "99.00", "1.90", "0.34"),  # short
+            row("RB2", "PAY_B2", "payment", "100.00", "2.90", "0.52"),  # fee
+            row("RB3", "PAY_B3", "payment", "100.00", "1.90", "0.34"),
+            row("RB3", "PAY_B3", "payment", "100.00", "1.90", "0.34"),  # twice
+            row("XTR9", "pay_stranger", "payment", "100.00", "1.90", "0.34"),  # unknown
+            row("RB5", "PAY_B5", "payment", "100.00", "1.90", "0.34"),  # we failed it
+        ),
+        FileOrigin(provider, DAY, "UPLOADED", "ops"),
+        sla_days=0,
+    )
+    assert await outcomes(pool, result.run_id) == {
+        "AMOUNT_MISMATCH": 1,
+        "FEE_MISMATCH": 1,
+        "MATCHED": 1,
+        "DUPLICATE": 1,
+        "MISSING_INTERNALLY": 1,
+        "STATUS_MISMATCH": 1,
+        "MISSING_IN_FILE": 1,  # PAY_B4: captured today, not in today's file, T+0
+    }
+    raised = await pool.fetch(
+        "SELECT type, payment_id, line_number, expected, actual FROM reconciliation_exceptions"
+        " WHERE run_id = $1 ORDER BY type",
+        result.run_id,
+    )
+    assert [(r["type"], r["payment_id"], r["line_number"]) for r in raised] == [
+        ("AMOUNT_MISMATCH", "PAY_B1", 2),
+        ("DUPLICATE", "PAY_B3", 5),
+        ("FEE_MISMATCH", "PAY_B2", 3),
+        ("MISSING_INTERNALLY", None, 6),
+        ("MISSING_IN_FILE", "PAY_B4", None),
+        ("STATUS_MISMATCH", "PAY_B5", 7),
+    ]
+
+
+async def test_a_malformed_file_leaves_nothing(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await events.apply(
+            conn, event("PAY_M1", provider="p_malformed", reference="RM1", amount=100)
+        )
+    counts = "SELECT (SELECT count(*) FROM settlement_files), (SELECT count(*) FROM settled_items)"
+    before = tuple(await pool.fetchrow(counts))
+    with pytest.raises(MalformedFile) as refused:
+        await ingest_file(
+            pool,
+            csv_file(
+                row("RM1", "PAY_M1", "payment", "1.00"), row("RM2", "PAY_M2", "payment", "1.0")
+            ),
+            FileOrigin("p_malformed", DAY, "UPLOADED", "ops"),
+            sla_days=SLA_DAYS,
+            chunk_lines=1,  # the first line's chunk was written before the bad one was read
+        )
+    assert refused.value.line_number == 3
+    assert tuple(await pool.fetchrow(counts)) == before
+
+
+async def test_an_omitted_payment_is_expected_then_missing_then_matched_by_a_later_file(
+    pool: asyncpg.Pool,
+) -> None:
+    provider = "p_late"
+    async with pool.acquire() as conn:
+        await events.apply(conn, event("PAY_L1", provider=provider, reference="RL1", amount=700))
+
+    async def reconcile(day: date, *rows: str) -> str:
+        origin = FileOrigin(provider, day, "UPLOADED", "ops")
+        return (await ingest_file(pool, csv_file(*rows), origin, sla_days=SLA_DAYS)).run_id
+
+    assert "EXPECTED" in await outcomes(pool, await reconcile(DAY))
+    assert "EXPECTED" in await outcomes(pool, await reconcile(DAY + timedelta(days=2)))
+    deadline_run = await reconcile(DAY + timedelta(days=3))
+    assert await outcomes(pool, deadline_run) == {"MISSING_IN_FILE": 1}
+    exception = await pool.fetchrow(
+        "SELECT * FROM reconciliation_exceptions WHERE payment_id = 'PAY_L1'"
+    )
+    assert (exception["type"], exception["status"]) == ("MISSING_IN_FILE", "OPEN")
+    late = await reconcile(DAY + timedelta(days=4), row("RL1", "PAY_L1", "payment", "7.00"))
+    assert await outcomes(pool, late) == {"MATCHED": 1}
+    exception = await pool.fetchrow(
+        "SELECT * FROM reconciliation_exceptions WHERE payment_id = 'PAY_L1'"
+    )
+    assert (exception["status"], exception["resolved_by"]) == ("RESOLVED", "reconciliation")
+    assert late in exception["resolution_note"]
