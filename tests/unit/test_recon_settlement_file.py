@@ -106,5 +106,5 @@ def test_paisa_is_exact_without_floats() -> None:
     assert paisa("0.10") + paisa("0.20") == paisa("0.30")
     assert paisa("999999999999999.99") == 99999999999999999
     assert paisa("-0.05", signed=True) == -5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"-0\.05"):
         paisa("-0.05")
