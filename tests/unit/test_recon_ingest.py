@@ -17,6 +17,7 @@ from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 from reconciliation import events
 from reconciliation.ingest import FileOrigin, ingest_file
+from reconciliation.matching import Outcome, ist_date, overdue_on, settlement_deadline
 from reconciliation.settlement_file import HEADER, MalformedFile
 
 DAY = date(2026, 12, 5)
@@ -246,7 +247,6 @@ async def test_a_malformed_file_leaves_nothing(pool: asyncpg.Pool) -> None:
             ),
             FileOrigin("p_malformed", DAY, "UPLOADED", "ops"),
             sla_days=SLA_DAYS,
-            chunk_lines=1,  # the first line's chunk was written before the bad one was read
         )
     assert refused.value.line_number == 3
     assert tuple(await pool.fetchrow(counts)) == before
@@ -278,3 +278,116 @@ async def test_an_omitted_payment_is_expected_then_missing_then_matched_by_a_lat
     )
     assert (exception["status"], exception["resolved_by"]) == ("RESOLVED", "reconciliation")
     assert late in exception["resolution_note"]
+
+
+GOOD = "RG1,PAY_G1,payment,1234.50,24.69,4.44,INR,2026-12-05T23:59:59+05:30,setl_1,UTR1,UPI"
+
+
+async def refusal(pool: asyncpg.Pool, content: bytes) -> MalformedFile:
+    with pytest.raises(MalformedFile) as refused:
+        await ingest_file(
+            pool, io.BytesIO(content), FileOrigin("p_format", DAY, "UPLOADED", "ops"), sla_days=3
+        )
+    return refused.value
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["1234.5", "1234.500", "1234", "1e3", "", "NaN", "-5.00", "01.00", '"1,234.50"', "١٢.٠٠"],
+)
+async def test_an_amount_that_is_not_rupees_with_two_decimals_is_refused(
+    pool: asyncpg.Pool, amount: str
+) -> None:
+    broken = GOOD.replace("1234.50", amount)
+    refused = await refusal(pool, f"{HEAD}\n{GOOD}\n{broken}\n".encode())
+    assert refused.line_number == 3
+    assert refused.reason.startswith("amount must be rupees with exactly two decimals")
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (GOOD.replace(",INR,", ",USD,"), "currency must be INR"),
+        (GOOD.replace("payment", "payout"), "type must be one of"),
+        (GOOD.replace(",UPI", ",CASH"), "method must be one of"),
+        (GOOD.replace("24.69", "-1.00"), "fee must be rupees"),
+        (GOOD.replace("4.44", "x"), "tax must be rupees"),
+        (GOOD.replace("+05:30", ""), "settled_at must be an ISO 8601 time with an offset"),
+        (GOOD.replace("2026-12-05", "2026-13-45"), "settled_at must be"),
+        (GOOD.replace("RG1", ""), "provider_reference must be"),
+        (GOOD.replace("PAY_G1", ""), "merchant_reference must be"),
+        (GOOD.replace("RG1", "R G1"), "provider_reference must be"),
+        (GOOD + ",extra", "expected 11 comma-separated fields"),
+        (GOOD.rsplit(",", 1)[0], "expected 11 comma-separated fields"),
+        ("", "expected 11 comma-separated fields"),
+        (GOOD.replace("setl_1", "setl_2"), "settlement_id and utr must be the same on every line"),
+        (GOOD.replace("UTR1", "UTR2"), "settlement_id and utr must be the same on every line"),
+    ],
+)
+async def test_a_line_breaking_a_rule_is_refused_with_its_number(
+    pool: asyncpg.Pool, broken: str, reason: str
+) -> None:
+    refused = await refusal(pool, f"{HEAD}\n{GOOD}\n{GOOD}\n{broken}\n".encode())
+    assert refused.line_number == 4
+    assert reason in refused.reason
+    assert str(refused).startswith("line 4: ")
+
+
+async def test_an_unclosed_quote_is_refused(pool: asyncpg.Pool) -> None:
+    # The quoted field swallows the lines after it: PostgreSQL's CSV reader names a line
+    # between the opening quote and the end of the file.
+    refused = await refusal(pool, f'{HEAD}\n{GOOD}\n"{GOOD}\n{GOOD}\n'.encode())
+    assert refused.reason == "not valid CSV: a quoted field is not closed"
+    assert 3 <= refused.line_number <= 5
+
+
+async def test_bytes_that_are_not_utf8_are_refused_with_their_line(pool: asyncpg.Pool) -> None:
+    refused = await refusal(pool, f"{HEAD}\n{GOOD}\n".encode() + GOOD.encode()[:-3] + b"\xff\n")
+    assert (refused.line_number, refused.reason) == (3, "not valid UTF-8")
+
+
+async def test_a_wrong_or_missing_header_is_line_one(pool: asyncpg.Pool) -> None:
+    wrong = await refusal(pool, f"{GOOD}\n".encode())
+    assert (wrong.line_number, "header" in wrong.reason) == (1, True)
+    empty = await refusal(pool, b"")
+    assert (empty.line_number, "header line is missing" in empty.reason) == (1, True)
+
+
+async def test_a_header_only_file_is_a_day_without_settlements(pool: asyncpg.Pool) -> None:
+    origin = FileOrigin("p_empty", DAY, "UPLOADED", "ops")
+    result = await ingest_file(pool, io.BytesIO(f"\ufeff{HEAD}\r\n".encode()), origin, sla_days=3)
+    run = await pool.fetchrow("SELECT * FROM reconciliation_runs WHERE run_id = $1", result.run_id)
+    assert (run["line_count"], run["net_paisa"], run["exception_count"]) == (0, 0, 0)
+    # The same empty file is another day's own file, not that day's run again.
+    other = FileOrigin("p_empty", DAY + timedelta(days=1), "UPLOADED", "ops")
+    again = await ingest_file(pool, io.BytesIO(f"\ufeff{HEAD}\r\n".encode()), other, sla_days=3)
+    assert (again.already_ingested, again.run_id != result.run_id) == (False, True)
+
+
+async def test_amounts_are_exact_paisa(pool: asyncpg.Pool) -> None:
+    rows = [
+        GOOD.replace("RG1", f"RX{n}").replace("PAY_G1", f"PAY_X{n}").replace("1234.50", amount)
+        for n, amount in enumerate(["0.10", "0.20", "999999999999999.99"])
+    ]
+    adjustment = GOOD.replace("RG1,PAY_G1,payment,1234.50", "ADJ1,,adjustment,-0.05")
+    origin = FileOrigin("p_exact", DAY, "UPLOADED", "ops")
+    body = "\n".join([HEAD, *rows, adjustment]) + "\n"
+    result = await ingest_file(pool, io.BytesIO(body.encode()), origin, sla_days=3)
+    run = await pool.fetchrow("SELECT * FROM reconciliation_runs WHERE run_id = $1", result.run_id)
+    assert run["payments_paisa"] == 10 + 20 + 99999999999999999
+    assert run["adjustments_paisa"] == -5
+    assert run["fees_paisa"] == 4 * 2469
+
+
+def test_only_matched_and_expected_need_no_person() -> None:
+    assert {o for o in Outcome if not o.raises_exception} == {Outcome.MATCHED, Outcome.EXPECTED}
+
+
+def test_deadlines_count_ist_days() -> None:
+    # 18:30 UTC is midnight in India: the next IST day.
+    assert ist_date(datetime(2026, 12, 5, 18, 29, 59, tzinfo=UTC)) == date(2026, 12, 5)
+    assert ist_date(datetime(2026, 12, 5, 18, 30, tzinfo=UTC)) == date(2026, 12, 6)
+    assert settlement_deadline(date(2026, 12, 5), 3) == date(2026, 12, 8)
+    # The file of the 8th is the last chance of items of the 5th (T+3), and of the 8th (T+0).
+    assert overdue_on(date(2026, 12, 8), 3) == date(2026, 12, 5)
+    assert overdue_on(date(2026, 12, 8), 0) == date(2026, 12, 8)

@@ -32,7 +32,8 @@ CREATE TABLE book_payments (
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX book_payments_reference_idx ON book_payments (provider, provider_reference);
+CREATE INDEX book_payments_reference_idx
+    ON book_payments (provider, provider_reference, payment_id);
 CREATE INDEX book_payments_day_idx ON book_payments (provider, settlement_date)
     WHERE settlement_date IS NOT NULL;
 
@@ -67,9 +68,10 @@ ALTER TABLE settlement_files
     ADD COLUMN utr text NOT NULL DEFAULT '';
 
 -- Every data line of every file ingested, with its outcome. Line numbers are the file's
--- (the header is line 1).
+-- (the header is line 1). No foreign key to settlement_files: the ingest writes a file's
+-- row and its lines in one transaction, and a per-row key check would halve COPY's speed.
 CREATE TABLE settlement_lines (
-    settlement_file_id  text NOT NULL REFERENCES settlement_files (settlement_file_id),
+    settlement_file_id  text NOT NULL,
     line_number         integer NOT NULL CHECK (line_number > 1),
     type                text NOT NULL
         CHECK (type IN ('payment', 'refund', 'chargeback', 'adjustment')),
@@ -86,6 +88,9 @@ CREATE TABLE settlement_lines (
     -- What the line was matched to, if anything.
     payment_id          text,
     refund_id           text,
+    -- For a discrepancy: our value and the file's, as text (NULL when MATCHED).
+    expected            text,
+    actual              text,
     -- Posted to the orchestrator's ledger (MATCHED payment and refund lines only).
     journal_id          text,
     posted_at           timestamptz,
