@@ -74,8 +74,9 @@ SECRET_RULES: Mapping[str, SecretRule] = {
     "orchestrator_service_key": SecretRule(),
     "idempotency_fingerprint_key": SecretRule(),
     "reconciliation_service_key": SecretRule(),
-    # A JSON object of keys: Settings.report_keys() checks each key by the rules above.
-    "provider_report_keys": SecretRule(min_bytes=0),
+    # A JSON object of keys: Settings.report_keys() checks each key by the rules above. Empty:
+    # no provider's reports can be read (the sandbox answers 401 to every request).
+    "provider_report_keys": SecretRule(min_bytes=0, required=False),
     **{f"provider_callback_secret_{provider}": SecretRule() for provider in CALLBACK_PROVIDERS},
     # Credentials someone else issues (the acquirer; the database's owner, who may use
     # certificate or IAM authentication and no password): their length is not ours to set,
@@ -394,6 +395,8 @@ class Settings(BaseSettings):
         key is held to the secret rules on its own, and two providers sharing one is refused,
         since either could then read the other's reports."""
         raw = self.secret("provider_report_keys")
+        if not raw.strip():
+            return {}
         try:
             keys = json.loads(raw)
         except ValueError:

@@ -27,6 +27,9 @@ class ServiceInfo:
     # The secret settings it holds (gateway_core.config.SECRET_RULES, by variable name): checked
     # before it starts (ServiceApp) and handed to its pods by the Helm chart (secretEnv).
     secrets: tuple[str, ...] = ()
+    # gRPC services it serves to other services only: Envoy never routes them, whatever
+    # `public` says (each checks its caller's service identity itself).
+    internal_grpc_services: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -53,6 +56,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.merchants.v1.MerchantService",
             "paygate.callbacks.v1.ProviderCallbackService",
         ),
+        internal_grpc_services=("paygate.ledger.v1.SettlementLedgerService",),
         schema="orchestrator",
         secrets=(
             "DB_PASSWORD",

@@ -258,3 +258,42 @@ async def test_the_sandbox_lists_every_provider_with_its_method(reports: Reports
         {"provider": "netbanking", "method": "NET_BANKING"},
     ]
     assert set(reports.keys) == {entry["provider"] for entry in reply.json()}
+
+
+async def test_the_events_carry_what_the_file_is_matched_with(
+    payments: Any, reports: Reports, kafka_events: Any
+) -> None:
+    """Reconciliation learns payments and refunds from payments.events only: each line of the
+    file must find its payment (or refund) there by reference, amount, fee, tax and date."""
+    made = await payments.create(
+        {
+            "amount_paisa": 40_000,
+            "currency": "INR",
+            "payment_method": "WALLET",
+            "payment_details": {"wallet": "AMAZON_PAY", "phone": "9999999999"},
+        }
+    )
+    await payments.wait_for(made["payment_id"], "SUCCESS")
+    refunded = await payments.act(made["payment_id"], "refund", {"amount_paisa": 15_000})
+    assert refunded.status_code == 200, refunded.text
+    await payments.wait_for(made["payment_id"], "PARTIALLY_REFUNDED")
+    day = today()
+    events = await kafka_events(made["payment_id"], want=4)
+    (succeeded,) = [e for e in events if e["type"] == "payment.success"]
+    (processed,) = [e for e in events if e["type"] == "refund.processed"]
+    payment, refund = succeeded["payment"], processed["refund"]
+    paid_line, refund_line = about(
+        await reports.lines("amazon_pay", day), made["payment_id"], refund["refund_id"]
+    )
+
+    assert (payment["provider"], payment["status"]) == ("amazon_pay", "SUCCESS")
+    assert payment["external_txn_id"] == paid_line["provider_reference"]
+    assert rupees_string(int(payment["amount_paisa"])) == paid_line["amount"]
+    assert rupees_string(int(payment["fees_paisa"])) == paid_line["fee"] == "7.60"
+    assert rupees_string(int(payment["tax_paisa"])) == paid_line["tax"] == "1.37"
+    captured_at = datetime.fromisoformat(payment["processed_at"].replace("Z", "+00:00"))
+    assert captured_at.astimezone(ZoneInfo("Asia/Kolkata")).date().isoformat() == day
+    assert refund["external_refund_id"] == refund_line["provider_reference"]
+    assert (refund["payment_id"], refund["status"]) == (made["payment_id"], "PROCESSED")
+    assert rupees_string(int(refund["amount_paisa"])) == refund_line["amount"] == "150.00"
+    assert "processed_at" in refund

@@ -412,6 +412,10 @@ def test_production_refuses_bad_report_keys_naming_the_provider(keys: str, rule:
     assert STRONG not in str(raised.value)
 
 
+def test_no_report_keys_open_no_reports() -> None:
+    assert production(provider_report_keys="").report_keys() == {}
+
+
 def test_production_refuses_report_keys_left_at_their_published_default() -> None:
     with pytest.raises(ConfigError, match="PROVIDER_REPORT_KEYS is not set"):
         production().report_keys()

@@ -34,7 +34,7 @@ GRPC_PORT = 50051
 METRICS_PORT = 9090
 # Who may open connections to whom (DESIGN §2 and the deployment brief): the spec, not the chart.
 CALLERS = {
-    "orchestrator": {"envoy"},
+    "orchestrator": {"envoy", "reconciliation"},
     "fraud": {"orchestrator"},
     "tokenization-vault": {"orchestrator"},
     "sandbox": {"orchestrator"},
@@ -426,6 +426,8 @@ def test_values_carry_no_secret_defaults(chart: Any) -> None:
         "redisPassword",
         "cardGatewayApiKey",
         "orchestratorServiceKey",
+        "reconciliationServiceKey",
+        "providerReportKeys",
         "providerCallbackSecretUpiCore",
         "providerCallbackSecretNetbanking",
         "providerCallbackSecretAcs",
@@ -464,6 +466,7 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
         "providerCallbackSecretNetbanking": "n" * 40,
         "providerCallbackSecretAcs": "a" * 40,
         "orchestratorServiceKey": "o" * 40,
+        "reconciliationServiceKey": "c" * 40,
         "idempotencyFingerprintKey": "i" * 40,
         "dbPassword": "pw",
         "dbOrchestratorPassword": "r" * 32,

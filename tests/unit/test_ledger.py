@@ -11,12 +11,16 @@ from orchestrator.domain.ledger import (
     JournalEntry,
     JournalKind,
     Posting,
+    bank,
     capture_entry,
     fee_revenue,
     gst_payable,
     merchant_payable,
+    payment_settlement_entry,
     provider_clearing,
+    provider_fees,
     refund_entry,
+    refund_settlement_entry,
 )
 
 MERCHANT = "MER_01JTEST"
@@ -179,3 +183,78 @@ def test_refund_refuses_impossible_amounts() -> None:
         refund(0)
     with pytest.raises(ValueError, match="refund_id"):
         refund(1, refund_id="")
+
+
+# Settlement: the provider pays out what it owed, less its fee and GST
+
+
+def test_a_payment_settlement_moves_the_receivable_to_the_bank_less_the_providers_fee() -> None:
+    entry = payment_settlement_entry(
+        payment_id="PAY_1",
+        merchant_id=MERCHANT,
+        provider="razorpay",
+        currency="INR",
+        amount_paisa=100_000,
+        fee=Fee(2_000, 360),
+    )
+
+    assert (entry.journal_id, entry.kind, entry.refund_id) == (
+        "settlement:PAY_1",
+        JournalKind.SETTLEMENT,
+        None,
+    )
+    assert lines(entry) == {
+        provider_clearing("razorpay", "INR").account_id: -100_000,
+        bank("razorpay", "INR").account_id: 97_640,
+        provider_fees("razorpay", "INR").account_id: 2_360,
+    }
+    assert bank("razorpay", "INR").account_id == "bank:razorpay:INR"
+    assert provider_fees("razorpay", "INR").account_id == "provider_fees:razorpay:INR"
+
+
+def test_a_settlement_without_fee_has_no_fee_line() -> None:
+    entry = payment_settlement_entry(
+        payment_id="PAY_U",
+        merchant_id=MERCHANT,
+        provider=PROVIDER,
+        currency="INR",
+        amount_paisa=5_000,
+        fee=Fee(0, 0),
+    )
+
+    assert lines(entry) == {
+        provider_clearing(PROVIDER, "INR").account_id: -5_000,
+        bank(PROVIDER, "INR").account_id: 5_000,
+    }
+
+
+def test_a_refund_settlement_gives_the_receivable_back_out_of_the_bank() -> None:
+    entry = refund_settlement_entry(
+        payment_id="PAY_1",
+        refund_id="RFD_1",
+        merchant_id=MERCHANT,
+        provider="razorpay",
+        currency="INR",
+        amount_paisa=30_000,
+    )
+
+    assert (entry.journal_id, entry.refund_id) == ("settlement:PAY_1:RFD_1", "RFD_1")
+    assert lines(entry) == {
+        provider_clearing("razorpay", "INR").account_id: 30_000,
+        bank("razorpay", "INR").account_id: -30_000,
+    }
+
+
+@pytest.mark.parametrize(
+    ("amount", "fee"), [(0, Fee(0, 0)), (-5, Fee(0, 0)), (100, Fee(90, 20)), (100, Fee(-1, 0))]
+)
+def test_a_settlement_that_cannot_be_right_is_refused(amount: int, fee: Fee) -> None:
+    with pytest.raises(ValueError, match="settlement of PAY_1"):
+        payment_settlement_entry(
+            payment_id="PAY_1",
+            merchant_id=MERCHANT,
+            provider="razorpay",
+            currency="INR",
+            amount_paisa=amount,
+            fee=fee,
+        )

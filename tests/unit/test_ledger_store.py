@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -13,10 +14,16 @@ import pytest
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
+from gateway_core.errors import FailedPrecondition
 from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee
 from gateway_core.ids import new_id
 from orchestrator.domain import emi
-from orchestrator.domain.ledger import JournalEntry, capture_entry, refund_entry
+from orchestrator.domain.ledger import (
+    JournalEntry,
+    capture_entry,
+    payment_settlement_entry,
+    refund_entry,
+)
 from orchestrator.ledger_store import (
     MerchantBalance,
     check_invariants,
@@ -24,6 +31,7 @@ from orchestrator.ledger_store import (
     merchant_balance,
     post_entry,
 )
+from orchestrator.settlement_store import SettlementLine, post_settlement_line, provider_balances
 
 PROVIDER = "sandbox_acquirer"
 START_SECONDS = 30
@@ -544,3 +552,97 @@ async def test_invariants_report_an_emi_payment_without_its_discount(pool: async
         f"payment {payment_id} (SUCCESS, EMI plan {plan.plan_id}) has 0 EMI discount journals"
         f" of 0 paisa; its plan gives {plan.merchant_discount_paisa}"
     ]
+
+
+async def test_invariants_report_a_settlement_of_more_than_was_captured(
+    pool: asyncpg.Pool,
+) -> None:
+    async with rolled_back(pool) as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 10_000)
+        await post_entry(
+            conn,
+            payment_settlement_entry(
+                payment_id=payment_id,
+                merchant_id=merchant_id,
+                provider=PROVIDER,
+                currency="INR",
+                amount_paisa=10_100,
+                fee=fee,
+            ),
+        )
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"settlement journal settlement:{payment_id} moves 10100 paisa of"
+        f" provider_clearing:{PROVIDER}:INR; capture:{payment_id} booked 10000 there"
+    ]
+
+
+async def test_settlement_lines_post_once_and_keep_the_provider_receivable_explained(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 40_000)
+    before = {b.provider: b for b in await provider_balances(pool)}[PROVIDER]
+    line = SettlementLine(
+        line_key=f"setl_unit:{payment_id}",
+        provider=PROVIDER,
+        payment_id=payment_id,
+        refund_id=None,
+        type="PAYMENT",
+        amount_paisa=40_000,
+        fee_paisa=fee.fee_paisa,
+        tax_paisa=fee.tax_paisa,
+        settlement_id="setl_unit",
+        utr="SBXN1",
+    )
+
+    results = await asyncio.gather(*(post_settlement_line(pool, line) for _ in range(5)))
+
+    assert sorted(r.already_posted for r in results) == [False, True, True, True, True]
+    assert {r.journal_id for r in results} == {f"settlement:{payment_id}"}
+    (after,) = await provider_balances(pool, PROVIDER)
+    assert after.settled_paisa - before.settled_paisa == 40_000
+    assert after.bank_paisa - before.bank_paisa == 40_000 - fee.total
+    assert after.fees_paisa - before.fees_paisa == fee.total
+    assert after.receivable_paisa == (
+        after.captured_paisa - after.refunded_paisa - after.adjusted_paisa - after.settled_paisa
+    )
+    assert await check_invariants(pool) == []
+
+
+async def test_the_same_settlement_line_under_a_new_key_answers_the_first_posting(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 12_000)
+    first = SettlementLine(
+        line_key=f"checksum1:{payment_id}",
+        provider=PROVIDER,
+        payment_id=payment_id,
+        refund_id=None,
+        type="PAYMENT",
+        amount_paisa=12_000,
+        fee_paisa=fee.fee_paisa,
+        tax_paisa=fee.tax_paisa,
+        settlement_id="setl_day",
+        utr="SBXN7",
+    )
+    posted = await post_settlement_line(pool, first)
+    (before,) = await provider_balances(pool, PROVIDER)
+
+    refetched = await post_settlement_line(pool, replace(first, line_key=f"checksum2:{payment_id}"))
+    with pytest.raises(FailedPrecondition, match="already settled by settlement setl_day"):
+        await post_settlement_line(
+            pool, replace(first, line_key=f"checksum3:{payment_id}", settlement_id="setl_next")
+        )
+    with pytest.raises(FailedPrecondition, match="already settled"):
+        await post_settlement_line(
+            pool, replace(first, line_key=f"checksum4:{payment_id}", fee_paisa=fee.fee_paisa + 1)
+        )
+
+    assert (posted.already_posted, refetched.already_posted) == (False, True)
+    assert refetched.journal_id == posted.journal_id
+    assert await provider_balances(pool, PROVIDER) == [before]

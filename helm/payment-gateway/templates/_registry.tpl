@@ -21,7 +21,9 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.payments.v1.PaymentMethodService
     - paygate.merchants.v1.MerchantService
     - paygate.callbacks.v1.ProviderCallbackService
-  callers: [envoy]
+  # reconciliation: the internal paygate.ledger.v1.SettlementLedgerService (never routed by
+  # Envoy; it checks reconciliation's service identity itself).
+  callers: [envoy, reconciliation]
 - key: fraud
   name: fraud
   module: fraud

@@ -31,7 +31,9 @@ from orchestrator.servicers.callbacks import ProviderCallbackServicer
 from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
+from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
 from paygate.callbacks.v1 import callbacks_pb2_grpc
+from paygate.ledger.v1 import settlement_pb2_grpc
 from paygate.merchants.v1 import merchants_pb2_grpc
 from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
 
@@ -113,6 +115,12 @@ async def main() -> None:
         "paygate.callbacks.v1.ProviderCallbackService",
         callbacks_pb2_grpc.add_ProviderCallbackServiceServicer_to_server,
         ProviderCallbackServicer(processor),
+    )
+    # Internal (never routed by Envoy): reconciliation's matched settlement lines.
+    app.add_service(
+        "paygate.ledger.v1.SettlementLedgerService",
+        settlement_pb2_grpc.add_SettlementLedgerServiceServicer_to_server,
+        SettlementLedgerServicer(pool, service_keys(settings)),
     )
     await app.run()
 

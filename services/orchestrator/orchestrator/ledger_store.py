@@ -305,6 +305,20 @@ _CHECKS = [
     HAVING sum(t.amount_paisa) > pay.amount_paisa
     ORDER BY pay.payment_id
     LIMIT $1""",
+    # A settlement moves exactly what its capture (or refund) booked, on the same provider.
+    """
+    SELECT format('settlement journal %s moves %s paisa of %s; %s booked %s there', s.journal_id,
+                  -sp.amount_paisa, sa.account_id, src.id,
+                  coalesce(cp.amount_paisa::text, 'nothing')) AS problem
+    FROM journal_entries s
+    JOIN postings sp ON sp.journal_id = s.journal_id
+    JOIN ledger_accounts sa ON sa.account_id = sp.account_id AND sa.kind = 'provider_clearing'
+    CROSS JOIN LATERAL (SELECT CASE WHEN s.refund_id IS NULL THEN 'capture:' || s.payment_id
+                        ELSE 'refund:' || s.payment_id || ':' || s.refund_id END AS id) src
+    LEFT JOIN postings cp ON cp.journal_id = src.id AND cp.account_id = sp.account_id
+    WHERE s.kind = 'settlement' AND (cp.amount_paisa IS NULL OR cp.amount_paisa <> -sp.amount_paisa)
+    ORDER BY s.journal_id
+    LIMIT $1""",
     """
     SELECT format('payment %s shows fee %s + tax %s; its capture journal charged %s + %s',
                   pay.payment_id, pay.fees_paisa, pay.tax_paisa, t.fee_paisa, t.tax_paisa)

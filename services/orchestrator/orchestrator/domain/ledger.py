@@ -11,10 +11,15 @@ payable, GST payable, fee revenue) carry negative ones.
 | merchant_payable:<merchant_id>:<currency>| liability | what we owe the merchant, not yet settled|
 | fee_revenue:<currency>                   | revenue   | the gateway's fees                       |
 | gst_payable:<currency>                   | liability | GST on fees, owed to the government      |
+| bank:<provider>:<currency>               | asset     | what the provider's settlements paid in  |
+| provider_fees:<provider>:<currency>      | expense   | fees and GST the provider kept           |
 
 Capture: Dr provider clearing (amount); Cr merchant payable (amount - fee - GST); Cr fee
 revenue (fee); Cr GST payable (GST). Refund: Dr merchant payable; Cr provider clearing (fees are
-not returned: see gateway_core/fees.py). Zero-amount lines (UPI has no fee) are left out.
+not returned: see gateway_core/fees.py). Settlement of a payment (a line of the provider's
+settlement file): Cr provider clearing (amount); Dr bank (amount - fee - tax); Dr provider fees
+(fee + tax). Settlement of a refund: Dr provider clearing; Cr bank. Zero-amount lines (UPI has
+no fee) are left out.
 
 Builders raise ValueError on an entry that cannot be right (unbalanced, mixed currencies): that
 is a bug in the caller, never a client error. migrations/0002_ledger.sql enforces the same
@@ -37,6 +42,8 @@ class AccountKind(StrEnum):
     MERCHANT_PAYABLE = "merchant_payable"
     FEE_REVENUE = "fee_revenue"
     GST_PAYABLE = "gst_payable"
+    BANK = "bank"
+    PROVIDER_FEES = "provider_fees"
 
 
 class JournalKind(StrEnum):
@@ -88,6 +95,16 @@ def gst_payable(currency: str) -> Account:
     return Account(AccountKind.GST_PAYABLE, currency)
 
 
+def bank(provider: str, currency: str) -> Account:
+    """The gateway's bank account, as far as `provider`'s settlements paid into it (an asset)."""
+    return _owned(AccountKind.BANK, provider, currency)
+
+
+def provider_fees(provider: str, currency: str) -> Account:
+    """Fees and GST `provider` kept from its settlements (an expense)."""
+    return _owned(AccountKind.PROVIDER_FEES, provider, currency)
+
+
 def _owned(kind: AccountKind, owner: str, currency: str) -> Account:
     if not owner:
         raise ValueError(f"a {kind} account needs its owner")
@@ -98,6 +115,10 @@ def _owned(kind: AccountKind, owner: str, currency: str) -> Account:
 class Posting:
     account: Account
     amount_paisa: int  # debit positive, credit negative, never zero
+
+
+# Journals that may name a refund: the refund itself, and the settlement of one.
+_KINDS_WITH_REFUND = frozenset({JournalKind.REFUND, JournalKind.SETTLEMENT})
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,9 @@ class JournalEntry:
     def __post_init__(self) -> None:
         if not self.payment_id or not self.merchant_id:
             raise ValueError(f"{self.journal_id}: payment_id and merchant_id are required")
-        if (self.kind is JournalKind.REFUND) != (self.refund_id is not None):
+        if self.kind is JournalKind.REFUND and self.refund_id is None:
+            raise ValueError(f"{self.journal_id}: a refund entry needs its refund_id")
+        if self.refund_id is not None and self.kind not in _KINDS_WITH_REFUND:
             raise ValueError(f"{self.journal_id}: a refund_id goes with refund entries only")
         if len(self.postings) < 2:
             raise ValueError(f"{self.journal_id}: an entry needs at least two postings")
@@ -216,6 +239,65 @@ def emi_discount_entry(
         lines=[
             (merchant_payable(merchant_id, currency), discount_paisa),
             (provider_clearing(provider, currency), -discount_paisa),
+        ],
+    )
+
+
+def payment_settlement_entry(
+    *,
+    payment_id: str,
+    merchant_id: str,
+    provider: str,
+    currency: str,
+    amount_paisa: int,
+    fee: Fee,
+) -> JournalEntry:
+    """The provider paid out a captured payment: what it owed (provider clearing) is now in the
+    bank, less the fee and GST it kept."""
+    if amount_paisa <= 0:
+        raise ValueError(f"settlement of {payment_id}: amount must be positive, got {amount_paisa}")
+    if fee.fee_paisa < 0 or fee.tax_paisa < 0 or fee.total > amount_paisa:
+        raise ValueError(f"settlement of {payment_id}: fee {fee} does not fit in {amount_paisa}")
+    return _entry(
+        journal_id=f"{JournalKind.SETTLEMENT}:{payment_id}",
+        kind=JournalKind.SETTLEMENT,
+        payment_id=payment_id,
+        refund_id=None,
+        merchant_id=merchant_id,
+        currency=currency,
+        lines=[
+            (provider_clearing(provider, currency), -amount_paisa),
+            (bank(provider, currency), amount_paisa - fee.total),
+            (provider_fees(provider, currency), fee.total),
+        ],
+    )
+
+
+def refund_settlement_entry(
+    *,
+    payment_id: str,
+    refund_id: str,
+    merchant_id: str,
+    provider: str,
+    currency: str,
+    amount_paisa: int,
+) -> JournalEntry:
+    """The provider took a refund it paid the customer out of its settlement: the bank got that
+    much less, and the refund no longer reduces what the provider owes."""
+    if amount_paisa <= 0:
+        raise ValueError(f"settlement of {refund_id}: amount must be positive, got {amount_paisa}")
+    if not refund_id:
+        raise ValueError(f"refund settlement of {payment_id}: refund_id is required")
+    return _entry(
+        journal_id=f"{JournalKind.SETTLEMENT}:{payment_id}:{refund_id}",
+        kind=JournalKind.SETTLEMENT,
+        payment_id=payment_id,
+        refund_id=refund_id,
+        merchant_id=merchant_id,
+        currency=currency,
+        lines=[
+            (provider_clearing(provider, currency), amount_paisa),
+            (bank(provider, currency), -amount_paisa),
         ],
     )
 
