@@ -65,7 +65,7 @@ def event(
         amount_paisa=amount,
         currency="INR",
         payment_method=payments_pb2.UPI,
-        status=payments_pb2.Payment.Status.Value(status),
+        status=status,
         fees_paisa=fees,
         tax_paisa=tax,
         provider=provider,
@@ -293,7 +293,18 @@ async def refusal(pool: asyncpg.Pool, content: bytes) -> MalformedFile:
 
 @pytest.mark.parametrize(
     "amount",
-    ["1234.5", "1234.500", "1234", "1e3", "", "NaN", "-5.00", "01.00", '"1,234.50"', "١٢.٠٠"],
+    [
+        "1234.5",
+        "1234.500",
+        "1234",
+        "1e3",
+        "",
+        "NaN",
+        "-5.00",
+        "01.00",
+        '"1,234.50"',
+        "\u0661\u0662.\u0660\u0660",
+    ],
 )
 async def test_an_amount_that_is_not_rupees_with_two_decimals_is_refused(
     pool: asyncpg.Pool, amount: str

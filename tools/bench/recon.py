@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 import signal
 import socket
@@ -31,7 +32,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -157,18 +157,23 @@ def scratch_postgres(state: Path) -> Iterator[ScratchServer]:
         instance.discard()
 
 
+def _rss() -> int:
+    """This process's resident set size in bytes (Linux: /proc/self/statm, in pages)."""
+    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
 class MemorySampler:
     """The process's resident set size, sampled every 50 ms while running."""
 
     def __init__(self) -> None:
-        self._process = psutil.Process()
-        self.baseline = self._process.memory_info().rss
+        self.baseline = _rss()
         self.peak = self.baseline
         self._task: asyncio.Task[None] | None = None
 
     async def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self.peak = max(self.peak, _rss())
             await asyncio.sleep(0.05)
 
     def __enter__(self) -> MemorySampler:
@@ -176,15 +181,16 @@ class MemorySampler:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.peak = max(self.peak, _rss())
         if self._task is not None:
             self._task.cancel()
 
 
 async def bench(args: argparse.Namespace, console: Console) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-recon-") as tmp, scratch_postgres(
-        Path(tmp) / "pg"
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-recon-") as tmp,
+        scratch_postgres(Path(tmp) / "pg") as server,
+    ):
         settings = await server.database("bench_recon", "reconciliation")
         pool = await create_pool(settings, "reconciliation", "bench-recon")
         try:
@@ -216,9 +222,11 @@ async def bench(args: argparse.Namespace, console: Console) -> None:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
             )
-            with path.open("rb") as stream, MemorySampler() as memory, Progress(
-                *columns, console=console
-            ) as progress:
+            with (
+                path.open("rb") as stream,
+                MemorySampler() as memory,
+                Progress(*columns, console=console) as progress,
+            ):
                 task = progress.add_task("lines", total=args.lines)
                 started = time.perf_counter()
                 result = await ingest_file(

@@ -94,12 +94,15 @@ CREATE TABLE settlement_lines (
     -- Posted to the orchestrator's ledger (MATCHED payment and refund lines only).
     journal_id          text,
     posted_at           timestamptz,
+    -- The ledger refused the line for good (its gRPC status and message): not retried.
+    post_error          text,
     PRIMARY KEY (settlement_file_id, line_number)
 );
 
 -- The ledger poster's queue: matched lines not posted yet.
 CREATE INDEX settlement_lines_unposted_idx ON settlement_lines (settlement_file_id, line_number)
-    WHERE outcome = 'MATCHED' AND posted_at IS NULL AND type IN ('payment', 'refund');
+    WHERE outcome = 'MATCHED' AND posted_at IS NULL AND post_error IS NULL
+      AND type IN ('payment', 'refund');
 
 -- Which line settled each payment or refund (by its id): at most one, so any later line for
 -- the same item is a DUPLICATE.

@@ -58,7 +58,7 @@ async def main() -> None:
         IDENTITY, settings.secret("reconciliation_service_key"), audience=LEDGER_AUDIENCE
     )
     channel = service_channel(settings.orchestrator_addr, identity)
-    app.on_shutdown(lambda: channel.close())
+    app.on_shutdown(lambda: channel.close(None))
     poster = LedgerPoster(pool, settlement_pb2_grpc.SettlementLedgerServiceStub(channel))
 
     source = ReportSource(settings.settlement_reports_url, settings.report_keys())

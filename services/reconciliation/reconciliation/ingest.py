@@ -91,12 +91,13 @@ SELECT r.run_id FROM settlement_files f JOIN reconciliation_runs r USING (settle
 WHERE f.provider = $1 AND f.settlement_date = $2 AND f.checksum_sha256 = $3
 """
 
+# Built from constants only.
 _SETTLE = f"""
 INSERT INTO settled_items (item_id, settlement_file_id, line_number)
 SELECT coalesce(refund_id, payment_id), settlement_file_id, line_number FROM settlement_lines
 WHERE settlement_file_id = $1 AND type IN ('payment', 'refund')
   AND outcome IN ({", ".join(f"'{o.value}'" for o in SETTLING)})
-"""
+"""  # noqa: S608
 
 # A later file settled items that had become MISSING_IN_FILE: their exceptions close.
 _RESOLVE_SETTLED_MISSING = """
@@ -252,7 +253,11 @@ async def _record_run(
     """Exceptions for the file's discrepancies and the items now overdue; the run's row."""
     totals = await conn.fetchrow(_FILE_TOTALS, file_id)
     await conn.execute(
-        _RESOLVE_SETTLED_MISSING, file_id, run_id, totals["settlement_id"] or "", totals["utr"] or ""
+        _RESOLVE_SETTLED_MISSING,
+        file_id,
+        run_id,
+        totals["settlement_id"] or "",
+        totals["utr"] or "",
     )
     outcomes: dict[str, dict[str, int]] = {
         row["outcome"]: {"count": row["n"], "amount_paisa": int(row["amount"])}
@@ -266,20 +271,20 @@ async def _record_run(
     overdue = await conn.fetch(_OVERDUE, origin.provider, cutoff, run_id)
     missing = [
         (
-                new_id("EXC"),
-                Outcome.MISSING_IN_FILE.value,
-                origin.provider,
-                item["settlement_date"],
-                run_id,
-                None,
-                None,
-                item["payment_id"],
-                item["refund_id"],
-                item["provider_reference"],
-                f"settled by the file of {settlement_deadline(item['settlement_date'], sla_days)}",
-                "",
-                item["amount"],
-            )
+            new_id("EXC"),
+            Outcome.MISSING_IN_FILE.value,
+            origin.provider,
+            item["settlement_date"],
+            run_id,
+            None,
+            None,
+            item["payment_id"],
+            item["refund_id"],
+            item["provider_reference"],
+            f"settled by the file of {settlement_deadline(item['settlement_date'], sla_days)}",
+            "",
+            item["amount"],
+        )
         for item in overdue
     ]
     exceptions += await _write_exceptions(conn, missing)

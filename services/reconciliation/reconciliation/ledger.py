@@ -5,7 +5,10 @@ Each MATCHED payment or refund line moves its money from "receivable from the pr
 the orchestrator trusts only reconciliation's service identity). The call is idempotent per
 line (`line_key` = the file's SHA-256 and the line number), so a line posted twice, by a retry
 or by two replicas, is booked once. Lines are claimed with FOR UPDATE SKIP LOCKED, so
-replicas share the work; a line whose call fails stays unposted and is tried again.
+replicas share the work; a line whose call fails for a passing reason (the orchestrator is
+down, a timeout) stays unposted and is tried again. A line the ledger refuses for good (it
+does not hold what the line settles, say) keeps the refusal in `post_error`, is not tried
+again, and is logged: the ledger is the authority on money, and a person must look.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ CONCURRENCY = 8
 IDLE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 10.0
+# The ledger's answers that no retry changes.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+    }
+)
 
 _CLAIM = """
 SELECT l.settlement_file_id, l.line_number, l.type, l.payment_id, l.refund_id,
@@ -33,6 +45,7 @@ SELECT l.settlement_file_id, l.line_number, l.type, l.payment_id, l.refund_id,
        f.provider, f.checksum_sha256, f.settlement_id, f.utr
 FROM settlement_lines l JOIN settlement_files f USING (settlement_file_id)
 WHERE l.outcome = 'MATCHED' AND l.posted_at IS NULL AND l.type IN ('payment', 'refund')
+  AND l.post_error IS NULL
 ORDER BY l.settlement_file_id, l.line_number
 LIMIT $1
 FOR UPDATE OF l SKIP LOCKED
@@ -46,7 +59,7 @@ def line_key(checksum_sha256: str, line_number: int) -> str:
 
 class LedgerPoster:
     def __init__(
-        self, pool: asyncpg.Pool, stub: settlement_pb2_grpc.SettlementLedgerServiceStub
+        self, pool: asyncpg.Pool, stub: settlement_pb2_grpc.SettlementLedgerServiceAsyncStub
     ) -> None:
         self._pool = pool
         self._stub = stub
@@ -95,7 +108,7 @@ class LedgerPoster:
                             provider=line["provider"],
                             payment_id=line["payment_id"] or "",
                             refund_id=line["refund_id"] or "",
-                            type=line["type"],
+                            type=line["type"].upper(),
                             amount_paisa=line["amount_paisa"],
                             fee_paisa=line["fee_paisa"],
                             tax_paisa=line["tax_paisa"],
@@ -114,7 +127,30 @@ class LedgerPoster:
                     " WHERE settlement_file_id = $1 AND line_number = $2",
                     done,
                 )
-            failures = [r for r in results if isinstance(r, BaseException)]
+            refused = [
+                (line["settlement_file_id"], line["line_number"], f"{r.code().name}: {r.details()}")
+                for line, r in zip(lines, results, strict=True)
+                if isinstance(r, grpc.aio.AioRpcError) and r.code() in REFUSED_FOR_GOOD
+            ]
+            for file_id, line_number, error in refused:
+                log.error(
+                    "the ledger refused a settlement line",
+                    settlement_file_id=file_id,
+                    line_number=line_number,
+                    error=error,
+                )
+            if refused:
+                await conn.executemany(
+                    "UPDATE settlement_lines SET post_error = $3"
+                    " WHERE settlement_file_id = $1 AND line_number = $2",
+                    refused,
+                )
+            failures = [
+                r
+                for r in results
+                if isinstance(r, BaseException)
+                and not (isinstance(r, grpc.aio.AioRpcError) and r.code() in REFUSED_FOR_GOOD)
+            ]
         if failures:
             raise failures[0]
-        return len(done)
+        return len(done) + len(refused)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 
 import asyncpg
@@ -38,12 +38,10 @@ CSV_HEADER = (
 CSV_CHUNK_BYTES = 64 * 1024
 
 
-def outcome_counts(outcomes: dict[str, tuple[int, int]]) -> list[pb.OutcomeCount]:
+def outcome_counts(outcomes: Mapping[Outcome, tuple[int, int]]) -> list[pb.OutcomeCount]:
     """In the enum's order, only the outcomes present."""
     return [
-        pb.OutcomeCount(
-            outcome=pb.Outcome.Value(o.value), count=outcomes[o][0], amount_paisa=outcomes[o][1]
-        )
+        pb.OutcomeCount(outcome=o.value, count=outcomes[o][0], amount_paisa=outcomes[o][1])
         for o in Outcome
         if o in outcomes
     ]

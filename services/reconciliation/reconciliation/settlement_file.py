@@ -119,7 +119,11 @@ def _bad_rupees(column: str, pattern: str = _RUPEES) -> str:
     return f"(coalesce({column}, '') !~ {pattern} OR length({column}) > {_MAX_RUPEES})"
 
 
+_AMOUNT_PATTERN = f"CASE WHEN i.type = 'adjustment' THEN '{_SIGNED_RUPEES}' ELSE '{_RUPEES}' END"
+_TIME_RULE = "settled_at must be an ISO 8601 time with an offset, e.g. 2026-12-05T18:30:00+05:30"
+
 # The first line that breaks a rule, and which rule (in the order a reader checks a line).
+# Built from this module's constants only: no input reaches the text.
 VIOLATION = f"""
 WITH first_line AS (
     SELECT settlement_id, utr FROM incoming_lines ORDER BY line_number LIMIT 1
@@ -133,14 +137,14 @@ SELECT line_number, problem FROM (
         WHEN {_bad_reference("i.merchant_reference")}
              AND NOT (i.type = 'adjustment' AND i.merchant_reference IS NULL)
             THEN 'merchant_reference must be {REFERENCE_RULE}'
-        WHEN {_bad_rupees("i.amount", f"CASE WHEN i.type = 'adjustment' THEN '{_SIGNED_RUPEES}' ELSE '{_RUPEES}' END")}
+        WHEN {_bad_rupees("i.amount", _AMOUNT_PATTERN)}
             THEN '{_amount_rule("amount")}'
         WHEN {_bad_rupees("i.fee", f"'{_RUPEES}'")} THEN '{_amount_rule("fee")}'
         WHEN {_bad_rupees("i.tax", f"'{_RUPEES}'")} THEN '{_amount_rule("tax")}'
         WHEN i.currency IS DISTINCT FROM '{CURRENCY}' THEN 'currency must be {CURRENCY}'
         WHEN coalesce(i.settled_at, '') !~ '^[0-9-]+[T ][0-9:.]+([+-][0-9:]+|Z)$'
              OR NOT pg_input_is_valid(i.settled_at, 'timestamptz')
-            THEN 'settled_at must be an ISO 8601 time with an offset, e.g. 2026-12-05T18:30:00+05:30'
+            THEN '{_TIME_RULE}'
         WHEN {_bad_reference("i.settlement_id")} THEN 'settlement_id must be {REFERENCE_RULE}'
         WHEN {_bad_reference("i.utr")} THEN 'utr must be {REFERENCE_RULE}'
         WHEN (i.settlement_id, i.utr) IS DISTINCT FROM (f.settlement_id, f.utr)
@@ -154,7 +158,7 @@ SELECT line_number, problem FROM (
 WHERE problem IS NOT NULL
 ORDER BY line_number
 LIMIT 1
-"""
+"""  # noqa: S608
 
 _COPY_LINE = re.compile(r"\bline (\d+)")
 
