@@ -402,3 +402,41 @@ def test_deadlines_count_ist_days() -> None:
     # The file of the 8th is the last chance of items of the 5th (T+3), and of the 8th (T+0).
     assert overdue_on(date(2026, 12, 8), 3) == date(2026, 12, 5)
     assert overdue_on(date(2026, 12, 8), 0) == date(2026, 12, 8)
+
+
+async def test_a_days_file_fetched_again_after_it_grew_restates_it_without_duplicates(
+    pool: asyncpg.Pool,
+) -> None:
+    provider = "p_grown"
+    async with pool.acquire() as conn:
+        for n in (1, 2, 3):
+            await events.apply(
+                conn, event(f"PAY_G{n}", provider=provider, reference=f"RGR{n}", amount=1000)
+            )
+    first_lines = [
+        row("RGR1", "PAY_G1", "payment", "9.00"),  # short: one exception
+        row("RGR2", "PAY_G2", "payment", "10.00"),
+    ]
+    origin = FileOrigin(provider, DAY, "FETCHED", "ops")
+    first = await ingest_file(pool, csv_file(*first_lines), origin, sla_days=SLA_DAYS)
+    grown = await ingest_file(
+        pool,
+        csv_file(*first_lines, row("RGR3", "PAY_G3", "payment", "10.00")),
+        origin,
+        sla_days=SLA_DAYS,
+    )
+    assert grown.already_ingested is False
+    assert await outcomes(pool, grown.run_id) == {"AMOUNT_MISMATCH": 1, "MATCHED": 2}
+    raised = await pool.fetch(
+        "SELECT run_id FROM reconciliation_exceptions WHERE payment_id = 'PAY_G1'"
+    )
+    assert [r["run_id"] for r in raised] == [first.run_id]
+    # Another settlement (another day's file) listing a settled payment again is a DUPLICATE.
+    other_day = FileOrigin(provider, DAY + timedelta(days=1), "FETCHED", "ops")
+    other = await ingest_file(
+        pool,
+        csv_file(row("RGR2", "PAY_G2", "payment", "10.00").replace("setl_A", "setl_B")),
+        other_day,
+        sla_days=SLA_DAYS,
+    )
+    assert await outcomes(pool, other.run_id) == {"DUPLICATE": 1}

@@ -91,6 +91,9 @@ CREATE TABLE settlement_lines (
     -- For a discrepancy: our value and the file's, as text (NULL when MATCHED).
     expected            text,
     actual              text,
+    -- The item was settled by an earlier file of the same settlement (the day's file again,
+    -- grown): judged again, but its exception, if any, was raised then.
+    restated            boolean NOT NULL DEFAULT false,
     -- Posted to the orchestrator's ledger (MATCHED payment and refund lines only).
     journal_id          text,
     posted_at           timestamptz,
@@ -109,7 +112,8 @@ CREATE INDEX settlement_lines_unposted_idx ON settlement_lines (settlement_file_
 CREATE TABLE settled_items (
     item_id             text PRIMARY KEY,
     settlement_file_id  text NOT NULL,
-    line_number         integer NOT NULL
+    line_number         integer NOT NULL,
+    settlement_id       text NOT NULL
 );
 
 CREATE TABLE reconciliation_runs (

@@ -86,6 +86,8 @@ async def _data_blocks(stream: IO[bytes], progress: Progress | None) -> AsyncIte
         block = stream.read(BLOCK_BYTES)
 
 
+_SETTLEMENT_ID = f"SELECT settlement_id FROM {STAGING_TABLE} ORDER BY line_number LIMIT 1"
+
 _FIND_RUN = """
 SELECT r.run_id FROM settlement_files f JOIN reconciliation_runs r USING (settlement_file_id)
 WHERE f.provider = $1 AND f.settlement_date = $2 AND f.checksum_sha256 = $3
@@ -93,9 +95,9 @@ WHERE f.provider = $1 AND f.settlement_date = $2 AND f.checksum_sha256 = $3
 
 # Built from constants only.
 _SETTLE = f"""
-INSERT INTO settled_items (item_id, settlement_file_id, line_number)
-SELECT coalesce(refund_id, payment_id), settlement_file_id, line_number FROM settlement_lines
-WHERE settlement_file_id = $1 AND type IN ('payment', 'refund')
+INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
+SELECT coalesce(refund_id, payment_id), settlement_file_id, line_number, $2 FROM settlement_lines
+WHERE settlement_file_id = $1 AND type IN ('payment', 'refund') AND NOT restated
   AND outcome IN ({", ".join(f"'{o.value}'" for o in SETTLING)})
 """  # noqa: S608
 
@@ -136,7 +138,7 @@ INSERT INTO reconciliation_exceptions (exception_id, type, provider, settlement_
 SELECT 'EXC_' || substr($2, 5) || lpad(line_number::text, 10, '0'), outcome, $3, $4, $2,
        settlement_file_id, line_number, payment_id, refund_id, provider_reference,
        coalesce(expected, ''), coalesce(actual, ''), amount_paisa
-FROM settlement_lines WHERE settlement_file_id = $1 AND outcome <> 'MATCHED'
+FROM settlement_lines WHERE settlement_file_id = $1 AND outcome <> 'MATCHED' AND NOT restated
 """
 
 # Items whose deadline is this file: captured (refunded) on or before `cutoff`, never settled,
@@ -221,8 +223,9 @@ async def ingest_file(
             origin.settlement_date,
             digest,
         )
-        await conn.execute(CLASSIFY, origin.provider, file_id)
-        await conn.execute(_SETTLE, file_id)
+        settlement_id = await conn.fetchval(_SETTLEMENT_ID) or ""
+        await conn.execute(CLASSIFY, origin.provider, file_id, settlement_id)
+        await conn.execute(_SETTLE, file_id, settlement_id)
         await _record_run(conn, origin, file_id, run_id, sla_days)
     return IngestResult(run_id=run_id, already_ingested=False)
 

@@ -7,8 +7,11 @@ Every line ends in exactly one outcome (`Outcome`), decided in this order:
 2. a payment (refund) line is matched to our payment (refund) of the file's provider by the
    provider's reference, or by our id in `merchant_reference` when the reference is unknown;
    found nowhere: MISSING_INTERNALLY;
-3. the item was settled already, by an earlier line of this file or by an earlier file:
-   DUPLICATE (the first line keeps its own outcome);
+3. the item was settled already, by an earlier line of this file or by another settlement
+   (an earlier file with another settlement_id): DUPLICATE (the first line keeps its own
+   outcome). A file that restates the same settlement (the provider's file for a day fetched
+   again after it grew: same settlement_id, new content) is judged line by line again, but
+   raises no second exception for what the first file already raised;
 4. settled although we never captured the payment (it failed, expired, was cancelled) or never
    processed the refund: STATUS_MISMATCH;
 5. a different amount than we captured (refunded): AMOUNT_MISMATCH;
@@ -75,12 +78,12 @@ def overdue_on(file_date: date, sla_days: int) -> date:
     return file_date - timedelta(days=sla_days)
 
 
-# The staged lines ($1 = the provider, $2 = the file id), classified and stored. Amounts
-# become paisa by dropping the point (the file's format guarantees two decimals).
+# The staged lines ($1 = the provider, $2 = the file id, $3 = its settlement_id), classified
+# and stored. Amounts become paisa by dropping the point (the format guarantees two decimals).
 CLASSIFY = """
 INSERT INTO settlement_lines (settlement_file_id, line_number, type, provider_reference,
     merchant_reference, amount_paisa, fee_paisa, tax_paisa, settled_at, method, outcome,
-    payment_id, refund_id, expected, actual)
+    payment_id, refund_id, expected, actual, restated)
 WITH lines AS (
     SELECT i.line_number, i.type, i.provider_reference, coalesce(i.merchant_reference, '') AS
            merchant_reference, replace(i.amount, '.', '')::bigint AS amount_paisa,
@@ -122,7 +125,8 @@ found AS (
 ranked AS (
     SELECT f.*,
            row_number() OVER (PARTITION BY f.item_id ORDER BY f.line_number) AS nth,
-           s.item_id IS NOT NULL AS settled_before
+           s.item_id IS NOT NULL AND s.settlement_id <> $3 AS settled_before,
+           s.item_id IS NOT NULL AND s.settlement_id = $3 AS restated
     FROM found f LEFT JOIN settled_items s ON s.item_id = f.item_id
 ),
 classified AS (
@@ -153,6 +157,7 @@ SELECT $2, c.line_number, c.type, c.provider_reference, c.merchant_reference, c.
            WHEN 'STATUS_MISMATCH' THEN 'SETTLED'
            WHEN 'AMOUNT_MISMATCH' THEN c.amount_paisa::text
            WHEN 'FEE_MISMATCH' THEN c.fee_paisa || '/' || c.tax_paisa
-       END
+       END,
+       c.restated
 FROM classified c
 """
