@@ -25,12 +25,13 @@ from reconciliation.matching import CLASSIFY, SETTLING, Outcome, overdue_on, set
 from reconciliation.settlement_file import (
     HEADER,
     STAGING,
-    STAGING_TABLE,
     VIOLATION,
     MalformedFile,
     check_header,
     copy_error,
     split_header,
+    staged,
+    staging_table,
 )
 
 BLOCK_BYTES = 1 << 20
@@ -86,7 +87,7 @@ async def _data_blocks(stream: IO[bytes], progress: Progress | None) -> AsyncIte
         block = stream.read(BLOCK_BYTES)
 
 
-_SETTLEMENT_ID = f"SELECT settlement_id FROM {STAGING_TABLE} ORDER BY line_number LIMIT 1"
+_SETTLEMENT_ID = "SELECT settlement_id FROM incoming_lines ORDER BY line_number LIMIT 1"
 
 _FIND_RUN = """
 SELECT r.run_id FROM settlement_files f JOIN reconciliation_runs r USING (settlement_file_id)
@@ -214,7 +215,8 @@ async def ingest_file(
         file_id, run_id = new_id("SFL"), new_id("RUN")
         # Matching sorts and hashes the whole file: let it do so in memory.
         await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        await _stage(conn, stream, progress)
+        table = staging_table(file_id)
+        await _stage(conn, table, stream, progress)
         await conn.execute(
             "INSERT INTO settlement_files (settlement_file_id, provider, settlement_date,"
             " checksum_sha256) VALUES ($1, $2, $3, $4)",
@@ -223,38 +225,46 @@ async def ingest_file(
             origin.settlement_date,
             digest,
         )
-        settlement_id = await conn.fetchval(_SETTLEMENT_ID) or ""
-        await conn.execute(CLASSIFY, origin.provider, file_id, settlement_id)
+        settlement_id = await conn.fetchval(staged(_SETTLEMENT_ID, table)) or ""
+        await conn.execute(staged(CLASSIFY, table), origin.provider, file_id, settlement_id)
         await conn.execute(_SETTLE, file_id, settlement_id)
-        await _record_run(conn, origin, file_id, run_id, sla_days)
+        await _record_run(conn, origin, file_id, run_id, sla_days, table)
+        await conn.execute(f"DROP TABLE {table}")
     return IngestResult(run_id=run_id, already_ingested=False)
 
 
-async def _stage(conn: asyncpg.Connection, stream: IO[bytes], progress: Progress | None) -> None:
-    """COPY the file into the staging table and refuse it at its first bad line."""
-    await conn.execute(STAGING)
+async def _stage(
+    conn: asyncpg.Connection, table: str, stream: IO[bytes], progress: Progress | None
+) -> None:
+    """COPY the file into the run's staging table and refuse it at its first bad line."""
+    await conn.execute(staged(STAGING, table))
     try:
         # A savepoint: a COPY that fails must not abort the caller's transaction before the
         # error is translated (the transaction is rolled back by the caller anyway).
         async with conn.transaction():
             await conn.copy_to_table(
-                STAGING_TABLE,
+                table,
                 source=_data_blocks(stream, progress),
                 columns=list(HEADER),
                 format="csv",
             )
     except (asyncpg.DataError, asyncpg.BadCopyFileFormatError) as exc:
         raise copy_error(exc) from None
-    violation = await conn.fetchrow(VIOLATION)
+    violation = await conn.fetchrow(staged(VIOLATION, table))
     if violation is not None:
         raise MalformedFile(violation["line_number"], violation["problem"])
 
 
 async def _record_run(
-    conn: asyncpg.Connection, origin: FileOrigin, file_id: str, run_id: str, sla_days: int
+    conn: asyncpg.Connection,
+    origin: FileOrigin,
+    file_id: str,
+    run_id: str,
+    sla_days: int,
+    table: str,
 ) -> None:
     """Exceptions for the file's discrepancies and the items now overdue; the run's row."""
-    totals = await conn.fetchrow(_FILE_TOTALS, file_id)
+    totals = await conn.fetchrow(staged(_FILE_TOTALS, table), file_id)
     await conn.execute(
         _RESOLVE_SETTLED_MISSING,
         file_id,

@@ -10,8 +10,9 @@ through a float. `settled_at` is ISO 8601 with an offset. Every line carries the
 settlement_id and utr (one settlement per provider per day).
 
 Files can have millions of lines, so PostgreSQL reads them: the header is checked here, the
-rest is streamed with COPY into a temporary table of text columns (`STAGING`), and `VIOLATION`
-finds the first line breaking a rule in one pass. Either way the error names the file's line
+rest is streamed with COPY into a staging table of text columns (`STAGING`, one per run,
+created and dropped inside the run's transaction: service roles may not create temporary
+tables), and `VIOLATION` finds the first line breaking a rule in one pass. Either way the error names the file's line
 number (the header is line 1) and the rule, and the caller's transaction is rolled back: a file
 is taken whole or not at all.
 """
@@ -78,8 +79,9 @@ def split_header(first_block: bytes) -> tuple[bytes, bytes]:
 
 
 # The data lines, as read (NULL for an empty field); line_number counts from 2 (the header is 1).
+# Unlogged: it lives only inside the run's transaction, so nothing needs it after a crash.
 STAGING = """
-CREATE TEMPORARY TABLE incoming_lines (
+CREATE UNLOGGED TABLE incoming_lines (
     line_number         bigint GENERATED ALWAYS AS IDENTITY (START WITH 2) PRIMARY KEY,
     provider_reference  text,
     merchant_reference  text,
@@ -92,9 +94,22 @@ CREATE TEMPORARY TABLE incoming_lines (
     settlement_id       text,
     utr                 text,
     method              text
-) ON COMMIT DROP
+)
 """
+# The staging table's name in the statements here, replaced by each run's own (`staged`).
 STAGING_TABLE = "incoming_lines"
+
+
+def staging_table(file_id: str) -> str:
+    """The run's own staging table: its file id is a prefix and a ULID, safe as a name."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,50}", file_id):
+        raise ValueError(f"not a file id: {file_id!r}")
+    return f"incoming_{file_id.lower()}"
+
+
+def staged(statement: str, table: str) -> str:
+    """`statement` reading the run's staging table."""
+    return statement.replace(STAGING_TABLE, table)
 
 
 def _types() -> str:
