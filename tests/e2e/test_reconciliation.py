@@ -222,7 +222,7 @@ async def ledger(
 
 
 async def pay_by_bank(payments: Any, amount: int) -> dict[str, Any]:
-    made = await payments.create(
+    made: dict[str, Any] = await payments.create(
         {
             "amount_paisa": amount,
             "currency": "INR",
@@ -354,7 +354,8 @@ async def test_each_injected_discrepancy_is_its_outcome_and_one_exception(
     assert outcome_of[ids[""]] == ["MATCHED"]
     assert ids["OMIT"] not in outcome_of
     strangers = [row for row in lines.values() if row["outcome"] == "MISSING_INTERNALLY"]
-    assert len(strangers) == 1 and strangers[0]["payment_id"] is None
+    assert len(strangers) == 1
+    assert strangers[0]["payment_id"] is None
 
     raised = [e for e in await recon.exceptions(provider="upi_core") if e not in upi_before]
     by_type = {e["type"]: e for e in raised if e["run_id"] == run["run_id"]}

@@ -12,9 +12,9 @@ settlement_id and utr (one settlement per provider per day).
 Files can have millions of lines, so PostgreSQL reads them: the header is checked here, the
 rest is streamed with COPY into a staging table of text columns (`STAGING`, one per run,
 created and dropped inside the run's transaction: service roles may not create temporary
-tables), and `VIOLATION` finds the first line breaking a rule in one pass. Either way the error names the file's line
-number (the header is line 1) and the rule, and the caller's transaction is rolled back: a file
-is taken whole or not at all.
+tables), and `VIOLATION` finds the first line breaking a rule in one pass. Either way the
+error names the file's line number (the header is line 1) and the rule, and the caller's
+transaction is rolled back: a file is taken whole or not at all.
 """
 
 from __future__ import annotations
