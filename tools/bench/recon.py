@@ -41,7 +41,7 @@ from devstack.process import Child, stop_together
 from gateway_core.db import create_pool
 from gateway_core.fees import DEFAULT_PRICING, compute_fee
 from gateway_core.money import rupees_string
-from reconciliation.ingest import FileOrigin, ingest_file
+from reconciliation.ingest import FileOrigin, bulk_settings, ingest_file
 from reconciliation.settlement_file import HEADER
 
 TARGET_LINES_PER_SECOND = 50_000
@@ -192,7 +192,7 @@ async def bench(args: argparse.Namespace, console: Console) -> None:
         scratch_postgres(Path(tmp) / "pg") as server,
     ):
         settings = await server.database("bench_recon", "reconciliation")
-        pool = await create_pool(settings, "reconciliation", "bench-recon")
+        pool = await create_pool(bulk_settings(settings), "reconciliation", "bench-recon")
         try:
             started = time.perf_counter()
             async with pool.acquire() as conn:

@@ -25,7 +25,7 @@ from paygate.ledger.v1 import settlement_pb2_grpc
 from paygate.reconciliation.v1 import reconciliation_pb2_grpc
 from reconciliation import repository
 from reconciliation.events import EventIngestor
-from reconciliation.ingest import FileOrigin, IngestResult
+from reconciliation.ingest import FileOrigin, IngestResult, bulk_settings
 from reconciliation.ledger import LedgerPoster
 from reconciliation.schedule import DailyRun
 from reconciliation.service import Reconciler, check_provider_name, parse_day
@@ -52,6 +52,8 @@ async def main() -> None:
     pool = await create_pool(settings, SCHEMA)
     app.on_shutdown(pool.close)
     app.add_dependency_check("postgres", lambda: check_pool(pool))
+    bulk_pool = await create_pool(bulk_settings(settings), SCHEMA, "paygate-reconciliation-ingest")
+    app.on_shutdown(bulk_pool.close)
     app.add_dependency_check("kafka", lambda: check_kafka(settings.kafka_bootstrap_servers))
 
     identity = ServiceIdentity(
@@ -68,7 +70,7 @@ async def main() -> None:
         return 0
 
     reconciler = Reconciler(
-        pool, source, sla_days=settings.recon_settlement_sla_days, post_pending=post_now
+        bulk_pool, source, sla_days=settings.recon_settlement_sla_days, post_pending=post_now
     )
     app.add_service(
         SERVICE_NAME,
@@ -119,7 +121,7 @@ async def _reconcile(
 
 async def _command(settings: Settings, args: argparse.Namespace, console: Console) -> None:
     day = parse_day(args.date, "--date")
-    pool = await create_pool(settings.model_copy(update={"db_max_idle_conns": 1}), SCHEMA)
+    pool = await create_pool(bulk_settings(settings), SCHEMA, "paygate-reconciliation-cli")
     try:
         source = ReportSource(settings.settlement_reports_url, _report_keys(settings, args))
         reconciler = Reconciler(pool, source, sla_days=settings.recon_settlement_sla_days)

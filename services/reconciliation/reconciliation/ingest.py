@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import asyncpg
 
+from gateway_core.config import Settings
 from gateway_core.ids import new_id
 from reconciliation.matching import CLASSIFY, SETTLING, Outcome, overdue_on, settlement_deadline
 from reconciliation.settlement_file import (
@@ -35,6 +36,10 @@ from reconciliation.settlement_file import (
 )
 
 BLOCK_BYTES = 1 << 20
+# The statements over a whole file run longer than DB_COMMAND_TIMEOUT allows a request's:
+# a million lines take seconds, a hundred million minutes. Ingest uses a pool of its own.
+BULK_COMMAND_TIMEOUT_SECONDS = 3600.0
+BULK_CONNECTIONS = 2
 WORK_MEM = "256MB"
 
 # Called with the number of lines read so far (the header excluded).
@@ -55,6 +60,17 @@ class FileOrigin:
 class IngestResult:
     run_id: str
     already_ingested: bool
+
+
+def bulk_settings(settings: Settings) -> Settings:
+    """The settings of the pool `ingest_file` runs on: few connections, long statements."""
+    return settings.model_copy(
+        update={
+            "db_command_timeout": BULK_COMMAND_TIMEOUT_SECONDS,
+            "db_max_open_conns": BULK_CONNECTIONS,
+            "db_max_idle_conns": 0,
+        }
+    )
 
 
 def checksum(stream: IO[bytes]) -> str:
@@ -201,7 +217,8 @@ async def ingest_file(
     sla_days: int,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Ingest and match the file in `stream` (seekable) once; MalformedFile leaves nothing."""
+    """Ingest and match the file in `stream` (seekable) once; MalformedFile leaves nothing.
+    `pool`: one made with `bulk_settings`, so that statements over large files may finish."""
     digest = checksum(stream)
     async with pool.acquire() as conn, conn.transaction():
         # One run at a time per provider: the items a file settles are that provider's.
