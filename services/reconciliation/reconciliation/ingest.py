@@ -110,12 +110,44 @@ SELECT r.run_id FROM settlement_files f JOIN reconciliation_runs r USING (settle
 WHERE f.provider = $1 AND f.settlement_date = $2 AND f.checksum_sha256 = $3
 """
 
+
 # Built from constants only.
+def _settling_lines(table: str) -> str:
+    """The condition on `table` (settlement_lines' alias) for the file's lines that settle their
+    item: payment and refund lines that found it, not restating an earlier file."""
+    outcomes = ", ".join(f"'{o.value}'" for o in SETTLING)
+    return (
+        f"{table}.settlement_file_id = $1 AND {table}.type IN ('payment', 'refund')"
+        f" AND NOT {table}.restated AND {table}.outcome IN ({outcomes})"
+    )
+
+
+# The items the file's lines settle, in line order: when two lines of the file settle the same
+# item, the first one's insert wins and the second conflicts. Answers how many lines wanted to
+# settle and how many did: any difference is the file's own duplicates (CLASSIFY judged each
+# line alone, which keeps it free of a sort over the whole file).
 _SETTLE = f"""
-INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
-SELECT coalesce(refund_id, payment_id), settlement_file_id, line_number, $2 FROM settlement_lines
-WHERE settlement_file_id = $1 AND type IN ('payment', 'refund') AND NOT restated
-  AND outcome IN ({", ".join(f"'{o.value}'" for o in SETTLING)})
+WITH wanted AS (
+    SELECT coalesce(refund_id, payment_id) AS item_id, settlement_file_id, line_number
+    FROM settlement_lines l WHERE {_settling_lines("l")}
+    ORDER BY line_number
+), settled AS (
+    INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
+    SELECT item_id, settlement_file_id, line_number, $2 FROM wanted
+    ON CONFLICT (item_id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM wanted) AS wanted, (SELECT count(*) FROM settled) AS settled
+"""  # noqa: S608
+
+# The later lines of items the file lists twice (their item was settled by an earlier line).
+_IN_FILE_DUPLICATES = f"""
+UPDATE settlement_lines l
+SET outcome = 'DUPLICATE', expected = 'settled once', actual = NULL
+FROM settled_items s
+WHERE {_settling_lines("l")}
+  AND s.item_id = coalesce(l.refund_id, l.payment_id)
+  AND s.settlement_file_id = $1 AND s.line_number <> l.line_number
 """  # noqa: S608
 
 # A later file settled items that had become MISSING_IN_FILE: their exceptions close.
@@ -244,7 +276,9 @@ async def ingest_file(
         )
         settlement_id = await conn.fetchval(staged(_SETTLEMENT_ID, table)) or ""
         await conn.execute(staged(CLASSIFY, table), origin.provider, file_id, settlement_id)
-        await conn.execute(_SETTLE, file_id, settlement_id)
+        settling = await conn.fetchrow(_SETTLE, file_id, settlement_id)
+        if settling["settled"] < settling["wanted"]:
+            await conn.execute(_IN_FILE_DUPLICATES, file_id)
         await _record_run(conn, origin, file_id, run_id, sla_days, table)
         await conn.execute(f"DROP TABLE {table}")
     return IngestResult(run_id=run_id, already_ingested=False)

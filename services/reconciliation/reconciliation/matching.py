@@ -25,7 +25,9 @@ later file that settles them makes them MATCHED after all.
 
 The rules run as one set-based statement (`CLASSIFY`) over the staged file, because files have
 millions of lines and PostgreSQL matches them an order of magnitude faster than a Python loop
-could fetch and compare them; tests/unit/test_recon_ingest.py checks each rule.
+could fetch and compare them; tests/unit/test_recon_ingest.py checks each rule. `CLASSIFY`
+judges each line alone; the second line of an item listed twice in the file is turned into
+a DUPLICATE when the items are settled (reconciliation.ingest), in line order.
 """
 
 from __future__ import annotations
@@ -124,7 +126,6 @@ found AS (
 ),
 ranked AS (
     SELECT f.*,
-           row_number() OVER (PARTITION BY f.item_id ORDER BY f.line_number) AS nth,
            s.item_id IS NOT NULL AND s.settlement_id <> $3 AS settled_before,
            s.item_id IS NOT NULL AND s.settlement_id = $3 AS restated
     FROM found f LEFT JOIN settled_items s ON s.item_id = f.item_id
@@ -132,7 +133,7 @@ ranked AS (
 classified AS (
     SELECT r.*, CASE
         WHEN r.type IN ('chargeback', 'adjustment') OR r.item_id IS NULL THEN 'MISSING_INTERNALLY'
-        WHEN r.settled_before OR r.nth > 1 THEN 'DUPLICATE'
+        WHEN r.settled_before THEN 'DUPLICATE'
         WHEN (r.type = 'payment' AND r.our_amount = 0)
           OR (r.type = 'refund' AND r.our_status <> 'PROCESSED') THEN 'STATUS_MISMATCH'
         WHEN r.amount_paisa <> r.our_amount THEN 'AMOUNT_MISMATCH'

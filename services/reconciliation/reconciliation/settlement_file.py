@@ -137,14 +137,34 @@ def _bad_rupees(column: str, pattern: str = _RUPEES) -> str:
 _AMOUNT_PATTERN = f"CASE WHEN i.type = 'adjustment' THEN '{_SIGNED_RUPEES}' ELSE '{_RUPEES}' END"
 _TIME_RULE = "settled_at must be an ISO 8601 time with an offset, e.g. 2026-12-05T18:30:00+05:30"
 
+_FIELD = "[A-Za-z0-9_.:/-]+"
+_AMOUNT_DIGITS = "(0|[1-9][0-9]*)[.][0-9][0-9]"
+# Most lines are well formed and repeat the first line's settlement and time: one regular
+# expression over their own fields clears them, and only the rest take the rule-by-rule path
+# (which names the rule). The first line always does, so the shared fields are checked once.
+_WELL_FORMED = f"""
+    i.line_number > 2
+    AND i.settlement_id = f.settlement_id AND i.utr = f.utr AND i.settled_at = f.settled_at
+    AND i.currency = '{CURRENCY}' AND i.type IN ({", ".join(f"'{t}'" for t in LINE_TYPES)})
+    AND i.method IN ({", ".join(f"'{m}'" for m in sorted(METHODS))})
+    AND length(i.provider_reference) <= {_MAX_REFERENCE}
+    AND length(i.merchant_reference) <= {_MAX_REFERENCE}
+    AND length(i.amount) <= {_MAX_RUPEES} AND length(i.fee) <= {_MAX_RUPEES}
+    AND length(i.tax) <= {_MAX_RUPEES}
+    AND concat(i.provider_reference, ',', i.merchant_reference, ',', i.amount, ',', i.fee, ',',
+               i.tax)
+        ~ '^{_FIELD},{_FIELD},{_AMOUNT_DIGITS},{_AMOUNT_DIGITS},{_AMOUNT_DIGITS}$'
+"""
+
 # The first line that breaks a rule, and which rule (in the order a reader checks a line).
 # Built from this module's constants only: no input reaches the text.
 VIOLATION = f"""
 WITH first_line AS (
-    SELECT settlement_id, utr FROM incoming_lines ORDER BY line_number LIMIT 1
+    SELECT settlement_id, utr, settled_at FROM incoming_lines ORDER BY line_number LIMIT 1
 )
 SELECT line_number, problem FROM (
     SELECT i.line_number, CASE
+        WHEN {_WELL_FORMED} THEN NULL
         WHEN {_bad_reference("i.provider_reference")}
             THEN 'provider_reference must be {REFERENCE_RULE}'
         WHEN coalesce(i.type, '') NOT IN ({_types()})
