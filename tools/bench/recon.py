@@ -253,6 +253,11 @@ async def bench(args: argparse.Namespace, console: Console) -> None:
         f"(+{(memory.peak - memory.baseline) / 2**20:.0f} MiB); "
         f"process lifetime peak {lifetime_peak / 2**20:.0f} MiB"
     )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    console.print(
+        f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end: "
+        "other work on the machine slows both this process and PostgreSQL"
+    )
     verdict = "meets" if rate >= TARGET_LINES_PER_SECOND else "MISSES"
     console.print(f"{verdict} the target of {TARGET_LINES_PER_SECOND:,} lines/s")
 

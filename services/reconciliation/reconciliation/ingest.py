@@ -123,22 +123,17 @@ def _settling_lines(table: str) -> str:
 
 
 # The items the file's lines settle, in line order: when two lines of the file settle the same
-# item, the first one's insert wins and the second conflicts. Answers how many lines wanted to
-# settle and how many did: any difference is the file's own duplicates (CLASSIFY judged each
-# line alone, which keeps it free of a sort over the whole file).
+# item, the first one's insert wins and the second conflicts, so fewer rows are inserted than
+# lines settle: the file's own duplicates (CLASSIFY judges each line alone, which keeps it free
+# of a sort over the whole file; the duplicates are marked afterwards).
 _SETTLE = f"""
-WITH wanted AS (
-    SELECT coalesce(refund_id, payment_id) AS item_id, settlement_file_id, line_number
-    FROM settlement_lines l WHERE {_settling_lines("l")}
-    ORDER BY line_number
-), settled AS (
-    INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
-    SELECT item_id, settlement_file_id, line_number, $2 FROM wanted
-    ON CONFLICT (item_id) DO NOTHING
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM wanted) AS wanted, (SELECT count(*) FROM settled) AS settled
+INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
+SELECT coalesce(l.refund_id, l.payment_id), l.settlement_file_id, l.line_number, $2
+FROM settlement_lines l WHERE {_settling_lines("l")}
+ORDER BY l.line_number
+ON CONFLICT (item_id) DO NOTHING
 """  # noqa: S608
+_SETTLING_COUNT = f"SELECT count(*) FROM settlement_lines l WHERE {_settling_lines('l')}"  # noqa: S608
 
 # The later lines of items the file lists twice (their item was settled by an earlier line).
 _IN_FILE_DUPLICATES = f"""
@@ -276,8 +271,8 @@ async def ingest_file(
         )
         settlement_id = await conn.fetchval(staged(_SETTLEMENT_ID, table)) or ""
         await conn.execute(staged(CLASSIFY, table), origin.provider, file_id, settlement_id)
-        settling = await conn.fetchrow(_SETTLE, file_id, settlement_id)
-        if settling["settled"] < settling["wanted"]:
+        status = await conn.execute(_SETTLE, file_id, settlement_id)
+        if int(status.split()[-1]) < await conn.fetchval(_SETTLING_COUNT, file_id):
             await conn.execute(_IN_FILE_DUPLICATES, file_id)
         await _record_run(conn, origin, file_id, run_id, sla_days, table)
         await conn.execute(f"DROP TABLE {table}")
