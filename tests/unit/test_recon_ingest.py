@@ -138,6 +138,52 @@ async def test_events_apply_once_and_never_go_back_in_time(pool: asyncpg.Pool) -
     assert stored["settlement_date"] == DAY
 
 
+async def test_a_refund_event_of_the_same_sequence_updates_the_books(pool: asyncpg.Pool) -> None:
+    # A refund does not change the payment's version: its events carry the same sequence.
+    pending = refund("RFD_S1", "PAY_S1", "RFS1", 300)
+    pending.status = payments_pb2.Refund.PENDING
+    created = event("PAY_S1", provider="p_seq", reference="RS1", amount=500, refunds=[pending])
+    processed = event(
+        "PAY_S1",
+        provider="p_seq",
+        reference="RS1",
+        amount=500,
+        refunds=[refund("RFD_S1", "PAY_S1", "RFS1", 300)],
+        event_id="EVT_S1_processed",
+    )
+    async with pool.acquire() as conn:
+        assert await events.apply(conn, created) is True
+        assert await events.apply(conn, processed) is True
+        stored = await conn.fetchrow("SELECT * FROM book_refunds WHERE refund_id = 'RFD_S1'")
+    assert (stored["status"], stored["settlement_date"]) == ("PROCESSED", DAY)
+
+
+def test_a_wallet_is_due_when_it_debits_and_a_voided_hold_is_due_as_its_refund() -> None:
+    held = event("PAY_W1", provider="paytm", reference="WTX1", amount=900, status="CANCELLED")
+    held.payment.payment_method = payments_pb2.WALLET
+    for to_status, hour in (("AUTHORIZED", 6), ("CANCELLING", 7), ("CANCELLED", 8)):
+        held.payment.status_history.append(
+            payments_pb2.StatusTransition(
+                to_status=payments_pb2.Payment.Status.Value(to_status),
+                at=_ts(CAPTURED.replace(hour=hour)),
+            )
+        )
+    payment, refunds = events.entries(held)
+    assert (payment.captured_paisa, payment.captured_at) == (900, CAPTURED)
+    (void,) = refunds
+    assert (void.refund_id, void.amount_paisa, void.status, void.kind) == (
+        "VOID_PAY_W1",
+        900,
+        "PROCESSED",
+        "VOID",
+    )
+    assert void.processed_at == CAPTURED.replace(hour=8)
+    # A card's authorization takes no money: nothing is due until the capture.
+    held.payment.payment_method = payments_pb2.CARD
+    payment, refunds = events.entries(held)
+    assert (payment.captured_paisa, refunds) == (0, [])
+
+
 async def test_a_day_is_matched_and_the_same_file_twice_changes_nothing(pool: asyncpg.Pool) -> None:
     provider = "p_day"
     async with pool.acquire() as conn:

@@ -3,9 +3,13 @@
 Every event carries the payment as it was right after the change (with its refunds), so the
 books here are a copy of the latest snapshot per payment: amount, what was captured, the
 fee and tax our ledger computed, the provider and its reference, the status and the IST day
-the provider settles it. Delivery is at least once and may replay older events after newer
-ones: an event id already applied is skipped, and a snapshot older than the stored one (by
-the payment's event sequence) never overwrites it.
+the provider settles it. A wallet takes the money when it authorizes, so a held wallet payment
+is due on its authorization day, and a void of it (cancelled or expired uncaptured) is due
+as the wallet's refund `VOID_<payment_id>`. Delivery is at least once and may replay older
+events after newer ones: an event id already applied is skipped, and a snapshot older than
+the stored one (by the payment's event sequence) never overwrites it. Refund events keep the
+payment's sequence (a refund does not change the payment's version), so a snapshot of the
+same sequence is newer: it is the next event of that payment on its partition.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ log = get_logger(__name__)
 
 # Statuses in which the payment's money was captured.
 _CAPTURED = frozenset({"SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED"})
+# Methods whose provider takes the money when it authorizes (a wallet debits at once), so it
+# settles the debit on that day, and settles a void as a refund of it.
+DEBIT_AT_AUTHORIZATION = frozenset({"WALLET"})
+# How a held authorization ends without a capture.
+_RELEASED = frozenset({payments_pb2.Payment.CANCELLED, payments_pb2.Payment.EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ def entries(event: events_pb2.Event) -> tuple[PaymentEntry, list[RefundEntry]]:
     """The book entries an event's payment snapshot describes."""
     payment = event.payment
     status = payments_pb2.Payment.Status.Name(payment.status)
+    method = payments_pb2.PaymentMethod.Name(payment.payment_method)
     refunds = [
         RefundEntry(
             refund_id=refund.refund_id,
@@ -99,13 +109,27 @@ def entries(event: events_pb2.Event) -> tuple[PaymentEntry, list[RefundEntry]]:
         for refund in payment.refunds
         if refund.refund_id
     ]
-    captured_at = _captured_at(payment, status)
+    captured_at = _money_taken_at(payment, status, method)
+    if released := _hold_released_at(payment, method):
+        refunds.append(
+            RefundEntry(
+                refund_id=void_refund_id(payment.payment_id),
+                payment_id=payment.payment_id,
+                provider=payment.provider,
+                provider_reference="",
+                amount_paisa=payment.amount_paisa,
+                status="PROCESSED",
+                kind="VOID",
+                processed_at=released,
+                sequence=event.sequence,
+            )
+        )
     captured = payment.captured_amount_paisa or payment.amount_paisa if captured_at else 0
     entry = PaymentEntry(
         payment_id=payment.payment_id,
         merchant_id=payment.merchant_id,
         provider=payment.provider,
-        method=payments_pb2.PaymentMethod.Name(payment.payment_method),
+        method=method,
         provider_reference=payment.external_txn_id,
         amount_paisa=payment.amount_paisa,
         captured_paisa=captured,
@@ -118,17 +142,42 @@ def entries(event: events_pb2.Event) -> tuple[PaymentEntry, list[RefundEntry]]:
     return entry, refunds
 
 
-def _captured_at(payment: payments_pb2.Payment, status: str) -> datetime | None:
-    """When the money was captured: the payment's move to SUCCESS; for a payment the gateway
-    closed and then reversed (money that arrived late and went back), the reversal's start."""
+def void_refund_id(payment_id: str) -> str:
+    """The refund a wallet makes when the gateway voids a held payment (the orchestrator names
+    it so: a wallet has no void, it refunds the debit)."""
+    return f"VOID_{payment_id}"
+
+
+def _money_taken_at(payment: payments_pb2.Payment, status: str, method: str) -> datetime | None:
+    """When the provider took the customer's money, which it settles that day: the capture (the
+    move to SUCCESS); for a wallet, which debits when it authorizes, the authorization; for a
+    payment the gateway closed and then reversed (money that arrived late and went back), the
+    reversal's start."""
+    taken = {payments_pb2.Payment.SUCCESS}
+    if method in DEBIT_AT_AUTHORIZATION:
+        taken.add(payments_pb2.Payment.AUTHORIZED)
     for transition in payment.status_history:
-        if transition.to_status == payments_pb2.Payment.SUCCESS and transition.HasField("at"):
+        if transition.to_status in taken and transition.HasField("at"):
             return _time(transition.at)
     if status in _CAPTURED:
         return _time(payment.processed_at) if payment.HasField("processed_at") else None
     for refund in payment.refunds:
         if refund.kind == payments_pb2.Refund.REVERSAL and refund.HasField("created_at"):
             return _time(refund.created_at)
+    return None
+
+
+def _hold_released_at(payment: payments_pb2.Payment, method: str) -> datetime | None:
+    """When a wallet's held debit went back to the customer: the gateway voided the
+    authorization (cancelled, or expired uncaptured), which the wallet settles as a refund."""
+    if method not in DEBIT_AT_AUTHORIZATION:
+        return None
+    held = False
+    for transition in payment.status_history:
+        if transition.to_status == payments_pb2.Payment.AUTHORIZED:
+            held = True
+        elif held and transition.to_status in _RELEASED and transition.HasField("at"):
+            return _time(transition.at)
     return None
 
 
@@ -148,7 +197,7 @@ ON CONFLICT (payment_id) DO UPDATE SET
     tax_paisa = EXCLUDED.tax_paisa, status = EXCLUDED.status,
     captured_at = EXCLUDED.captured_at, settlement_date = EXCLUDED.settlement_date,
     sequence = EXCLUDED.sequence, updated_at = now()
-WHERE book_payments.sequence < EXCLUDED.sequence
+WHERE book_payments.sequence <= EXCLUDED.sequence
 """
 
 _UPSERT_REFUND = """
@@ -160,7 +209,7 @@ ON CONFLICT (refund_id) DO UPDATE SET
     amount_paisa = EXCLUDED.amount_paisa, status = EXCLUDED.status, kind = EXCLUDED.kind,
     processed_at = EXCLUDED.processed_at, settlement_date = EXCLUDED.settlement_date,
     sequence = EXCLUDED.sequence, updated_at = now()
-WHERE book_refunds.sequence < EXCLUDED.sequence
+WHERE book_refunds.sequence <= EXCLUDED.sequence
 """
 
 

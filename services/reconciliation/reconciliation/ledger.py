@@ -4,11 +4,13 @@ Each MATCHED payment or refund line moves its money from "receivable from the pr
 "bank" through the orchestrator's internal SettlementLedgerService (never routed by Envoy;
 the orchestrator trusts only reconciliation's service identity). The call is idempotent per
 line (`line_key` = the file's SHA-256 and the line number), so a line posted twice, by a retry
-or by two replicas, is booked once. Lines are claimed with FOR UPDATE SKIP LOCKED, so
-replicas share the work; a line whose call fails for a passing reason (the orchestrator is
-down, a timeout) stays unposted and is tried again. A line the ledger refuses for good (it
-does not hold what the line settles, say) keeps the refusal in `post_error`, is not tried
-again, and is logged: the ledger is the authority on money, and a person must look.
+or by two replicas, is booked once. Only what the ledger booked is posted: a wallet's held
+debit waits for its capture, and a voided hold and its void (money that came and went back
+before the gateway captured it) move nothing in the ledger. Lines are claimed with FOR UPDATE
+SKIP LOCKED, so replicas share the work; a line whose call fails for a passing reason (the
+orchestrator is down, a timeout) stays unposted and is tried again. A line the ledger refuses
+for good (it does not hold what the line settles, say) keeps the refusal in `post_error`, is
+not tried again, and is logged: the ledger is the authority on money, and a person must look.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ SELECT l.settlement_file_id, l.line_number, l.type, l.payment_id, l.refund_id,
 FROM settlement_lines l JOIN settlement_files f USING (settlement_file_id)
 WHERE l.outcome = 'MATCHED' AND l.posted_at IS NULL AND l.type IN ('payment', 'refund')
   AND l.post_error IS NULL
+  -- Only what the ledger has booked: a capture (a wallet's held debit waits for its capture;
+  -- a voided one, and its void, never move money in the ledger), or a real refund.
+  AND CASE l.type
+      WHEN 'payment' THEN EXISTS (
+          SELECT 1 FROM book_payments b WHERE b.payment_id = l.payment_id
+            AND (b.status IN ('SUCCESS', 'PARTIALLY_REFUNDED', 'REFUNDED')
+                 OR EXISTS (SELECT 1 FROM book_refunds r
+                            WHERE r.payment_id = b.payment_id AND r.kind = 'REVERSAL')))
+      ELSE EXISTS (
+          SELECT 1 FROM book_refunds r WHERE r.refund_id = l.refund_id AND r.kind <> 'VOID')
+  END
 ORDER BY l.settlement_file_id, l.line_number
 LIMIT $1
 FOR UPDATE OF l SKIP LOCKED
