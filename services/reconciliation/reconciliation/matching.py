@@ -94,35 +94,44 @@ WITH lines AS (
            i.method
     FROM incoming_lines i
 ),
--- Our payments of this provider by reference (one per reference, should two share it).
-by_reference AS (
+-- Our payments and refunds of this provider by reference (one per reference, should two share
+-- it). Hash joins against these cost a fraction of a lookup per line.
+payments_by_reference AS (
     SELECT DISTINCT ON (b.provider_reference) b.payment_id, b.provider_reference, b.status,
            b.captured_paisa, b.fees_paisa, b.tax_paisa
     FROM book_payments b WHERE b.provider = $1
     ORDER BY b.provider_reference, b.payment_id
 ),
+refunds_by_reference AS (
+    SELECT DISTINCT ON (b.provider_reference) b.refund_id, b.payment_id, b.provider_reference,
+           b.status, b.amount_paisa
+    FROM book_refunds b WHERE b.provider = $1 AND b.provider_reference <> ''
+    ORDER BY b.provider_reference, b.refund_id
+),
 found AS (
     SELECT l.*,
-           coalesce(p_ref.payment_id, p_id.payment_id, r.payment_id) AS payment_id,
-           r.refund_id,
+           coalesce(p_ref.payment_id, p_id.payment_id, r_ref.payment_id, r_id.payment_id)
+               AS payment_id,
+           coalesce(r_ref.refund_id, r_id.refund_id) AS refund_id,
            CASE WHEN l.type = 'payment' THEN coalesce(p_ref.payment_id, p_id.payment_id)
-                WHEN l.type = 'refund' THEN r.refund_id END AS item_id,
-           coalesce(p_ref.status, p_id.status, r.status) AS our_status,
-           coalesce(p_ref.captured_paisa, p_id.captured_paisa, r.amount_paisa) AS our_amount,
+                WHEN l.type = 'refund' THEN coalesce(r_ref.refund_id, r_id.refund_id)
+           END AS item_id,
+           coalesce(p_ref.status, p_id.status, r_ref.status, r_id.status) AS our_status,
+           coalesce(p_ref.captured_paisa, p_id.captured_paisa, r_ref.amount_paisa,
+                    r_id.amount_paisa) AS our_amount,
            coalesce(p_ref.fees_paisa, p_id.fees_paisa, 0) AS our_fee,
            coalesce(p_ref.tax_paisa, p_id.tax_paisa, 0) AS our_tax
     FROM lines l
-    LEFT JOIN by_reference p_ref
+    LEFT JOIN payments_by_reference p_ref
         ON l.type = 'payment' AND p_ref.provider_reference = l.provider_reference
     LEFT JOIN book_payments p_id
         ON l.type IN ('payment', 'chargeback') AND p_ref.payment_id IS NULL
        AND p_id.provider = $1 AND p_id.payment_id = l.merchant_reference
-    LEFT JOIN LATERAL (
-        SELECT * FROM book_refunds b
-        WHERE l.type = 'refund' AND b.provider = $1
-          AND (b.provider_reference = l.provider_reference OR b.refund_id = l.merchant_reference)
-        ORDER BY b.provider_reference = l.provider_reference DESC, b.refund_id LIMIT 1
-    ) r ON true
+    LEFT JOIN refunds_by_reference r_ref
+        ON l.type = 'refund' AND r_ref.provider_reference = l.provider_reference
+    LEFT JOIN book_refunds r_id
+        ON l.type = 'refund' AND r_ref.refund_id IS NULL
+       AND r_id.provider = $1 AND r_id.refund_id = l.merchant_reference
 ),
 ranked AS (
     SELECT f.*,
