@@ -164,7 +164,7 @@ def test_a_wallet_is_due_when_it_debits_and_a_voided_hold_is_due_as_its_refund()
     for to_status, hour in (("AUTHORIZED", 6), ("CANCELLING", 7), ("CANCELLED", 8)):
         held.payment.status_history.append(
             payments_pb2.StatusTransition(
-                to_status=payments_pb2.Payment.Status.Value(to_status),
+                to_status=to_status,
                 at=_ts(CAPTURED.replace(hour=hour)),
             )
         )
