@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks bench-recon recon fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -142,6 +142,14 @@ bench-fraud: gen  ## fraud scoring latency, in-process and over gRPC (starts its
 # WEBHOOK_BENCH_ARGS passes options through, e.g. WEBHOOK_BENCH_ARGS="--endpoints 20 --rates 10,30".
 bench-webhooks: gen  ## webhook deliveries/s and event-to-delivery latency (starts its own stack)
 	$(PY) -m bench.webhooks $(WEBHOOK_BENCH_ARGS)
+
+# RECON_BENCH_ARGS passes options through, e.g. RECON_BENCH_ARGS="--lines 200000 --payments 200000".
+bench-recon: gen  ## reconciliation speed: 1,000,000 settlement lines against 1,000,000 payments (own PostgreSQL)
+	$(PY) -m bench.recon $(RECON_BENCH_ARGS)
+
+# FILE= reconciles a local CSV instead of fetching the provider's file.
+recon: gen  ## reconcile a day by hand: make recon PROVIDER=<provider or method> DATE=YYYY-MM-DD [FILE=path]
+	$(PY) -m reconciliation run --provider "$(PROVIDER)" --date "$(DATE)" $(if $(FILE),--file "$(FILE)")
 
 # The application image the Helm chart deploys; its name and tag are the chart's defaults.
 # BASE=local builds the debian:bookworm-slim base with debootstrap first (no registry needed).

@@ -23,6 +23,7 @@ from functools import cache
 from typing import Annotated, Literal
 from urllib.parse import quote
 
+from croniter import croniter
 from pydantic import (
     BeforeValidator,
     Field,
@@ -324,6 +325,13 @@ class Settings(BaseSettings):
     # How often the fraud service checks the rules file for changes.
     fraud_rules_reload_seconds: float = Field(default=1.0, gt=0)
 
+    # Reconciliation: when the daily run of every provider for the previous IST day starts (a
+    # 5-field cron expression read in IST), how many days a provider has to settle a capture or
+    # refund before it is MISSING_IN_FILE, and where the providers' settlement reports are.
+    recon_schedule: str = "0 6 * * *"
+    recon_settlement_sla_days: int = Field(default=3, ge=0, le=60)
+    settlement_reports_url: str = "http://127.0.0.1:18090"
+
     # Monitoring
     enable_metrics: bool = True
     metrics_port: int = Field(default=9090, ge=0, le=65535)
@@ -372,6 +380,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("recon_schedule")
+    @classmethod
+    def _cron_expression(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                "must be a 5-field cron expression (minute hour day month weekday), "
+                "e.g. '0 6 * * *' for 06:00 IST every day"
+            )
+        return value
 
     @field_validator("kafka_brokers")
     @classmethod

@@ -250,6 +250,8 @@ def stack_env(
     env["WEBHOOK_STREAM_PORT"] = str(ports.webhook_stream)
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
+    # The providers' settlement reports are the sandbox's too.
+    env["SETTLEMENT_REPORTS_URL"] = env["SANDBOX_PUBLIC_URL"]
     return env
 
 

@@ -65,6 +65,9 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $envoy := include "pg.componentName" (dict "root" $ "component" "envoy") -}}
 {{- $_ := set $env "GATEWAY_PUBLIC_URL" ($c.gatewayPublicUrl | default (printf "http://%s:%v" $envoy .Values.envoy.service.port)) -}}
 {{- with $c.sandboxPublicUrl }}{{ $_ := set $env "SANDBOX_PUBLIC_URL" . }}{{ end -}}
+{{- $_ := set $env "RECON_SCHEDULE" $c.reconciliation.schedule -}}
+{{- $_ := set $env "RECON_SETTLEMENT_SLA_DAYS" $c.reconciliation.settlementSlaDays -}}
+{{- with $c.reconciliation.settlementReportsUrl }}{{ $_ := set $env "SETTLEMENT_REPORTS_URL" . }}{{ end -}}
 {{- range $name, $value := $c.extra -}}
 {{- $_ := set $env $name $value -}}
 {{- end -}}

@@ -1,31 +1,22 @@
-"""`python -m reconciliation`: the reconciliation and analytics service."""
+"""`python -m reconciliation`: the reconciliation service; `python -m reconciliation run`:
+reconcile one provider's day by hand, with a progress bar.
+
+python -m reconciliation                                  serve gRPC, consume payments.events,
+                                                          post settled lines, run RECON_SCHEDULE
+python -m reconciliation run --provider P --date D        fetch P's file for D (P may be a
+                                                          method: every provider of it) and
+                                                          reconcile it
+python -m reconciliation run --provider P --date D --file F   reconcile a local file instead
+"""
 
 from __future__ import annotations
 
-from gateway_core.config import get_settings
-from gateway_core.db import check_pool, create_pool
-from gateway_core.server import ServiceApp, run_service
-from paygate.reconciliation.v1 import reconciliation_pb2_grpc
-from reconciliation.servicer import ReconciliationServicer
+import sys
 
-SCHEMA = "reconciliation"
-
-
-async def main() -> None:
-    settings = get_settings()
-    app = ServiceApp("reconciliation", settings)
-
-    pool = await create_pool(settings, SCHEMA)
-    app.on_shutdown(pool.close)
-    app.add_dependency_check("postgres", lambda: check_pool(pool))
-
-    app.add_service(
-        "paygate.reconciliation.v1.ReconciliationService",
-        reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
-        ReconciliationServicer(),
-    )
-    await app.run()
-
+from gateway_core.server import run_service
+from reconciliation.app import cli, main
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        sys.exit(cli(sys.argv[1:]))
     run_service(main)
