@@ -445,6 +445,8 @@ class _Builder:
             return 10000 if name.endswith("paisa") else 1
         if kind == "boolean":
             return False
+        if kind == "string" and prop.get("format") == "date-time":
+            return "2026-01-01T00:00:00Z"
         if kind == "string":
             return next(
                 (value for hint, value in _EXAMPLE_STRINGS if hint in name), f"{name}-example"

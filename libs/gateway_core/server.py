@@ -13,12 +13,12 @@ import inspect
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
@@ -29,6 +29,7 @@ from gateway_core.errors import (
     Internal,
     InvalidArgument,
     Unimplemented,
+    invalid_field,
     to_rpc_status,
 )
 from gateway_core.logging import configure_logging, get_logger
@@ -322,9 +323,15 @@ class _ObservingInterceptor(AioServerInterceptor):
 
 
 class _Undecodable:
-    """A request body that is not the method's message (see `_tolerant`)."""
+    """A request body that is not the method's message, or holds text no service can store
+    (see `_tolerant`)."""
+
+    def __init__(self, nul_field: str = "") -> None:
+        self.nul_field = nul_field
 
     def error(self) -> InvalidArgument:
+        if self.nul_field:
+            return invalid_field(self.nul_field, "must not contain a NUL character (\\u0000)")
         return InvalidArgument(
             "the request does not match this method's message: check each field's type (a map "
             "of text wants text values, a list wants a list)",
@@ -339,11 +346,33 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
     def decode(data: bytes) -> Any:
         try:
-            return deserialize(data)
+            request = deserialize(data)
         except DecodeError:
             return _Undecodable()
+        if isinstance(request, Message) and (field := _field_with_nul(request)):
+            return _Undecodable(field)
+        return request
 
     return decode
+
+
+def _field_with_nul(message: Message, prefix: str = "") -> str | None:
+    """The first text field holding a NUL character: PostgreSQL cannot store one, so every
+    service refuses it up front rather than failing (HTTP 500) at its first query."""
+    for descriptor, value in message.ListFields():
+        name = f"{prefix}{descriptor.name}"
+        if descriptor.message_type and descriptor.message_type.GetOptions().map_entry:
+            values = [*value.keys(), *value.values()]
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            values = list(value)
+        else:
+            values = [value]
+        for item in values:
+            if isinstance(item, str) and "\x00" in item:
+                return name
+            if isinstance(item, Message) and (inner := _field_with_nul(item, f"{name}.")):
+                return inner
+    return None
 
 
 class _Call:

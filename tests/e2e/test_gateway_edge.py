@@ -279,3 +279,19 @@ async def test_a_body_envoy_cannot_encode_as_the_message_is_a_400_and_creates_no
     assert "MALFORMED_REQUEST" in reasons
     listed = await api.get("/api/v1/payments", headers=merchant["auth"])
     assert listed.json()["payments"] == []
+
+
+async def test_text_with_a_nul_character_is_a_400_naming_the_field(
+    api: httpx.AsyncClient, merchant: dict[str, Any]
+) -> None:
+    """Found by the fuzzer: PostgreSQL cannot store NUL, and a filter holding one was a 500."""
+    reply = await api.get(
+        "/api/v1/admin/reconciliation/runs", params={"provider": "upi\x00core"},
+        headers=merchant["admin"],
+    )  # fmt: skip
+    assert reply.status_code == 400, reply.text
+    assert "provider" in reply.json()["message"]
+    body = {**upi_payment(), "description": "tea\x00"}
+    created = await api.post("/api/v1/payments", json=body, headers=merchant["auth"])
+    assert created.status_code == 400, created.text
+    assert "description" in created.json()["message"]
