@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from devstack.runner import IMAGE_UID, ImagePython
 from devstack.stack import Stack
+from devstack.webhook_receiver import WebhookReceiver
 from gateway_core.config import SECRET_RULES
 from gateway_core.services import REPO_ROOT, SERVICES
 
@@ -153,10 +154,18 @@ async def _wait_for(api: httpx.AsyncClient, auth: dict[str, str], pid: str, stat
     raise AssertionError(f"{pid} never reached {status}")
 
 
-async def test_a_merchant_takes_upi_and_a_challenged_card_and_refunds(
+async def test_a_merchant_takes_upi_with_a_webhook_and_a_challenged_card_and_refunds(
     api: httpx.AsyncClient, merchant: dict[str, Any]
 ) -> None:
     auth = merchant["auth"]
+    receiver = WebhookReceiver()
+    await receiver.start()
+    endpoint = await api.post(
+        "/api/v1/webhooks",
+        headers=auth,
+        json={"url": receiver.endpoint("image"), "events": ["payment.success"]},
+    )
+    assert endpoint.status_code == 200, endpoint.text
     upi = await api.post(
         "/api/v1/payments",
         headers=auth,
@@ -165,6 +174,13 @@ async def test_a_merchant_takes_upi_and_a_challenged_card_and_refunds(
     )  # fmt: skip
     assert upi.status_code == 200, upi.text
     await _wait_for(api, auth, upi.json()["payment_id"], "SUCCESS")
+    try:
+        (delivered,) = await receiver.wait_for("image")
+    finally:
+        await receiver.stop()
+    event = delivered.verify(endpoint.json()["secret"])  # Standard Webhooks signature
+    assert event["type"] == "payment.success"
+    assert event["data"]["payment_id"] == upi.json()["payment_id"]
 
     card = {
         "card_number": "4000000000003220",
