@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,3 +244,16 @@ def test_the_services_write_nothing_outside_tmp(image: ImagePython) -> None:
 def _runtime_mount(path: Path, rootfs: Path) -> bool:
     relative = path.relative_to(rootfs).as_posix()
     return any(relative == m or relative.startswith(f"{m}/") for m in RUNTIME_MOUNTS)
+
+
+def test_receipts_still_format_indian_amounts_with_the_trimmed_locales(image: ImagePython) -> None:
+    """The image keeps babel's en_IN locale chain only (Containerfile): receipts need it."""
+    code = (
+        "from babel.numbers import format_currency; "
+        "print(format_currency(100000, 'INR', locale='en_IN'))"
+    )
+    done = subprocess.run(
+        [*image.run_argv(), "python", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "₹1,00,000.00"

@@ -104,6 +104,13 @@ class ImagePython:
     def descriptors(self) -> Path:
         return self.rootfs / "app" / "gen" / "descriptors.pb"
 
+    def run_argv(self) -> list[str]:
+        """The start of a command line that runs a command in the image, as its user."""
+        return [
+            *self._buildah_argv, "run", "--isolation", "chroot", "--network", "host",
+            "--user", f"{IMAGE_UID}:{IMAGE_UID}", self.container, "--",
+        ]  # fmt: skip
+
     def _buildah(self, *args: str) -> str:
         done = subprocess.run(
             [*self._buildah_argv, *args],
