@@ -92,23 +92,21 @@ class ImagePython:
             or name.startswith(_PASSED_PREFIXES)
             or name in ("SERVER_HOST", "SERVER_PORT", "METRICS_PORT")
         )
-        argv = [
-            *self._buildah_argv, "run", "--isolation", "chroot", "--network", "host",
-            "--user", f"{IMAGE_UID}:{IMAGE_UID}",
-            "--mount", "type=tmpfs,destination=/tmp",
-            *(flag for pair in passed for flag in ("--env", pair)),
-            self.container, "--", "python", "-m", module, *args,
-        ]  # fmt: skip
+        # /tmp a tmpfs, as the chart mounts an emptyDir there over a read-only root.
+        flags = ["--mount", "type=tmpfs,destination=/tmp"]
+        flags += [flag for pair in passed for flag in ("--env", pair)]
+        argv = [*self.run_argv(*flags), "python", "-m", module, *args]
         return argv, self._host_env, self._work_dir
 
     def descriptors(self) -> Path:
         return self.rootfs / "app" / "gen" / "descriptors.pb"
 
-    def run_argv(self) -> list[str]:
-        """The start of a command line that runs a command in the image, as its user."""
+    def run_argv(self, *flags: str) -> list[str]:
+        """The start of a command line that runs a command in the image, as its user, with
+        buildah `run` flags of the caller's."""
         return [
             *self._buildah_argv, "run", "--isolation", "chroot", "--network", "host",
-            "--user", f"{IMAGE_UID}:{IMAGE_UID}", self.container, "--",
+            "--user", f"{IMAGE_UID}:{IMAGE_UID}", *flags, self.container, "--",
         ]  # fmt: skip
 
     def _buildah(self, *args: str) -> str:

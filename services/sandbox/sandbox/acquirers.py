@@ -34,7 +34,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card, card_number_problem, read_card
 from sandbox.faults import answer_late
 from sandbox.magic import CardDecline, CardOutcome
-from sandbox.settlements import CARD, Settleable, settlement_instruction
+from sandbox.settlements import CARD, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
 
@@ -163,34 +163,20 @@ class Authorization:
         """The money the acquirer moved: the capture, and each processed refund."""
         if not self.captured_paisa or self.captured_at is None:
             return []
-        capture = Settleable(
+        return money_moved(
             provider=self.gateway,
             method=CARD,
-            type="payment",
-            provider_reference=self.acquirer_txn_id,
-            merchant_reference=self.payment_id,
             payment_id=self.payment_id,
+            provider_reference=self.acquirer_txn_id,
             amount_paisa=self.captured_paisa,
             at=self.captured_at,
-            instruction=settlement_instruction(self.notes),
-        )
-        return [
-            capture,
-            *(
-                Settleable(
-                    provider=self.gateway,
-                    method=CARD,
-                    type="refund",
-                    provider_reference=refund.acquirer_refund_id,
-                    merchant_reference=refund.refund_id,
-                    payment_id=self.payment_id,
-                    amount_paisa=refund.amount_paisa,
-                    at=refund.processed_at,
-                )
-                for refund in self.refunds.values()
-                if refund.status is RefundStatus.PROCESSED
+            notes=self.notes,
+            refunds=(
+                Refunded(r.acquirer_refund_id, r.refund_id, r.amount_paisa, r.processed_at)
+                for r in self.refunds.values()
+                if r.status is RefundStatus.PROCESSED
             ),
-        ]
+        )
 
     def same_request(
         self,

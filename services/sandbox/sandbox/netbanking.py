@@ -28,7 +28,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import BANKS, DOWN_BANK, FAILING_BANK, HANGING_BANK
-from sandbox.settlements import NET_BANKING, Settleable, settlement_instruction
+from sandbox.settlements import NET_BANKING, Refunded, Settleable, money_moved
 from sandbox.validation import CURRENCY, Violations
 
 log = get_logger(__name__)
@@ -101,34 +101,20 @@ class BankPayment:
         """The money the bank moved: the payment once SUCCESS, and each processed refund."""
         if self.status is not BankPaymentStatus.SUCCESS or self.finished_at is None:
             return []
-        payment = Settleable(
+        return money_moved(
             provider=PROVIDER,
             method=NET_BANKING,
-            type="payment",
-            provider_reference=self.bank_reference,
-            merchant_reference=self.payment_id,
             payment_id=self.payment_id,
+            provider_reference=self.bank_reference,
             amount_paisa=self.amount_paisa,
             at=self.finished_at,
-            instruction=settlement_instruction(self.notes),
-        )
-        return [
-            payment,
-            *(
-                Settleable(
-                    provider=PROVIDER,
-                    method=NET_BANKING,
-                    type="refund",
-                    provider_reference=refund.bank_refund_reference,
-                    merchant_reference=refund.refund_id,
-                    payment_id=self.payment_id,
-                    amount_paisa=refund.amount_paisa,
-                    at=refund.processed_at,
-                )
-                for refund in self.refunds.values()
-                if refund.status is RefundStatus.PROCESSED
+            notes=self.notes,
+            refunds=(
+                Refunded(r.bank_refund_reference, r.refund_id, r.amount_paisa, r.processed_at)
+                for r in self.refunds.values()
+                if r.status is RefundStatus.PROCESSED
             ),
-        ]
+        )
 
     def return_to(self) -> str:
         """The merchant's return URL with the outcome added to its query."""

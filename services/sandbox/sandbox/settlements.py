@@ -99,6 +99,57 @@ class Settleable:
     instruction: Instruction | None = None
 
 
+@dataclass(frozen=True)
+class Refunded:
+    """A refund the provider processed: its reference, the gateway's refund id, amount, when."""
+
+    provider_reference: str
+    refund_id: str
+    amount_paisa: int
+    at: float
+
+
+def money_moved(
+    *,
+    provider: str,
+    method: str,
+    payment_id: str,
+    provider_reference: str,
+    amount_paisa: int,
+    at: float,
+    notes: Mapping[str, str],
+    refunds: Iterable[Refunded],
+) -> list[Settleable]:
+    """What one payment puts in its provider's settlement: the payment, then each refund."""
+    payment = Settleable(
+        provider=provider,
+        method=method,
+        type="payment",
+        provider_reference=provider_reference,
+        merchant_reference=payment_id,
+        payment_id=payment_id,
+        amount_paisa=amount_paisa,
+        at=at,
+        instruction=settlement_instruction(notes),
+    )
+    return [
+        payment,
+        *(
+            Settleable(
+                provider=provider,
+                method=method,
+                type="refund",
+                provider_reference=refund.provider_reference,
+                merchant_reference=refund.refund_id,
+                payment_id=payment_id,
+                amount_paisa=refund.amount_paisa,
+                at=refund.at,
+            )
+            for refund in refunds
+        ),
+    ]
+
+
 class SettlesMoney(Protocol):
     """A simulated provider that settles what it moved."""
 

@@ -29,7 +29,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
-from sandbox.settlements import UPI, Settleable, settlement_instruction
+from sandbox.settlements import UPI, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
 
@@ -115,33 +115,19 @@ class UpiTransaction:
         each refund."""
         if self.status is not UpiStatus.SUCCESS or self.finished_at is None:
             return []
-        payment = Settleable(
+        return money_moved(
             provider=PROVIDER,
             method=UPI,
-            type="payment",
-            provider_reference=self.upi_txn_id,
-            merchant_reference=self.transaction_ref,
             payment_id=self.transaction_ref,
+            provider_reference=self.upi_txn_id,
             amount_paisa=self.amount_paisa,
             at=self.finished_at,
-            instruction=settlement_instruction(self.notes),
-        )
-        return [
-            payment,
-            *(
-                Settleable(
-                    provider=PROVIDER,
-                    method=UPI,
-                    type="refund",
-                    provider_reference=refund.upi_refund_id,
-                    merchant_reference=ref,
-                    payment_id=self.transaction_ref,
-                    amount_paisa=refund.amount_paisa,
-                    at=refund.refunded_at,
-                )
-                for ref, refund in self.refunds.items()
+            notes=self.notes,
+            refunds=(
+                Refunded(r.upi_refund_id, ref, r.amount_paisa, r.refunded_at)
+                for ref, r in self.refunds.items()
             ),
-        ]
+        )
 
     def to_callback(self) -> ProviderCallback:
         return ProviderCallback(

@@ -36,7 +36,7 @@ from sandbox.magic import (
     opening_balance_paisa,
     wallet_outcome,
 )
-from sandbox.settlements import WALLET, Settleable, settlement_instruction
+from sandbox.settlements import WALLET, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import CURRENCY, Violations
 
@@ -104,35 +104,20 @@ class WalletDebit:
         """The money the wallet moved: the debit once SUCCESS, and each processed refund."""
         if self.status is not DebitStatus.SUCCESS:
             return []
-        provider = provider_name(self.wallet)
-        debit = Settleable(
-            provider=provider,
+        return money_moved(
+            provider=provider_name(self.wallet),
             method=WALLET,
-            type="payment",
-            provider_reference=self.wallet_txn_id,
-            merchant_reference=self.payment_id,
             payment_id=self.payment_id,
+            provider_reference=self.wallet_txn_id,
             amount_paisa=self.amount_paisa,
             at=self.debited_at,
-            instruction=settlement_instruction(self.notes),
-        )
-        return [
-            debit,
-            *(
-                Settleable(
-                    provider=provider,
-                    method=WALLET,
-                    type="refund",
-                    provider_reference=refund.wallet_refund_id,
-                    merchant_reference=refund.refund_id,
-                    payment_id=self.payment_id,
-                    amount_paisa=refund.amount_paisa,
-                    at=refund.processed_at,
-                )
-                for refund in self.refunds.values()
-                if refund.status is RefundStatus.PROCESSED
+            notes=self.notes,
+            refunds=(
+                Refunded(r.wallet_refund_id, r.refund_id, r.amount_paisa, r.processed_at)
+                for r in self.refunds.values()
+                if r.status is RefundStatus.PROCESSED
             ),
-        ]
+        )
 
 
 def provider_name(wallet: str) -> str:
