@@ -1,7 +1,7 @@
 """paygate.reconciliation.v1.ReconciliationService (DESIGN.md §8): settlement runs,
 exceptions and reports. Every method is admin-only (Envoy's RBAC, and checked again here).
 
-Disputes and analytics are later issues: those methods answer UNIMPLEMENTED (HTTP 501).
+Analytics is a later issue: that method answers UNIMPLEMENTED (HTTP 501).
 """
 
 from __future__ import annotations
