@@ -218,9 +218,10 @@ class Disputes:
     async def submit_evidence(
         self, dispute_id: str, merchant_id: str | None, evidence: Mapping[str, str]
     ) -> DisputeRecord:
-        checked = check_evidence(evidence)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Whose it is first: another merchant's id is 404 whatever the evidence says.
             dispute = await self._locked(conn, dispute_id, merchant_id)
+            checked = check_evidence(evidence)
             if dispute.evidence is not None:
                 raise FailedPrecondition(
                     f"evidence for dispute {dispute_id} was submitted already, at"
