@@ -40,6 +40,7 @@ from orchestrator.domain.disputes import (
     reason_text,
 )
 from orchestrator.domain.ledger import dispute_opened_entry, dispute_won_entry
+from orchestrator.idempotency import bind_effects
 from orchestrator.providers.base import ProviderNotFound, ProviderTimeout
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.records import DisputeRecord, PaymentRecord
@@ -229,6 +230,7 @@ class Disputes:
                     reason="DISPUTE_EVIDENCE_ALREADY_SUBMITTED",
                 )
             await self._answerable(conn, dispute, "evidence is")
+            await bind_effects(conn, dispute_id)
             dispute = await self._move(
                 conn,
                 dispute,
@@ -243,6 +245,7 @@ class Disputes:
         async with self._pool.acquire() as conn, conn.transaction():
             dispute = await self._locked(conn, dispute_id, merchant_id)
             await self._answerable(conn, dispute, "accepting it is")
+            await bind_effects(conn, dispute_id)
             dispute = await self._move(conn, dispute, DisputeStatus.ACCEPTED)
         await self.notify_provider(dispute)
         return await self.get(dispute_id, merchant_id)
