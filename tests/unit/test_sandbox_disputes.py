@@ -152,3 +152,25 @@ def test_each_dispute_is_a_chargeback_line_of_its_day() -> None:
     assert (line.provider_reference, line.merchant_reference) == (case.case_reference, "PAY_C")
     assert (line.amount_paisa, line.fee_paisa, line.tax_paisa) == (25_000, 0, 0)
     assert line.net_paisa == -25_000
+
+
+async def test_a_magic_chargeback_on_a_payment_refunded_in_full_meanwhile_is_not_raised() -> None:
+    sent = Sent()
+    acquirers, switch = books()
+    authorization = acquirers.get("razorpay", "PAY_C")
+    acquirers.refund("razorpay", authorization.acquirer_txn_id, "PAY_C", "RFD_2", 40_000)
+    disputes = DisputeDesk(
+        acquirers,
+        switch,
+        sent,  # type: ignore[arg-type]
+        respond_within_seconds=3600,
+        decision_delay_seconds=0,
+        clock=lambda: MORNING,
+    )
+
+    disputes.raise_later("razorpay", "PAY_C", 0)
+    await asyncio.sleep(0.05)
+    await disputes.aclose()
+
+    assert sent.callbacks == []
+    assert disputes.settleable() == []
