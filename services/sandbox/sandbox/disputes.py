@@ -118,9 +118,11 @@ class DisputeDesk:
         amount_paisa: int = 0,
         reason_code: str = "",
         respond_within_seconds: float | None = None,
+        notify: bool = True,
     ) -> DisputeCase:
-        """Open a dispute on a payment the provider captured and tell the gateway. The amount
-        defaults to what is still captured (less refunds and earlier disputes)."""
+        """Open a dispute on a payment the provider captured and tell the gateway (unless
+        `notify` is False: a test then delivers the callback itself). The amount defaults to
+        what is still captured (less refunds and earlier disputes)."""
         method, disputable = self._disputable(provider, payment_id)
         amount = amount_paisa or disputable
         if amount <= 0 or amount > disputable:
@@ -159,7 +161,8 @@ class DisputeDesk:
             amount_paisa=amount,
             reason_code=code,
         )
-        self._callbacks.send(case.callback("dispute.opened", now))
+        if notify:
+            self._callbacks.send(case.callback("dispute.opened", now))
         return case
 
     def raise_later(self, provider: str, payment_id: str, delay_seconds: float) -> None:

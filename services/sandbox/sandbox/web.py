@@ -328,8 +328,8 @@ class SandboxWeb:
 
     async def _raise_dispute(self, request: web.Request) -> web.Response:
         """A dispute on demand: {"provider": ..., "payment_id": ..., and optionally
-        "amount_paisa", "reason_code", "respond_within_seconds"}. The provider raises it and
-        calls the gateway back at once."""
+        "amount_paisa", "reason_code", "respond_within_seconds", "notify"}. The provider raises
+        it and calls the gateway back at once (unless "notify" is false)."""
         if self._disputes is None:
             raise web.HTTPNotFound(text="disputes are not raised here")
         try:
@@ -345,6 +345,9 @@ class SandboxWeb:
             provider, payment_id = body.get("provider"), body.get("payment_id")
             amount, reason_code = body.get("amount_paisa", 0), body.get("reason_code", "")
             within = body.get("respond_within_seconds")
+            notify = body.get("notify", True)
+            if not isinstance(notify, bool):
+                raise InvalidArgument("notify must be true or false")
             if not isinstance(provider, str) or not isinstance(payment_id, str):
                 raise InvalidArgument(
                     "provider and payment_id are required", reason="BAD_REQUEST_BODY"
@@ -361,6 +364,7 @@ class SandboxWeb:
                 amount_paisa=amount,
                 reason_code=reason_code,
                 respond_within_seconds=within,
+                notify=notify,
             )
         except InvalidArgument as exc:
             return _error(400, exc)
