@@ -474,6 +474,11 @@ async def test_the_chargeback_line_of_the_settlement_file_reconciles_matched(
         )
         assert reply.status_code == 200, reply.text
         [run] = reply.json()["runs"]
+        report = await api.get(
+            "/api/v1/admin/settlements",
+            params={"date": day.isoformat(), "provider": payment["provider"]},
+            headers=desk.merchant["admin"],
+        )
         line = await conn.fetchrow(
             "SELECT * FROM settlement_lines WHERE settlement_file_id = $1 AND type = 'chargeback'"
             " AND provider_reference = $2",
@@ -485,3 +490,8 @@ async def test_the_chargeback_line_of_the_settlement_file_reconciles_matched(
     assert line is not None
     assert (line["outcome"], line["amount_paisa"]) == ("MATCHED", 35_000)
     assert line["payment_id"] == payment["payment_id"]
+    # Our books expect what the provider took back: every dispute of the day is in the file.
+    assert report.status_code == 200, report.text
+    [entry] = report.json()["providers"]
+    assert int(entry["chargebacks_paisa"]) >= 35_000
+    assert entry["expected_chargebacks_paisa"] == entry["chargebacks_paisa"]
