@@ -503,12 +503,14 @@ async def test_a_quoted_file_is_judged_whole_by_the_database(pool: asyncpg.Pool)
 async def test_the_settled_items_of_older_releases_survive_the_move_into_the_lines(
     postgres_server: ScratchServer, tmp_path: Path
 ) -> None:
-    # Migration 0003 replaced the settled_items table by a mark on the settling line: a
+    # Migration 0005 replaced the settled_items table by a mark on the settling line: a
     # database migrated before it keeps which line settled which item.
     settings = await postgres_server.database("recon_upgrade")
     migrations = BY_NAME["reconciliation"].migrations_dir
-    for path in sorted(migrations.glob("000[12]_*.sql")):
-        shutil.copy(path, tmp_path)
+    moved = next(migrations.glob("*_settled_by_lines.sql"))
+    for path in sorted(migrations.glob("*.sql")):
+        if path.name < moved.name:
+            shutil.copy(path, tmp_path)
     await migrate(settings, "reconciliation", tmp_path)
     conn = await asyncpg.connect(
         host="127.0.0.1",
@@ -530,7 +532,7 @@ async def test_the_settled_items_of_older_releases_survive_the_move_into_the_lin
                 payment,
             )
         await conn.execute("INSERT INTO settled_items VALUES ('PAY_U1', 'SFL_U', 2, 'setl_u')")
-        shutil.copy(next(migrations.glob("0003_*.sql")), tmp_path)
+        shutil.copy(moved, tmp_path)
         await migrate(settings, "reconciliation", tmp_path)
         settled = await conn.fetch("SELECT * FROM settled_items")
         assert [(r["item_id"], r["settlement_file_id"], r["line_number"]) for r in settled] == [
