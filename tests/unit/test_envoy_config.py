@@ -568,11 +568,12 @@ def test_filters_run_in_the_order_the_security_model_needs(descriptors: Descript
         "envoy.filters.http.rbac",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ratelimit",
+        "envoy.filters.http.buffer",  # bodies over the limit: 413 before any service
         "envoy.filters.http.grpc_json_transcoder",
         "rbac_grpc",
         "envoy.filters.http.router",
     ]
-    transcoder = http_filters(config)[7]["typed_config"]
+    transcoder = http_filters(config)[8]["typed_config"]
     assert sorted(transcoder["services"]) == sorted(PUBLIC_SERVICES)
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from gateway_core.config import published_secret_values
+from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 CHART = REPO_ROOT / "helm" / "payment-gateway"
@@ -702,6 +703,9 @@ def http_connection_manager(config: dict[str, Any]) -> dict[str, Any]:
     return manager
 
 
+RECONCILIATION = "paygate.reconciliation.v1.ReconciliationService"
+
+
 def grpc_routes(config: dict[str, Any]) -> dict[str, str]:
     """gRPC service -> cluster, from the routes that forward one service's path prefix."""
     routes = http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
@@ -718,7 +722,8 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
     assert grpc_routes(config) == by_grpc
     manager = http_connection_manager(config)
     routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
-    assert set(routes) == {*by_grpc, "health", "payment-stream", "rest", "not-found"}
+    upload = "upload /api/v1/admin/settlements/files"
+    assert set(routes) == {*by_grpc, "health", "payment-stream", upload, "rest", "not-found"}
     assert routes["health"]["direct_response"]["status"] == 200
     assert routes["not-found"]["direct_response"]["status"] == 404
     filters = {f["name"]: f["typed_config"] for f in manager["http_filters"]}
@@ -732,6 +737,25 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
         "envoy.filters.http.grpc_json_transcoder"
     )
     assert names[-1] == "envoy.filters.http.router"
+
+
+def test_envoy_refuses_large_bodies_and_slow_clients_as_the_local_stack_does(
+    defaults: list[Manifest],
+) -> None:
+    manager = http_connection_manager(envoy_config(defaults))
+    assert manager["request_headers_timeout"] == "10s"
+    filters = [f["name"] for f in manager["http_filters"]]
+    assert filters.index("envoy.filters.http.buffer") == (
+        filters.index("envoy.filters.http.grpc_json_transcoder") - 1
+    )
+    buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] == 1 << 20
+    routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
+    for name in ("upload /api/v1/admin/settlements/files", RECONCILIATION):
+        limit = routes[name]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+        assert limit["buffer"]["max_request_bytes"] == MAX_UPLOAD_BYTES
+    stream = routes["payment-stream"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+    assert stream["disabled"] is True
 
 
 def test_envoy_reads_the_jwt_secret_and_descriptors_from_its_init_container(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,7 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
-from gateway_core.db import create_pool
+from gateway_core.db import create_pool, migrate
+from gateway_core.services import BY_NAME
 from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
@@ -487,6 +490,59 @@ async def test_a_days_file_fetched_again_after_it_grew_restates_it_without_dupli
         sla_days=SLA_DAYS,
     )
     assert await outcomes(pool, other.run_id) == {"DUPLICATE": 1}
+
+
+async def test_a_quoted_file_is_judged_whole_by_the_database(pool: asyncpg.Pool) -> None:
+    # Quotes keep the screen from clearing lines (a quoted field may hold a line break): the
+    # database's rules still find the broken line.
+    quoted = GOOD.replace("RG1", '"RG1"')
+    broken = GOOD.replace(",UPI", ",CASH")
+    refused = await refusal(pool, f"{HEAD}\n{quoted}\n{GOOD}\n{broken}\n".encode())
+    assert (refused.line_number, refused.reason.startswith("method must be one of")) == (4, True)
+
+
+async def test_the_settled_items_of_older_releases_survive_the_move_into_the_lines(
+    postgres_server: ScratchServer, tmp_path: Path
+) -> None:
+    # Migration 0005 replaced the settled_items table by a mark on the settling line: a
+    # database migrated before it keeps which line settled which item.
+    settings = await postgres_server.database("recon_upgrade")
+    migrations = BY_NAME["reconciliation"].migrations_dir
+    moved = next(migrations.glob("*_settled_by_lines.sql"))
+    for path in sorted(migrations.glob("*.sql")):
+        if path.name < moved.name:
+            shutil.copy(path, tmp_path)
+    await migrate(settings, "reconciliation", tmp_path)
+    conn = await asyncpg.connect(
+        host="127.0.0.1",
+        port=settings.db_port,
+        user=settings.db_username,
+        password=settings.db_password,
+        database=settings.db_database,
+        server_settings={"search_path": "reconciliation"},
+    )
+    try:
+        for line, outcome, payment in ((2, "MATCHED", "PAY_U1"), (3, "DUPLICATE", "PAY_U1")):
+            await conn.execute(
+                "INSERT INTO settlement_lines (settlement_file_id, line_number, type,"
+                " provider_reference, merchant_reference, amount_paisa, fee_paisa, tax_paisa,"
+                " settled_at, method, outcome, payment_id)"
+                " VALUES ('SFL_U', $1, 'payment', 'RU1', $3, 100, 0, 0, now(), 'UPI', $2, $3)",
+                line,
+                outcome,
+                payment,
+            )
+        await conn.execute("INSERT INTO settled_items VALUES ('PAY_U1', 'SFL_U', 2, 'setl_u')")
+        shutil.copy(moved, tmp_path)
+        await migrate(settings, "reconciliation", tmp_path)
+        settled = await conn.fetch("SELECT * FROM settled_items")
+        assert [(r["item_id"], r["settlement_file_id"], r["line_number"]) for r in settled] == [
+            ("PAY_U1", "SFL_U", 2)
+        ]
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("UPDATE settlement_lines SET settles = true WHERE line_number = 3")
+    finally:
+        await conn.close()
 
 
 def dispute_event(
