@@ -49,6 +49,7 @@ PUBLIC_SERVICES = (
     "paygate.callbacks.v1.ProviderCallbackService",
     "paygate.webhooks.v1.WebhookService",
     "paygate.reconciliation.v1.ReconciliationService",
+    "paygate.disputes.v1.DisputeService",
 )
 
 # One scratch file per package, with the real services' names and REST paths.
@@ -134,6 +135,22 @@ message SettlementReport { string date = 1; string provider = 2; }
 service ReconciliationService {
   rpc GetSettlementReport(GetSettlementReportRequest) returns (SettlementReport) {
     option (google.api.http) = {get: "/api/v1/admin/settlements"};
+  }
+}
+""",
+    "paygate/disputes/v1/edge_disputes.proto": """
+syntax = "proto3";
+package paygate.disputes.v1;
+import "google/api/annotations.proto";
+
+message GetDisputeRequest { string dispute_id = 1; }
+message Dispute { string dispute_id = 1; string merchant_id = 2; }
+service DisputeService {
+  rpc GetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/disputes/{dispute_id}"};
+  }
+  rpc AdminGetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/admin/disputes/{dispute_id}"};
   }
 }
 """,
