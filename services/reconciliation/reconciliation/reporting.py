@@ -67,13 +67,13 @@ class MerchantReportingServicer(merchant_reporting_pb2_grpc.MerchantReportingSer
     def __init__(self, reporting: Reporting) -> None:
         self._reporting = reporting
 
-    async def GetPaymentAnalytics(
+    async def GetMerchantPaymentAnalytics(
         self, request: pb.GetPaymentAnalyticsRequest, context: RpcContext
     ) -> pb.PaymentAnalytics:
         caller = caller_from_context(context)
         return await self._reporting.analytics(request, merchant_id=caller.merchant_id)
 
-    async def ExportTransactionsReport(
+    async def ExportMerchantTransactionsReport(
         self, request: pb.ExportTransactionsReportRequest, context: RpcContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         caller = caller_from_context(context)
