@@ -55,6 +55,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.payments.v1.PaymentMethodService",
             "paygate.merchants.v1.MerchantService",
             "paygate.callbacks.v1.ProviderCallbackService",
+            "paygate.disputes.v1.DisputeService",
         ),
         internal_grpc_services=("paygate.ledger.v1.SettlementLedgerService",),
         schema="orchestrator",
@@ -120,6 +121,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.sandbox.v1.CardAcquirerService",
             "paygate.sandbox.v1.WalletProviderService",
             "paygate.sandbox.v1.NetBankingService",
+            "paygate.sandbox.v1.DisputeNetworkService",
         ),
         public=False,
         # It signs each provider's callbacks with that provider's key, and checks each

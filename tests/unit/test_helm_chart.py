@@ -50,6 +50,9 @@ CALLBACK_KEYS = {
     "PROVIDER_CALLBACK_SECRET_UPI_CORE",
     "PROVIDER_CALLBACK_SECRET_NETBANKING",
     "PROVIDER_CALLBACK_SECRET_ACS",
+    "PROVIDER_CALLBACK_SECRET_RAZORPAY",
+    "PROVIDER_CALLBACK_SECRET_PAYU",
+    "PROVIDER_CALLBACK_SECRET_CCAVENUE",
 }
 SECRET_KEYS = {
     "JWT_SECRET",
@@ -445,6 +448,9 @@ def test_values_carry_no_secret_defaults(chart: Any) -> None:
         "providerCallbackSecretUpiCore",
         "providerCallbackSecretNetbanking",
         "providerCallbackSecretAcs",
+        "providerCallbackSecretRazorpay",
+        "providerCallbackSecretPayu",
+        "providerCallbackSecretCcavenue",
         "idempotencyFingerprintKey",
         "dbOrchestratorPassword",
         "dbVaultPassword",

@@ -48,14 +48,15 @@ async def post_entry(conn: asyncpg.Connection, entry: JournalEntry) -> bool:
         raise RuntimeError("post_entry must run inside the caller's transaction")
     inserted = await conn.fetchval(
         "INSERT INTO journal_entries"
-        " (journal_id, kind, payment_id, refund_id, merchant_id, currency)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING journal_id",
+        " (journal_id, kind, payment_id, refund_id, merchant_id, currency, dispute_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING journal_id",
         entry.journal_id,
         entry.kind.value,
         entry.payment_id,
         entry.refund_id,
         entry.merchant_id,
         entry.currency,
+        entry.dispute_id,
     )
     if inserted is None:
         return False
@@ -82,7 +83,9 @@ async def post_entry(conn: asyncpg.Connection, entry: JournalEntry) -> bool:
 
 async def load_pricing(db: Queryable) -> dict[str, Pricing]:
     """The pricing table, by payment method."""
-    rows = await db.fetch("SELECT method, rate_bps, fixed_paisa, gst_bps FROM pricing")
+    rows = await db.fetch(
+        "SELECT method, rate_bps, fixed_paisa, gst_bps, dispute_fee_paisa FROM pricing"
+    )
     return {row["method"]: Pricing(**dict(row)) for row in rows}
 
 

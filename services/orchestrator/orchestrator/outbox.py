@@ -22,6 +22,7 @@ from gateway_core.errors import Unavailable
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, PublishError
 from gateway_core.logging import get_logger
+from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 
@@ -71,6 +72,7 @@ def encode_event(
     sequence: int,
     event_id: str,
     refund: payments_pb2.Refund | None = None,
+    dispute: disputes_pb2.Dispute | None = None,
 ) -> bytes:
     event = events_pb2.Event(
         event_id=event_id,
@@ -81,6 +83,7 @@ def encode_event(
         payment=payment,
         sequence=sequence,
         refund=refund,
+        dispute=dispute,
     )
     text = json_format.MessageToJson(
         event,
@@ -99,6 +102,7 @@ async def enqueue(
     payment: payments_pb2.Payment,
     sequence: int,
     refund: payments_pb2.Refund | None = None,
+    dispute: disputes_pb2.Dispute | None = None,
 ) -> str:
     """Add an event to the outbox inside the caller's transaction; returns its event id."""
     event_id = new_id("EVT")
@@ -108,6 +112,7 @@ async def enqueue(
         sequence=sequence,
         event_id=event_id,
         refund=refund,
+        dispute=dispute,
     )
     await conn.execute(
         "INSERT INTO outbox (event_id, topic, event_key, payload, traceparent)"
