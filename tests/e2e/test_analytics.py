@@ -313,8 +313,9 @@ async def seed(shop: Shop) -> None:
     visa = await shop.pay(card(CARDS["visa"], 20_001))
     await shop.pay(card(CARDS["mastercard"], 30_000))
     await shop.pay(card(CARDS["declined"], 7_500))
-    # A documentation network's address: the fraud check blocks it before any provider.
-    await shop.pay(card(CARDS["visa"], 9_900, device={"ip_address": "203.0.113.7"}))
+    # A high amount from a documentation network's address: blocked before any provider.
+    blocked = upi("success@upi", 5_000_000)
+    await shop.pay({**blocked, "device": {"fingerprint_id": "dev-1", "ip_address": "203.0.113.7"}})
     paytm = await shop.pay(wallet("9999999999", 15_000))
     await shop.pay(wallet("9000000000", 4_000))  # no balance
     bank = await shop.pay(net_banking(25_000))
@@ -561,7 +562,7 @@ async def test_the_transactions_report_lists_a_merchants_payments_and_refunds(
         created = _moment(payment["created_at"]).astimezone(IST).isoformat(timespec="seconds")
         assert row["created_at"] == created
     refunds = {r["refund_id"]: r for r in rows if r["type"] == "refund"}
-    assert refunds.keys() == {r["refund_id"] for p in payments.values() for r in p["refunds"]}
+    assert refunds.keys() == {r["refund_id"] for p in payments.values() for r in p.get("refunds", [])}
     assert all(r["created_at"].endswith("+05:30") for r in rows)
 
     admin = await api.get(

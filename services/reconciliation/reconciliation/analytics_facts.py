@@ -10,11 +10,13 @@ next event of that payment on its partition, as for the books).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter, Histogram
 
 from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
@@ -22,6 +24,23 @@ from paygate.payments.v1 import payments_pb2
 
 # Statuses in which the payment's money was captured: a successful payment.
 SUCCESSFUL = ("SUCCESS", "PARTIALLY_REFUNDED", "REFUNDED")
+
+# Each event id counts once (the first time it is applied), whichever replica consumed it: the
+# dashboard's payments per second by method and outcome.
+EVENTS = Counter(
+    "payment_events_total",
+    "Payment, refund and dispute events applied, each event id once, by type and method.",
+    ["event_type", "payment_method"],
+)
+EVENT_LAG_SECONDS = Histogram(
+    "payment_event_lag_seconds",
+    "Time from an event's occurrence to its analytics facts being up to date (outbox relay,"
+    " broker and consumer together).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+# The event types a label may take (the orchestrator's: payment.<status>, refund.*,
+# dispute.*); anything else is counted as "other", so a label's values stay few.
+_EVENT_TYPE = re.compile(r"(payment|refund|dispute)\.[a-z_]{1,30}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,20 @@ def dispute_fact(event: events_pb2.Event) -> DisputeFact | None:
         sequence=event.sequence,
         changed_at=_time(dispute.updated_at) if dispute.HasField("updated_at") else occurred,
     )
+
+
+def observe(event: events_pb2.Event) -> None:
+    """Count an event applied for the first time, and how long it took to get here."""
+    method = (
+        payments_pb2.PaymentMethod.Name(event.payment.payment_method)
+        if event.payment.payment_id
+        else ""
+    )
+    event_type = event.type if _EVENT_TYPE.fullmatch(event.type) else "other"
+    EVENTS.labels(event_type=event_type, payment_method=method).inc()
+    if event.HasField("occurred_at"):
+        lag = datetime.now(UTC) - _time(event.occurred_at)
+        EVENT_LAG_SECONDS.observe(max(lag.total_seconds(), 0.0))
 
 
 def _succeeded_at(payment: payments_pb2.Payment, status: str) -> datetime | None:

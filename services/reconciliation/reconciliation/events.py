@@ -329,4 +329,5 @@ class EventIngestor:
             )
             return
         async with self._pool.acquire() as conn:
-            await apply(conn, event)
+            if await apply(conn, event):
+                analytics_facts.observe(event)
