@@ -409,6 +409,8 @@ async def test_time_series_buckets_are_ist_and_include_empty_ones(pool: asyncpg.
         ({"from_date": "2026-02-30", "to_date": "2026-12-05"}, "from"),
         ({"from_date": "2026-12-05T10:00:00", "to_date": "2026-12-06"}, "from"),
         ({"from_date": "yesterday", "to_date": "2026-12-06"}, "from"),
+        ({"from_date": "2026-12-01", "to_date": "9999-12-31"}, "to"),
+        ({"from_date": "0001-01-01T00:00:00+14:00", "to_date": "2026-12-06"}, "from"),
         ({"from_date": "2026-12-06", "to_date": "2026-12-05"}, "to"),
         (
             {"from_date": "2026-12-01", "to_date": "2026-12-31", "granularity": "minute"},

@@ -52,6 +52,10 @@ MAX_FILTER_CHARS = 100
 # 20 + 24 * 365 groups at most: past this the caller should narrow the range or the grouping.
 MAX_GROUPS = 10_000
 
+# The years a range may span: any payment's, and far from the calendar's ends.
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 2200
+
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _METHODS = frozenset(
@@ -97,14 +101,14 @@ def parse_moment(text: str, field_name: str, *, end: bool) -> datetime:
             raise invalid_field(
                 field_name, f"{text} is not a calendar date", reason="INVALID_TIME"
             ) from None
-        if end:
-            day += timedelta(days=1)
-        return datetime(day.year, day.month, day.day, tzinfo=IST)
+        _check_year(day.year, field_name)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=IST)
+        return midnight + timedelta(days=1) if end else midnight
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text) if "T" in text.upper() else None
     except ValueError:
         moment = None
-    if moment is None or "T" not in text.upper():
+    if moment is None:
         raise invalid_field(
             field_name,
             "must be a date YYYY-MM-DD or an RFC 3339 time such as 2026-12-05T10:00:00+05:30",
@@ -116,7 +120,17 @@ def parse_moment(text: str, field_name: str, *, end: bool) -> datetime:
             "must carry its UTC offset (Z or +05:30): a time without one is ambiguous",
             reason="INVALID_TIME",
         )
+    _check_year(moment.year, field_name)
     return moment
+
+
+def _check_year(year: int, field_name: str) -> None:
+    if not EARLIEST_YEAR <= year < LATEST_YEAR:
+        raise invalid_field(
+            field_name,
+            f"must be in the years {EARLIEST_YEAR} to {LATEST_YEAR - 1}",
+            reason="INVALID_TIME",
+        )
 
 
 def parse_range(from_text: str, to_text: str) -> TimeRange:
