@@ -15,12 +15,15 @@ from typing import Any
 
 import asyncpg
 import pytest
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import InvalidArgument
+from gateway_core.kafka import ConsumedEvent
 from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
@@ -489,3 +492,27 @@ async def test_the_transactions_report_has_a_row_per_payment_and_refund(pool: as
     ]
     assert sorted(found_refunds) == sorted(refunds)
     assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
+
+
+async def test_each_event_id_is_counted_once_for_the_dashboard(pool: asyncpg.Pool) -> None:
+    sale = sales_of("MH", T0)[6]  # a wallet payment that succeeded
+    record = ConsumedEvent(
+        topic="payments.events",
+        partition=0,
+        offset=1,
+        key=sale.payment_id,
+        value=json_format.MessageToJson(sale.event(5)).encode(),
+    )
+    labels = {"event_type": "payment.updated", "payment_method": "WALLET"}
+    before = REGISTRY.get_sample_value("payment_events_total", labels) or 0.0
+    ingest = events.EventIngestor(pool)
+
+    await ingest(record)
+    await ingest(record)  # redelivered
+
+    assert REGISTRY.get_sample_value("payment_events_total", labels) == before + 1
+    async with pool.acquire() as conn:
+        status = await conn.fetchval(
+            "SELECT status FROM analytics_payments WHERE payment_id = $1", sale.payment_id
+        )
+    assert status == "SUCCESS"
