@@ -119,9 +119,11 @@ class Desk:
             headers=self.merchant["auth"],
         )
 
-    async def accept(self, dispute_id: str) -> httpx.Response:
+    async def accept(self, dispute_id: str, **headers: str) -> httpx.Response:
         return await self.api.post(
-            f"/api/v1/disputes/{dispute_id}/accept", json={}, headers=self.merchant["auth"]
+            f"/api/v1/disputes/{dispute_id}/accept",
+            json={},
+            headers={**self.merchant["auth"], **headers},
         )
 
     async def raise_dispute(self, provider: str, payment_id: str, **extra: Any) -> dict[str, Any]:
@@ -168,7 +170,7 @@ async def test_a_chargeback_on_the_magic_card_opens_a_dispute_and_debits_the_mer
 
 
 async def test_winning_evidence_wins_the_money_back_but_not_the_fee(
-    payments: Any, desk: Desk
+    payments: Any, desk: Desk, api: httpx.AsyncClient, stack: Stack
 ) -> None:
     payment = await captured(payments, card())
     before = await desk.payable()
@@ -192,6 +194,33 @@ async def test_winning_evidence_wins_the_money_back_but_not_the_fee(
     assert won["evidence"]["summary"].endswith("winning_evidence")
     assert await desk.payable() == before - DISPUTE_FEE
 
+    # The provider's decision delivered again (a retry, or a replay): the money moves once.
+    provider = dispute["provider"]
+    body = json.dumps(
+        {
+            "event_id": f"EVT_{uuid.uuid4().hex}",
+            "type": "dispute.decided",
+            "provider": provider,
+            "transaction_ref": payment["payment_id"],
+            "case_reference": dispute["provider_reference"],
+            "amount_paisa": 50_000,
+            "outcome": "WON",
+        }
+    ).encode()
+    again_decided = await api.post(
+        f"/api/v1/provider-callbacks/{provider}",
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "x-provider-signature": sign_callback(
+                stack.env[f"PROVIDER_CALLBACK_SECRET_{provider.upper()}"], body
+            ),
+        },
+    )
+    assert again_decided.status_code == 200, again_decided.text
+    assert again_decided.json()["applied"] is False
+    assert await desk.payable() == before - DISPUTE_FEE
+
 
 async def test_other_evidence_loses_and_the_money_stays_with_the_customer(
     payments: Any, desk: Desk
@@ -213,11 +242,14 @@ async def test_accepting_concedes_and_answers_only_once(payments: Any, desk: Des
     before = await desk.payable()
     dispute = await desk.opened(payment["payment_id"])
 
-    reply = await desk.accept(dispute["dispute_id"])
+    key = {"Idempotency-Key": f"accept-{uuid.uuid4().hex}"}
+    reply = await desk.accept(dispute["dispute_id"], **key)
 
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "ACCEPTED"
     assert reply.json()["resolved_at"]
+    retried = await desk.accept(dispute["dispute_id"], **key)  # the first answer, replayed
+    assert (retried.status_code, retried.json()) == (200, reply.json())
     again = await desk.accept(dispute["dispute_id"])
     assert (again.status_code, reason(again)) == (400, "DISPUTE_NOT_OPEN")
     late = await desk.evidence(dispute["dispute_id"], summary="winning_evidence")
@@ -353,10 +385,13 @@ async def test_a_forged_or_replayed_chargeback_changes_nothing(
     assert await desk.disputes_of(payment["payment_id"]) == []
 
     signature = sign_callback(stack.env[f"PROVIDER_CALLBACK_SECRET_{provider.upper()}"], body)
-    first, replay = await post(signature), await post(signature)
+    # Delivered twice at once (a provider's retry racing the first attempt), then once more.
+    both = await asyncio.gather(post(signature), post(signature))
+    replay = await post(signature)
 
-    assert (first.status_code, replay.status_code) == (200, 200), replay.text
-    assert (first.json()["applied"], replay.json()["applied"]) == (True, False)
+    assert [r.status_code for r in (*both, replay)] == [200, 200, 200], replay.text
+    assert sorted(r.json()["applied"] for r in both) == [False, True]
+    assert replay.json()["applied"] is False
     assert len(await desk.disputes_of(payment["payment_id"])) == 1
     assert await desk.payable() == before - 40_000 - DISPUTE_FEE
     tampered = body.replace(b"40000", b"90000")

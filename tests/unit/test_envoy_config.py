@@ -50,6 +50,7 @@ PUBLIC_SERVICES = (
     "paygate.webhooks.v1.WebhookService",
     "paygate.reconciliation.v1.ReconciliationService",
     "paygate.reconciliation.v1.MerchantReportingService",
+    "paygate.disputes.v1.DisputeService",
 )
 
 # One scratch file per package, with the real services' names and REST paths.
@@ -149,6 +150,22 @@ message PaymentAnalytics { string merchant_id = 1; string caller_role = 2; }
 service MerchantReportingService {
   rpc GetMerchantPaymentAnalytics(GetPaymentAnalyticsRequest) returns (PaymentAnalytics) {
     option (google.api.http) = {get: "/api/v1/analytics/payments"};
+  }
+}
+""",
+    "paygate/disputes/v1/edge_disputes.proto": """
+syntax = "proto3";
+package paygate.disputes.v1;
+import "google/api/annotations.proto";
+
+message GetDisputeRequest { string dispute_id = 1; }
+message Dispute { string dispute_id = 1; string merchant_id = 2; }
+service DisputeService {
+  rpc GetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/disputes/{dispute_id}"};
+  }
+  rpc AdminGetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/admin/disputes/{dispute_id}"};
   }
 }
 """,

@@ -21,6 +21,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.payments.v1.PaymentMethodService
     - paygate.merchants.v1.MerchantService
     - paygate.callbacks.v1.ProviderCallbackService
+    - paygate.disputes.v1.DisputeService
   # reconciliation: the internal paygate.ledger.v1.SettlementLedgerService (never routed by
   # Envoy; it checks reconciliation's service identity itself).
   callers: [envoy, reconciliation]
@@ -70,6 +71,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.sandbox.v1.CardAcquirerService
     - paygate.sandbox.v1.WalletProviderService
     - paygate.sandbox.v1.NetBankingService
+    - paygate.sandbox.v1.DisputeNetworkService
   callers: [orchestrator]
 - key: ratelimit
   name: ratelimit

@@ -42,6 +42,9 @@ CREATE TABLE disputes (
     -- When the provider acknowledged the merchant's answer (evidence or acceptance); NULL while
     -- it still has to be told (the disputes job retries).
     provider_notified_at timestamptz,
+    -- When the disputes job may (re)send the answer, and how often it tried: it backs off.
+    notify_after        timestamptz NOT NULL DEFAULT now(),
+    notify_attempts     integer NOT NULL DEFAULT 0,
     resolved_at         timestamptz,
     -- Bumped on every status change.
     version             integer NOT NULL DEFAULT 1,
@@ -59,7 +62,7 @@ CREATE INDEX disputes_payment_idx ON disputes (payment_id);
 -- The disputes job: unanswered disputes past respond_by, and answers the provider has not
 -- acknowledged yet.
 CREATE INDEX disputes_due_idx ON disputes (respond_by) WHERE status = 'NEEDS_RESPONSE';
-CREATE INDEX disputes_unnotified_idx ON disputes (updated_at)
+CREATE INDEX disputes_unnotified_idx ON disputes (notify_after)
     WHERE provider_notified_at IS NULL AND status IN ('UNDER_REVIEW', 'ACCEPTED');
 
 -- A new dispute must start at NEEDS_RESPONSE; a status change must be a listed transition.

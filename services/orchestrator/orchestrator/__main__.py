@@ -137,7 +137,7 @@ async def main() -> None:
     app.add_service(
         "paygate.disputes.v1.DisputeService",
         disputes_pb2_grpc.add_DisputeServiceServicer_to_server,
-        DisputeServicer(disputes),
+        DisputeServicer(disputes, idempotency),
     )
     # Internal (never routed by Envoy): reconciliation's matched settlement lines.
     app.add_service(

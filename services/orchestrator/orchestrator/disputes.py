@@ -40,6 +40,7 @@ from orchestrator.domain.disputes import (
     reason_text,
 )
 from orchestrator.domain.ledger import dispute_opened_entry, dispute_won_entry
+from orchestrator.idempotency import bind_effects
 from orchestrator.providers.base import ProviderNotFound, ProviderTimeout
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.records import DisputeRecord, PaymentRecord
@@ -51,8 +52,10 @@ log = get_logger(__name__)
 OPENED = "dispute.opened"
 DECIDED = "dispute.decided"
 CALLBACK_TYPES = frozenset({OPENED, DECIDED})
-# An answer the provider has not acknowledged is sent again after this long.
+# An answer the provider has not acknowledged is sent again after this long, doubling with
+# each try up to MAX_RENOTIFY_BACKOFF.
 RENOTIFY_AFTER = timedelta(seconds=5)
+MAX_RENOTIFY_BACKOFF = timedelta(minutes=10)
 BATCH = 50
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -218,9 +221,10 @@ class Disputes:
     async def submit_evidence(
         self, dispute_id: str, merchant_id: str | None, evidence: Mapping[str, str]
     ) -> DisputeRecord:
-        checked = check_evidence(evidence)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Whose it is first: another merchant's id is 404 whatever the evidence says.
             dispute = await self._locked(conn, dispute_id, merchant_id)
+            checked = check_evidence(evidence)
             if dispute.evidence is not None:
                 raise FailedPrecondition(
                     f"evidence for dispute {dispute_id} was submitted already, at"
@@ -228,12 +232,15 @@ class Disputes:
                     reason="DISPUTE_EVIDENCE_ALREADY_SUBMITTED",
                 )
             await self._answerable(conn, dispute, "evidence is")
+            await bind_effects(conn, dispute_id)
             dispute = await self._move(
                 conn,
                 dispute,
                 DisputeStatus.UNDER_REVIEW,
                 evidence=checked.fields,
                 evidence_submitted_at=datetime.now(UTC),
+                # The answer is sent right after this commit; the job only if that failed.
+                notify_after=datetime.now(UTC) + RENOTIFY_AFTER,
             )
         await self.notify_provider(dispute)
         return await self.get(dispute_id, merchant_id)
@@ -242,7 +249,13 @@ class Disputes:
         async with self._pool.acquire() as conn, conn.transaction():
             dispute = await self._locked(conn, dispute_id, merchant_id)
             await self._answerable(conn, dispute, "accepting it is")
-            dispute = await self._move(conn, dispute, DisputeStatus.ACCEPTED)
+            await bind_effects(conn, dispute_id)
+            dispute = await self._move(
+                conn,
+                dispute,
+                DisputeStatus.ACCEPTED,
+                notify_after=datetime.now(UTC) + RENOTIFY_AFTER,
+            )
         await self.notify_provider(dispute)
         return await self.get(dispute_id, merchant_id)
 
@@ -346,12 +359,22 @@ class Disputes:
         return len(rows)
 
     async def renotify(self) -> int:
-        """Answers the provider has not acknowledged, sent again."""
+        """Answers the provider has not acknowledged, sent again. Each is claimed (pushed back
+        by its backoff) before it is sent, so replicas do not send the same one at once."""
         rows = await self._pool.fetch(
-            "SELECT * FROM disputes WHERE provider_notified_at IS NULL"
-            " AND status IN ('UNDER_REVIEW', 'ACCEPTED') AND updated_at < now() - $1::interval"
-            " ORDER BY updated_at LIMIT $2",
+            """
+            UPDATE disputes d SET notify_attempts = d.notify_attempts + 1,
+                notify_after = now() + least($1::interval * (2 ^ least(d.notify_attempts + 1, 16)),
+                                             $2::interval)
+            FROM (SELECT dispute_id FROM disputes
+                  WHERE provider_notified_at IS NULL AND status IN ('UNDER_REVIEW', 'ACCEPTED')
+                    AND notify_after <= now()
+                  ORDER BY notify_after LIMIT $3 FOR UPDATE SKIP LOCKED) due
+            WHERE d.dispute_id = due.dispute_id
+            RETURNING d.*
+            """,
             RENOTIFY_AFTER,
+            MAX_RENOTIFY_BACKOFF,
             BATCH,
         )
         sent = 0

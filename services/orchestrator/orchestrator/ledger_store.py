@@ -322,6 +322,40 @@ _CHECKS = [
     WHERE s.kind = 'settlement' AND (cp.amount_paisa IS NULL OR cp.amount_paisa <> -sp.amount_paisa)
     ORDER BY s.journal_id
     LIMIT $1""",
+    # Each dispute has one chargeback journal of its amount, fee and GST, and a reversal of its
+    # amount exactly when it was WON; no dispute journal without its dispute.
+    """
+    SELECT format('dispute %s (%s, %s paisa + fee %s + tax %s) has chargeback journals %s and'
+                  ' reversals %s', d.dispute_id, d.status, d.amount_paisa, d.fee_paisa,
+                  d.tax_paisa, coalesce(string_agg(t.amount_paisa::text, ', ')
+                      FILTER (WHERE t.kind = 'chargeback'), 'none'),
+                  coalesce(string_agg(t.amount_paisa::text, ', ')
+                      FILTER (WHERE t.kind = 'chargeback_reversal'), 'none')) AS problem
+    FROM disputes d
+    LEFT JOIN journal_entries j ON j.dispute_id = d.dispute_id
+    LEFT JOIN journal_totals t ON t.journal_id = j.journal_id
+    GROUP BY d.dispute_id
+    HAVING count(*) FILTER (WHERE t.kind = 'chargeback') <> 1
+        OR min(t.amount_paisa) FILTER (WHERE t.kind = 'chargeback')
+           <> d.amount_paisa + d.fee_paisa + d.tax_paisa
+        OR count(*) FILTER (WHERE t.kind = 'chargeback_reversal')
+           <> CASE WHEN d.status = 'WON' THEN 1 ELSE 0 END
+        OR coalesce(min(t.amount_paisa) FILTER (WHERE t.kind = 'chargeback_reversal'),
+                    d.amount_paisa) <> d.amount_paisa
+    ORDER BY d.dispute_id
+    LIMIT $1""",
+    """
+    SELECT format('payment %s: its disputes not won (%s paisa) and processed refunds (%s) take'
+                  ' back more than its %s', pay.payment_id, held.disputed, coalesce(r.refunded, 0),
+                  pay.amount_paisa) AS problem
+    FROM payments pay
+    JOIN (SELECT payment_id, sum(amount_paisa) AS disputed FROM disputes
+          WHERE status <> 'WON' GROUP BY payment_id) held ON held.payment_id = pay.payment_id
+    LEFT JOIN (SELECT payment_id, sum(amount_paisa) AS refunded FROM refunds
+               WHERE status = 'PROCESSED' GROUP BY payment_id) r ON r.payment_id = pay.payment_id
+    WHERE held.disputed + coalesce(r.refunded, 0) > pay.amount_paisa
+    ORDER BY pay.payment_id
+    LIMIT $1""",
     """
     SELECT format('payment %s shows fee %s + tax %s; its capture journal charged %s + %s',
                   pay.payment_id, pay.fees_paisa, pay.tax_paisa, t.fee_paisa, t.tax_paisa)

@@ -242,6 +242,8 @@ class DisputeRecord:
     evidence: dict[str, str] | None
     evidence_submitted_at: datetime | None
     provider_notified_at: datetime | None
+    notify_after: datetime
+    notify_attempts: int
     resolved_at: datetime | None
     version: int
     created_at: datetime

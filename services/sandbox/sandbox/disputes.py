@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from gateway_core.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import disputes_pb2, disputes_pb2_grpc
@@ -248,7 +248,11 @@ class DisputeDesk:
 
     async def _raise_after(self, provider: str, payment_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
-        self.raise_dispute(provider, payment_id)
+        try:
+            self.raise_dispute(provider, payment_id)
+        except GatewayError as exc:
+            # Refunded in full meanwhile, say: nothing is left to charge back.
+            log.info("no chargeback raised", provider=provider, payment_id=payment_id, why=str(exc))
 
     async def _decide_after(self, case: DisputeCase, outcome: CaseStatus) -> None:
         await asyncio.sleep(self._decision_delay)

@@ -3,7 +3,8 @@
 The event types are those the orchestrator publishes on `payments.events` (README), plus
 `webhook.test`, which only the test endpoint sends. A delivery's body is the Standard Webhooks
 payload `{"type", "timestamp", "data"}`: `data` is the payment (or, for `refund.*`, the refund;
-for `dispute.*`, the dispute) as of the event, with the payment's event `sequence` so a receiver can drop a stale status.
+for `dispute.*`, the dispute) as of the event, with the payment's event `sequence` so a
+receiver can drop a stale status.
 """
 
 from __future__ import annotations

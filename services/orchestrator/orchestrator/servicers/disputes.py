@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.auth import RpcContext, caller_from_context, require_admin
-from gateway_core.errors import invalid_field
+from gateway_core.errors import NotFound, invalid_field
 from orchestrator.disputes import DisputeFilter, Disputes
 from orchestrator.domain.disputes import EVIDENCE_FIELDS
+from orchestrator.idempotency import IdempotencyStore, idempotency_key
 from paygate.disputes.v1 import disputes_pb2, disputes_pb2_grpc
 
+SERVICE = "/paygate.disputes.v1.DisputeService/"
 Dispute = disputes_pb2.Dispute
 ListRequest = disputes_pb2.ListDisputesRequest | disputes_pb2.AdminListDisputesRequest
 
 
 class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
-    def __init__(self, disputes: Disputes) -> None:
+    def __init__(self, disputes: Disputes, idempotency: IdempotencyStore) -> None:
         self._disputes = disputes
+        self._idempotency = idempotency
 
     async def ListDisputes(
         self, request: disputes_pb2.ListDisputesRequest, context: RpcContext
@@ -37,14 +42,22 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
     ) -> Dispute:
         dispute_id = _required_id(request.dispute_id)
         given = {name: getattr(request.evidence, name) for name in EVIDENCE_FIELDS}
-        record = await self._disputes.submit_evidence(dispute_id, _scope(context), given)
-        return record.to_proto()
+
+        async def submit() -> Dispute:
+            record = await self._disputes.submit_evidence(dispute_id, _scope(context), given)
+            return record.to_proto()
+
+        return await self._once(context, "SubmitDisputeEvidence", request, submit)
 
     async def AcceptDispute(
         self, request: disputes_pb2.AcceptDisputeRequest, context: RpcContext
     ) -> Dispute:
         dispute_id = _required_id(request.dispute_id)
-        return (await self._disputes.accept(dispute_id, _scope(context))).to_proto()
+
+        async def accept() -> Dispute:
+            return (await self._disputes.accept(dispute_id, _scope(context))).to_proto()
+
+        return await self._once(context, "AcceptDispute", request, accept)
 
     async def AdminListDisputes(
         self, request: disputes_pb2.AdminListDisputesRequest, context: RpcContext
@@ -58,6 +71,31 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
     ) -> Dispute:
         require_admin(context)
         return (await self._disputes.get(_required_id(request.dispute_id), None)).to_proto()
+
+    async def _once(
+        self,
+        context: RpcContext,
+        method: str,
+        request: Message,
+        handler: Callable[[], Awaitable[Dispute]],
+    ) -> Dispute:
+        """With an Idempotency-Key, a retry replays the first answer instead of a 400 for an
+        answer already given."""
+        return await self._idempotency.run(
+            merchant_id=caller_from_context(context).merchant_id,
+            key=idempotency_key(context),
+            method=SERVICE + method,
+            request=request,
+            response_type=Dispute,
+            handler=handler,
+            recover=self._recover,
+        )
+
+    async def _recover(self, dispute_id: str) -> Dispute | None:
+        try:
+            return (await self._disputes.get(dispute_id, None)).to_proto()
+        except NotFound:
+            return None
 
     async def _list(
         self, request: ListRequest, merchant_id: str | None
