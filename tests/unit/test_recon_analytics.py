@@ -27,6 +27,7 @@ from gateway_core.kafka import ConsumedEvent
 from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
+from paygate.reconciliation.v1 import merchant_reporting_pb2 as merchant_pb
 from paygate.reconciliation.v1 import reconciliation_pb2 as pb
 from reconciliation import analytics, events, transactions_report
 from reconciliation.matching import IST
@@ -516,3 +517,27 @@ async def test_each_event_id_is_counted_once_for_the_dashboard(pool: asyncpg.Poo
             "SELECT status FROM analytics_payments WHERE payment_id = $1", sale.payment_id
         )
     assert status == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("merchant_request", "admin_request"),
+    [
+        (merchant_pb.GetMerchantPaymentAnalyticsRequest, pb.GetPaymentAnalyticsRequest),
+        (merchant_pb.ExportMerchantTransactionsReportRequest, pb.ExportTransactionsReportRequest),
+    ],
+)
+def test_a_merchants_request_is_the_admins_without_merchant_id(
+    merchant_request: Any, admin_request: Any
+) -> None:
+    """The merchant service reads its requests as the admin's (their bytes): every field must
+    be the same field."""
+
+    def shape(message: Any) -> dict[int, tuple[str, int, bool, str]]:
+        return {
+            f.number: (f.name, f.type, f.is_repeated, f.json_name)
+            for f in message.DESCRIPTOR.fields
+        }
+
+    admin = shape(admin_request)
+    merchant = shape(merchant_request)
+    assert {n: f for n, f in admin.items() if f[0] != "merchant_id"} == merchant

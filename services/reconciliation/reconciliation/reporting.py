@@ -11,6 +11,7 @@ from google.api import httpbody_pb2
 
 from gateway_core.auth import RpcContext, caller_from_context
 from gateway_core.errors import invalid_field
+from paygate.reconciliation.v1 import merchant_reporting_pb2 as merchant_pb
 from paygate.reconciliation.v1 import merchant_reporting_pb2_grpc
 from paygate.reconciliation.v1 import reconciliation_pb2 as pb
 from reconciliation import analytics, transactions_report
@@ -62,24 +63,23 @@ def admin_report_merchant(request: pb.ExportTransactionsReportRequest) -> str | 
 
 
 class MerchantReportingServicer(merchant_reporting_pb2_grpc.MerchantReportingServiceServicer):
-    """A merchant's own analytics and transactions report."""
+    """A merchant's own analytics and transactions report. Its requests are the admin's without
+    merchant_id, field for field: read as the admin's, then scoped to the caller."""
 
     def __init__(self, reporting: Reporting) -> None:
         self._reporting = reporting
 
     async def GetMerchantPaymentAnalytics(
-        self, request: pb.GetPaymentAnalyticsRequest, context: RpcContext
+        self, request: merchant_pb.GetMerchantPaymentAnalyticsRequest, context: RpcContext
     ) -> pb.PaymentAnalytics:
         caller = caller_from_context(context)
-        return await self._reporting.analytics(request, merchant_id=caller.merchant_id)
+        query = pb.GetPaymentAnalyticsRequest.FromString(request.SerializeToString())
+        return await self._reporting.analytics(query, merchant_id=caller.merchant_id)
 
     async def ExportMerchantTransactionsReport(
-        self, request: pb.ExportTransactionsReportRequest, context: RpcContext
+        self, request: merchant_pb.ExportMerchantTransactionsReportRequest, context: RpcContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         caller = caller_from_context(context)
-        if request.merchant_id:
-            raise invalid_field(
-                "merchant_id", "is for admins: a merchant's report is always its own"
-            )
-        async for chunk in self._reporting.transactions(request, merchant_id=caller.merchant_id):
+        query = pb.ExportTransactionsReportRequest.FromString(request.SerializeToString())
+        async for chunk in self._reporting.transactions(query, merchant_id=caller.merchant_id):
             yield chunk
