@@ -541,3 +541,23 @@ def test_a_merchants_request_is_the_admins_without_merchant_id(
     admin = shape(admin_request)
     merchant = shape(merchant_request)
     assert {n: f for n, f in admin.items() if f[0] != "merchant_id"} == merchant
+
+
+async def test_too_many_groups_is_a_clear_400(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await apply_all(pool, [s.event(5) for s in sales_of("MI", T0)])
+    monkeypatch.setattr(analytics, "MAX_GROUPS", 5)
+
+    with pytest.raises(InvalidArgument) as raised:
+        await compute(
+            pool,
+            "MI",
+            from_date="2026-12-05",
+            to_date="2026-12-05",
+            granularity="minute",
+            group_by=["payment_method"],
+        )
+
+    assert raised.value.reason == "TOO_MANY_GROUPS"
+    assert [v.field for v in raised.value.field_violations] == ["group_by"]

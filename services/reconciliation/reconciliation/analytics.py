@@ -28,7 +28,8 @@ from reconciliation.analytics_facts import SUCCESSFUL
 from reconciliation.matching import IST
 
 TIME_ZONE = "Asia/Kolkata"
-# The dimensions payments can be grouped and filtered by: request field -> fact column.
+# The dimensions payments can be grouped and filtered by: each is a request field and a column
+# of analytics_payments.
 DIMENSIONS = (
     "payment_method",
     "provider",
@@ -49,8 +50,8 @@ GRANULARITIES = {
 MAX_BUCKETS = 10_080
 MAX_FILTER_VALUES = 50
 MAX_FILTER_CHARS = 100
-# 20 + 24 * 365 groups at most: past this the caller should narrow the range or the grouping.
-MAX_GROUPS = 10_000
+# Groups in one answer at most (the range's and every bucket's together).
+MAX_GROUPS = 20_000
 
 # The years a range may span: any payment's, and far from the calendar's ends.
 EARLIEST_YEAR = 1970
@@ -367,12 +368,12 @@ async def compute(conn: asyncpg.Connection, query: Query) -> pb.PaymentAnalytics
             for name, value in row.items():
                 if name not in ("bucket", "level") and name not in query.group_by:
                     values[name] = int(value or 0)
-    group_keys = sorted({dims for bucket, dims in metrics if bucket is None and dims is not None})
-    if len(group_keys) > MAX_GROUPS:
+    groups = sum(dims is not None for _, dims in metrics)
+    if groups > MAX_GROUPS:
         raise invalid_field(
             "group_by",
-            f"makes {len(group_keys)} groups, at most {MAX_GROUPS}: group by fewer dimensions"
-            " or narrow the range",
+            f"makes {groups} groups (over the range and its buckets), at most {MAX_GROUPS}:"
+            " group by fewer dimensions, choose a coarser granularity or narrow the range",
             reason="TOO_MANY_GROUPS",
         )
     answer = pb.PaymentAnalytics(

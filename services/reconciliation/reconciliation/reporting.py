@@ -5,6 +5,7 @@ merchant is always the caller's, as Envoy passed it from the verified token)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 from google.api import httpbody_pb2
@@ -33,11 +34,8 @@ class Reporting:
         otherwise that merchant's payments only."""
         query = analytics.parse_query(request, admin=merchant_id is None)
         if merchant_id is not None:
-            query = analytics.Query(
-                query.range,
-                query.granularity,
-                query.group_by,
-                {**query.filters, analytics.MERCHANT_DIMENSION: (merchant_id,)},
+            query = replace(
+                query, filters={**query.filters, analytics.MERCHANT_DIMENSION: (merchant_id,)}
             )
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             answer = await analytics.compute(conn, query)
