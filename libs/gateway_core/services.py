@@ -103,7 +103,10 @@ SERVICES: tuple[ServiceInfo, ...] = (
         addr_env="RECONCILIATION_ADDR",
         default_port=50065,
         default_metrics_port=19105,
-        grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
+        grpc_services=(
+            "paygate.reconciliation.v1.ReconciliationService",
+            "paygate.reconciliation.v1.MerchantReportingService",
+        ),
         schema="reconciliation",
         secrets=("DB_PASSWORD", "RECONCILIATION_SERVICE_KEY", "PROVIDER_REPORT_KEYS"),
     ),

@@ -59,6 +59,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   public: true
   grpcServices:
     - paygate.reconciliation.v1.ReconciliationService
+    - paygate.reconciliation.v1.MerchantReportingService
   callers: [envoy]
 - key: sandbox
   name: sandbox

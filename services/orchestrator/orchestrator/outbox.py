@@ -17,6 +17,7 @@ import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Gauge
 
 from gateway_core.errors import Unavailable
 from gateway_core.ids import new_id
@@ -32,6 +33,12 @@ TRACEPARENT = "traceparent"
 # Only one relay publishes at a time, whatever the replica count, so order is kept.
 RELAY_LOCK_KEY = 0x0_5A7E_0B0C
 BATCH_SIZE = 200
+# Set by the leading relay at each batch (0 elsewhere): dashboards take the max over replicas.
+OLDEST_UNPUBLISHED_SECONDS = Gauge(
+    "outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest event not yet published to Kafka, as the leading relay last read the"
+    " outbox (0: none waiting).",
+)
 PURGE_BATCH = 5000
 PURGE_INTERVAL_SECONDS = 600.0
 
@@ -219,10 +226,12 @@ class OutboxRelay:
         # Cleared before reading: a notification that arrives from here on wakes the next wait.
         self._wakeup.clear()
         rows = await self._pool.fetch(
-            "SELECT id, topic, event_key, payload, traceparent FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, event_key, payload, traceparent,"
+            " extract(epoch FROM clock_timestamp() - created_at)::float8 AS age_seconds"
+            " FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
             BATCH_SIZE,
         )
+        OLDEST_UNPUBLISHED_SECONDS.set(rows[0]["age_seconds"] if rows else 0)
         if not rows:
             return 0
         failure: PublishError | None = None

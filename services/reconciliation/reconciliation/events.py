@@ -27,6 +27,7 @@ from gateway_core.logging import get_logger
 from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
+from reconciliation import analytics_facts
 from reconciliation.matching import ist_date
 
 log = get_logger(__name__)
@@ -86,8 +87,8 @@ def decode(value: bytes) -> events_pb2.Event:
         json_format.Parse(value, event, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise ValueError(f"not a paygate.events.v1.Event: {exc}") from None
-    if not event.event_id or not event.payment.payment_id:
-        raise ValueError("event without event_id or payment")
+    if not event.event_id or not (event.payment.payment_id or event.dispute.dispute_id):
+        raise ValueError("event without event_id, payment or dispute")
     return event
 
 
@@ -241,17 +242,22 @@ WHERE book_refunds.sequence <= EXCLUDED.sequence
 
 
 async def apply(conn: asyncpg.Connection, event: events_pb2.Event) -> bool:
-    """Record what the event says, once; False when this event id was applied before."""
-    payment, refunds = entries(event)
+    """Record what the event says, once; False when this event id was applied before. The
+    analytics facts are brought up to date in the same transaction."""
     async with conn.transaction():
         first = await conn.fetchval(
             "INSERT INTO applied_events (event_id, payment_id) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING RETURNING true",
             event.event_id,
-            payment.payment_id,
+            event.payment.payment_id or event.dispute.payment_id or event.payment_id,
         )
         if not first:
             return False
+        await analytics_facts.record(conn, event)
+        if not event.payment.payment_id:
+            # A dispute event without the payment's snapshot: nothing for the books.
+            return True
+        payment, refunds = entries(event)
         await conn.execute(
             _UPSERT_PAYMENT,
             payment.payment_id,
@@ -323,4 +329,5 @@ class EventIngestor:
             )
             return
         async with self._pool.acquire() as conn:
-            await apply(conn, event)
+            if await apply(conn, event):
+                analytics_facts.observe(event)
