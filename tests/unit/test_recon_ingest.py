@@ -609,3 +609,22 @@ async def test_chargeback_lines_match_the_disputes_learned_from_events(pool: asy
         ("MISSING_INTERNALLY", "PAY_D1"),
     ]
     assert (lines[2]["expected"], lines[2]["actual"]) == ("4000", "4100")
+
+
+async def test_progress_counts_the_lines_read_so_far(pool: asyncpg.Pool) -> None:
+    # The command line and the bench show it as the bar's position, not as a step to add.
+    lines = "".join(
+        f"R{n},PAY_P{n},payment,1.00,0.00,0.00,INR,2026-12-05T10:00:00+05:30,s,U,UPI\n"
+        for n in range(30_000)
+    )
+    seen: list[int] = []
+    await ingest_file(
+        pool,
+        io.BytesIO(f"{HEAD}\n{lines}".encode()),
+        FileOrigin("p_progress", DAY, "UPLOADED", "ops"),
+        sla_days=3,
+        progress=seen.append,
+    )
+    assert len(seen) > 1
+    assert seen == sorted(seen)
+    assert seen[-1] == 30_000

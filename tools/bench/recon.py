@@ -279,7 +279,7 @@ async def bench(args: argparse.Namespace, console: Console) -> None:
                     stream,
                     origin,
                     sla_days=3,
-                    progress=lambda n: progress.advance(task, n),
+                    progress=lambda n: progress.update(task, completed=n),
                 )
                 seconds = time.perf_counter() - started
                 own_cpu = time.process_time() - own_cpu
