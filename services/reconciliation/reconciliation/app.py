@@ -124,7 +124,9 @@ async def _reconcile(
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("lines", total=total)
-        return await reconciler.ingest(stream, origin, progress=lambda n: progress.update(task, completed=n))
+        return await reconciler.ingest(
+            stream, origin, progress=lambda n: progress.update(task, completed=n)
+        )
 
 
 async def _command(settings: Settings, args: argparse.Namespace, console: Console) -> None:
