@@ -49,6 +49,8 @@ from devstack.config import (
 )
 from devstack.display import Component, StatusView
 from devstack.envoy import (
+    PAGES_HEALTH_PATH,
+    PAGES_SERVICE,
     STREAM_HEALTH_PATH,
     STREAM_SERVICE,
     envoy_command,
@@ -475,6 +477,11 @@ class Stack:
             health = f"http://{LOOPBACK}:{self.ports.webhook_stream}{STREAM_HEALTH_PATH}"
             await self._until_ready(
                 component.name, lambda: probes.http_ok(health), START_TIMEOUT["service"]
+            )
+        if component.name == PAGES_SERVICE:
+            pages = f"http://{LOOPBACK}:{self.ports.web_http}{PAGES_HEALTH_PATH}"
+            await self._until_ready(
+                component.name, lambda: probes.http_ok(pages), START_TIMEOUT["service"]
             )
         self._ready(component, child)
 

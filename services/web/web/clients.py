@@ -1,0 +1,147 @@
+"""The other services, as the pages use them: the orchestrator (payments, merchants, EMI plans)
+and the webhook service (endpoints, deliveries, the callback secret). Every call carries the
+identity it acts for, as Envoy would set it from a verified token: the checkout page acts for the
+session's merchant, the dashboard for its signed-in user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
+from gateway_core.errors import from_rpc_error
+from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
+from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
+from paygate.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
+
+TIMEOUT_SECONDS = 15.0
+ADMIN_SUBJECT = "admin"
+
+
+@dataclass(frozen=True)
+class Acting:
+    """Who a call acts for."""
+
+    merchant_id: str
+    role: str = "merchant"
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((MERCHANT_ID_KEY, self.merchant_id), (ROLE_KEY, self.role))
+
+    @classmethod
+    def admin(cls) -> Acting:
+        return cls(ADMIN_SUBJECT, "admin")
+
+
+class Gateway:
+    def __init__(self, orchestrator: grpc.aio.Channel, webhook: grpc.aio.Channel) -> None:
+        self.payments = payments_pb2_grpc.PaymentServiceStub(orchestrator)
+        self.merchants = merchants_pb2_grpc.MerchantServiceStub(orchestrator)
+        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(webhook)
+
+    async def merchant_name(self, merchant_id: str) -> str:
+        merchant: merchants_pb2.Merchant = await _call(
+            self.merchants.GetMerchant,
+            merchants_pb2.GetMerchantRequest(merchant_id=merchant_id),
+            Acting(merchant_id),
+        )
+        return merchant.name
+
+    async def create_payment(
+        self, acting: Acting, request: payments_pb2.CreatePaymentRequest, idempotency_key: str
+    ) -> payments_pb2.Payment:
+        payment: payments_pb2.Payment = await _call(
+            self.payments.CreatePayment,
+            request,
+            acting,
+            extra=(("idempotency-key", idempotency_key),),
+        )
+        return payment
+
+    async def get_payment(self, acting: Acting, payment_id: str) -> payments_pb2.Payment:
+        payment: payments_pb2.Payment = await _call(
+            self.payments.GetPayment, payments_pb2.GetPaymentRequest(payment_id=payment_id), acting
+        )
+        return payment
+
+    async def emi_plans(self, acting: Acting, amount_paisa: int) -> list[payments_pb2.EmiPlan]:
+        reply: payments_pb2.ListEmiPlansResponse = await _call(
+            self.payments.ListEmiPlans,
+            payments_pb2.ListEmiPlansRequest(amount_paisa=amount_paisa),
+            acting,
+        )
+        return list(reply.plans)
+
+    async def list_payments(
+        self, acting: Acting, request: payments_pb2.ListPaymentsRequest
+    ) -> payments_pb2.ListPaymentsResponse:
+        reply: payments_pb2.ListPaymentsResponse = await _call(
+            self.payments.ListPayments, request, acting
+        )
+        return reply
+
+    async def refund(
+        self, acting: Acting, request: payments_pb2.RefundPaymentRequest, idempotency_key: str
+    ) -> payments_pb2.Refund:
+        refund: payments_pb2.Refund = await _call(
+            self.payments.RefundPayment,
+            request,
+            acting,
+            extra=(("idempotency-key", idempotency_key),),
+        )
+        return refund
+
+    async def callback_secret(self, merchant_id: str) -> str:
+        secret: webhooks_pb2.CallbackSecret = await _call(
+            self.webhooks.GetCallbackSecret, webhooks_pb2.GetCallbackSecretRequest(), Acting(merchant_id)
+        )
+        return secret.secret
+
+    async def list_webhooks(self, acting: Acting) -> list[webhooks_pb2.Webhook]:
+        reply: webhooks_pb2.ListWebhooksResponse = await _call(
+            self.webhooks.ListWebhooks, webhooks_pb2.ListWebhooksRequest(page_size=100), acting
+        )
+        return list(reply.webhooks)
+
+    async def get_webhook(self, acting: Acting, webhook_id: str) -> webhooks_pb2.Webhook:
+        webhook: webhooks_pb2.Webhook = await _call(
+            self.webhooks.GetWebhook, webhooks_pb2.GetWebhookRequest(webhook_id=webhook_id), acting
+        )
+        return webhook
+
+    async def deliveries(
+        self, acting: Acting, webhook_id: str, page_size: int = 50
+    ) -> list[webhooks_pb2.WebhookDelivery]:
+        reply: webhooks_pb2.ListWebhookDeliveriesResponse = await _call(
+            self.webhooks.ListWebhookDeliveries,
+            webhooks_pb2.ListWebhookDeliveriesRequest(webhook_id=webhook_id, page_size=page_size),
+            acting,
+        )
+        return list(reply.deliveries)
+
+    async def replay(
+        self, acting: Acting, webhook_id: str, delivery_id: str
+    ) -> webhooks_pb2.WebhookDelivery:
+        delivery: webhooks_pb2.WebhookDelivery = await _call(
+            self.webhooks.ReplayWebhookDelivery,
+            webhooks_pb2.ReplayWebhookDeliveryRequest(
+                webhook_id=webhook_id, delivery_id=delivery_id
+            ),
+            acting,
+        )
+        return delivery
+
+
+async def _call(
+    method: grpc.aio.UnaryUnaryMultiCallable,  # type: ignore[type-arg]
+    request: object,
+    acting: Acting,
+    *,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> object:
+    try:
+        return await method(request, metadata=acting.metadata + extra, timeout=TIMEOUT_SECONDS)
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
