@@ -485,7 +485,8 @@ async def test_dashboard_forms_refuse_a_post_without_the_csrf_token(
             "/dashboard/login", data={"email": email, "password": password}
         )
         assert no_token.status_code == 403
-        token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        # The refusal shows a fresh form (and cookie): sign in with that one.
+        token = no_token.text.split('name="csrf_token" value="')[1].split('"')[0]
         signed_in = await browser_like.post(
             "/dashboard/login", data={"email": email, "password": password, "csrf_token": token}
         )

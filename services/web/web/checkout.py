@@ -54,7 +54,10 @@ FINAL_FAILURES = frozenset({"FAILED", "EXPIRED", "CANCELLED"})
 # What the customer reads for a payment's failure_reason (anything else: the generic line).
 FAILURE_MESSAGES = {
     "declined": "Your bank declined this payment. Try another card or another method.",
+    "card_declined": "Your bank declined this card. Try another card or another method.",
     "insufficient_funds": "The payment was declined for insufficient funds. Try another card.",
+    "expired_card": "Your bank declined this card: it has expired. Try another card.",
+    "incorrect_cvc": "Your bank declined the CVV. Check it and try again.",
     "authentication_failed": "The 3-D Secure check failed. Try again, or use another card.",
     "fraud_blocked": "This payment could not be accepted. Try another method.",
     "expired": "The payment timed out before it was completed. Try again.",
