@@ -60,8 +60,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     # The merchant's return page is outside the stack: answer it here.
     await opened.route(
         "https://shop.example/**",
-        lambda route: route.fulfill(status=200, body="<h1>Thanks from the shop</h1>",
-                                    content_type="text/html"),
+        lambda route: route.fulfill(
+            status=200, body="<h1>Thanks from the shop</h1>", content_type="text/html"
+        ),
     )
     yield opened
     await context.close()
@@ -180,11 +181,7 @@ async def test_bad_session_requests_name_the_field_and_other_merchants_get_404(
         headers=merchant["auth"],
     )
     assert reply.status_code == 400
-    fields = {
-        v["field"]
-        for d in reply.json()["details"]
-        for v in d.get("field_violations", [])
-    }
+    fields = {v["field"] for d in reply.json()["details"] for v in d.get("field_violations", [])}
     assert fields == {
         "amount_paisa",
         "currency",
@@ -206,7 +203,9 @@ async def test_bad_session_requests_name_the_field_and_other_merchants_get_404(
     again = await api.post("/api/v1/checkout/sessions", json=body, headers=merchant["auth"] | key)
     assert first.json()["checkout_session_id"] == again.json()["checkout_session_id"]
     changed = await api.post(
-        "/api/v1/checkout/sessions", json=body | {"amount_paisa": 501}, headers=merchant["auth"] | key
+        "/api/v1/checkout/sessions",
+        json=body | {"amount_paisa": 501},
+        headers=merchant["auth"] | key,
     )
     assert changed.status_code == 409
 
@@ -226,9 +225,11 @@ async def test_upi_on_the_page_turns_to_success_live_and_the_return_is_signed(
     session = await create_session(api, merchant, amount_paisa=1_234_500)
     session_id = session["checkout_session_id"]
     response = await page.goto(session["url"])
-    assert response is not None and response.status == 200
+    assert response is not None
+    assert response.status == 200
     csp = response.headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
     await expect(page.locator("#merchant-name")).to_have_text(merchant["name"])
     await expect(page.locator("#amount")).to_have_text("₹12,345.00")
     await expect(page.get_by_role("tab")).to_have_count(4)
@@ -240,14 +241,16 @@ async def test_upi_on_the_page_turns_to_success_live_and_the_return_is_signed(
     await page.get_by_role("button", name="Pay ₹12,345.00").first.click()
     await expect(page.locator("#upi-qr")).to_be_visible()
     link = await page.locator("#upi-link").get_attribute("href")
-    assert link is not None and link.startswith("upi://pay?")
+    assert link is not None
+    assert link.startswith("upi://pay?")
     assert "am=12345.00" in link
     await expect(page.locator("#upi-status")).to_contain_text("Waiting")
     await shot(page, "checkout-upi-waiting")
 
     payment_id = (await get_session(api, merchant, session_id))["payment_id"]
     assert payment_id.startswith("PAY_")
-    approved = httpx.post(f"{stack.env['SANDBOX_PUBLIC_URL']}/upi/transactions/{payment_id}/approve")
+    async with httpx.AsyncClient(base_url=stack.env["SANDBOX_PUBLIC_URL"]) as sandbox:
+        approved = await sandbox.post(f"/upi/transactions/{payment_id}/approve")
     assert approved.status_code == 200, approved.text
 
     await page.wait_for_url(f"**/checkout/{session_id}/receipt", timeout=20_000)
@@ -258,7 +261,8 @@ async def test_upi_on_the_page_turns_to_success_live_and_the_return_is_signed(
     await shot(page, "checkout-receipt")
 
     href = await page.locator("#return-link").get_attribute("href")
-    assert href is not None and href.startswith(RETURN_URL)
+    assert href is not None
+    assert href.startswith(RETURN_URL)
     query = {k: v[0] for k, v in parse_qs(urlsplit(href).query).items()}
     assert query["payment_id"] == payment_id
     assert query["checkout_session_id"] == session_id
@@ -341,7 +345,8 @@ async def test_a_declined_card_says_so_and_the_customer_retries(
     await expect(page.locator("#message")).to_contain_text("declined", timeout=20_000)
     # Nothing of the card is left in the page.
     html = await page.content()
-    assert "4000000000000002" not in html and DECLINED_CARD not in html
+    assert "4000000000000002" not in html
+    assert DECLINED_CARD not in html
     await expect(page.get_by_label("Card number")).to_have_value("")
     await shot(page, "checkout-card-declined")
     await pay_with(GOOD_CARD)
@@ -359,7 +364,8 @@ async def test_an_expired_session_shows_it_is_expired_and_takes_no_payment(
         headers=merchant["auth"],
     )
     response = await page.goto(session["url"])
-    assert response is not None and response.status == 410
+    assert response is not None
+    assert response.status == 410
     await expect(page.get_by_role("heading", name="This checkout has expired")).to_be_visible()
     # Indian digit grouping: one lakh rupees.
     await expect(page.locator("#amount")).to_have_text("₹1,00,000.00")
@@ -393,7 +399,8 @@ async def test_the_dashboard_finds_a_payment_refunds_it_and_replays_its_webhook(
     assert reply.json()["merchant_id"] == merchant["merchant_id"]
     assert "password" not in reply.json()
     short = await api.post(
-        "/api/v1/dashboard/logins", json={"email": email, "password": "short"},
+        "/api/v1/dashboard/logins",
+        json={"email": email, "password": "short"},
         headers=merchant["auth"],
     )
     assert short.status_code == 400
@@ -425,7 +432,8 @@ async def test_the_dashboard_finds_a_payment_refunds_it_and_replays_its_webhook(
     await page.wait_for_url("**/dashboard/payments")
     cookies = await page.context.cookies()
     [session_cookie] = [c for c in cookies if c["name"] == "paygate_dashboard"]
-    assert session_cookie["httpOnly"] and session_cookie["sameSite"] == "Strict"
+    assert session_cookie["httpOnly"]
+    assert session_cookie["sameSite"] == "Strict"
     await expect(page.locator("#payments")).to_contain_text(payment_id)
     await shot(page, "dashboard-payments")
 
@@ -475,7 +483,8 @@ async def test_dashboard_forms_refuse_a_post_without_the_csrf_token(
     email = f"csrf-{uuid.uuid4().hex[:6]}@shop.example"
     password = "another long password"
     await api.post(
-        "/api/v1/dashboard/logins", json={"email": email, "password": password},
+        "/api/v1/dashboard/logins",
+        json={"email": email, "password": password},
         headers=merchant["auth"],
     )
     async with httpx.AsyncClient(base_url=str(api.base_url), timeout=20) as browser_like:

@@ -6,6 +6,7 @@ session's merchant, the dashboard for its signed-in user."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -95,7 +96,9 @@ class Gateway:
 
     async def callback_secret(self, merchant_id: str) -> str:
         secret: webhooks_pb2.CallbackSecret = await _call(
-            self.webhooks.GetCallbackSecret, webhooks_pb2.GetCallbackSecretRequest(), Acting(merchant_id)
+            self.webhooks.GetCallbackSecret,
+            webhooks_pb2.GetCallbackSecretRequest(),
+            Acting(merchant_id),
         )
         return secret.secret
 
@@ -140,7 +143,7 @@ async def _call(
     acting: Acting,
     *,
     extra: tuple[tuple[str, str], ...] = (),
-) -> object:
+) -> Any:
     try:
         return await method(request, metadata=acting.metadata + extra, timeout=TIMEOUT_SECONDS)
     except grpc.aio.AioRpcError as exc:

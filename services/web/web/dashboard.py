@@ -18,23 +18,24 @@ from urllib.parse import quote_plus
 
 import jinja2
 from aiohttp import web
+from web.clients import Acting, Gateway
+from web.passwords import hash_password, needs_rehash, verify_password
+from web.repository import BrowserSession, Repository
+from web.site import render
 
 from gateway_core.errors import GatewayError, NotFound
 from gateway_core.money import format_inr, paisa_from_rupees
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 from paygate.webhooks.v1 import webhooks_pb2
-from web.clients import Acting, Gateway
-from web.passwords import hash_password, needs_rehash, verify_password
-from web.repository import BrowserSession, Repository
-from web.site import render
 
 COOKIE = "paygate_dashboard"
 SECURE_COOKIE = "__Host-paygate_dashboard"
 LOGIN_CSRF_COOKIE = "paygate_login_csrf"
 SESSION_TTL = timedelta(hours=8)
-STATUSES = [n for n in payments_pb2.Payment.Status.keys() if n != "STATUS_UNSPECIFIED"]
-METHODS = [n for n in payments_pb2.PaymentMethod.keys() if n != "PAYMENT_METHOD_UNSPECIFIED"]
+# EnumTypeWrapper is not iterable: .keys() lists its names.
+STATUSES = [n for n in payments_pb2.Payment.Status.keys() if n != "STATUS_UNSPECIFIED"]  # noqa: SIM118
+METHODS = [n for n in payments_pb2.PaymentMethod.keys() if n != "PAYMENT_METHOD_UNSPECIFIED"]  # noqa: SIM118
 PAGE_SIZE = 25
 
 Page = Callable[[web.Request, BrowserSession], Awaitable[web.StreamResponse]]
@@ -87,7 +88,9 @@ class Dashboard:
 
     # -- sign-in ----------------------------------------------------------------------------
 
-    def _signed_in(self, page: Page, *, post: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _signed_in(
+        self, page: Page, *, post: bool = False
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             token = request.cookies.get(self._cookie, "")
             user = await self._repo.browser_session(token) if token else None
@@ -97,8 +100,13 @@ class Dashboard:
                 form = await request.post()
                 sent = str(form.get("csrf_token", ""))
                 if not hmac.compare_digest(sent.encode(), user.csrf_token.encode()):
-                    return self._page(request, user, "error.html", status=403,
-                                      problem="This form has expired. Go back, reload and try again.")
+                    return self._page(
+                        request,
+                        user,
+                        "error.html",
+                        status=403,
+                        problem="This form has expired. Go back, reload and try again.",
+                    )
             return await page(request, user)
 
         return handler
@@ -108,10 +116,17 @@ class Dashboard:
 
     def _login_page(self, request: web.Request, problem: str, status: int = 200) -> web.Response:
         csrf = secrets.token_urlsafe(32)
-        response = render(self._templates, "login.html", status=status, csrf_token=csrf, problem=problem)
+        response = render(
+            self._templates, "login.html", status=status, csrf_token=csrf, problem=problem
+        )
         response.set_cookie(
-            LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", secure=self._secure,
-            path="/dashboard/login", max_age=3600,
+            LOGIN_CSRF_COOKIE,
+            csrf,
+            httponly=True,
+            samesite="Strict",
+            secure=self._secure,
+            path="/dashboard/login",
+            max_age=3600,
         )
         return response
 
@@ -134,8 +149,13 @@ class Dashboard:
         )
         response = web.HTTPSeeOther("/dashboard/payments")
         response.set_cookie(
-            self._cookie, token, httponly=True, samesite="Strict", secure=self._secure,
-            path="/", max_age=int(SESSION_TTL.total_seconds()),
+            self._cookie,
+            token,
+            httponly=True,
+            samesite="Strict",
+            secure=self._secure,
+            path="/",
+            max_age=int(SESSION_TTL.total_seconds()),
         )
         response.del_cookie(LOGIN_CSRF_COOKIE, path="/dashboard/login")
         raise response
@@ -153,12 +173,18 @@ class Dashboard:
             return user.merchant_id
         return request.cookies.get("paygate_admin_merchant", "")
 
-    async def choose_merchant(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+    async def choose_merchant(
+        self, request: web.Request, user: BrowserSession
+    ) -> web.StreamResponse:
         form = await request.post()
         response = web.HTTPSeeOther("/dashboard/payments")
         response.set_cookie(
-            "paygate_admin_merchant", str(form.get("merchant_id", ""))[:64], httponly=True,
-            samesite="Strict", secure=self._secure, path="/dashboard",
+            "paygate_admin_merchant",
+            str(form.get("merchant_id", ""))[:64],
+            httponly=True,
+            samesite="Strict",
+            secure=self._secure,
+            path="/dashboard",
         )
         raise response
 
@@ -171,11 +197,22 @@ class Dashboard:
         return list(reply.merchants)
 
     def _page(
-        self, request: web.Request, user: BrowserSession, name: str, status: int = 200, **context: Any
+        self,
+        request: web.Request,
+        user: BrowserSession,
+        name: str,
+        status: int = 200,
+        **context: Any,
     ) -> web.Response:
         return render(
-            self._templates, name, status=status, user=user, csrf_token=user.csrf_token,
-            merchant_id=self._merchant_of(request, user), path=request.path, **context,
+            self._templates,
+            name,
+            status=status,
+            user=user,
+            csrf_token=user.csrf_token,
+            merchant_id=self._merchant_of(request, user),
+            path=request.path,
+            **context,
         )
 
     async def home(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
@@ -204,17 +241,26 @@ class Dashboard:
             except GatewayError as exc:
                 problem = exc.message
         return self._page(
-            request, user, "payments.html", payments=found, next_token=next_token,
-            problem=problem, query=query, statuses=STATUSES, methods=METHODS, merchants=merchants,
+            request,
+            user,
+            "payments.html",
+            payments=found,
+            next_token=next_token,
+            problem=problem,
+            query=query,
+            statuses=STATUSES,
+            methods=METHODS,
+            merchants=merchants,
         )
 
     @staticmethod
     def _filters(query: Any) -> payments_pb2.ListPaymentsRequest:
-        listing = payments_pb2.ListPaymentsRequest(page_size=PAGE_SIZE, page_token=query.get("page_token", ""))
-        if query.get("status") in STATUSES:
-            listing.status = payments_pb2.Payment.Status.Value(query["status"])
-        if query.get("method") in METHODS:
-            listing.payment_method = payments_pb2.PaymentMethod.Value(query["method"])
+        listing = payments_pb2.ListPaymentsRequest(
+            page_size=PAGE_SIZE,
+            page_token=query.get("page_token", ""),
+            status=query["status"] if query.get("status") in STATUSES else None,
+            payment_method=query["method"] if query.get("method") in METHODS else None,
+        )
         for field, name, extra in (("from", "created_from", 0), ("to", "created_to", 1)):
             text = query.get(field, "")
             if text:
@@ -222,7 +268,11 @@ class Dashboard:
                     day = datetime.strptime(text, "%Y-%m-%d").date() + timedelta(days=extra)
                 except ValueError:
                     continue
-                setattr(listing, name, datetime.combine(day, time(), UTC).isoformat().replace("+00:00", "Z"))
+                setattr(
+                    listing,
+                    name,
+                    datetime.combine(day, time(), UTC).isoformat().replace("+00:00", "Z"),
+                )
         return listing
 
     async def payment(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
@@ -231,7 +281,9 @@ class Dashboard:
         try:
             payment = await self._gateway.get_payment(acting, request.match_info["payment_id"])
         except GatewayError as exc:
-            return self._page(request, user, "error.html", status=exc.http_status, problem=exc.message)
+            return self._page(
+                request, user, "error.html", status=exc.http_status, problem=exc.message
+            )
         deliveries: list[tuple[webhooks_pb2.Webhook, webhooks_pb2.WebhookDelivery]] = []
         for webhook in await self._gateway.list_webhooks(acting):
             for delivery in await self._gateway.deliveries(acting, webhook.webhook_id, 100):
@@ -239,8 +291,13 @@ class Dashboard:
                     deliveries.append((webhook, delivery))
         refundable = payment.captured_amount_paisa - payment.refunded_amount_paisa
         return self._page(
-            request, user, "payment.html", payment=payment, deliveries=deliveries,
-            refundable=refundable, flash=request.query.get("flash", ""),
+            request,
+            user,
+            "payment.html",
+            payment=payment,
+            deliveries=deliveries,
+            refundable=refundable,
+            flash=request.query.get("flash", ""),
             flash_error=request.query.get("error", ""),
         )
 
@@ -256,25 +313,32 @@ class Dashboard:
             try:
                 refund.amount_paisa = paisa_from_rupees(amount.replace(",", ""))
             except ValueError:
-                raise web.HTTPSeeOther(f"{target}?error=Enter+the+amount+in+rupees,+like+250.00") from None
+                raise web.HTTPSeeOther(
+                    f"{target}?error=Enter+the+amount+in+rupees,+like+250.00"
+                ) from None
         try:
             made = await self._gateway.refund(
-                Acting(self._merchant_of(request, user)), refund,
+                Acting(self._merchant_of(request, user)),
+                refund,
                 idempotency_key=str(form.get("idempotency_key", "")) or str(uuid.uuid4()),
             )
         except GatewayError as exc:
             raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
-        raise web.HTTPSeeOther(
-            f"{target}?flash={_q(f'Refund {made.refund_id} of {format_inr(made.amount_paisa)} created')}"
-        )
+        done = f"Refund {made.refund_id} of {format_inr(made.amount_paisa)} created"
+        raise web.HTTPSeeOther(f"{target}?flash={_q(done)}")
 
     # -- webhooks -------------------------------------------------------------------------
 
     async def webhooks(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
         merchant_id = self._merchant_of(request, user)
         endpoints = await self._gateway.list_webhooks(Acting(merchant_id)) if merchant_id else []
-        return self._page(request, user, "webhooks.html", webhooks=endpoints,
-                          merchants=await self._merchants(user))
+        return self._page(
+            request,
+            user,
+            "webhooks.html",
+            webhooks=endpoints,
+            merchants=await self._merchants(user),
+        )
 
     async def webhook(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
         acting = Acting(self._merchant_of(request, user))
@@ -283,20 +347,33 @@ class Dashboard:
             endpoint = await self._gateway.get_webhook(acting, webhook_id)
             deliveries = await self._gateway.deliveries(acting, webhook_id, 100)
         except GatewayError as exc:
-            return self._page(request, user, "error.html", status=exc.http_status, problem=exc.message)
-        return self._page(request, user, "webhook.html", webhook=endpoint, deliveries=deliveries,
-                          flash=request.query.get("flash", ""), flash_error=request.query.get("error", ""))
+            return self._page(
+                request, user, "error.html", status=exc.http_status, problem=exc.message
+            )
+        return self._page(
+            request,
+            user,
+            "webhook.html",
+            webhook=endpoint,
+            deliveries=deliveries,
+            flash=request.query.get("flash", ""),
+            flash_error=request.query.get("error", ""),
+        )
 
     async def replay(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
         webhook_id = request.match_info["webhook_id"]
         target = f"/dashboard/webhooks/{webhook_id}"
         try:
             delivery = await self._gateway.replay(
-                Acting(self._merchant_of(request, user)), webhook_id, request.match_info["delivery_id"]
+                Acting(self._merchant_of(request, user)),
+                webhook_id,
+                request.match_info["delivery_id"],
             )
         except GatewayError as exc:
             raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
-        raise web.HTTPSeeOther(f"{target}?flash={_q(f'Delivery {delivery.delivery_id} sent again')}")
+        raise web.HTTPSeeOther(
+            f"{target}?flash={_q(f'Delivery {delivery.delivery_id} sent again')}"
+        )
 
 
 def _q(text: str) -> str:

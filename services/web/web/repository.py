@@ -8,7 +8,6 @@ other produce exactly one outcome and one event.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +15,6 @@ from typing import Any
 import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from gateway_core.errors import Conflict, FailedPrecondition, NotFound
-from gateway_core.ids import new_id
-from paygate.checkout.v1 import checkout_pb2
-from paygate.events.v1 import events_pb2
-from paygate.payments.v1 import payments_pb2
 from web.sessions import (
     EVENT_COMPLETED,
     EVENT_EXPIRED,
@@ -31,6 +24,11 @@ from web.sessions import (
     Status,
     new_session_id,
 )
+
+from gateway_core.errors import Conflict, FailedPrecondition, NotFound
+from gateway_core.ids import new_id
+from paygate.checkout.v1 import checkout_pb2
+from paygate.events.v1 import events_pb2
 
 NOTIFY_CHANNEL = "web_outbox"
 _COLUMNS = (
@@ -73,7 +71,7 @@ def session_to_proto(session: Session, url: str) -> checkout_pb2.CheckoutSession
     return checkout_pb2.CheckoutSession(
         checkout_session_id=session.checkout_session_id,
         merchant_id=session.merchant_id,
-        status=checkout_pb2.CheckoutSession.Status.Value(session.status.value),
+        status=session.status.value,
         amount_paisa=session.amount_paisa,
         currency=session.currency,
         description=session.description,
@@ -82,7 +80,7 @@ def session_to_proto(session: Session, url: str) -> checkout_pb2.CheckoutSession
             email=session.customer.email,
             phone=session.customer.phone,
         ),
-        methods=[payments_pb2.PaymentMethod.Value(m) for m in session.methods],
+        methods=list(session.methods),
         return_url=session.return_url,
         metadata=session.metadata,
         url=url,
@@ -137,7 +135,7 @@ class Repository:
             ON CONFLICT (merchant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
             DO NOTHING
             RETURNING {_COLUMNS}
-            """,
+            """,  # noqa: S608 - only _COLUMNS is interpolated
             new_session_id(),
             merchant_id,
             new.amount_paisa,
@@ -156,7 +154,7 @@ class Repository:
         if row is not None:
             return session_from_row(row)
         first = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS}, request_digest FROM checkout_sessions"
+            f"SELECT {_COLUMNS}, request_digest FROM checkout_sessions"  # noqa: S608 - _COLUMNS
             " WHERE merchant_id = $1 AND idempotency_key = $2",
             merchant_id,
             idempotency_key,
@@ -173,7 +171,7 @@ class Repository:
     async def get(self, checkout_session_id: str, merchant_id: str | None = None) -> Session:
         """The session (of `merchant_id`, when given); NotFound otherwise."""
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM checkout_sessions WHERE checkout_session_id = $1"
+            f"SELECT {_COLUMNS} FROM checkout_sessions WHERE checkout_session_id = $1"  # noqa: S608 - only _COLUMNS is interpolated
             " AND ($2::text IS NULL OR merchant_id = $2)",
             checkout_session_id,
             merchant_id,
@@ -230,7 +228,7 @@ class Repository:
                 SET status = $2, closed_at = now(), payment_id = coalesce($3, payment_id)
                 WHERE checkout_session_id = $1 AND status = 'OPEN'
                 RETURNING {_COLUMNS}
-                """,
+                """,  # noqa: S608 - only _COLUMNS is interpolated
                 checkout_session_id,
                 status.value,
                 payment_id,
@@ -255,28 +253,12 @@ class Repository:
             occurred_at=occurred,
             merchant_id=session.merchant_id,
             payment_id=session.payment_id,
-            checkout_session=session_to_proto(
-                session, self._page_url(session.checkout_session_id)
-            ),
+            checkout_session=session_to_proto(session, self._page_url(session.checkout_session_id)),
             sequence=1,
         )
         return json_format.MessageToJson(
             event, preserving_proto_field_name=True, indent=None
         ).encode()
-
-    # -- outbox ---------------------------------------------------------------------------
-
-    async def unpublished(self, limit: int) -> Sequence[asyncpg.Record]:
-        return await self._pool.fetch(
-            "SELECT id, event_key, payload FROM outbox WHERE published_at IS NULL"
-            " ORDER BY id LIMIT $1",
-            limit,
-        )
-
-    async def mark_published(self, ids: list[int]) -> None:
-        await self._pool.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids
-        )
 
     # -- dashboard sign-ins ---------------------------------------------------------------
 

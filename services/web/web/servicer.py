@@ -7,15 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC
 
+from web.passwords import hash_password, password_problem
+from web.repository import Repository, session_to_proto
+from web.sessions import Customer, looks_like_session_id, validate_new_session
+
 from gateway_core.auth import RpcContext, caller_from_context
 from gateway_core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from gateway_core.limits import MAX_EMAIL_CHARS
 from paygate.checkout.v1 import checkout_pb2 as pb
 from paygate.checkout.v1 import checkout_pb2_grpc
 from paygate.payments.v1 import payments_pb2
-from web.passwords import hash_password, password_problem
-from web.repository import Repository, session_to_proto
-from web.sessions import Customer, looks_like_session_id, validate_new_session
 
 IDEMPOTENCY_KEY = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -90,9 +91,7 @@ class DashboardAccountServicer(checkout_pb2_grpc.DashboardAccountServiceServicer
         if caller.is_admin:
             merchant_id = request.merchant_id.strip()
             if request.admin and merchant_id:
-                problems.append(
-                    FieldViolation("merchant_id", "must be empty for an admin sign-in")
-                )
+                problems.append(FieldViolation("merchant_id", "must be empty for an admin sign-in"))
             if not request.admin and not merchant_id:
                 problems.append(
                     FieldViolation("merchant_id", "is required (or admin: true for an admin)")
@@ -110,15 +109,20 @@ class DashboardAccountServicer(checkout_pb2_grpc.DashboardAccountServiceServicer
         if problems:
             raise InvalidArgument.for_fields(problems)
         existing = await self._repo.find_login(email)
-        if existing is not None and not caller.is_admin and (
-            existing.is_admin or existing.merchant_id != caller.merchant_id
+        if (
+            existing is not None
+            and not caller.is_admin
+            and (existing.is_admin or existing.merchant_id != caller.merchant_id)
         ):
             # Another merchant's (or an admin's) sign-in: not this caller's to change.
             raise PermissionDenied(
                 "this email signs in for someone else", reason="LOGIN_BELONGS_TO_ANOTHER"
             )
         login = await self._repo.set_login(
-            email, "" if request.admin else merchant_id, request.admin, hash_password(request.password)
+            email,
+            "" if request.admin else merchant_id,
+            request.admin,
+            hash_password(request.password),
         )
         updated = pb.DashboardLogin(
             email=login.email, merchant_id=login.merchant_id, admin=login.is_admin
@@ -140,8 +144,11 @@ def _idempotency_key(context: RpcContext) -> str | None:
         if key.lower() == IDEMPOTENCY_KEY and isinstance(value, str) and value.strip():
             if len(value) > MAX_IDEMPOTENCY_KEY:
                 raise InvalidArgument.for_fields(
-                    [FieldViolation("Idempotency-Key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")]
+                    [
+                        FieldViolation(
+                            "Idempotency-Key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
+                        )
+                    ]
                 )
             return value.strip()
     return None
-
