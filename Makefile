@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 .PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks bench-recon recon fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
 
 help:  ## list targets
