@@ -420,6 +420,7 @@ async def test_the_dashboard_finds_a_payment_refunds_it_and_replays_its_webhook(
     payment_id = created.json()["payment_id"]
     await receiver.wait_for(name, 1)
 
+    await page.set_viewport_size({"width": 1280, "height": 900})  # a desk, for the dashboard
     await page.goto(f"{api.base_url}/dashboard")
     await page.wait_for_url("**/dashboard/login")
     await page.get_by_label("Email").fill(email)
