@@ -263,7 +263,7 @@ async def apply(conn: asyncpg.Connection, event: events_pb2.Event) -> bool:
     return True
 
 
-def _is_checkout_event(value: bytes) -> bool:
+def is_checkout_event(value: bytes) -> bool:
     """A checkout session's event (no payment snapshot, nothing for the books)."""
     event = events_pb2.Event()
     try:
@@ -283,7 +283,7 @@ class EventIngestor:
         try:
             event = decode(consumed.value)
         except ValueError as exc:
-            if _is_checkout_event(consumed.value):
+            if is_checkout_event(consumed.value):
                 return  # checkout.session.* (the web service's): no money moved
             # A record that is not an event can never be applied: skip it, loudly.
             log.error(
