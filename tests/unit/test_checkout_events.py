@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reconciliation.events import is_checkout_event, decode
+from reconciliation.events import decode, is_checkout_event
 from webhook.events import EVENT_TYPES, event_filter_problem, parse_event
 from webhook.stream import update_from_event
 

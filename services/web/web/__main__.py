@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-from web.checkout import CheckoutPages
-from web.clients import Gateway
-from web.dashboard import Dashboard
-from web.jobs import OutboxRelay, PaymentWatcher, SessionExpiry
-from web.repository import Repository
-from web.servicer import CheckoutServicer, DashboardAccountServicer
-from web.site import application, serve, templates
-
 from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
@@ -17,6 +9,13 @@ from gateway_core.kafka import EventConsumer, EventProducer
 from gateway_core.server import ServiceApp, run_service
 from gateway_core.services import grpc_target
 from paygate.checkout.v1 import checkout_pb2_grpc
+from web.checkout import CheckoutPages
+from web.clients import Gateway
+from web.dashboard import Dashboard
+from web.jobs import OutboxRelay, PaymentWatcher, SessionExpiry
+from web.repository import Repository
+from web.servicer import CheckoutServicer, DashboardAccountServicer
+from web.site import application, serve, templates
 
 SCHEMA = "web"
 # Its own consumer group: every payment event is seen by one replica of this service.

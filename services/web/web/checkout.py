@@ -21,11 +21,6 @@ from typing import Any
 import aiohttp
 import jinja2
 from aiohttp import web
-from web.clients import Acting, Gateway
-from web.jobs import PAID_STATUSES
-from web.repository import Repository
-from web.sessions import Session, Status, looks_like_session_id, return_location
-from web.site import render
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
 from gateway_core.cards import CVV_LENGTH, IIN_RANGES, LENGTHS
@@ -33,6 +28,11 @@ from gateway_core.errors import GatewayError, InvalidArgument, NotFound
 from gateway_core.logging import get_logger
 from gateway_core.money import format_inr
 from paygate.payments.v1 import payments_pb2
+from web.clients import Acting, Gateway
+from web.jobs import PAID_STATUSES
+from web.repository import Repository
+from web.sessions import Session, Status, looks_like_session_id, return_location
+from web.site import render
 
 log = get_logger(__name__)
 

@@ -18,16 +18,16 @@ from urllib.parse import quote_plus
 
 import jinja2
 from aiohttp import web
-from web.clients import Acting, Gateway
-from web.passwords import hash_password, needs_rehash, verify_password
-from web.repository import BrowserSession, Repository
-from web.site import render
 
 from gateway_core.errors import GatewayError, NotFound
 from gateway_core.money import format_inr, paisa_from_rupees
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 from paygate.webhooks.v1 import webhooks_pb2
+from web.clients import Acting, Gateway
+from web.passwords import hash_password, needs_rehash, verify_password
+from web.repository import BrowserSession, Repository
+from web.site import render
 
 COOKIE = "paygate_dashboard"
 SECURE_COOKIE = "__Host-paygate_dashboard"

@@ -8,11 +8,11 @@ import contextlib
 import json
 
 import asyncpg
-from web.repository import NOTIFY_CHANNEL, Repository
-from web.sessions import SESSION_METADATA_KEY
 
 from gateway_core.kafka import ConsumedEvent, EventProducer, PublishError
 from gateway_core.logging import get_logger
+from web.repository import NOTIFY_CHANNEL, Repository
+from web.sessions import SESSION_METADATA_KEY
 
 log = get_logger(__name__)
 

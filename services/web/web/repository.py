@@ -15,6 +15,11 @@ from typing import Any
 import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway_core.errors import Conflict, FailedPrecondition, NotFound
+from gateway_core.ids import new_id
+from paygate.checkout.v1 import checkout_pb2
+from paygate.events.v1 import events_pb2
 from web.sessions import (
     EVENT_COMPLETED,
     EVENT_EXPIRED,
@@ -24,11 +29,6 @@ from web.sessions import (
     Status,
     new_session_id,
 )
-
-from gateway_core.errors import Conflict, FailedPrecondition, NotFound
-from gateway_core.ids import new_id
-from paygate.checkout.v1 import checkout_pb2
-from paygate.events.v1 import events_pb2
 
 NOTIFY_CHANNEL = "web_outbox"
 _COLUMNS = (

@@ -7,16 +7,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC
 
-from web.passwords import hash_password, password_problem
-from web.repository import Repository, session_to_proto
-from web.sessions import Customer, looks_like_session_id, validate_new_session
-
 from gateway_core.auth import RpcContext, caller_from_context
 from gateway_core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from gateway_core.limits import MAX_EMAIL_CHARS
 from paygate.checkout.v1 import checkout_pb2 as pb
 from paygate.checkout.v1 import checkout_pb2_grpc
 from paygate.payments.v1 import payments_pb2
+from web.passwords import hash_password, password_problem
+from web.repository import Repository, session_to_proto
+from web.sessions import Customer, looks_like_session_id, validate_new_session
 
 IDEMPOTENCY_KEY = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
