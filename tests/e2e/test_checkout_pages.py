@@ -403,7 +403,7 @@ async def test_the_dashboard_finds_a_payment_refunds_it_and_replays_its_webhook(
         json={"email": email, "password": "short"},
         headers=merchant["auth"],
     )
-    assert short.status_code == 400
+    assert short.status_code == 400, short.text
 
     created = await api.post(
         "/api/v1/payments",
