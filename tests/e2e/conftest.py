@@ -45,6 +45,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
         "WEBHOOK_TIMEOUT": "3s",
         "WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
+        # Chargebacks of the magic card, and decisions on evidence, within a second.
+        "SANDBOX_CHARGEBACK_DELAY_MS": "1000",
+        "SANDBOX_DISPUTE_DECISION_DELAY_MS": "1000",
     }
     # The stack runs its own SMTP server, whose mailbox (stack.mail_dir) the receipt tests read,
     # whatever SMTP server the shell points at.

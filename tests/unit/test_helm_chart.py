@@ -53,6 +53,9 @@ CALLBACK_KEYS = {
     "PROVIDER_CALLBACK_SECRET_UPI_CORE",
     "PROVIDER_CALLBACK_SECRET_NETBANKING",
     "PROVIDER_CALLBACK_SECRET_ACS",
+    "PROVIDER_CALLBACK_SECRET_RAZORPAY",
+    "PROVIDER_CALLBACK_SECRET_PAYU",
+    "PROVIDER_CALLBACK_SECRET_CCAVENUE",
 }
 SECRET_KEYS = {
     "JWT_SECRET",
@@ -449,6 +452,9 @@ def test_values_carry_no_secret_defaults(chart: Any) -> None:
         "providerCallbackSecretUpiCore",
         "providerCallbackSecretNetbanking",
         "providerCallbackSecretAcs",
+        "providerCallbackSecretRazorpay",
+        "providerCallbackSecretPayu",
+        "providerCallbackSecretCcavenue",
         "idempotencyFingerprintKey",
         "dbOrchestratorPassword",
         "dbVaultPassword",
@@ -483,6 +489,9 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
         "providerCallbackSecretUpiCore": "u" * 40,
         "providerCallbackSecretNetbanking": "n" * 40,
         "providerCallbackSecretAcs": "a" * 40,
+        "providerCallbackSecretRazorpay": "z" * 40,
+        "providerCallbackSecretPayu": "p" * 40,
+        "providerCallbackSecretCcavenue": "x" * 40,
         "orchestratorServiceKey": "o" * 40,
         "reconciliationServiceKey": "c" * 40,
         "idempotencyFingerprintKey": "i" * 40,
@@ -845,3 +854,40 @@ def test_envoy_is_kept_in_step_with_the_local_gateway(
     for cluster in local["static_resources"]["clusters"]:
         assert cluster["health_checks"] == clusters[cluster["name"]]["health_checks"]
         assert cluster["common_lb_config"] == clusters[cluster["name"]]["common_lb_config"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Grafana dashboard
+# ---------------------------------------------------------------------------------------------
+
+DASHBOARD = CHART / "files" / "grafana" / "payment-gateway.json"
+
+
+def test_the_grafana_dashboard_is_provisioned_for_the_sidecar_by_its_label(
+    chart: Any, defaults: list[Manifest]
+) -> None:
+    maps = of_kind(defaults, "ConfigMap")
+    dashboard = maps[component("grafana-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in dashboard["metadata"]
+    assert json.loads(dashboard["data"]["payment-gateway.json"]) == json.loads(
+        DASHBOARD.read_text()
+    )
+
+    elsewhere = render(
+        chart,
+        {
+            "grafanaDashboard": {
+                "label": "dashboards",
+                "labelValue": "paygate",
+                "namespace": "monitoring",
+                "folder": "Payments",
+            }
+        },
+    )
+    moved = of_kind(elsewhere, "ConfigMap")[component("grafana-dashboard")]["metadata"]
+    assert (moved["namespace"], moved["labels"]["dashboards"]) == ("monitoring", "paygate")
+    assert moved["annotations"] == {"grafana_folder": "Payments"}
+
+    off = render(chart, {"grafanaDashboard": {"enabled": False}})
+    assert component("grafana-dashboard") not in of_kind(off, "ConfigMap")

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
+from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 from reconciliation import events
@@ -486,3 +487,69 @@ async def test_a_days_file_fetched_again_after_it_grew_restates_it_without_dupli
         sla_days=SLA_DAYS,
     )
     assert await outcomes(pool, other.run_id) == {"DUPLICATE": 1}
+
+
+def dispute_event(
+    payment: events_pb2.Event, case: str, amount: int, status: str, version: int
+) -> events_pb2.Event:
+    """A dispute.* event: the payment as it is, and the dispute."""
+    dispute = disputes_pb2.Dispute(
+        dispute_id=f"DSP_{case}",
+        payment_id=payment.payment_id,
+        merchant_id="MER_1",
+        provider=payment.payment.provider,
+        provider_reference=case,
+        amount_paisa=amount,
+        currency="INR",
+        status=status,
+        created_at=_ts(CAPTURED + timedelta(hours=2)),
+    )
+    return events_pb2.Event(
+        event_id=f"EVT_{case}_{version}",
+        type="dispute.created",
+        payment_id=payment.payment_id,
+        payment=payment.payment,
+        sequence=payment.sequence,
+        dispute=dispute,
+    )
+
+
+async def test_chargeback_lines_match_the_disputes_learned_from_events(pool: asyncpg.Pool) -> None:
+    provider = "p_disputes"
+    paid = event("PAY_D1", provider=provider, reference="RD1", amount=10_000)
+    async with pool.acquire() as conn:
+        await events.apply(conn, paid)
+        await events.apply(conn, dispute_event(paid, "CB_1", 6_000, "UNDER_REVIEW", 2))
+        # An older event arriving late does not take the dispute back.
+        await events.apply(conn, dispute_event(paid, "CB_1", 6_000, "NEEDS_RESPONSE", 1))
+        await events.apply(conn, dispute_event(paid, "CB_2", 4_000, "NEEDS_RESPONSE", 1))
+        learned = await conn.fetchval(
+            "SELECT status FROM book_disputes WHERE dispute_id = 'DSP_CB_1'"
+        )
+    assert learned == "UNDER_REVIEW"
+
+    result = await ingest_file(
+        pool,
+        csv_file(
+            row("RD1", "PAY_D1", "payment", "100.00"),
+            row("CB_1", "PAY_D1", "chargeback", "60.00"),
+            row("CB_2", "PAY_D1", "chargeback", "41.00"),  # the dispute is for 40.00
+            row("CB_9", "PAY_D1", "chargeback", "10.00"),  # no such dispute
+        ),
+        FileOrigin(provider, DAY, "UPLOADED", "ops"),
+        sla_days=0,
+    )
+
+    lines = await pool.fetch(
+        "SELECT line_number, outcome, payment_id, expected, actual FROM settlement_lines"
+        " WHERE settlement_file_id = (SELECT settlement_file_id FROM reconciliation_runs"
+        " WHERE run_id = $1) ORDER BY line_number",
+        result.run_id,
+    )
+    assert [(r["outcome"], r["payment_id"]) for r in lines] == [
+        ("MATCHED", "PAY_D1"),
+        ("MATCHED", "PAY_D1"),
+        ("AMOUNT_MISMATCH", "PAY_D1"),
+        ("MISSING_INTERNALLY", "PAY_D1"),
+    ]
+    assert (lines[2]["expected"], lines[2]["actual"]) == ("4000", "4100")

@@ -23,6 +23,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.payments.v1.PaymentMethodService
     - paygate.merchants.v1.MerchantService
     - paygate.callbacks.v1.ProviderCallbackService
+    - paygate.disputes.v1.DisputeService
   # reconciliation: the internal paygate.ledger.v1.SettlementLedgerService (never routed by
   # Envoy; it checks reconciliation's service identity itself). web: the checkout page and
   # the dashboard act for their merchant.
@@ -63,6 +64,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   public: true
   grpcServices:
     - paygate.reconciliation.v1.ReconciliationService
+    - paygate.reconciliation.v1.MerchantReportingService
   callers: [envoy]
 - key: web
   name: web
@@ -85,6 +87,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.sandbox.v1.CardAcquirerService
     - paygate.sandbox.v1.WalletProviderService
     - paygate.sandbox.v1.NetBankingService
+    - paygate.sandbox.v1.DisputeNetworkService
   callers: [orchestrator]
 - key: ratelimit
   name: ratelimit

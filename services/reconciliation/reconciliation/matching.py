@@ -2,11 +2,12 @@
 
 Every line ends in exactly one outcome (`Outcome`), decided in this order:
 
-1. chargeback and adjustment lines have no counterpart in our books yet (disputes are another
-   issue): MISSING_INTERNALLY, for a person to look at;
+1. adjustment lines have no counterpart in our books: MISSING_INTERNALLY, for a person to look
+   at;
 2. a payment (refund) line is matched to our payment (refund) of the file's provider by the
    provider's reference, or by our id in `merchant_reference` when the reference is unknown;
-   found nowhere: MISSING_INTERNALLY;
+   a chargeback line to our dispute by the provider's case reference; found nowhere:
+   MISSING_INTERNALLY;
 3. the item was settled already, by an earlier line of this file or by another settlement
    (an earlier file with another settlement_id): DUPLICATE (the first line keeps its own
    outcome). A file that restates the same settlement (the provider's file for a day fetched
@@ -102,6 +103,12 @@ payments_by_reference AS (
     FROM book_payments b WHERE b.provider = $1
     ORDER BY b.provider_reference, b.payment_id
 ),
+disputes_by_reference AS (
+    SELECT DISTINCT ON (d.provider_reference) d.dispute_id, d.payment_id, d.provider_reference,
+           d.amount_paisa
+    FROM book_disputes d WHERE d.provider = $1
+    ORDER BY d.provider_reference, d.dispute_id
+),
 refunds_by_reference AS (
     SELECT DISTINCT ON (b.provider_reference) b.refund_id, b.payment_id, b.provider_reference,
            b.status, b.amount_paisa
@@ -110,18 +117,24 @@ refunds_by_reference AS (
 ),
 found AS (
     SELECT l.*,
-           coalesce(p_ref.payment_id, p_id.payment_id, r_ref.payment_id, r_id.payment_id)
-               AS payment_id,
+           coalesce(d_ref.payment_id, p_ref.payment_id, p_id.payment_id, r_ref.payment_id,
+                    r_id.payment_id) AS payment_id,
            coalesce(r_ref.refund_id, r_id.refund_id) AS refund_id,
            CASE WHEN l.type = 'payment' THEN coalesce(p_ref.payment_id, p_id.payment_id)
                 WHEN l.type = 'refund' THEN coalesce(r_ref.refund_id, r_id.refund_id)
+                WHEN l.type = 'chargeback' THEN d_ref.dispute_id
            END AS item_id,
            coalesce(p_ref.status, p_id.status, r_ref.status, r_id.status) AS our_status,
-           coalesce(p_ref.captured_paisa, p_id.captured_paisa, r_ref.amount_paisa,
-                    r_id.amount_paisa) AS our_amount,
-           coalesce(p_ref.fees_paisa, p_id.fees_paisa, 0) AS our_fee,
-           coalesce(p_ref.tax_paisa, p_id.tax_paisa, 0) AS our_tax
+           coalesce(d_ref.amount_paisa, p_ref.captured_paisa, p_id.captured_paisa,
+                    r_ref.amount_paisa, r_id.amount_paisa) AS our_amount,
+           -- A provider charges no fee on a chargeback line (the dispute fee is the gateway's).
+           CASE WHEN l.type = 'chargeback' THEN 0
+                ELSE coalesce(p_ref.fees_paisa, p_id.fees_paisa, 0) END AS our_fee,
+           CASE WHEN l.type = 'chargeback' THEN 0
+                ELSE coalesce(p_ref.tax_paisa, p_id.tax_paisa, 0) END AS our_tax
     FROM lines l
+    LEFT JOIN disputes_by_reference d_ref
+        ON l.type = 'chargeback' AND d_ref.provider_reference = l.provider_reference
     LEFT JOIN payments_by_reference p_ref
         ON l.type = 'payment' AND p_ref.provider_reference = l.provider_reference
     LEFT JOIN book_payments p_id
@@ -141,7 +154,7 @@ ranked AS (
 ),
 classified AS (
     SELECT r.*, CASE
-        WHEN r.type IN ('chargeback', 'adjustment') OR r.item_id IS NULL THEN 'MISSING_INTERNALLY'
+        WHEN r.type = 'adjustment' OR r.item_id IS NULL THEN 'MISSING_INTERNALLY'
         WHEN r.settled_before THEN 'DUPLICATE'
         WHEN (r.type = 'payment' AND r.our_amount = 0)
           OR (r.type = 'refund' AND r.our_status <> 'PROCESSED') THEN 'STATUS_MISMATCH'

@@ -3,8 +3,8 @@
 The event types are those the orchestrator and the web service (checkout sessions) publish on
 `payments.events` (README), plus `webhook.test`, which only the test endpoint sends. A
 delivery's body is the Standard Webhooks payload `{"type", "timestamp", "data"}`: `data` is the
-payment (for `refund.*` the refund, for `checkout.session.*` the session) as of the event, with
-the event's `sequence` so a receiver can drop a stale status.
+payment (for `refund.*` the refund, for `dispute.*` the dispute, for `checkout.session.*` the
+session) as of the event, with the event's `sequence` so a receiver can drop a stale status.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "refund.created",
     "refund.processed",
     "refund.failed",
+    "dispute.created",
+    "dispute.under_review",
+    "dispute.won",
+    "dispute.lost",
+    "dispute.accepted",
     # Published by the web service (hosted checkout): `data` is the checkout session.
     "checkout.session.completed",
     "checkout.session.expired",
@@ -95,6 +100,8 @@ def parse_event(value: bytes) -> PaymentEvent:
         snapshot: dict[str, Any] = dict(document.get("checkout_session") or {})
     elif event_type.startswith("refund."):
         snapshot = dict(document.get("refund") or {})
+    elif event_type.startswith("dispute."):
+        snapshot = dict(document.get("dispute") or {})
     else:
         snapshot = dict(payment)
     snapshot["sequence"] = sequence
