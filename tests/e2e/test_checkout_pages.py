@@ -477,6 +477,17 @@ async def test_the_dashboard_finds_a_payment_refunds_it_and_replays_its_webhook(
         await page.wait_for_timeout(200)
     assert len(after) == before + 1
 
+    # The charts, from the analytics API (fresh within about a second of the events).
+    await page.get_by_role("link", name="Analytics").click()
+    await page.wait_for_url("**/dashboard/analytics")
+    await expect(page.locator("#volume-chart canvas")).to_have_count(1, timeout=15_000)
+    await expect(page.locator("#rate-chart canvas")).to_have_count(1)
+    totals = page.locator("#analytics-totals")
+    await expect(totals).to_contain_text("WALLET")
+    await expect(totals).to_contain_text("₹500.00")
+    await expect(page.locator("#analytics-status")).to_contain_text("Updated")
+    await shot(page, "dashboard-analytics")
+
 
 async def test_dashboard_forms_refuse_a_post_without_the_csrf_token(
     api: httpx.AsyncClient, merchant: dict[str, Any]

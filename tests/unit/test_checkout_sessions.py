@@ -152,3 +152,43 @@ def test_passwords_are_argon2id_hashed_and_verified() -> None:
     assert password_problem("short") is not None
     assert password_problem("x" * 129) is not None
     assert password_problem("twelve chars") is None
+
+
+def test_analytics_become_one_series_per_method_with_gaps_where_nothing_was_tried() -> None:
+    from paygate.reconciliation.v1 import reconciliation_pb2 as pb
+    from web.analytics import analytics_request, chart_series
+
+    def group(method: str, reached: int, rate: float, amount: int) -> pb.AnalyticsGroup:
+        return pb.AnalyticsGroup(
+            dimensions=pb.AnalyticsDimensions(payment_method=method),
+            metrics=pb.PaymentMetrics(
+                payment_count=reached,
+                reached_provider_count=reached,
+                success_rate=rate,
+                processed_amount_paisa=amount,
+            ),
+        )
+
+    analytics = pb.PaymentAnalytics(
+        granularity="hour",
+        groups=[group("UPI", 3, 2 / 3, 30_000), group("CARD", 1, 1.0, 50_000)],
+        time_series=[
+            pb.AnalyticsBucket(
+                start_time="2026-12-06T09:00:00+05:30", groups=[group("UPI", 3, 2 / 3, 30_000)]
+            ),
+            pb.AnalyticsBucket(
+                start_time="2026-12-06T10:00:00+05:30", groups=[group("CARD", 1, 1.0, 50_000)]
+            ),
+        ],
+    )
+    series = chart_series(analytics)
+    assert series["methods"] == ["CARD", "UPI"]
+    assert series["times"] == [1796527800, 1796527800 + 3600]
+    assert series["volume_paisa"] == {"CARD": [0, 50_000], "UPI": [30_000, 0]}
+    assert series["success_rate"] == {"CARD": [None, 1.0], "UPI": [0.6667, None]}
+    assert series["totals"]["UPI"]["processed_amount_paisa"] == 30_000
+
+    request = analytics_request("7d", now=datetime(2026, 12, 6, 3, 47, tzinfo=UTC))
+    assert (request.from_date, request.to_date) == ("2026-11-29T04:00:00Z", "2026-12-06T04:00:00Z")
+    assert (request.granularity, list(request.group_by)) == ("day", ["payment_method"])
+    assert analytics_request("nonsense").granularity == "hour"

@@ -42,7 +42,7 @@ CALLERS = {
     "tokenization-vault": {"orchestrator"},
     "sandbox": {"orchestrator"},
     "webhook": {"envoy", "web"},
-    "reconciliation": {"envoy"},
+    "reconciliation": {"envoy", "web"},
     "web": {"envoy"},
     "ratelimit": {"envoy"},
 }

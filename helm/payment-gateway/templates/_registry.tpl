@@ -65,7 +65,8 @@ Read it with: include "pg.registry" . | fromYamlArray
   grpcServices:
     - paygate.reconciliation.v1.ReconciliationService
     - paygate.reconciliation.v1.MerchantReportingService
-  callers: [envoy]
+  # web: the dashboard's charts (the merchant's analytics).
+  callers: [envoy, web]
 - key: web
   name: web
   schema: web

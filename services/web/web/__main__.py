@@ -37,9 +37,10 @@ async def main() -> None:
     repo = Repository(pool, page_url)
     orchestrator = insecure_channel(settings.orchestrator_addr)
     webhook = insecure_channel(settings.webhook_addr)
-    app.on_shutdown(lambda: orchestrator.close(None))
-    app.on_shutdown(lambda: webhook.close(None))
-    gateway = Gateway(orchestrator, webhook)
+    reconciliation = insecure_channel(settings.reconciliation_addr)
+    for channel in (orchestrator, webhook, reconciliation):
+        app.on_shutdown(lambda channel=channel: channel.close(None))  # type: ignore[misc]
+    gateway = Gateway(orchestrator, webhook, reconciliation)
 
     app.add_service(
         "paygate.checkout.v1.CheckoutService",

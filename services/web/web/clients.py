@@ -14,6 +14,11 @@ from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
 from gateway_core.errors import from_rpc_error
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
+from paygate.reconciliation.v1 import (
+    merchant_reporting_pb2,
+    merchant_reporting_pb2_grpc,
+    reconciliation_pb2,
+)
 from paygate.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 
 TIMEOUT_SECONDS = 15.0
@@ -37,10 +42,24 @@ class Acting:
 
 
 class Gateway:
-    def __init__(self, orchestrator: grpc.aio.Channel, webhook: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        orchestrator: grpc.aio.Channel,
+        webhook: grpc.aio.Channel,
+        reconciliation: grpc.aio.Channel,
+    ) -> None:
         self.payments = payments_pb2_grpc.PaymentServiceStub(orchestrator)
         self.merchants = merchants_pb2_grpc.MerchantServiceStub(orchestrator)
         self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(webhook)
+        self.reporting = merchant_reporting_pb2_grpc.MerchantReportingServiceStub(reconciliation)
+
+    async def analytics(
+        self, acting: Acting, request: merchant_reporting_pb2.GetMerchantPaymentAnalyticsRequest
+    ) -> reconciliation_pb2.PaymentAnalytics:
+        found: reconciliation_pb2.PaymentAnalytics = await _call(
+            self.reporting.GetMerchantPaymentAnalytics, request, acting
+        )
+        return found
 
     async def merchant_name(self, merchant_id: str) -> str:
         merchant: merchants_pb2.Merchant = await _call(

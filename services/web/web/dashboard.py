@@ -24,6 +24,7 @@ from gateway_core.money import format_inr, paisa_from_rupees
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 from paygate.webhooks.v1 import webhooks_pb2
+from web.analytics import DEFAULT_RANGE, RANGES, analytics_request, chart_series
 from web.clients import Acting, Gateway
 from web.passwords import hash_password, needs_rehash, verify_password
 from web.repository import BrowserSession, Repository
@@ -79,6 +80,8 @@ class Dashboard:
         app.router.add_post(
             "/dashboard/payments/{payment_id}/refund", self._signed_in(self.refund, post=True)
         )
+        app.router.add_get("/dashboard/analytics", self._signed_in(self.analytics))
+        app.router.add_get("/dashboard/analytics.json", self._signed_in(self.analytics_data))
         app.router.add_get("/dashboard/webhooks", self._signed_in(self.webhooks))
         app.router.add_get("/dashboard/webhooks/{webhook_id}", self._signed_in(self.webhook))
         app.router.add_post(
@@ -326,6 +329,32 @@ class Dashboard:
             raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
         done = f"Refund {made.refund_id} of {format_inr(made.amount_paisa)} created"
         raise web.HTTPSeeOther(f"{target}?flash={_q(done)}")
+
+    # -- analytics ------------------------------------------------------------------------
+
+    async def analytics(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        return self._page(
+            request,
+            user,
+            "analytics.html",
+            ranges=list(RANGES),
+            chosen=request.query.get("range", DEFAULT_RANGE),
+            merchants=await self._merchants(user),
+        )
+
+    async def analytics_data(
+        self, request: web.Request, user: BrowserSession
+    ) -> web.StreamResponse:
+        merchant_id = self._merchant_of(request, user)
+        if not merchant_id:
+            return web.json_response({"error": "choose a merchant"}, status=400)
+        try:
+            found = await self._gateway.analytics(
+                Acting(merchant_id), analytics_request(request.query.get("range", ""))
+            )
+        except GatewayError as exc:
+            return web.json_response({"error": exc.message}, status=exc.http_status)
+        return web.json_response(chart_series(found))
 
     # -- webhooks -------------------------------------------------------------------------
 

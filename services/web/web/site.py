@@ -22,6 +22,8 @@ log = get_logger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE / "static"
+# Browser libraries installed by npm at build time (services/web/package.json), never a CDN.
+VENDOR_DIRS = {"uplot": PACKAGE.parent / "node_modules" / "uplot" / "dist"}
 TEMPLATES_DIR = PACKAGE / "templates"
 HEALTH_PATH = "/health"
 
@@ -87,6 +89,11 @@ def application(*subapps: Callable[[web.Application], None]) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     for add_routes in subapps:
         add_routes(app)
+    for name, directory in VENDOR_DIRS.items():
+        if directory.is_dir():
+            app.router.add_static(f"/static/vendor/{name}/", directory, append_version=False)
+        else:
+            log.warning("browser library missing: run `make gen`", library=name)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
 
     async def health(_: web.Request) -> web.Response:
