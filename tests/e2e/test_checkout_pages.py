@@ -516,3 +516,67 @@ async def test_dashboard_forms_refuse_a_post_without_the_csrf_token(
             "/dashboard/payments/PAY_x/refund", data={"amount": "1.00"}
         )
         assert refused.status_code == 403
+
+
+async def test_the_dashboard_shows_a_dispute_and_submits_evidence(
+    api: httpx.AsyncClient, merchant: dict[str, Any], page: Page, stack: Stack
+) -> None:
+    paid = await api.post(
+        "/api/v1/payments",
+        headers=merchant["auth"],
+        json={
+            "amount_paisa": 9900,
+            "currency": "INR",
+            "payment_method": "CARD",
+            "payment_details": {
+                "card": {
+                    "card_number": GOOD_CARD.replace(" ", ""),
+                    "expiry_month": "12",
+                    "expiry_year": "2030",
+                    "cvv": "123",
+                }
+            },
+        },
+    )
+    assert paid.status_code == 200, paid.text
+    payment = paid.json()
+    async with httpx.AsyncClient(base_url=stack.env["SANDBOX_PUBLIC_URL"]) as sandbox:
+        raised = await sandbox.post(
+            "/disputes", json={"provider": payment["provider"], "payment_id": payment["payment_id"]}
+        )
+    assert raised.status_code == 200, raised.text
+    email = f"disputes-{uuid.uuid4().hex[:6]}@shop.example"
+    password = "disputes are no fun at all"
+    await api.post(
+        "/api/v1/dashboard/logins",
+        json={"email": email, "password": password},
+        headers=merchant["auth"],
+    )
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.goto(f"{api.base_url}/dashboard/login")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/dashboard/payments")
+    for _ in range(50):
+        await page.goto(f"{api.base_url}/dashboard/disputes")
+        if await page.locator("#disputes", has_text=payment["payment_id"]).count():
+            break
+        await page.wait_for_timeout(300)
+    row = page.locator("#disputes tr", has_text=payment["payment_id"])
+    await expect(row).to_contain_text("NEEDS_RESPONSE")
+    await row.get_by_role("link").first.click()
+    await page.get_by_label("Summary").fill("The customer received the goods on 2 December.")
+    await page.get_by_label("Shipping proof (tracking number, carrier)").fill("BLUEDART 123456")
+    await shot(page, "dashboard-dispute")
+    await page.get_by_role("button", name="Submit evidence").click()
+    await expect(page.locator("#flash")).to_have_text("Evidence submitted")
+    await expect(page.locator("#dispute-status")).not_to_have_text("NEEDS_RESPONSE")
+    [dispute] = (
+        await api.get(
+            "/api/v1/disputes",
+            params={"payment_id": payment["payment_id"]},
+            headers=merchant["auth"],
+        )
+    ).json()["disputes"]
+    assert dispute["evidence"]["shipping_proof"] == "BLUEDART 123456"

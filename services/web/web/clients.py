@@ -12,6 +12,7 @@ import grpc
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
 from gateway_core.errors import from_rpc_error
+from paygate.disputes.v1 import disputes_pb2, disputes_pb2_grpc
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 from paygate.reconciliation.v1 import (
@@ -50,6 +51,7 @@ class Gateway:
     ) -> None:
         self.payments = payments_pb2_grpc.PaymentServiceStub(orchestrator)
         self.merchants = merchants_pb2_grpc.MerchantServiceStub(orchestrator)
+        self.disputes = disputes_pb2_grpc.DisputeServiceStub(orchestrator)
         self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(webhook)
         self.reporting = merchant_reporting_pb2_grpc.MerchantReportingServiceStub(reconciliation)
 
@@ -112,6 +114,40 @@ class Gateway:
             extra=(("idempotency-key", idempotency_key),),
         )
         return refund
+
+    async def list_disputes(
+        self, acting: Acting, payment_id: str = ""
+    ) -> list[disputes_pb2.Dispute]:
+        reply: disputes_pb2.ListDisputesResponse = await _call(
+            self.disputes.ListDisputes,
+            disputes_pb2.ListDisputesRequest(page_size=100, payment_id=payment_id),
+            acting,
+        )
+        return list(reply.disputes)
+
+    async def get_dispute(self, acting: Acting, dispute_id: str) -> disputes_pb2.Dispute:
+        dispute: disputes_pb2.Dispute = await _call(
+            self.disputes.GetDispute, disputes_pb2.GetDisputeRequest(dispute_id=dispute_id), acting
+        )
+        return dispute
+
+    async def submit_evidence(
+        self, acting: Acting, dispute_id: str, evidence: disputes_pb2.DisputeEvidence
+    ) -> disputes_pb2.Dispute:
+        dispute: disputes_pb2.Dispute = await _call(
+            self.disputes.SubmitDisputeEvidence,
+            disputes_pb2.SubmitDisputeEvidenceRequest(dispute_id=dispute_id, evidence=evidence),
+            acting,
+        )
+        return dispute
+
+    async def accept_dispute(self, acting: Acting, dispute_id: str) -> disputes_pb2.Dispute:
+        dispute: disputes_pb2.Dispute = await _call(
+            self.disputes.AcceptDispute,
+            disputes_pb2.AcceptDisputeRequest(dispute_id=dispute_id),
+            acting,
+        )
+        return dispute
 
     async def callback_secret(self, merchant_id: str) -> str:
         secret: webhooks_pb2.CallbackSecret = await _call(

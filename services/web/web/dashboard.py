@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway_core.errors import GatewayError, NotFound
 from gateway_core.money import format_inr, paisa_from_rupees
+from paygate.disputes.v1 import disputes_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 from paygate.webhooks.v1 import webhooks_pb2
@@ -38,6 +39,16 @@ SESSION_TTL = timedelta(hours=8)
 STATUSES = [n for n in payments_pb2.Payment.Status.keys() if n != "STATUS_UNSPECIFIED"]  # noqa: SIM118
 METHODS = [n for n in payments_pb2.PaymentMethod.keys() if n != "PAYMENT_METHOD_UNSPECIFIED"]  # noqa: SIM118
 PAGE_SIZE = 25
+# paygate.disputes.v1.DisputeEvidence's text fields, as the evidence form labels them.
+EVIDENCE_FIELDS = (
+    ("summary", "Summary"),
+    ("shipping_proof", "Shipping proof (tracking number, carrier)"),
+    ("customer_communication", "Customer communication"),
+    ("proof_of_service", "Proof of service or delivery"),
+    ("refund_confirmation", "Refund confirmation"),
+    ("explanation_letter", "Explanation letter"),
+    ("others", "Anything else"),
+)
 
 Page = Callable[[web.Request, BrowserSession], Awaitable[web.StreamResponse]]
 
@@ -79,6 +90,14 @@ class Dashboard:
         app.router.add_get("/dashboard/payments/{payment_id}", self._signed_in(self.payment))
         app.router.add_post(
             "/dashboard/payments/{payment_id}/refund", self._signed_in(self.refund, post=True)
+        )
+        app.router.add_get("/dashboard/disputes", self._signed_in(self.disputes))
+        app.router.add_get("/dashboard/disputes/{dispute_id}", self._signed_in(self.dispute))
+        app.router.add_post(
+            "/dashboard/disputes/{dispute_id}/evidence", self._signed_in(self.evidence, post=True)
+        )
+        app.router.add_post(
+            "/dashboard/disputes/{dispute_id}/accept", self._signed_in(self.accept, post=True)
         )
         app.router.add_get("/dashboard/analytics", self._signed_in(self.analytics))
         app.router.add_get("/dashboard/analytics.json", self._signed_in(self.analytics_data))
@@ -292,6 +311,7 @@ class Dashboard:
             for delivery in await self._gateway.deliveries(acting, webhook.webhook_id, 100):
                 if delivery.payment_id == payment.payment_id:
                     deliveries.append((webhook, delivery))
+        disputes = await self._gateway.list_disputes(acting, payment.payment_id)
         refundable = payment.captured_amount_paisa - payment.refunded_amount_paisa
         return self._page(
             request,
@@ -299,6 +319,7 @@ class Dashboard:
             "payment.html",
             payment=payment,
             deliveries=deliveries,
+            disputes=disputes,
             refundable=refundable,
             flash=request.query.get("flash", ""),
             flash_error=request.query.get("error", ""),
@@ -329,6 +350,58 @@ class Dashboard:
             raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
         done = f"Refund {made.refund_id} of {format_inr(made.amount_paisa)} created"
         raise web.HTTPSeeOther(f"{target}?flash={_q(done)}")
+
+    # -- disputes -------------------------------------------------------------------------
+
+    async def disputes(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        merchant_id = self._merchant_of(request, user)
+        found = await self._gateway.list_disputes(Acting(merchant_id)) if merchant_id else []
+        return self._page(
+            request, user, "disputes.html", disputes=found, merchants=await self._merchants(user)
+        )
+
+    async def dispute(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        try:
+            found = await self._gateway.get_dispute(
+                Acting(self._merchant_of(request, user)), request.match_info["dispute_id"]
+            )
+        except GatewayError as exc:
+            return self._page(
+                request, user, "error.html", status=exc.http_status, problem=exc.message
+            )
+        return self._page(
+            request,
+            user,
+            "dispute.html",
+            dispute=found,
+            evidence_fields=EVIDENCE_FIELDS,
+            flash=request.query.get("flash", ""),
+            flash_error=request.query.get("error", ""),
+        )
+
+    async def evidence(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        dispute_id = request.match_info["dispute_id"]
+        form = await request.post()
+        evidence = disputes_pb2.DisputeEvidence()
+        for name, _ in EVIDENCE_FIELDS:
+            setattr(evidence, name, str(form.get(name, "")).strip())
+        target = f"/dashboard/disputes/{dispute_id}"
+        try:
+            await self._gateway.submit_evidence(
+                Acting(self._merchant_of(request, user)), dispute_id, evidence
+            )
+        except GatewayError as exc:
+            raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
+        raise web.HTTPSeeOther(f"{target}?flash={_q('Evidence submitted')}")
+
+    async def accept(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        dispute_id = request.match_info["dispute_id"]
+        target = f"/dashboard/disputes/{dispute_id}"
+        try:
+            await self._gateway.accept_dispute(Acting(self._merchant_of(request, user)), dispute_id)
+        except GatewayError as exc:
+            raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
+        raise web.HTTPSeeOther(f"{target}?flash={_q('Dispute accepted')}")
 
     # -- analytics ------------------------------------------------------------------------
 
