@@ -580,3 +580,49 @@ async def test_the_dashboard_shows_a_dispute_and_submits_evidence(
         )
     ).json()["disputes"]
     assert dispute["evidence"]["shipping_proof"] == "BLUEDART 123456"
+
+
+async def test_an_admin_sees_any_merchant_and_the_reconciliation_exceptions(
+    api: httpx.AsyncClient, merchant: dict[str, Any], page: Page
+) -> None:
+    email = f"ops-{uuid.uuid4().hex[:6]}@paygate.example"
+    password = "an admin's long passphrase"
+    made = await api.post(
+        "/api/v1/dashboard/logins",
+        json={"email": email, "password": password, "admin": True},
+        headers=merchant["admin"],
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["admin"] is True
+    # A merchant cannot make an admin sign-in.
+    refused = await api.post(
+        "/api/v1/dashboard/logins",
+        json={"email": f"x-{email}", "password": password, "admin": True},
+        headers=merchant["auth"],
+    )
+    assert refused.status_code == 403
+    created = await api.post(
+        "/api/v1/payments",
+        json={
+            "amount_paisa": 4200,
+            "currency": "INR",
+            "payment_method": "WALLET",
+            "payment_details": {"wallet": "PHONEPE", "phone": "9876543210"},
+        },
+        headers=merchant["auth"],
+    )
+    assert created.status_code == 200, created.text
+
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.goto(f"{api.base_url}/dashboard/login")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/dashboard/payments")
+    await page.get_by_label("Merchant id").fill(merchant["merchant_id"])
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.locator("#payments")).to_contain_text(created.json()["payment_id"])
+    await page.get_by_role("link", name="Reconciliation").click()
+    await expect(page.get_by_role("heading", name="Reconciliation exceptions")).to_be_visible()
+    await expect(page.locator("#exceptions")).to_be_visible()
+    await shot(page, "dashboard-exceptions")

@@ -19,6 +19,7 @@ from paygate.reconciliation.v1 import (
     merchant_reporting_pb2,
     merchant_reporting_pb2_grpc,
     reconciliation_pb2,
+    reconciliation_pb2_grpc,
 )
 from paygate.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 
@@ -54,6 +55,18 @@ class Gateway:
         self.disputes = disputes_pb2_grpc.DisputeServiceStub(orchestrator)
         self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(webhook)
         self.reporting = merchant_reporting_pb2_grpc.MerchantReportingServiceStub(reconciliation)
+        self.reconciliation = reconciliation_pb2_grpc.ReconciliationServiceStub(reconciliation)
+
+    async def open_exceptions(self) -> list[reconciliation_pb2.ReconciliationException]:
+        """The reconciliation exceptions waiting for a person (admin)."""
+        reply: reconciliation_pb2.ListReconciliationExceptionsResponse = await _call(
+            self.reconciliation.ListReconciliationExceptions,
+            reconciliation_pb2.ListReconciliationExceptionsRequest(
+                page_size=100, status=reconciliation_pb2.ReconciliationException.OPEN
+            ),
+            Acting.admin(),
+        )
+        return list(reply.exceptions)
 
     async def analytics(
         self, acting: Acting, request: merchant_reporting_pb2.GetMerchantPaymentAnalyticsRequest

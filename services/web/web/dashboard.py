@@ -99,6 +99,7 @@ class Dashboard:
         app.router.add_post(
             "/dashboard/disputes/{dispute_id}/accept", self._signed_in(self.accept, post=True)
         )
+        app.router.add_get("/dashboard/exceptions", self._signed_in(self.exceptions))
         app.router.add_get("/dashboard/analytics", self._signed_in(self.analytics))
         app.router.add_get("/dashboard/analytics.json", self._signed_in(self.analytics_data))
         app.router.add_get("/dashboard/webhooks", self._signed_in(self.webhooks))
@@ -402,6 +403,17 @@ class Dashboard:
         except GatewayError as exc:
             raise web.HTTPSeeOther(f"{target}?error={_q(exc.message)}") from None
         raise web.HTTPSeeOther(f"{target}?flash={_q('Dispute accepted')}")
+
+    # -- reconciliation (admins) -----------------------------------------------------------
+
+    async def exceptions(self, request: web.Request, user: BrowserSession) -> web.StreamResponse:
+        if not user.is_admin:
+            return self._page(
+                request, user, "error.html", status=403, problem="Only admins see this page."
+            )
+        return self._page(
+            request, user, "exceptions.html", exceptions=await self._gateway.open_exceptions()
+        )
 
     # -- analytics ------------------------------------------------------------------------
 
