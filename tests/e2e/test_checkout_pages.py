@@ -626,3 +626,35 @@ async def test_an_admin_sees_any_merchant_and_the_reconciliation_exceptions(
     await expect(page.get_by_role("heading", name="Reconciliation exceptions")).to_be_visible()
     await expect(page.locator("#exceptions")).to_be_visible()
     await shot(page, "dashboard-exceptions")
+
+
+async def test_net_banking_goes_to_the_bank_and_back_and_a_wallet_pays_at_once(
+    api: httpx.AsyncClient, merchant: dict[str, Any], page: Page
+) -> None:
+    session = await create_session(api, merchant, amount_paisa=150_000)
+    session_id = session["checkout_session_id"]
+    await page.goto(session["url"])
+    # The keyboard moves between the method tabs.
+    await page.get_by_role("tab", name="UPI").focus()
+    await page.keyboard.press("End")
+    await expect(page.get_by_role("tab", name="Net banking")).to_have_attribute(
+        "aria-selected", "true"
+    )
+    await page.get_by_label("Your bank").select_option("HDFC")
+    await page.get_by_role("button", name="Continue to bank").click()
+    await page.wait_for_url("**/netbanking/**", timeout=20_000)
+    await page.get_by_role("button", name="Pay").click()
+    await page.wait_for_url(f"**/checkout/{session_id}/receipt", timeout=30_000)
+    await expect(page.locator("#receipt-amount")).to_have_text("₹1,500.00")
+
+    wallet = await create_session(api, merchant, amount_paisa=20_000, methods=["WALLET"])
+    await page.goto(wallet["url"])
+    await page.get_by_label("PhonePe").check()
+    await page.get_by_label("Mobile number linked to the wallet").fill("98765")
+    await page.get_by_role("button", name="Pay ₹200.00").click()
+    await expect(page.locator("#wallet-phone-error")).to_contain_text("10-digit")
+    await page.get_by_label("Mobile number linked to the wallet").fill("9876543210")
+    await page.get_by_role("button", name="Pay ₹200.00").click()
+    await page.wait_for_url(f"**/checkout/{wallet['checkout_session_id']}/receipt")
+    done = await get_session(api, merchant, wallet["checkout_session_id"])
+    assert done["status"] == "COMPLETE"
