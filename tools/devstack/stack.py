@@ -529,6 +529,13 @@ class Stack:
         """Start a crashed service again and return once it serves."""
         component, child = self._spawn_service(BY_NAME[name])
         await self._service_ready(component, child)
+        if "envoy" in self._children:
+            # And once Envoy routes to it again (its health check sees it serving): a request
+            # sent right after a revive must not meet "no healthy upstream".
+            ready_url = f"{self.gateway_url}/ready"
+            await self._until_ready(
+                "envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"]
+            )
 
     # -- helpers -----------------------------------------------------------------------------
 
