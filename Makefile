@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 .PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks bench-recon recon fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
 
 help:  ## list targets
@@ -28,7 +29,15 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-venv: $(STAMP) $(NODE_STAMP)  ## create the virtualenv and install everything
+# The browser libraries the web service serves (uPlot for the dashboard's charts), pinned by its
+# package-lock.json; the application image copies them with services/.
+WEB_NODE_DIR := services/web
+WEB_NODE_STAMP := $(WEB_NODE_DIR)/node_modules/.installed
+$(WEB_NODE_STAMP): $(WEB_NODE_DIR)/package.json $(WEB_NODE_DIR)/package-lock.json
+	npm ci --prefix $(WEB_NODE_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## create the virtualenv and install everything
 
 # The Helm SDK and Kubernetes schemas (~350 MB): the chart's tests need them, so `make test`
 # installs them too.
@@ -39,7 +48,7 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@touch $@
 
 REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
-gen: $(STAMP) $(NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/
+gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/
 	$(PY) tools/gen_protos.py
 	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \

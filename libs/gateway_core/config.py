@@ -319,6 +319,9 @@ class Settings(BaseSettings):
     # The webhook service's WebSocket listener (GET /api/v1/payments/{id}/stream, through
     # Envoy, which reaches it at WEBHOOK_ADDR's host on this port).
     webhook_stream_port: int = Field(default=18091, ge=0, le=65535)
+    # The web service's HTTP listener: the hosted checkout page and the dashboard (Envoy routes
+    # /checkout/, /dashboard and /static/ to WEB_ADDR's host on this port).
+    web_http_port: int = Field(default=18092, ge=0, le=65535)
 
     # Email receipts (the webhook service sends them through this SMTP server).
     smtp_host: str = "127.0.0.1"
@@ -360,6 +363,7 @@ class Settings(BaseSettings):
     vault_addr: str = "127.0.0.1:50063"
     webhook_addr: str = "127.0.0.1:50064"
     reconciliation_addr: str = "127.0.0.1:50065"
+    web_addr: str = "127.0.0.1:50068"
     ratelimit_addr: str = "127.0.0.1:50067"
 
     # Gateway (Envoy)

@@ -6,6 +6,9 @@ Only integer arithmetic is used: a float cannot represent most paisa amounts exa
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+
+from babel.numbers import format_currency
 
 from gateway_core.errors import invalid_field
 
@@ -18,6 +21,11 @@ def rupees_string(paisa: int) -> str:
     sign = "-" if paisa < 0 else ""
     rupees, rest = divmod(abs(paisa), PAISA_PER_RUPEE)
     return f"{sign}{rupees}.{rest:02d}"
+
+
+def format_inr(paisa: int) -> str:
+    """₹ with Indian digit grouping, for people: 10000000 paisa is ₹1,00,000.00."""
+    return str(format_currency(Decimal(paisa) / PAISA_PER_RUPEE, "INR", locale="en_IN"))
 
 
 def paisa_from_rupees(text: str) -> int:

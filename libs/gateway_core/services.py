@@ -129,6 +129,19 @@ SERVICES: tuple[ServiceInfo, ...] = (
         secrets=(*CALLBACK_SECRETS, "PROVIDER_REPORT_KEYS"),
     ),
     ServiceInfo(
+        name="web",
+        module="web",
+        addr_env="WEB_ADDR",
+        default_port=50068,
+        default_metrics_port=19108,
+        grpc_services=(
+            "paygate.checkout.v1.CheckoutService",
+            "paygate.checkout.v1.DashboardAccountService",
+        ),
+        schema="web",
+        secrets=("DB_PASSWORD",),
+    ),
+    ServiceInfo(
         name="ratelimit",
         module="ratelimit",
         addr_env="RATELIMIT_ADDR",

@@ -201,8 +201,15 @@ async def make_resources(
             break
         await asyncio.sleep(0.2)
     assert deliveries, "the test event made no delivery"
+    session = await api.post(
+        "/api/v1/checkout/sessions",
+        headers=owner["auth"],
+        json={"amount_paisa": 5000, "currency": "INR", "return_url": "https://shop.example/r"},
+    )
+    assert session.status_code == 200, session.text
     dispute_id = await _make_dispute(api, owner, stack)
     return {
+        "checkout_session_id": session.json()["checkout_session_id"],
         "dispute_id": dispute_id,
         "webhook_id": webhook_id,
         "delivery_id": deliveries[0]["delivery_id"],
@@ -256,8 +263,11 @@ async def _owner_state(api: httpx.AsyncClient, owner: dict[str, Any], ids: dict[
     methods = await api.get(
         f"/api/v1/users/{ids['user_id']}/payment-methods", headers=owner["auth"]
     )
+    session = await api.get(
+        f"/api/v1/checkout/sessions/{ids['checkout_session_id']}", headers=owner["auth"]
+    )
     dispute = await api.get(f"/api/v1/disputes/{ids['dispute_id']}", headers=owner["auth"])
-    return payment.json(), methods.json(), dispute.json()
+    return payment.json(), methods.json(), session.json(), dispute.json()
 
 
 def _merchant_operations() -> list[tuple[str, dict[str, Any]]]:

@@ -21,6 +21,7 @@ TABLES = {
     "tokenization-vault": "vault.cards",
     "webhook": "webhook.webhooks",
     "reconciliation": "reconciliation.settlement_files",
+    "web": "web.checkout_sessions",
 }
 
 

@@ -33,6 +33,7 @@ TABLES = {
     "vault": "cards",
     "webhook": "webhooks",
     "reconciliation": "settlement_files",
+    "web": "checkout_sessions",
 }
 
 

@@ -51,6 +51,8 @@ PUBLIC_SERVICES = (
     "paygate.reconciliation.v1.ReconciliationService",
     "paygate.reconciliation.v1.MerchantReportingService",
     "paygate.disputes.v1.DisputeService",
+    "paygate.checkout.v1.CheckoutService",
+    "paygate.checkout.v1.DashboardAccountService",
 )
 
 # One scratch file per package, with the real services' names and REST paths.
@@ -123,6 +125,26 @@ message Webhook { string url = 1; string merchant_id = 2; }
 service WebhookService {
   rpc CreateWebhook(CreateWebhookRequest) returns (Webhook) {
     option (google.api.http) = {post: "/api/v1/webhooks" body: "*"};
+  }
+}
+""",
+    "paygate/checkout/v1/edge_checkout.proto": """
+syntax = "proto3";
+package paygate.checkout.v1;
+import "google/api/annotations.proto";
+
+message GetCheckoutSessionRequest { string checkout_session_id = 1; }
+message CheckoutSession { string checkout_session_id = 1; string merchant_id = 2; }
+service CheckoutService {
+  rpc GetCheckoutSession(GetCheckoutSessionRequest) returns (CheckoutSession) {
+    option (google.api.http) = {get: "/api/v1/checkout/sessions/{checkout_session_id}"};
+  }
+}
+message SetDashboardLoginRequest { string email = 1; }
+message DashboardLogin { string email = 1; string merchant_id = 2; }
+service DashboardAccountService {
+  rpc SetDashboardLogin(SetDashboardLoginRequest) returns (DashboardLogin) {
+    option (google.api.http) = {post: "/api/v1/dashboard/logins" body: "*"};
   }
 }
 """,
@@ -391,6 +413,7 @@ def gateway_env(backend: int, **overrides: str) -> dict[str, str]:
         "ORCHESTRATOR_ADDR": upstream,
         "WEBHOOK_ADDR": f"http://{upstream}",  # the seed's style: the scheme is ignored
         "RECONCILIATION_ADDR": upstream,
+        "WEB_ADDR": upstream,
         "ENVOY_UPSTREAM_TIMEOUT_S": "1",
         "ENVOY_HEALTH_CHECK_INTERVAL_S": "1",
     }
@@ -603,7 +626,14 @@ def test_without_the_global_limiter_there_is_no_ratelimit_filter_or_cluster(
     config = yaml.safe_load(rendered)
     assert "envoy.filters.http.ratelimit" not in [f["name"] for f in http_filters(config)]
     clusters = [c["name"] for c in config["static_resources"]["clusters"]]
-    assert clusters == ["orchestrator", "webhook", "reconciliation", "webhook-stream"]
+    assert clusters == [
+        "orchestrator",
+        "webhook",
+        "reconciliation",
+        "web",
+        "webhook-stream",
+        "web-pages",
+    ]
     assert validate(rendered, tmp_path).returncode == 0
 
 
@@ -634,8 +664,8 @@ def test_every_cluster_is_health_checked_and_never_routes_to_a_failing_host(
     for cluster in config["static_resources"]["clusters"]:
         assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
         check = cluster["health_checks"][0]
-        if cluster["name"] == "webhook-stream":
-            # The WebSocket listener is plain HTTP/1.1: GET /health, 200 while its feed is live.
+        if cluster["name"] in ("webhook-stream", "web-pages"):
+            # The WebSocket listener and the web pages are plain HTTP/1.1: GET /health.
             assert check["http_health_check"] == {"path": "/health"}
             assert "typed_extension_protocol_options" not in cluster
         else:

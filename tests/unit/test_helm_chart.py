@@ -34,14 +34,17 @@ PREFIX = f"{RELEASE}-payment-gateway"
 GRPC_PORT = 50051
 METRICS_PORT = 9090
 STREAM_PORT = 8081
+PAGES_PORT = 8082
 # Who may open connections to whom (DESIGN §2 and the deployment brief): the spec, not the chart.
 CALLERS = {
-    "orchestrator": {"envoy", "reconciliation"},
+    # web: the checkout page and the dashboard act for their merchant.
+    "orchestrator": {"envoy", "reconciliation", "web"},
     "fraud": {"orchestrator"},
     "tokenization-vault": {"orchestrator"},
     "sandbox": {"orchestrator"},
-    "webhook": {"envoy"},
-    "reconciliation": {"envoy"},
+    "webhook": {"envoy", "web"},
+    "reconciliation": {"envoy", "web"},
+    "web": {"envoy"},
     "ratelimit": {"envoy"},
 }
 # Each service with a schema logs in as its own role, with its own password key.
@@ -290,9 +293,10 @@ def test_every_service_has_a_cluster_ip_service_an_autoscaler_and_a_disruption_b
         name = component(service.name)
         assert services[name]["spec"]["type"] == "ClusterIP"
         ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
-        # The webhook service also serves the WebSocket status stream, to Envoy.
-        stream = {"stream": STREAM_PORT} if service.name == "webhook" else {}
-        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **stream}
+        # The webhook service also serves the WebSocket status stream, the web service its
+        # pages, to Envoy.
+        http = {"webhook": {"stream": STREAM_PORT}, "web": {"pages": PAGES_PORT}}
+        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **http.get(service.name, {})}
         if service.name in {"reconciliation", "sandbox"}:
             continue  # single replica by default: no autoscaling, no budget for the sandbox
         assert autoscalers[name]["spec"]["scaleTargetRef"]["name"] == name
@@ -500,6 +504,9 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
     with pytest.raises(helm.HelmRenderError, match=r"secrets\.dbReconciliationPassword"):
         render(chart, {"secrets": {"generate": False, **given}})
     given["dbReconciliationPassword"] = "c" * 32
+    with pytest.raises(helm.HelmRenderError, match=r"secrets\.dbWebPassword"):
+        render(chart, {"secrets": {"generate": False, **given}})
+    given["dbWebPassword"] = "p" * 32
     manifests = render(chart, {"secrets": {"generate": False, **given}})
     data = of_kind(manifests, "Secret")[f"{PREFIX}-secrets"]["data"]
     assert base64.b64decode(data["ENCRYPTION_KEY"]).decode() == "e" * 32
@@ -723,7 +730,17 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
     manager = http_connection_manager(config)
     routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
     upload = "upload /api/v1/admin/settlements/files"
-    assert set(routes) == {*by_grpc, "health", "payment-stream", upload, "rest", "not-found"}
+    pages = {"checkout-stream", "pages /checkout/", "pages /dashboard", "pages /static/"}
+    assert set(routes) == {
+        *by_grpc,
+        *pages,
+        "health",
+        "payment-stream",
+        upload,
+        "rest",
+        "not-found",
+    }
+    assert all(routes[name]["route"]["cluster"] == "web-pages" for name in pages)
     assert routes["health"]["direct_response"]["status"] == 200
     assert routes["not-found"]["direct_response"]["status"] == 404
     filters = {f["name"]: f["typed_config"] for f in manager["http_filters"]}

@@ -59,6 +59,7 @@ class Ports:
     services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)
     sandbox_http: int  # the sandbox's bank and ACS pages
     webhook_stream: int  # the webhook service's WebSocket listener (behind Envoy)
+    web_http: int  # the web service's pages: checkout and dashboard (behind Envoy)
     smtp: int  # the stack's own SMTP server (unused when SMTP is external)
 
     def by_owner(self) -> dict[str, int]:
@@ -72,6 +73,7 @@ class Ports:
             "envoy (admin)": self.envoy_admin,
             "sandbox (http)": self.sandbox_http,
             "webhook (stream)": self.webhook_stream,
+            "web (pages)": self.web_http,
             "smtp": self.smtp,
         }
         for name, (grpc_port, metrics_port) in self.services.items():
@@ -133,6 +135,7 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
         services={s.name: (s.default_port, s.default_metrics_port) for s in SERVICES},
         sandbox_http=defaults.sandbox_http_port,
         webhook_stream=defaults.webhook_stream_port,
+        web_http=defaults.web_http_port,
         smtp=defaults.smtp_port,
     )
 
@@ -148,6 +151,7 @@ def ephemeral_ports() -> Ports:
         "envoy_admin",
         "sandbox_http",
         "webhook_stream",
+        "web_http",
         "smtp",
     ]
     count = len(names) + 2 * len(SERVICES)
@@ -169,6 +173,7 @@ def ephemeral_ports() -> Ports:
         services={s.name: (next(rest), next(rest)) for s in SERVICES},
         sandbox_http=infra["sandbox_http"],
         webhook_stream=infra["webhook_stream"],
+        web_http=infra["web_http"],
         smtp=infra["smtp"],
     )
 
@@ -248,6 +253,7 @@ def stack_env(
     env["CARD_ACQUIRER_ENDPOINT"] = sandbox
     env["SANDBOX_HTTP_PORT"] = str(ports.sandbox_http)
     env["WEBHOOK_STREAM_PORT"] = str(ports.webhook_stream)
+    env["WEB_HTTP_PORT"] = str(ports.web_http)
     env["SANDBOX_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.sandbox_http}"
     env["GATEWAY_PUBLIC_URL"] = f"http://{LOOPBACK}:{ports.gateway}"
     # The providers' settlement reports are the sandbox's too.

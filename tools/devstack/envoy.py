@@ -73,6 +73,14 @@ STREAM_IDLE_TIMEOUT_S = 300
 # gRPC) take up to ENVOY_MAX_UPLOAD_BYTES; every other request ENVOY_MAX_REQUEST_BYTES.
 FILE_UPLOAD_PATHS = ("/api/v1/admin/settlements/files",)
 FILE_SERVICES = ("paygate.reconciliation.v1.ReconciliationService",)
+# The web service's pages (hosted checkout, dashboard, their static files): HTTP/1.1 on
+# WEB_ADDR's host at WEB_HTTP_PORT, public (the checkout URL holds its own capability; the
+# dashboard signs its users in itself). The checkout's status relay is a WebSocket.
+PAGES_SERVICE = "web"
+PAGES_CLUSTER = "web-pages"
+PAGES_PREFIXES = ("/checkout/", "/dashboard", "/static/")
+PAGES_HEALTH_PATH = "/health"
+PAGES_STREAM_REGEX = "^/checkout/[^/]+/stream$"
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
@@ -161,6 +169,18 @@ def _stream_cluster(env: Mapping[str, str]) -> Cluster:
     )
 
 
+def _pages_cluster(env: Mapping[str, str]) -> Cluster:
+    """The web service's HTTP listener: its gRPC host, WEB_HTTP_PORT."""
+    web = _cluster(BY_NAME[PAGES_SERVICE], env)
+    default = Settings.model_fields["web_http_port"].default
+    return Cluster(
+        name=PAGES_CLUSTER,
+        host=web.host,
+        port=_int(env, "WEB_HTTP_PORT", default),
+        http_health_path=PAGES_HEALTH_PATH,
+    )
+
+
 def hs256_jwks(secret: str) -> str:
     """A JWKS with the shared HS256 secret as an `oct` key (RFC 7517 base64url, no padding)."""
     k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
@@ -199,6 +219,7 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     routed = [s for s in SERVICES if s.public]
     clusters = [_cluster(s, env) for s in routed]
     clusters.append(_stream_cluster(env))
+    clusters.append(_pages_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
     grpc_routes = [GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services]
@@ -233,6 +254,9 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         stream_cluster=STREAM_CLUSTER,
         stream_path_regex=STREAM_PATH_REGEX,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
+        pages_cluster=PAGES_CLUSTER,
+        pages_prefixes=PAGES_PREFIXES,
+        pages_stream_regex=PAGES_STREAM_REGEX,
         clusters=clusters,
         # /ready reflects the services that serve routes; the limiter fails open, so its
         # absence degrades nothing a client would notice and must not take the door down.

@@ -49,6 +49,8 @@ from devstack.config import (
 )
 from devstack.display import Component, StatusView
 from devstack.envoy import (
+    PAGES_HEALTH_PATH,
+    PAGES_SERVICE,
     STREAM_HEALTH_PATH,
     STREAM_SERVICE,
     envoy_command,
@@ -476,6 +478,11 @@ class Stack:
             await self._until_ready(
                 component.name, lambda: probes.http_ok(health), START_TIMEOUT["service"]
             )
+        if component.name == PAGES_SERVICE:
+            pages = f"http://{LOOPBACK}:{self.ports.web_http}{PAGES_HEALTH_PATH}"
+            await self._until_ready(
+                component.name, lambda: probes.http_ok(pages), START_TIMEOUT["service"]
+            )
         self._ready(component, child)
 
     async def _start_envoy(self) -> None:
@@ -522,6 +529,13 @@ class Stack:
         """Start a crashed service again and return once it serves."""
         component, child = self._spawn_service(BY_NAME[name])
         await self._service_ready(component, child)
+        if "envoy" in self._children:
+            # And once Envoy routes to it again (its health check sees it serving): a request
+            # sent right after a revive must not meet "no healthy upstream".
+            ready_url = f"{self.gateway_url}/ready"
+            await self._until_ready(
+                "envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"]
+            )
 
     # -- helpers -----------------------------------------------------------------------------
 

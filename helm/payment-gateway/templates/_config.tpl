@@ -41,6 +41,7 @@ carries it; the migrations Job (which runs before the ConfigMap exists) inlines 
 {{- $_ := set $env "SMTP_FROM" $c.smtp.from -}}
 {{- $_ := set $env "SMTP_STARTTLS" $c.smtp.starttls -}}
 {{- $_ := set $env "WEBHOOK_STREAM_PORT" .Values.ports.stream -}}
+{{- $_ := set $env "WEB_HTTP_PORT" .Values.ports.pages -}}
 {{- $_ := set $env "ENABLE_METRICS" $c.enableMetrics -}}
 {{- with $c.jaegerEndpoint }}{{ $_ := set $env "JAEGER_ENDPOINT" . }}{{ end -}}
 {{- $_ := set $env "LOG_LEVEL" $c.logLevel -}}

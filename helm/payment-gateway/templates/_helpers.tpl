@@ -179,6 +179,7 @@ DB_ORCHESTRATOR_PASSWORD: dbOrchestratorPassword
 DB_VAULT_PASSWORD: dbVaultPassword
 DB_WEBHOOK_PASSWORD: dbWebhookPassword
 DB_RECONCILIATION_PASSWORD: dbReconciliationPassword
+DB_WEB_PASSWORD: dbWebPassword
 REDIS_PASSWORD: redisPassword
 CARD_GATEWAY_API_KEY: cardGatewayApiKey
 SMTP_PASSWORD: smtpPassword
@@ -210,6 +211,7 @@ DB_ORCHESTRATOR_PASSWORD: 32
 DB_VAULT_PASSWORD: 32
 DB_WEBHOOK_PASSWORD: 32
 DB_RECONCILIATION_PASSWORD: 32
+DB_WEB_PASSWORD: 32
 {{- end -}}
 
 {{/* The Secret key holding a schema's role password: DB_<SCHEMA>_PASSWORD. */}}

@@ -7,6 +7,8 @@ that the two agree. Added here, per service:
            config.db.roles.<schema> with the Secret's DB_<SCHEMA>_PASSWORD
   callers  the only components allowed to open connections to it (NetworkPolicy ingress; the
            callers' egress follows from the same list)
+  httpPort the name (in .Values.ports) of the plain HTTP listener it also serves, if any: the
+           webhook service's status stream, the web service's pages
 Read it with: include "pg.registry" . | fromYamlArray
 */}}
 {{- define "pg.registry" -}}
@@ -23,8 +25,9 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.callbacks.v1.ProviderCallbackService
     - paygate.disputes.v1.DisputeService
   # reconciliation: the internal paygate.ledger.v1.SettlementLedgerService (never routed by
-  # Envoy; it checks reconciliation's service identity itself).
-  callers: [envoy, reconciliation]
+  # Envoy; it checks reconciliation's service identity itself). web: the checkout page and
+  # the dashboard act for their merchant.
+  callers: [envoy, reconciliation, web]
 - key: fraud
   name: fraud
   module: fraud
@@ -50,7 +53,9 @@ Read it with: include "pg.registry" . | fromYamlArray
   public: true
   grpcServices:
     - paygate.webhooks.v1.WebhookService
-  callers: [envoy]
+  httpPort: stream
+  # web: the dashboard's delivery log, the checkout page's status relay.
+  callers: [envoy, web]
 - key: reconciliation
   name: reconciliation
   schema: reconciliation
@@ -60,6 +65,18 @@ Read it with: include "pg.registry" . | fromYamlArray
   grpcServices:
     - paygate.reconciliation.v1.ReconciliationService
     - paygate.reconciliation.v1.MerchantReportingService
+  # web: the dashboard's charts (the merchant's analytics).
+  callers: [envoy, web]
+- key: web
+  name: web
+  schema: web
+  module: web
+  addrEnv: WEB_ADDR
+  public: true
+  grpcServices:
+    - paygate.checkout.v1.CheckoutService
+    - paygate.checkout.v1.DashboardAccountService
+  httpPort: pages
   callers: [envoy]
 - key: sandbox
   name: sandbox

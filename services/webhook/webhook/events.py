@@ -1,10 +1,10 @@
 """What a merchant can subscribe to, and the body a delivery carries.
 
-The event types are those the orchestrator publishes on `payments.events` (README), plus
-`webhook.test`, which only the test endpoint sends. A delivery's body is the Standard Webhooks
-payload `{"type", "timestamp", "data"}`: `data` is the payment (or, for `refund.*`, the refund;
-for `dispute.*`, the dispute) as of the event, with the payment's event `sequence` so a
-receiver can drop a stale status.
+The event types are those the orchestrator and the web service (checkout sessions) publish on
+`payments.events` (README), plus `webhook.test`, which only the test endpoint sends. A
+delivery's body is the Standard Webhooks payload `{"type", "timestamp", "data"}`: `data` is the
+payment (for `refund.*` the refund, for `dispute.*` the dispute, for `checkout.session.*` the
+session) as of the event, with the event's `sequence` so a receiver can drop a stale status.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "dispute.won",
     "dispute.lost",
     "dispute.accepted",
+    # Published by the web service (hosted checkout): `data` is the checkout session.
+    "checkout.session.completed",
+    "checkout.session.expired",
 )
 _KNOWN = frozenset(EVENT_TYPES)
 MAX_EVENTS = len(EVENT_TYPES)
@@ -93,7 +96,9 @@ def parse_event(value: bytes) -> PaymentEvent:
     if not all(isinstance(v, str) and v for v in (event_id, event_type, merchant_id)):
         raise MalformedEvent("event_id, type and merchant_id must be non-empty strings")
     sequence = int(document.get("sequence") or 0)
-    if event_type.startswith("refund."):
+    if event_type.startswith("checkout."):
+        snapshot: dict[str, Any] = dict(document.get("checkout_session") or {})
+    elif event_type.startswith("refund."):
         snapshot = dict(document.get("refund") or {})
     elif event_type.startswith("dispute."):
         snapshot = dict(document.get("dispute") or {})

@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,13 @@ import asyncpg
 import grpc
 import jinja2
 from babel.dates import format_datetime
-from babel.numbers import format_currency
 from email_validator import EmailNotValidError, validate_email
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
 from gateway_core.errors import NotFound, from_rpc_error
 from gateway_core.kafka import ConsumedEvent
 from gateway_core.logging import get_logger
+from gateway_core.money import format_inr
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 from webhook.mail import queue_email
 
@@ -147,7 +146,7 @@ def describe_method(payment: dict[str, Any]) -> str:
 
 def rupees(amount_paisa: int) -> str:
     """₹ with Indian digit grouping: 10000000 paisa is ₹1,00,000.00."""
-    return str(format_currency(Decimal(amount_paisa) / 100, "INR", locale="en_IN"))
+    return format_inr(amount_paisa)
 
 
 def ist(at: datetime) -> str:

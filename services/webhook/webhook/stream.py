@@ -80,10 +80,13 @@ class StatusUpdate:
 
 def update_from_event(value: bytes) -> StatusUpdate | None:
     """The update a `payments.events` record announces, or None for events that change no
-    status (refund.*); ValueError for a record that is not an event."""
+    payment's status (refund.*, checkout.session.*); ValueError for a record that is not an
+    event."""
     try:
         document = json.loads(value)
         event_type = str(document["type"])
+        if not event_type.startswith("payment."):
+            return None  # refund.*, dispute.*, checkout.session.*: no status change to stream
         payment: dict[str, Any] = document.get("payment") or {}
         update = StatusUpdate(
             payment_id=str(document.get("payment_id") or payment["payment_id"]),
@@ -94,7 +97,7 @@ def update_from_event(value: bytes) -> StatusUpdate | None:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"not a payment event: {exc!r}") from None
-    return update if event_type.startswith("payment.") else None
+    return update
 
 
 def update_from_payment(payment: payments_pb2.Payment) -> StatusUpdate:
