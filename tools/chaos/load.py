@@ -199,8 +199,10 @@ class Load:
         url = str((payment.get("next_action") or {}).get("redirect_url") or "")
         if not url:
             return
-        op = "3ds" if "otp" in (await self._browse(journey, "get", url, rng)) else "bank"
-        await self._browse(journey, op, url, rng, form={"otp": OTP, "action": "approve"})
+        page = await self._browse(journey, "page", url, rng)
+        # The ACS asks for the OTP; the bank's page has Pay (approve) and Cancel.
+        form = {"otp": OTP} if 'name="otp"' in page else {"action": "approve"}
+        await self._browse(journey, "submit", url, rng, form=form)
 
     async def _browse(
         self,
@@ -220,8 +222,10 @@ class Load:
                     reply = await self.browser.get(url)
                 else:
                     reply = await self.browser.post(url, data=form)
-                if reply.status_code < 500:
+                if reply.status_code < 400:
                     return reply.text
+                if reply.status_code < 500:
+                    raise GiveUp(f"the provider's page refused the {op}: {reply.status_code}")
             except httpx.HTTPError:
                 pass
             attempt += 1

