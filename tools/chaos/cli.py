@@ -333,6 +333,13 @@ def _print_load(console: Console, seen: Observations) -> None:
         tally[label] = tally.get(label, 0) + 1
     summary = ", ".join(f"{label}: {n}" for label, n in sorted(tally.items(), key=lambda i: -i[1]))
     console.print(f"journeys {seen.started}: {escape(summary)}")
+    errors: dict[str, int] = {}
+    for answer in seen.answers:
+        if not answer.ok:
+            label = f"{answer.op} {answer.status or 'no answer'} {answer.reason}".rstrip()
+            errors[label] = errors.get(label, 0) + 1
+    shown = ", ".join(f"{label}: {n}" for label, n in sorted(errors.items(), key=lambda i: -i[1]))
+    console.print(f"requests {len(seen.answers)}, error answers: {escape(shown) or 'none'}")
 
 
 def _print_results(console: Console, results: list[Check]) -> None:
