@@ -173,7 +173,9 @@ def delivered_key(delivery: Delivery) -> EventKey | None:
 
 
 async def read_events(bootstrap: str, topic: str) -> list[KafkaEvent]:
-    """Every record of `topic` from the beginning to its current end."""
+    """Every record of `topic` from the beginning to its end: until a fetch finds nothing
+    more and every partition is at its end offset (asked again then: the local broker's end
+    offsets can lag what a fetch returns)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -181,19 +183,19 @@ async def read_events(bootstrap: str, topic: str) -> list[KafkaEvent]:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         events: list[KafkaEvent] = []
         deadline = time.monotonic() + KAFKA_READ_SECONDS
-        while time.monotonic() < deadline:
-            positions = [await consumer.position(tp) for tp in partitions]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
-                break
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {KAFKA_READ_SECONDS:g} s")
+            batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
             for records in batches.values():
                 events += [e for r in records if r.value and (e := kafka_event(r.value))]
-        else:
-            raise TimeoutError(f"{topic} not read to its end within {KAFKA_READ_SECONDS:g} s")
-        return events
+            if batches:
+                continue
+            ends = await consumer.end_offsets(partitions)
+            if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                return events
     finally:
         await consumer.stop()
 
