@@ -8,6 +8,7 @@ retryable 503, never a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -198,15 +199,57 @@ async def test_an_explicit_acquire_timeout_still_wins(single: asyncpg.Pool) -> N
 # -- a database lost or out of reach ------------------------------------------------------------
 
 
+async def superuser(server: ScratchServer) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=str(server.instance.socket_dir), port=server.port, user="postgres", database="postgres"
+    )
+
+
+async def end_sessions(admin: asyncpg.Connection, application_name: str) -> None:
+    """What a database restart does to every open session of the pool."""
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        application_name,
+    )
+
+
+async def test_a_transaction_whose_connection_the_database_ends_is_a_retryable_error(
+    database: Settings, postgres_server: ScratchServer
+) -> None:
+    name = "pool-tests-lost-transaction"
+    lost = await create_pool(database, "orchestrator", name)
+    admin = await superuser(postgres_server)
+
+    async def cut_off_mid_transaction() -> None:
+        async with lost.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO merchants (merchant_id, name, vpa) VALUES ($1, $1, $1)", "MER_lost"
+            )
+            await end_sessions(admin, name)
+            await conn.execute("SELECT 1")
+
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await cut_off_mid_transaction()
+        is_retryable_unavailable(info.value, "DATABASE_UNAVAILABLE")
+        # Nothing of it committed. (Each idle connection the restart ended fails its next use
+        # the same retryable way, then the pool has replaced it: retry, as a client does.)
+        for _ in range(database.db_max_open_conns + 1):
+            with contextlib.suppress(DatabaseUnavailable):
+                left = await lost.fetchval(
+                    "SELECT count(*) FROM merchants WHERE merchant_id = 'MER_lost'"
+                )
+                break
+        assert left == 0
+    finally:
+        await admin.close()
+        await lost.close()
+
+
 async def test_a_connection_the_database_ends_mid_statement_is_a_retryable_error(
     pool: asyncpg.Pool, postgres_server: ScratchServer
 ) -> None:
-    admin = await asyncpg.connect(
-        host=str(postgres_server.instance.socket_dir),
-        port=postgres_server.port,
-        user="postgres",
-        database="postgres",
-    )
+    admin = await superuser(postgres_server)
     try:
         running = asyncio.create_task(
             pool.fetchval(f"SELECT pg_sleep({SLEEP_SECONDS})", timeout=30)

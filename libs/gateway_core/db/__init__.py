@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import asyncpg.transaction
 
 from gateway_core.config import Settings
 from gateway_core.errors import Unavailable
@@ -63,12 +64,25 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
 
 
 @contextlib.contextmanager
-def _database_errors_as(message: str) -> Generator[None]:
+def _database_errors_as(message: str, conn: asyncpg.Connection | None = None) -> Generator[None]:
     try:
         yield
     except TimeoutError:
         raise DatabaseTimeout(message) from None
     except _CONNECTION_LOST:
+        raise DatabaseUnavailable(_LOST) from None
+    except asyncpg.InternalClientError:
+        # asyncpg's protocol state after the socket died mid-operation: the connection is
+        # unusable, so it goes (the pool opens another) and the caller may retry.
+        if conn is None:
+            raise
+        conn.terminate()
+        raise DatabaseUnavailable(_LOST) from None
+    except asyncpg.InterfaceError:
+        # "the underlying connection is closed": lost while in use. Other interface errors
+        # are misuse, raised as they are.
+        if conn is None or not conn.is_closed():
+            raise
         raise DatabaseUnavailable(_LOST) from None
 
 
@@ -82,28 +96,43 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
     pool methods run their statements through these methods too."""
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().execute(*args, **kwargs)
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().executemany(*args, **kwargs)
 
     async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetch(*args, **kwargs)
 
     async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchval(*args, **kwargs)
 
     async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchrow(*args, **kwargs)
 
     async def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchmany(*args, **kwargs)
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> _Transaction:
+        self._check_open()
+        return _Transaction(self, isolation, readonly, deferrable)
+
+
+class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
+    """asyncpg's transaction, whose BEGIN, COMMIT and ROLLBACK on a lost connection raise
+    DatabaseUnavailable (a transaction cut off this way never committed)."""
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self._connection):
+            await super().__aexit__(*exc_info)
 
 
 class Pool(asyncpg.Pool):  # type: ignore[misc]
