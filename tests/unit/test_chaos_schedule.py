@@ -28,7 +28,8 @@ def test_faults_come_one_at_a_time_within_their_bounds_and_the_duration() -> Non
     planned = plan_faults(3, 900, timing)
     assert len(planned) > len(CATALOGUE)  # a long run goes round the catalogue again
     for earlier, later in itertools.pairwise(planned):
-        assert later.start >= earlier.start + earlier.hold + timing.recover - 0.1
+        gap = timing.restart + timing.recover
+        assert later.start >= earlier.start + earlier.hold + gap - 0.1
     for fault in planned:
         assert timing.hold_min <= fault.hold <= timing.hold_max
         assert fault.start + fault.hold <= 900

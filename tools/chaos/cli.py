@@ -223,9 +223,10 @@ async def _load_and_faults(
         )
     )
     ticking = asyncio.create_task(_progress(console, load.seen, log, started, options.duration))
-    await asyncio.sleep(options.duration)
+    # Every planned fault happens under load: the load lasts the duration, or until the last
+    # fault has healed and the stack has had its recovery time, whichever is later.
+    await asyncio.gather(asyncio.sleep(options.duration), faulting)
     stop.set()
-    await faulting
     console.print("load stopped; waiting for the journeys under way")
     await loading
     ticking.cancel()

@@ -29,6 +29,7 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 RETRYABLE_CONFLICTS = frozenset({"IDEMPOTENCY_IN_PROGRESS", "PAYMENT_OPERATION_IN_PROGRESS"})
 FINAL = frozenset({"SUCCESS", "FAILED", "EXPIRED", "CANCELLED", "PARTIALLY_REFUNDED", "REFUNDED"})
 OTP = "123456"  # the sandbox ACS's passing OTP (README, Sandbox test values)
+CAPTURE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Observations:
     answers: list[Answer] = field(default_factory=list)
     payments: list[AckedPayment] = field(default_factory=list)
     refunds: list[AckedRefund] = field(default_factory=list)
-    captures: set[str] = field(default_factory=set)  # payment ids whose capture got a 2xx
+    # Payment ids whose capture answered 2xx with SUCCESS (CAPTURING promises nothing yet).
+    captures: set[str] = field(default_factory=set)
     outcomes: dict[int, str] = field(
         default_factory=dict
     )  # journey -> last status or why it stopped
@@ -174,11 +176,19 @@ class Load:
         if payment["status"] == "REQUIRES_ACTION":
             await self._complete_action(plan.index, payment, rng)
         payment = await self._until(plan.index, payment_id, merchant, FINAL | {"AUTHORIZED"})
-        if payment["status"] == "AUTHORIZED" and plan.journey is Journey.CARD_MANUAL:
+        attempt = 0
+        while payment["status"] == "AUTHORIZED" and plan.journey is Journey.CARD_MANUAL:
+            # A capture answered CAPTURING is still at the provider; the inquiry may find it
+            # not done (the payment is AUTHORIZED again): the merchant captures again.
+            attempt += 1
+            if attempt > CAPTURE_ATTEMPTS:
+                raise GiveUp(f"{payment_id} still AUTHORIZED after {CAPTURE_ATTEMPTS} captures")
             path = f"/api/v1/payments/{payment_id}/capture"
-            await self._post(plan.index, "capture", path, {}, f"{key}-capture", merchant, rng)
-            self.seen.captures.add(payment_id)
-            payment = await self._until(plan.index, payment_id, merchant, FINAL)
+            capture_key = f"{key}-capture-{attempt}"
+            captured = await self._post(plan.index, "capture", path, {}, capture_key, merchant, rng)
+            if captured.get("status") == "SUCCESS":
+                self.seen.captures.add(payment_id)
+            payment = await self._until(plan.index, payment_id, merchant, FINAL | {"AUTHORIZED"})
         if payment["status"] == "SUCCESS" and plan.refund_paisa:
             path = f"/api/v1/payments/{payment_id}/refund"
             refund_body = {"amount_paisa": plan.refund_paisa, "reason": "chaos run refund"}

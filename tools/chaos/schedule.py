@@ -57,22 +57,23 @@ class Timing:
     """Bounds the seed draws each fault's timing from, in seconds."""
 
     lead_in: float = 8.0  # load before the first fault
-    hold_min: float = 4.0
-    hold_max: float = 10.0
-    recover: float = 6.0  # after a heal, before the next fault
+    hold_min: float = 3.0
+    hold_max: float = 8.0
+    restart: float = 4.0  # what a heal takes (a service's start-up), planned for
+    recover: float = 5.0  # after a heal, before the next fault
 
     @property
     def slot_max(self) -> float:
-        return self.hold_max + self.recover
+        return self.hold_max + self.restart + self.recover
 
 
 def plan_faults(
     seed: int, duration: float, timing: Timing = Timing(), catalogue: tuple[Fault, ...] = CATALOGUE
 ) -> list[PlannedFault]:
     """The faults that fit in `duration` seconds of load: the whole catalogue in a seeded
-    order, then again in another order, and so on. Holds are drawn between the bounds;
-    a healed fault's restart time is absorbed by the recovery gap, which the runner
-    measures from the actual heal."""
+    order, then again in another order, and so on. Holds are drawn between the bounds. The
+    runner keeps the recovery gap after each actual heal, so a slow restart pushes the next
+    fault back, and the load goes on until the last planned fault has healed."""
     rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
     planned: list[PlannedFault] = []
     at = timing.lead_in
@@ -84,7 +85,7 @@ def plan_faults(
             if at + hold > duration:
                 return planned
             planned.append(PlannedFault(fault, round(at, 1), hold))
-            at += hold + timing.recover
+            at += hold + timing.restart + timing.recover
 
 
 class Journey(StrEnum):
