@@ -388,3 +388,10 @@ def test_a_method_that_never_succeeded_fails() -> None:
     result = checks.every_method_exercised(every, gateway)
     assert not result.passed
     assert result.problems == ("no wallet journey succeeded",)
+
+
+def test_a_partition_not_read_to_its_end_fails_the_event_check() -> None:
+    gateway = healthy()
+    result = checks.events_published(gateway, events(gateway), ["partition 1 read only to 7"])
+    assert not result.passed
+    assert result.problems == ("partition 1 read only to 7",)

@@ -441,9 +441,12 @@ def expected_events(gateway: Gateway) -> Counter[tuple[str, str, str]]:
     return owed
 
 
-def events_published(gateway: Gateway, events: Iterable[KafkaEvent]) -> Check:
+def events_published(
+    gateway: Gateway, events: Iterable[KafkaEvent], unread: Iterable[str] = ()
+) -> Check:
     """Every state change (a status history row, a refund made and settled) has its event on
-    Kafka, counted once per event id however often it was published, and no event is extra."""
+    Kafka, counted once per event id however often it was published, and no event is extra.
+    `unread`: partitions that could not be read to their end, each a failure."""
     unique = {event.event_id: event for event in events}
     published: Counter[tuple[str, str, str]] = Counter(
         (e.key.type, e.key.payment_id, e.key.refund_id)
@@ -458,6 +461,8 @@ def events_published(gateway: Gateway, events: Iterable[KafkaEvent]) -> Check:
             if owed[key] != published[key]:
                 what = f"{event_type} of {refund_id or payment_id}"
                 yield payment_id, f"{what}: {owed[key]} owed, {published[key]} on Kafka"
+        for note in unread:
+            yield "", note
 
     counts = f"{sum(owed.values())} owed, {len(unique)} distinct on Kafka"
     return _check("every change on Kafka", counts, problems())

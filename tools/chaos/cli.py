@@ -233,7 +233,7 @@ async def _load_and_faults(
     _print_schedule(console, log, started, time.time() - (time.monotonic() - started))
     _print_load(console, load.seen)
     await _settle(stack, options, console)
-    return await _judge(stack, options, load.seen, log, receiver, merchants)
+    return await _judge(stack, options, load.seen, log, receiver, merchants, console)
 
 
 async def _progress(
@@ -278,6 +278,7 @@ async def _judge(
     log: FaultLog,
     receiver: WebhookReceiver,
     merchants: list[Merchant],
+    console: Console,
 ) -> list[Check]:
     gateway = await facts.read_gateway(stack.dsn)
     books = Books()
@@ -287,7 +288,10 @@ async def _judge(
     excluded: set[str] = set()
     for window in log.amnesia_windows:
         excluded |= checks.touched_between(gateway, window.start - 3, window.end + 3)
-    events = await facts.read_events(stack.kafka_bootstrap, stack.env["KAFKA_TOPIC_PAYMENTS"])
+    with console.status("reading payments.events from the beginning"):
+        events, unread = await facts.read_events(
+            stack.kafka_bootstrap, stack.env["KAFKA_TOPIC_PAYMENTS"]
+        )
     delivered = [key for d in receiver.deliveries if (key := facts.delivered_key(d))]
     results = [
         checks.acknowledged_writes_kept(seen.payments, seen.refunds, seen.captures, gateway),
@@ -295,7 +299,7 @@ async def _judge(
         checks.books_agree(books, gateway, excluded),
         checks.one_payment_per_key(gateway),
         checks.ledger_exact(gateway),
-        checks.events_published(gateway, events),
+        checks.events_published(gateway, events, unread),
         checks.webhooks_delivered(events, {m.merchant_id for m in merchants}, delivered),
         checks.errors_clean(seen.answers, log.windows("envoy", RECOVER_AFTER_HEAL)),
         checks.every_method_exercised(seen.payments, gateway),
@@ -306,7 +310,7 @@ async def _judge(
             problems=tuple(log.died),
         ),
     ]
-    _print_results(Console(width=max(Console().width, 120)), results)
+    _print_results(console, results)
     return results
 
 
