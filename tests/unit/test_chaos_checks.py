@@ -395,3 +395,11 @@ def test_a_partition_not_read_to_its_end_fails_the_event_check() -> None:
     result = checks.events_published(gateway, events(gateway), ["partition 1 read only to 7"])
     assert not result.passed
     assert result.problems == ("partition 1 read only to 7",)
+
+
+def test_a_refusal_about_a_payment_the_provider_forgot_is_its_answer_not_a_fault() -> None:
+    refused = answer(400, reason="CAPTURE_REFUSED")
+    assert not checks.errors_clean([refused], []).passed
+    assert checks.errors_clean([refused], [], forgotten={"PAY_1"}).passed
+    # A 500 stays a fault whatever the provider forgot.
+    assert not checks.errors_clean([answer(500)], [], forgotten={"PAY_1"}).passed

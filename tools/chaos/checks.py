@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from chaos.load import AckedPayment, AckedRefund, Answer
@@ -493,11 +494,17 @@ class Window:
     end: float
 
 
-def errors_clean(answers: Iterable[Answer], envoy_down: Iterable[Window]) -> Check:
+def errors_clean(
+    answers: Iterable[Answer],
+    envoy_down: Iterable[Window],
+    forgotten: AbstractSet[str] = frozenset(),
+) -> Check:
     """Every error answer was clean: a JSON google.rpc.Status with a retryable status (429,
     502, 503, 504, or a 409 for work still in progress); no request hung past the client's
     timeout; and the only requests left without an answer were those sent while Envoy
-    itself was down."""
+    itself was down. A provider's refusal about a payment it `forgot` (the sandbox
+    restarted: a capture of an authorization it no longer knows) is its answer, not a fault
+    of the gateway's, as long as it is a clean JSON error."""
     down = list(envoy_down)
     seen = list(answers)
 
@@ -512,7 +519,9 @@ def errors_clean(answers: Iterable[Answer], envoy_down: Iterable[Window]) -> Che
                 end = answer.started + answer.seconds
                 if not any(w.start <= end and answer.started <= w.end for w in down):
                     yield answer.payment_id, f"{what}: no answer ({answer.reason})"
-            elif not answer.retryable:
+            elif not answer.retryable and not (
+                answer.payment_id in forgotten and answer.json_error and answer.status < 500
+            ):
                 yield answer.payment_id, f"{what}: {answer.status} {answer.reason}".rstrip()
             elif not answer.json_error:
                 yield answer.payment_id, f"{what}: {answer.status} without a JSON error body"
