@@ -214,6 +214,8 @@ async def _load_and_faults(
     planned = plan_faults(options.seed, options.duration, timing)
     journeys = plan_journeys(options.seed, int(options.duration * options.rate) + 1)
     log = FaultLog()
+    tap = facts.EventTap(stack.kafka_bootstrap, stack.env["KAFKA_TOPIC_PAYMENTS"])
+    await tap.start()
     stop = asyncio.Event()
     started = time.monotonic()
     loading = asyncio.create_task(load.run(journeys, stop))
@@ -233,7 +235,7 @@ async def _load_and_faults(
     _print_schedule(console, log, started, time.time() - (time.monotonic() - started))
     _print_load(console, load.seen)
     await _settle(stack, options, console)
-    return await _judge(stack, options, load.seen, log, receiver, merchants, console)
+    return await _judge(stack, options, load.seen, log, receiver, merchants, tap, console)
 
 
 async def _progress(
@@ -283,6 +285,7 @@ async def _judge(
     log: FaultLog,
     receiver: WebhookReceiver,
     merchants: list[Merchant],
+    tap: facts.EventTap,
     console: Console,
 ) -> list[Check]:
     gateway = await facts.read_gateway(stack.dsn)
@@ -293,10 +296,9 @@ async def _judge(
     excluded: set[str] = set()
     for window in log.amnesia_windows:
         excluded |= checks.touched_between(gateway, window.start - 3, window.end + 3)
-    with console.status("reading payments.events from the beginning"):
-        events, unread = await facts.read_events(
-            stack.kafka_bootstrap, stack.env["KAFKA_TOPIC_PAYMENTS"]
-        )
+    with console.status("reading payments.events to its end"):
+        unread = await tap.finish()
+    events = tap.events
     delivered = [key for d in receiver.deliveries if (key := facts.delivered_key(d))]
     results = [
         checks.acknowledged_writes_kept(seen.payments, seen.refunds, seen.captures, gateway),

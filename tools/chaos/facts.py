@@ -4,6 +4,7 @@ providers' books, every event on Kafka, and what the webhook receiver got."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from chaos.checks import (
     EventKey,
@@ -25,7 +27,7 @@ from chaos.checks import (
 from devstack.webhook_receiver import Delivery
 from orchestrator import ledger_store
 
-KAFKA_READ_SECONDS = 600.0
+KAFKA_READ_SECONDS = 300.0
 
 _PAYMENTS = """
 SELECT payment_id, merchant_id, amount_paisa, payment_method, status,
@@ -172,48 +174,73 @@ def delivered_key(delivery: Delivery) -> EventKey | None:
         return None
 
 
-async def read_events(bootstrap: str, topic: str) -> tuple[list[KafkaEvent], list[str]]:
-    """Every record of `topic` from the beginning to its end, each partition read by a
-    consumer of its own (the local broker serves a fetch a batch at a time, slowly); and,
-    for a partition not read to its end within KAFKA_READ_SECONDS, where it stopped."""
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await probe.start()
-    try:
-        await probe._client.force_metadata_update()
-        partitions = sorted(probe.partitions_for_topic(topic) or [])
-    finally:
-        await probe.stop()
-    read = await asyncio.gather(
-        *(_read_partition(bootstrap, TopicPartition(topic, p)) for p in partitions)
-    )
-    return [e for events, _ in read for e in events], [note for _, note in read if note]
+class EventTap:
+    """Reads `topic` from its beginning for the whole run, as the gateway's own consumers do,
+    so the check has every event without reading the log from the start at the end (the
+    local broker serves a fetch a batch at a time, and slower as the log grows)."""
 
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.events: list[KafkaEvent] = []
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._reading: asyncio.Task[None] | None = None
 
-async def _read_partition(bootstrap: str, tp: TopicPartition) -> tuple[list[KafkaEvent], str]:
-    """Until a fetch finds nothing more and the position is at the end offset (asked again
-    then: the local broker's end offsets can lag what a fetch returns)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200
-    )
-    await consumer.start()
-    events: list[KafkaEvent] = []
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        deadline = time.monotonic() + KAFKA_READ_SECONDS
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(tp, timeout_ms=2000, max_records=5000)
-            for records in batches.values():
-                events += [e for r in records if r.value and (e := kafka_event(r.value))]
-            if batches:
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200
+        )
+        await consumer.start()
+        await consumer._client.force_metadata_update()
+        self._partitions = [
+            TopicPartition(self._topic, p) for p in consumer.partitions_for_topic(self._topic) or []
+        ]
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        self._consumer = consumer
+        self._reading = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000, max_records=5000)
+            except KafkaError:  # the broker restarting: aiokafka reconnects, read on
+                await asyncio.sleep(1)
                 continue
-            end = (await consumer.end_offsets([tp]))[tp]
-            if await consumer.position(tp) >= end:
-                return events, ""
-        position = await consumer.position(tp)
-        return events, f"partition {tp.partition} read only to offset {position}"
-    finally:
-        await consumer.stop()
+            for records in batches.values():
+                self.events += [e for r in records if r.value and (e := kafka_event(r.value))]
+
+    async def finish(self, within: float = KAFKA_READ_SECONDS) -> list[str]:
+        """Read on until every partition is at its end offset (asked repeatedly: the local
+        broker's end offsets can lag what a fetch returns), then stop. Returns, for each
+        partition not read to its end within `within` seconds, where it stopped."""
+        assert self._consumer is not None
+        assert self._reading is not None
+        deadline = time.monotonic() + within
+        lagging: list[str] = []
+        try:
+            while time.monotonic() < deadline:
+                ends = await self._consumer.end_offsets(self._partitions)
+                lagging = [
+                    f"partition {tp.partition} read only to offset {position} of {ends[tp]}"
+                    for tp in self._partitions
+                    if (position := await self._consumer.position(tp)) < ends[tp]
+                ]
+                if not lagging:
+                    seen = len(self.events)
+                    await asyncio.sleep(3)  # nothing more arrives
+                    if len(self.events) == seen:
+                        break
+                else:
+                    await asyncio.sleep(1)
+        finally:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+            await self._consumer.stop()
+        return lagging
 
 
 async def until(
