@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) tools/dev_paths.py
 	@touch $@
 
-# The local stack's Node.js parts (Redocly CLI), pinned by package-lock.json.
+# The local stack's Node.js parts (s3rver: the broker's storage), pinned by package-lock.json.
 NODE_DIR := tools/devstack/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

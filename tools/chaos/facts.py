@@ -175,9 +175,9 @@ def delivered_key(delivery: Delivery) -> EventKey | None:
 
 
 class EventTap:
-    """Reads `topic` from its beginning for the whole run, as the gateway's own consumers do,
-    so the check has every event without reading the log from the start at the end (the
-    local broker serves a fetch a batch at a time, and slower as the log grows)."""
+    """Reads `topic` from its beginning for the whole run, as the gateway's own consumers do
+    (through the broker restarts), deduplicated later by event id; `finish` reads on to the
+    end of the log."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.events: list[KafkaEvent] = []

@@ -120,11 +120,3 @@ async def http_ok(url: str) -> None:
         response = await client.get(url)
     if response.status_code != 200:
         raise NotReady(f"GET {url} answered {response.status_code}: {response.text.strip()[:200]}")
-
-
-async def http_put_ok(url: str) -> None:
-    """PUT `url` (an S3 bucket, say: creating one is idempotent for its owner) answers 200."""
-    async with httpx.AsyncClient(timeout=2) as client:
-        response = await client.put(url)
-    if response.status_code != 200:
-        raise NotReady(f"PUT {url} answered {response.status_code}: {response.text.strip()[:200]}")

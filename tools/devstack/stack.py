@@ -56,9 +56,10 @@ from devstack.envoy import (
 )
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
 from devstack.runner import CheckoutPython, ModuleRunner
-from gateway_core.services import BY_NAME, SERVICES, ServiceInfo
+from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 STATE_FILE = "stack.json"
+NODE_MODULES = REPO_ROOT / "tools" / "devstack" / "node" / "node_modules"
 BROKER_BUCKET = "tansu"
 PID_FILE = "stack.pid"
 TOPIC_PARTITIONS = 3
@@ -354,24 +355,29 @@ class Stack:
             await probes.create_topics(self.kafka_bootstrap, topics)
             return
         await self._start_broker_storage()
-        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on moto S3)")
+        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on s3rver)")
         child = await self._spawn_broker()
         await probes.create_topics(self.kafka_bootstrap, topics)
         self._ready(component, child)
 
     async def _start_broker_storage(self) -> None:
-        """moto's S3 server, where the broker keeps its messages, topic metadata and consumer
-        groups' committed offsets: outside the broker's process, so they outlive a restart of
-        the broker. Tansu hands out offsets with S3 conditional writes, which moto honours
-        (s3rver, the store before it, ignored them and lost messages under concurrent
-        producers). moto keeps the objects in memory, for as long as the stack runs."""
+        """s3rver: an S3-compatible store on disk under the state directory, so the broker's
+        messages and committed offsets outlive a restart of the broker (or of the whole stack
+        with its data kept). Tansu's other durable engines are not in the bundled build."""
         port = self.ports.broker_storage
-        component = self._begin("kafka-storage", f"{LOOPBACK}:{port} (moto S3)")
-        argv = [sys.executable, "-m", "moto.server", "--host", LOOPBACK, "--port", str(port)]
-        child = self._spawn("kafka-storage", "infra", argv, env=_infra_env(), cwd=self.state_dir)
-        bucket = f"http://{LOOPBACK}:{port}/{BROKER_BUCKET}"
+        component = self._begin("kafka-storage", f"{LOOPBACK}:{port} (s3rver)")
+        data = self.state_dir / "broker"
+        data.mkdir(exist_ok=True)
+        script = NODE_MODULES / "s3rver" / "bin" / "s3rver.js"
+        if not script.is_file():
+            raise StackError(f"{script} is missing: run `make venv` (npm ci)")
+        argv = [
+            "node", str(script), "--address", LOOPBACK, "--port", str(port),
+            "--directory", str(data), "--configure-bucket", BROKER_BUCKET, "--silent",
+        ]  # fmt: skip
+        child = self._spawn("kafka-storage", "infra", argv, env=_infra_env(), cwd=data)
         await self._until_ready(
-            "kafka-storage", lambda: probes.http_put_ok(bucket), START_TIMEOUT["infra"]
+            "kafka-storage", lambda: probes.tcp_open(LOOPBACK, port), START_TIMEOUT["infra"]
         )
         self._ready(component, child)
 
@@ -382,7 +388,7 @@ class Stack:
             "advertised-listener-url": url,
             "storage-engine": f"s3://{BROKER_BUCKET}/",
         }
-        # moto accepts any key pair; Tansu reads the endpoint and keys from these variables.
+        # s3rver accepts any key pair; Tansu reads the endpoint and keys from these variables.
         storage = {
             "AWS_ENDPOINT": f"http://{LOOPBACK}:{self.ports.broker_storage}",
             "AWS_ALLOW_HTTP": "true",
