@@ -457,13 +457,13 @@ def events_published(
     owed = expected_events(gateway)
 
     def problems() -> Iterable[tuple[str, str]]:
+        for note in unread:
+            yield "", note
         for key in sorted(set(owed) | set(published)):
             event_type, payment_id, refund_id = key
             if owed[key] != published[key]:
                 what = f"{event_type} of {refund_id or payment_id}"
                 yield payment_id, f"{what}: {owed[key]} owed, {published[key]} on Kafka"
-        for note in unread:
-            yield "", note
 
     counts = f"{sum(owed.values())} owed, {len(unique)} distinct on Kafka"
     return _check("every change on Kafka", counts, problems())
