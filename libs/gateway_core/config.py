@@ -51,8 +51,9 @@ PRODUCTION = "production"
 
 # Providers that call the gateway back (POST /api/v1/provider-callbacks/{provider}). Each signs
 # with a secret of its own, PROVIDER_CALLBACK_SECRET_<PROVIDER>, so a secret that leaks lets
-# nobody forge another provider's callbacks.
-CALLBACK_PROVIDERS = ("upi_core", "netbanking", "acs")
+# nobody forge another provider's callbacks. The card acquirers call back with chargebacks
+# (disputes) and their outcomes.
+CALLBACK_PROVIDERS = ("upi_core", "netbanking", "acs", "razorpay", "payu", "ccavenue")
 
 # RFC 7518 §3.2: an HMAC-SHA256 key at least as long as the hash; AES-256 wants as much.
 SECRET_MIN_BYTES = 32
@@ -290,6 +291,15 @@ class Settings(BaseSettings):
         "local-dev-callback-secret-netbanking-0123456789"
     )
     provider_callback_secret_acs: SecretStr = SecretStr("local-dev-callback-secret-acs-0123456789")
+    provider_callback_secret_razorpay: SecretStr = SecretStr(
+        "local-dev-callback-secret-razorpay-0123456789"
+    )
+    provider_callback_secret_payu: SecretStr = SecretStr(
+        "local-dev-callback-secret-payu-0123456789"
+    )
+    provider_callback_secret_ccavenue: SecretStr = SecretStr(
+        "local-dev-callback-secret-ccavenue-0123456789"
+    )
 
     # Sandbox (the simulated providers): its HTTP server serves the bank pages a customer's
     # browser is sent to, and UPI controls for tests and demos.
@@ -299,6 +309,12 @@ class Settings(BaseSettings):
     # Days between a capture (or refund) and the settlement file that pays it out (T+N, IST
     # dates): 0 settles on the capture date.
     sandbox_settlement_cycle_days: int = Field(default=0, ge=0, le=30)
+    # Disputes: a card acquirer raises a chargeback this long after capturing a payment of the
+    # magic card 4000 0000 0000 0259; a provider gives the merchant this long to answer (the
+    # dispute's respond_by); and decides this long after the evidence arrives.
+    sandbox_chargeback_delay_ms: int = Field(default=3000, ge=0, le=3_600_000)
+    sandbox_dispute_respond_within_seconds: int = Field(default=7 * 86400, ge=1, le=90 * 86400)
+    sandbox_dispute_decision_delay_ms: int = Field(default=3000, ge=0, le=3_600_000)
 
     # The webhook service's WebSocket listener (GET /api/v1/payments/{id}/stream, through
     # Envoy, which reaches it at WEBHOOK_ADDR's host on this port).

@@ -31,6 +31,8 @@ class Pricing:
     rate_bps: int
     fixed_paisa: int
     gst_bps: int = GST_BPS
+    # Charged when a dispute (chargeback) opens on a payment, whatever its outcome, plus GST.
+    dispute_fee_paisa: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.rate_bps <= BPS_PER_UNIT:
@@ -39,6 +41,8 @@ class Pricing:
             raise ValueError(f"{self.method}: fixed_paisa must not be negative")
         if not 0 <= self.gst_bps <= BPS_PER_UNIT:
             raise ValueError(f"{self.method}: gst_bps must be 0-{BPS_PER_UNIT}")
+        if self.dispute_fee_paisa < 0:
+            raise ValueError(f"{self.method}: dispute_fee_paisa must not be negative")
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,19 @@ class Fee:
         return self.fee_paisa + self.tax_paisa
 
 
+# The dispute fee: ₹150 a dispute, like the chargeback fees Indian gateways charge (migration
+# 0011_disputes.sql sets the same numbers in the `pricing` table).
+DISPUTE_FEE_PAISA = 15_000
+
 # Razorpay-like standard rates. UPI (and RuPay debit) carry a zero merchant discount rate in
 # India by law (Payment and Settlement Systems Act s.10A, since January 2020).
 DEFAULT_PRICING: dict[str, Pricing] = {
     p.method: p
     for p in (
-        Pricing("UPI", rate_bps=0, fixed_paisa=0),
-        Pricing("CARD", rate_bps=200, fixed_paisa=0),
-        Pricing("WALLET", rate_bps=190, fixed_paisa=0),
-        Pricing("NET_BANKING", rate_bps=190, fixed_paisa=0),
+        Pricing("UPI", rate_bps=0, fixed_paisa=0, dispute_fee_paisa=DISPUTE_FEE_PAISA),
+        Pricing("CARD", rate_bps=200, fixed_paisa=0, dispute_fee_paisa=DISPUTE_FEE_PAISA),
+        Pricing("WALLET", rate_bps=190, fixed_paisa=0, dispute_fee_paisa=DISPUTE_FEE_PAISA),
+        Pricing("NET_BANKING", rate_bps=190, fixed_paisa=0, dispute_fee_paisa=DISPUTE_FEE_PAISA),
     )
 }
 
@@ -77,6 +85,12 @@ def compute_fee(amount_paisa: int, pricing: Pricing) -> Fee:
     if fee + _bps_half_up(fee, pricing.gst_bps) > amount_paisa:
         fee = _largest_fee_within(amount_paisa, pricing.gst_bps)
     return Fee(fee_paisa=fee, tax_paisa=tax_on_fee(fee, pricing))
+
+
+def dispute_fee(pricing: Pricing) -> Fee:
+    """The fee (and its GST) a merchant pays when a dispute opens on a payment of this method.
+    It is kept whatever the outcome: the work of handling the dispute was done."""
+    return Fee(pricing.dispute_fee_paisa, tax_on_fee(pricing.dispute_fee_paisa, pricing))
 
 
 def tax_on_fee(fee_paisa: int, pricing: Pricing) -> int:

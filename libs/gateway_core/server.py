@@ -38,7 +38,11 @@ from gateway_core.telemetry import AioServerInterceptor, configure_tracing, serv
 
 log = get_logger(__name__)
 
+# The largest file a request may carry (a settlement CSV uploaded through Envoy, whose own limit
+# for every other request is far lower): gRPC's default 4 MiB message would refuse it.
+MAX_UPLOAD_BYTES = 32 << 20
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_UPLOAD_BYTES + (64 << 10)),
     # A second copy of a service on the same port must fail to start, not silently share it.
     ("grpc.so_reuseport", 0),
     # Accept the keepalive pings that gateway_core.grpc_client channels send every 30 s.
@@ -322,16 +326,22 @@ class _ObservingInterceptor(AioServerInterceptor):
         return result
 
 
+# No text field of any request is longer (fields with tighter rules check those too): larger
+# input is a mistake or an attack, and is refused before any handler reads it.
+MAX_TEXT_CHARS = 10_000
+
+
 class _Undecodable:
     """A request body that is not the method's message, or holds text no service can store
     (see `_tolerant`)."""
 
-    def __init__(self, nul_field: str = "") -> None:
-        self.nul_field = nul_field
+    def __init__(self, field: str = "", problem: str = "") -> None:
+        self.field = field
+        self.problem = problem
 
     def error(self) -> InvalidArgument:
-        if self.nul_field:
-            return invalid_field(self.nul_field, "must not contain a NUL character (\\u0000)")
+        if self.field:
+            return invalid_field(self.field, self.problem)
         return InvalidArgument(
             "the request does not match this method's message: check each field's type (a map "
             "of text wants text values, a list wants a list)",
@@ -349,16 +359,17 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             request = deserialize(data)
         except DecodeError:
             return _Undecodable()
-        if isinstance(request, Message) and (field := _field_with_nul(request)):
-            return _Undecodable(field)
+        if isinstance(request, Message) and (refused := _unstorable_text(request)):
+            return _Undecodable(*refused)
         return request
 
     return decode
 
 
-def _field_with_nul(message: Message, prefix: str = "") -> str | None:
-    """The first text field holding a NUL character: PostgreSQL cannot store one, so every
-    service refuses it up front rather than failing (HTTP 500) at its first query."""
+def _unstorable_text(message: Message, prefix: str = "") -> tuple[str, str] | None:
+    """The first text field no service accepts, and why: a NUL character (PostgreSQL cannot
+    store one, so every service refuses it up front rather than failing with a 500 at its
+    first query) or more than MAX_TEXT_CHARS characters."""
     for descriptor, value in message.ListFields():
         name = f"{prefix}{descriptor.name}"
         if descriptor.message_type and descriptor.message_type.GetOptions().map_entry:
@@ -368,9 +379,12 @@ def _field_with_nul(message: Message, prefix: str = "") -> str | None:
         else:
             values = [value]
         for item in values:
-            if isinstance(item, str) and "\x00" in item:
-                return name
-            if isinstance(item, Message) and (inner := _field_with_nul(item, f"{name}.")):
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return name, "must not contain a NUL character (\\u0000)"
+                if len(item) > MAX_TEXT_CHARS:
+                    return name, f"must be at most {MAX_TEXT_CHARS:,} characters"
+            if isinstance(item, Message) and (inner := _unstorable_text(item, f"{name}.")):
                 return inner
     return None
 

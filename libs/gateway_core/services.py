@@ -55,6 +55,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.payments.v1.PaymentMethodService",
             "paygate.merchants.v1.MerchantService",
             "paygate.callbacks.v1.ProviderCallbackService",
+            "paygate.disputes.v1.DisputeService",
         ),
         internal_grpc_services=("paygate.ledger.v1.SettlementLedgerService",),
         schema="orchestrator",
@@ -102,7 +103,10 @@ SERVICES: tuple[ServiceInfo, ...] = (
         addr_env="RECONCILIATION_ADDR",
         default_port=50065,
         default_metrics_port=19105,
-        grpc_services=("paygate.reconciliation.v1.ReconciliationService",),
+        grpc_services=(
+            "paygate.reconciliation.v1.ReconciliationService",
+            "paygate.reconciliation.v1.MerchantReportingService",
+        ),
         schema="reconciliation",
         secrets=("DB_PASSWORD", "RECONCILIATION_SERVICE_KEY", "PROVIDER_REPORT_KEYS"),
     ),
@@ -117,6 +121,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "paygate.sandbox.v1.CardAcquirerService",
             "paygate.sandbox.v1.WalletProviderService",
             "paygate.sandbox.v1.NetBankingService",
+            "paygate.sandbox.v1.DisputeNetworkService",
         ),
         public=False,
         # It signs each provider's callbacks with that provider's key, and checks each

@@ -11,11 +11,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
 import httpx
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.config import SMTP_VARIABLES
@@ -23,12 +25,39 @@ from devstack.runner import IMAGE_VARIABLE, ImagePython
 from devstack.stack import Stack, StackError
 from gateway_core.tokens import mint_token as sign_token
 from orchestrator import ledger_store
+from ratelimit.__main__ import DEFAULT_CONFIG as DEFAULT_LIMITS
 
 TOKEN_TTL_SECONDS = 3600
 
 
 class TokenMinter(Protocol):
     def __call__(self, merchant_id: str, role: str = "merchant", **overrides: Any) -> str: ...
+
+
+# A merchant whose quota is small enough for a test to send ten times it (tests/e2e/test_abuse.py).
+QUOTA_PROBE_MERCHANT = "m_quota_probe"
+QUOTA_PROBE_PER_SECOND = 10
+
+
+def abuse_settings(state_dir: Path) -> dict[str, str]:
+    """The shipped rate limits plus the probe merchant's; slow clients cut off in seconds; a
+    limiter given time to answer (the tests check its counts, not its latency: in production a
+    slow limiter lets requests through, RATE_LIMIT_TIMEOUT_MS)."""
+    limits = yaml.safe_load(DEFAULT_LIMITS.read_text())
+    limits["descriptors"].append(
+        {
+            "key": "merchant_id",
+            "value": QUOTA_PROBE_MERCHANT,
+            "rate_limit": {"unit": "second", "requests_per_unit": QUOTA_PROBE_PER_SECOND},
+        }
+    )
+    path = state_dir / "limits.yaml"
+    path.write_text(yaml.safe_dump(limits))
+    return {
+        "RATE_LIMIT_CONFIG_PATH": str(path),
+        "RATE_LIMIT_TIMEOUT_MS": "2000",
+        "ENVOY_REQUEST_HEADERS_TIMEOUT_S": "2",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +74,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
         "WEBHOOK_TIMEOUT": "3s",
         "WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
+        # Chargebacks of the magic card, and decisions on evidence, within a second.
+        "SANDBOX_CHARGEBACK_DELAY_MS": "1000",
+        "SANDBOX_DISPUTE_DECISION_DELAY_MS": "1000",
     }
     # The stack runs its own SMTP server, whose mailbox (stack.mail_dir) the receipt tests read,
     # whatever SMTP server the shell points at.
@@ -56,6 +88,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if image := os.environ.get(IMAGE_VARIABLE):
             # `make image-test`: migrations and services run from the application image.
             runner = cleanup.enter_context(ImagePython(image, state_dir))
+        else:
+            environ.update(abuse_settings(state_dir))
         local = Stack(
             state_dir,
             ports="ephemeral",
@@ -74,6 +108,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield local
         finally:
             local.stop()
+
+
+@pytest.fixture(scope="session")
+def quota_probe() -> tuple[str, int]:
+    """(merchant id, requests per second) of the merchant with a small quota."""
+    return QUOTA_PROBE_MERCHANT, QUOTA_PROBE_PER_SECOND
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,7 @@ CHECKS = [
 # Operations whose issue has not landed answer 501 UNIMPLEMENTED, which is honest; they are
 # fuzzed like the rest once built. The list cannot go stale: test_what_is_not_built_says_so
 # fails for an operation on it that answers anything else.
-NOT_BUILT = {
-    "GET /api/v1/admin/analytics/payments",
-}
+NOT_BUILT: set[str] = set()
 
 # The description `make gen` generated (the one Envoy serves, tests/e2e/test_api_docs.py).
 schema = schemathesis.openapi.from_path(REPO_ROOT / "gen" / "openapi.json")
@@ -143,7 +141,9 @@ def channel(stack: Stack) -> Any:
         yield opened
 
 
-async def make_resources(api: httpx.AsyncClient, owner: dict[str, Any]) -> dict[str, str]:
+async def make_resources(
+    api: httpx.AsyncClient, owner: dict[str, Any], stack: Stack
+) -> dict[str, str]:
     """One of each resource an id in a path names, owned by `owner`: parameter → id."""
     payment = await api.post(
         "/api/v1/payments",
@@ -201,7 +201,9 @@ async def make_resources(api: httpx.AsyncClient, owner: dict[str, Any]) -> dict[
             break
         await asyncio.sleep(0.2)
     assert deliveries, "the test event made no delivery"
+    dispute_id = await _make_dispute(api, owner, stack)
     return {
+        "dispute_id": dispute_id,
         "webhook_id": webhook_id,
         "delivery_id": deliveries[0]["delivery_id"],
         "payment_id": payment.json()["payment_id"],
@@ -211,12 +213,51 @@ async def make_resources(api: httpx.AsyncClient, owner: dict[str, Any]) -> dict[
     }
 
 
+async def _make_dispute(api: httpx.AsyncClient, owner: dict[str, Any], stack: Stack) -> str:
+    """A captured card payment of `owner`'s and a dispute its acquirer raised on it."""
+    paid = await api.post(
+        "/api/v1/payments",
+        headers=owner["auth"],
+        json={
+            "amount_paisa": 7000,
+            "currency": "INR",
+            "payment_method": "CARD",
+            "payment_details": {
+                "card": {
+                    "card_number": "4242424242424242",
+                    "expiry_month": "12",
+                    "expiry_year": FUTURE_YEAR,
+                    "cvv": "123",
+                }
+            },
+        },
+    )
+    assert paid.status_code == 200, paid.text
+    payment = paid.json()
+    assert payment["status"] == "SUCCESS", payment
+    async with httpx.AsyncClient(timeout=10) as client:
+        raised = await client.post(
+            f"{stack.env['SANDBOX_PUBLIC_URL']}/disputes",
+            json={"provider": payment["provider"], "payment_id": payment["payment_id"]},
+        )
+    assert raised.status_code == 200, raised.text
+    for _ in range(100):
+        listed = await api.get(
+            "/api/v1/disputes", params={"payment_id": payment["payment_id"]}, headers=owner["auth"]
+        )
+        if disputes := listed.json().get("disputes", []):
+            return str(disputes[0]["dispute_id"])
+        await asyncio.sleep(0.2)
+    raise AssertionError("the sandbox's dispute never reached the gateway")
+
+
 async def _owner_state(api: httpx.AsyncClient, owner: dict[str, Any], ids: dict[str, str]) -> Any:
     payment = await api.get(f"/api/v1/payments/{ids['payment_id']}", headers=owner["auth"])
     methods = await api.get(
         f"/api/v1/users/{ids['user_id']}/payment-methods", headers=owner["auth"]
     )
-    return payment.json(), methods.json()
+    dispute = await api.get(f"/api/v1/disputes/{ids['dispute_id']}", headers=owner["auth"])
+    return payment.json(), methods.json(), dispute.json()
 
 
 def _merchant_operations() -> list[tuple[str, dict[str, Any]]]:
@@ -235,9 +276,10 @@ async def test_another_merchants_ids_are_not_found_and_nothing_changes(
     merchant: dict[str, Any],
     mint_token: Any,
     channel: Any,
+    stack: Stack,
 ) -> None:
     owner = merchant
-    ids = await make_resources(api, owner)
+    ids = await make_resources(api, owner, stack)
     before = await _owner_state(api, owner, ids)
     admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
     other = (
@@ -270,6 +312,8 @@ async def test_another_merchants_ids_are_not_found_and_nothing_changes(
         assert code == expected, (label, "gRPC", code)
         swept.append(label)
     assert "GET /api/v1/payments/{payment_id}" in swept, swept
+    assert "POST /api/v1/disputes/{dispute_id}/evidence" in swept, swept
+    assert "POST /api/v1/disputes/{dispute_id}/accept" in swept, swept
     assert await _owner_state(api, owner, ids) == before
 
 

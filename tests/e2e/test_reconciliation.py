@@ -309,9 +309,12 @@ async def test_a_day_of_every_method_reconciles_with_every_line_matched(
         )
         # A provider with nothing settled today sends a header-only file: no settlement.
         assert bool(run["utr"] and run["settlement_id"]) == (int(run["line_count"]) > 0)
+        # Chargebacks: the disputes module's, settled in today's card files.
         assert int(run["net_paisa"]) == (
             int(run["payments_paisa"])
             - int(run["refunds_paisa"])
+            - int(run["chargebacks_paisa"])
+            + int(run["adjustments_paisa"])
             - int(run["fees_paisa"])
             - int(run["tax_paisa"])
         )

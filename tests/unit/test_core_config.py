@@ -269,7 +269,7 @@ def test_local_mode_accepts_the_published_secrets_but_never_a_short_jwt_secret()
 def test_each_provider_has_its_own_callback_secret() -> None:
     secrets = Settings.model_validate({"app_env": "local"}).callback_secrets()
 
-    assert set(secrets) == {"upi_core", "netbanking", "acs"}
+    assert set(secrets) == {"upi_core", "netbanking", "acs", "razorpay", "payu", "ccavenue"}
     assert len(set(secrets.values())) == len(secrets)
 
 
@@ -278,6 +278,9 @@ def test_two_providers_sharing_a_callback_secret_are_refused() -> None:
         provider_callback_secret_upi_core=STRONG,
         provider_callback_secret_netbanking=STRONG + "-netbanking",
         provider_callback_secret_acs=STRONG,
+        provider_callback_secret_razorpay=STRONG + "-razorpay",
+        provider_callback_secret_payu=STRONG + "-payu",
+        provider_callback_secret_ccavenue=STRONG + "-ccavenue",
     )
 
     with pytest.raises(ConfigError) as raised:

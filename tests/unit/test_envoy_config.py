@@ -49,6 +49,8 @@ PUBLIC_SERVICES = (
     "paygate.callbacks.v1.ProviderCallbackService",
     "paygate.webhooks.v1.WebhookService",
     "paygate.reconciliation.v1.ReconciliationService",
+    "paygate.reconciliation.v1.MerchantReportingService",
+    "paygate.disputes.v1.DisputeService",
 )
 
 # One scratch file per package, with the real services' names and REST paths.
@@ -134,6 +136,36 @@ message SettlementReport { string date = 1; string provider = 2; }
 service ReconciliationService {
   rpc GetSettlementReport(GetSettlementReportRequest) returns (SettlementReport) {
     option (google.api.http) = {get: "/api/v1/admin/settlements"};
+  }
+}
+""",
+    "paygate/reconciliation/v1/edge_merchant_reporting.proto": """
+syntax = "proto3";
+package paygate.reconciliation.v1;
+import "google/api/annotations.proto";
+
+message GetPaymentAnalyticsRequest { string from_date = 1; }
+message PaymentAnalytics { string merchant_id = 1; string caller_role = 2; }
+// A merchant's own analytics: served by the reconciliation service, open to merchants.
+service MerchantReportingService {
+  rpc GetMerchantPaymentAnalytics(GetPaymentAnalyticsRequest) returns (PaymentAnalytics) {
+    option (google.api.http) = {get: "/api/v1/analytics/payments"};
+  }
+}
+""",
+    "paygate/disputes/v1/edge_disputes.proto": """
+syntax = "proto3";
+package paygate.disputes.v1;
+import "google/api/annotations.proto";
+
+message GetDisputeRequest { string dispute_id = 1; }
+message Dispute { string dispute_id = 1; string merchant_id = 2; }
+service DisputeService {
+  rpc GetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/disputes/{dispute_id}"};
+  }
+  rpc AdminGetDispute(GetDisputeRequest) returns (Dispute) {
+    option (google.api.http) = {get: "/api/v1/admin/disputes/{dispute_id}"};
   }
 }
 """,
@@ -551,11 +583,12 @@ def test_filters_run_in_the_order_the_security_model_needs(descriptors: Descript
         "envoy.filters.http.rbac",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ratelimit",
+        "envoy.filters.http.buffer",  # bodies over the limit: 413 before any service
         "envoy.filters.http.grpc_json_transcoder",
         "rbac_grpc",
         "envoy.filters.http.router",
     ]
-    transcoder = http_filters(config)[7]["typed_config"]
+    transcoder = http_filters(config)[8]["typed_config"]
     assert sorted(transcoder["services"]) == sorted(PUBLIC_SERVICES)
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
@@ -757,6 +790,17 @@ async def test_admin_services_refuse_merchants_whatever_rest_path_maps_to_them(
     assert_error(await http.get("/api/v1/merchant", headers=bearer(token())), 403, 7)
     admin = await http.get("/api/v1/merchant", headers=bearer(token("ops", role="admin")))
     assert admin.json()["caller_role"] == "admin"
+
+
+async def test_a_merchant_reaches_its_own_analytics_with_its_token_identity(
+    http: httpx.AsyncClient,
+) -> None:
+    reply = await http.get(
+        "/api/v1/analytics/payments",
+        headers={**bearer(token("m_own")), "x-merchant-id": "m_forged"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"merchant_id": "m_own", "caller_role": "merchant"}
 
 
 async def test_an_unknown_api_path_is_404_json(http: httpx.AsyncClient) -> None:

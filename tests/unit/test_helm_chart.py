@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from gateway_core.config import published_secret_values
+from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
 
 CHART = REPO_ROOT / "helm" / "payment-gateway"
@@ -50,6 +51,9 @@ CALLBACK_KEYS = {
     "PROVIDER_CALLBACK_SECRET_UPI_CORE",
     "PROVIDER_CALLBACK_SECRET_NETBANKING",
     "PROVIDER_CALLBACK_SECRET_ACS",
+    "PROVIDER_CALLBACK_SECRET_RAZORPAY",
+    "PROVIDER_CALLBACK_SECRET_PAYU",
+    "PROVIDER_CALLBACK_SECRET_CCAVENUE",
 }
 SECRET_KEYS = {
     "JWT_SECRET",
@@ -445,6 +449,9 @@ def test_values_carry_no_secret_defaults(chart: Any) -> None:
         "providerCallbackSecretUpiCore",
         "providerCallbackSecretNetbanking",
         "providerCallbackSecretAcs",
+        "providerCallbackSecretRazorpay",
+        "providerCallbackSecretPayu",
+        "providerCallbackSecretCcavenue",
         "idempotencyFingerprintKey",
         "dbOrchestratorPassword",
         "dbVaultPassword",
@@ -479,6 +486,9 @@ def test_missing_secrets_fail_the_install_when_generation_is_off(chart: Any) -> 
         "providerCallbackSecretUpiCore": "u" * 40,
         "providerCallbackSecretNetbanking": "n" * 40,
         "providerCallbackSecretAcs": "a" * 40,
+        "providerCallbackSecretRazorpay": "z" * 40,
+        "providerCallbackSecretPayu": "p" * 40,
+        "providerCallbackSecretCcavenue": "x" * 40,
         "orchestratorServiceKey": "o" * 40,
         "reconciliationServiceKey": "c" * 40,
         "idempotencyFingerprintKey": "i" * 40,
@@ -693,6 +703,9 @@ def http_connection_manager(config: dict[str, Any]) -> dict[str, Any]:
     return manager
 
 
+RECONCILIATION = "paygate.reconciliation.v1.ReconciliationService"
+
+
 def grpc_routes(config: dict[str, Any]) -> dict[str, str]:
     """gRPC service -> cluster, from the routes that forward one service's path prefix."""
     routes = http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
@@ -709,7 +722,8 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
     assert grpc_routes(config) == by_grpc
     manager = http_connection_manager(config)
     routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
-    assert set(routes) == {*by_grpc, "health", "payment-stream", "rest", "not-found"}
+    upload = "upload /api/v1/admin/settlements/files"
+    assert set(routes) == {*by_grpc, "health", "payment-stream", upload, "rest", "not-found"}
     assert routes["health"]["direct_response"]["status"] == 200
     assert routes["not-found"]["direct_response"]["status"] == 404
     filters = {f["name"]: f["typed_config"] for f in manager["http_filters"]}
@@ -723,6 +737,25 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
         "envoy.filters.http.grpc_json_transcoder"
     )
     assert names[-1] == "envoy.filters.http.router"
+
+
+def test_envoy_refuses_large_bodies_and_slow_clients_as_the_local_stack_does(
+    defaults: list[Manifest],
+) -> None:
+    manager = http_connection_manager(envoy_config(defaults))
+    assert manager["request_headers_timeout"] == "10s"
+    filters = [f["name"] for f in manager["http_filters"]]
+    assert filters.index("envoy.filters.http.buffer") == (
+        filters.index("envoy.filters.http.grpc_json_transcoder") - 1
+    )
+    buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] == 1 << 20
+    routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
+    for name in ("upload /api/v1/admin/settlements/files", RECONCILIATION):
+        limit = routes[name]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+        assert limit["buffer"]["max_request_bytes"] == MAX_UPLOAD_BYTES
+    stream = routes["payment-stream"]["typed_per_filter_config"]["envoy.filters.http.buffer"]
+    assert stream["disabled"] is True
 
 
 def test_envoy_reads_the_jwt_secret_and_descriptors_from_its_init_container(
@@ -836,3 +869,40 @@ def test_envoy_is_kept_in_step_with_the_local_gateway(
     for cluster in local["static_resources"]["clusters"]:
         assert cluster["health_checks"] == clusters[cluster["name"]]["health_checks"]
         assert cluster["common_lb_config"] == clusters[cluster["name"]]["common_lb_config"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Grafana dashboard
+# ---------------------------------------------------------------------------------------------
+
+DASHBOARD = CHART / "files" / "grafana" / "payment-gateway.json"
+
+
+def test_the_grafana_dashboard_is_provisioned_for_the_sidecar_by_its_label(
+    chart: Any, defaults: list[Manifest]
+) -> None:
+    maps = of_kind(defaults, "ConfigMap")
+    dashboard = maps[component("grafana-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in dashboard["metadata"]
+    assert json.loads(dashboard["data"]["payment-gateway.json"]) == json.loads(
+        DASHBOARD.read_text()
+    )
+
+    elsewhere = render(
+        chart,
+        {
+            "grafanaDashboard": {
+                "label": "dashboards",
+                "labelValue": "paygate",
+                "namespace": "monitoring",
+                "folder": "Payments",
+            }
+        },
+    )
+    moved = of_kind(elsewhere, "ConfigMap")[component("grafana-dashboard")]["metadata"]
+    assert (moved["namespace"], moved["labels"]["dashboards"]) == ("monitoring", "paygate")
+    assert moved["annotations"] == {"grafana_folder": "Payments"}
+
+    off = render(chart, {"grafanaDashboard": {"enabled": False}})
+    assert component("grafana-dashboard") not in of_kind(off, "ConfigMap")

@@ -15,12 +15,14 @@ from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import FailedPrecondition
-from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee
+from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee, dispute_fee
 from gateway_core.ids import new_id
 from orchestrator.domain import emi
 from orchestrator.domain.ledger import (
     JournalEntry,
     capture_entry,
+    dispute_opened_entry,
+    dispute_won_entry,
     payment_settlement_entry,
     refund_entry,
 )
@@ -646,3 +648,111 @@ async def test_the_same_settlement_line_under_a_new_key_answers_the_first_postin
     assert (posted.already_posted, refetched.already_posted) == (False, True)
     assert refetched.journal_id == posted.journal_id
     assert await provider_balances(pool, PROVIDER) == [before]
+
+
+async def new_dispute(
+    conn: asyncpg.Connection, payment_id: str, merchant_id: str, amount: int, status: str
+) -> str:
+    """A dispute row as the orchestrator writes it (NEEDS_RESPONSE, then moved to `status`)."""
+    dispute_id = new_id("DSP")
+    await conn.execute(
+        "INSERT INTO disputes (dispute_id, payment_id, merchant_id, provider,"
+        " provider_reference, amount_paisa, currency, reason_code, status, respond_by,"
+        " fee_paisa, tax_paisa) VALUES ($1, $2, $3, $4, $1, $5, 'INR', '4853',"
+        " 'NEEDS_RESPONSE', now() + interval '7 days', 15000, 2700)",
+        dispute_id,
+        payment_id,
+        merchant_id,
+        PROVIDER,
+        amount,
+    )
+    if status != "NEEDS_RESPONSE":
+        await conn.execute(
+            "UPDATE disputes SET status = 'UNDER_REVIEW' WHERE dispute_id = $1", dispute_id
+        )
+        await conn.execute(
+            "UPDATE disputes SET status = $2, resolved_at = now() WHERE dispute_id = $1",
+            dispute_id,
+            status,
+        )
+    return dispute_id
+
+
+def chargeback_of(payment_id: str, dispute_id: str, merchant_id: str, amount: int) -> JournalEntry:
+    return dispute_opened_entry(
+        payment_id=payment_id,
+        dispute_id=dispute_id,
+        merchant_id=merchant_id,
+        provider=PROVIDER,
+        currency="INR",
+        amount_paisa=amount,
+        fee=dispute_fee(DEFAULT_PRICING["CARD"]),
+    )
+
+
+async def test_a_dispute_debits_amount_and_fee_and_a_win_gives_back_the_amount(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, fee = await capture(conn, merchant_id, 100_000)
+        async with conn.transaction():
+            dispute_id = await new_dispute(conn, payment_id, merchant_id, 60_000, "WON")
+            opened = chargeback_of(payment_id, dispute_id, merchant_id, 60_000)
+            assert await post_entry(conn, opened)
+            assert not await post_entry(conn, opened)  # the same chargeback, once
+            won = dispute_won_entry(
+                payment_id=payment_id,
+                dispute_id=dispute_id,
+                merchant_id=merchant_id,
+                provider=PROVIDER,
+                currency="INR",
+                amount_paisa=60_000,
+            )
+            assert await post_entry(conn, won)
+        balance = await merchant_balance(conn, merchant_id, "INR")
+        assert await check_invariants(conn) == []
+    assert balance.payable_paisa == 100_000 - fee.total - 17_700
+
+
+async def test_invariants_report_a_dispute_without_its_chargeback_or_a_won_one_unreversed(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 100_000)
+    async with rolled_back(pool) as conn:
+        bare = await new_dispute(conn, payment_id, merchant_id, 10_000, "NEEDS_RESPONSE")
+        won = await new_dispute(conn, payment_id, merchant_id, 20_000, "WON")
+        await post_entry(conn, chargeback_of(payment_id, won, merchant_id, 20_000))
+        problems = await check_invariants(conn)
+    assert sorted(problems) == sorted(
+        [
+            f"dispute {bare} (NEEDS_RESPONSE, 10000 paisa + fee 15000 + tax 2700) has chargeback"
+            " journals none and reversals none",
+            f"dispute {won} (WON, 20000 paisa + fee 15000 + tax 2700) has chargeback journals"
+            " 37700 and reversals none",
+        ]
+    )
+
+
+async def test_invariants_report_disputes_and_refunds_beyond_the_amount(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        merchant_id = await new_merchant(conn)
+        payment_id, _ = await capture(conn, merchant_id, 1_000)
+    async with rolled_back(pool) as conn:
+        entry = refund_of(payment_id, merchant_id, 600)
+        await insert_refund(conn, entry, "PROCESSED")
+        await post_entry(conn, entry)
+        await conn.execute(
+            "UPDATE payments SET status = 'PARTIALLY_REFUNDED' WHERE payment_id = $1", payment_id
+        )
+        dispute_id = await new_dispute(conn, payment_id, merchant_id, 401, "LOST")
+        await post_entry(conn, chargeback_of(payment_id, dispute_id, merchant_id, 401))
+        problems = await check_invariants(conn)
+    assert problems == [
+        f"payment {payment_id}: its disputes not won (401 paisa) and processed refunds (600)"
+        " take back more than its 1000"
+    ]

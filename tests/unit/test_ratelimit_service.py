@@ -141,6 +141,11 @@ async def test_the_call_over_the_merchant_limit_is_refused_with_its_limit(limite
     assert merchant_status.code == OVER_LIMIT
     assert merchant_status.limit_remaining == 0
     assert merchant_status.current_limit.requests_per_unit == 3
+    # Envoy adds these to its 429: when the day's window starts over, in whole seconds.
+    assert [(h.key, h.value) for h in answers[-1].response_headers_to_add] == [
+        ("retry-after", str(merchant_status.duration_until_reset.seconds))
+    ]
+    assert all(not a.response_headers_to_add for a in answers[:-1])
 
 
 async def test_one_merchant_over_its_limit_does_not_limit_another(limiter: Limiter) -> None:

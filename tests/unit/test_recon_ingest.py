@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,7 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
-from gateway_core.db import create_pool
+from gateway_core.db import create_pool, migrate
+from gateway_core.services import BY_NAME
+from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 from reconciliation import events
@@ -486,3 +490,122 @@ async def test_a_days_file_fetched_again_after_it_grew_restates_it_without_dupli
         sla_days=SLA_DAYS,
     )
     assert await outcomes(pool, other.run_id) == {"DUPLICATE": 1}
+
+
+async def test_a_quoted_file_is_judged_whole_by_the_database(pool: asyncpg.Pool) -> None:
+    # Quotes keep the screen from clearing lines (a quoted field may hold a line break): the
+    # database's rules still find the broken line.
+    quoted = GOOD.replace("RG1", '"RG1"')
+    broken = GOOD.replace(",UPI", ",CASH")
+    refused = await refusal(pool, f"{HEAD}\n{quoted}\n{GOOD}\n{broken}\n".encode())
+    assert (refused.line_number, refused.reason.startswith("method must be one of")) == (4, True)
+
+
+async def test_the_settled_items_of_older_releases_survive_the_move_into_the_lines(
+    postgres_server: ScratchServer, tmp_path: Path
+) -> None:
+    # Migration 0005 replaced the settled_items table by a mark on the settling line: a
+    # database migrated before it keeps which line settled which item.
+    settings = await postgres_server.database("recon_upgrade")
+    migrations = BY_NAME["reconciliation"].migrations_dir
+    moved = next(migrations.glob("*_settled_by_lines.sql"))
+    for path in sorted(migrations.glob("*.sql")):
+        if path.name < moved.name:
+            shutil.copy(path, tmp_path)
+    await migrate(settings, "reconciliation", tmp_path)
+    conn = await asyncpg.connect(
+        host="127.0.0.1",
+        port=settings.db_port,
+        user=settings.db_username,
+        password=settings.db_password,
+        database=settings.db_database,
+        server_settings={"search_path": "reconciliation"},
+    )
+    try:
+        for line, outcome, payment in ((2, "MATCHED", "PAY_U1"), (3, "DUPLICATE", "PAY_U1")):
+            await conn.execute(
+                "INSERT INTO settlement_lines (settlement_file_id, line_number, type,"
+                " provider_reference, merchant_reference, amount_paisa, fee_paisa, tax_paisa,"
+                " settled_at, method, outcome, payment_id)"
+                " VALUES ('SFL_U', $1, 'payment', 'RU1', $3, 100, 0, 0, now(), 'UPI', $2, $3)",
+                line,
+                outcome,
+                payment,
+            )
+        await conn.execute("INSERT INTO settled_items VALUES ('PAY_U1', 'SFL_U', 2, 'setl_u')")
+        shutil.copy(moved, tmp_path)
+        await migrate(settings, "reconciliation", tmp_path)
+        settled = await conn.fetch("SELECT * FROM settled_items")
+        assert [(r["item_id"], r["settlement_file_id"], r["line_number"]) for r in settled] == [
+            ("PAY_U1", "SFL_U", 2)
+        ]
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("UPDATE settlement_lines SET settles = true WHERE line_number = 3")
+    finally:
+        await conn.close()
+
+
+def dispute_event(
+    payment: events_pb2.Event, case: str, amount: int, status: str, version: int
+) -> events_pb2.Event:
+    """A dispute.* event: the payment as it is, and the dispute."""
+    dispute = disputes_pb2.Dispute(
+        dispute_id=f"DSP_{case}",
+        payment_id=payment.payment_id,
+        merchant_id="MER_1",
+        provider=payment.payment.provider,
+        provider_reference=case,
+        amount_paisa=amount,
+        currency="INR",
+        status=status,
+        created_at=_ts(CAPTURED + timedelta(hours=2)),
+    )
+    return events_pb2.Event(
+        event_id=f"EVT_{case}_{version}",
+        type="dispute.created",
+        payment_id=payment.payment_id,
+        payment=payment.payment,
+        sequence=payment.sequence,
+        dispute=dispute,
+    )
+
+
+async def test_chargeback_lines_match_the_disputes_learned_from_events(pool: asyncpg.Pool) -> None:
+    provider = "p_disputes"
+    paid = event("PAY_D1", provider=provider, reference="RD1", amount=10_000)
+    async with pool.acquire() as conn:
+        await events.apply(conn, paid)
+        await events.apply(conn, dispute_event(paid, "CB_1", 6_000, "UNDER_REVIEW", 2))
+        # An older event arriving late does not take the dispute back.
+        await events.apply(conn, dispute_event(paid, "CB_1", 6_000, "NEEDS_RESPONSE", 1))
+        await events.apply(conn, dispute_event(paid, "CB_2", 4_000, "NEEDS_RESPONSE", 1))
+        learned = await conn.fetchval(
+            "SELECT status FROM book_disputes WHERE dispute_id = 'DSP_CB_1'"
+        )
+    assert learned == "UNDER_REVIEW"
+
+    result = await ingest_file(
+        pool,
+        csv_file(
+            row("RD1", "PAY_D1", "payment", "100.00"),
+            row("CB_1", "PAY_D1", "chargeback", "60.00"),
+            row("CB_2", "PAY_D1", "chargeback", "41.00"),  # the dispute is for 40.00
+            row("CB_9", "PAY_D1", "chargeback", "10.00"),  # no such dispute
+        ),
+        FileOrigin(provider, DAY, "UPLOADED", "ops"),
+        sla_days=0,
+    )
+
+    lines = await pool.fetch(
+        "SELECT line_number, outcome, payment_id, expected, actual FROM settlement_lines"
+        " WHERE settlement_file_id = (SELECT settlement_file_id FROM reconciliation_runs"
+        " WHERE run_id = $1) ORDER BY line_number",
+        result.run_id,
+    )
+    assert [(r["outcome"], r["payment_id"]) for r in lines] == [
+        ("MATCHED", "PAY_D1"),
+        ("MATCHED", "PAY_D1"),
+        ("AMOUNT_MISMATCH", "PAY_D1"),
+        ("MISSING_INTERNALLY", "PAY_D1"),
+    ]
+    assert (lines[2]["expected"], lines[2]["actual"]) == ("4000", "4100")

@@ -94,7 +94,7 @@ def test_every_magic_card_is_a_valid_card_number() -> None:
     assert set(magic.MAGIC_CARDS.values()) == set(CardOutcome)
 
 
-def test_fault_cards_are_4000_0000_0000_5xxx_clear_of_the_reserved_dispute_card() -> None:
+def test_fault_cards_are_4000_0000_0000_5xxx_clear_of_the_dispute_card() -> None:
     fault_outcomes = {
         CardOutcome.SLOW_AUTHORIZATION,
         CardOutcome.AUTHORIZATION_TIMEOUT,
@@ -109,7 +109,9 @@ def test_fault_cards_are_4000_0000_0000_5xxx_clear_of_the_reserved_dispute_card(
 
     assert set(faults.values()) == fault_outcomes
     assert all(re.fullmatch(r"4000000000005\d{3}", number) for number in faults)
-    assert "4000000000000259" not in magic.MAGIC_CARDS  # a later issue's dispute card
+    # The dispute card (issue 11) approves and is charged back after capture: no fault.
+    assert magic.MAGIC_CARDS["4000000000000259"] is CardOutcome.CHARGEBACK
+    assert "4000000000000259" not in faults
 
 
 def test_cards_outside_the_table_approve() -> None:

@@ -24,6 +24,7 @@ import jinja2
 from pydantic import SecretStr
 
 from gateway_core.config import LOCAL, Settings, parse_duration
+from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo, grpc_target
 
 TEMPLATE = REPO_ROOT / "gateway-envoy" / "envoy.yaml.j2"
@@ -68,6 +69,10 @@ STREAM_PATH_REGEX = "^/api/v1/payments/[^/]+/stream$"
 STREAM_HEALTH_PATH = "/health"
 # A stream with no message for this long is closed (the service pings every 30 s).
 STREAM_IDLE_TIMEOUT_S = 300
+# Routes whose body is a file (a provider's settlement CSV over REST, or the same through native
+# gRPC) take up to ENVOY_MAX_UPLOAD_BYTES; every other request ENVOY_MAX_REQUEST_BYTES.
+FILE_UPLOAD_PATHS = ("/api/v1/admin/settlements/files",)
+FILE_SERVICES = ("paygate.reconciliation.v1.ReconciliationService",)
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
@@ -233,6 +238,12 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         # absence degrades nothing a client would notice and must not take the door down.
         ready_clusters=[s.name for s in routed],
         upstream_timeout_s=_int(env, "ENVOY_UPSTREAM_TIMEOUT_S", 30),
+        request_headers_timeout_s=_int(env, "ENVOY_REQUEST_HEADERS_TIMEOUT_S", 10),
+        request_idle_timeout_s=_int(env, "ENVOY_REQUEST_IDLE_TIMEOUT_S", 60),
+        max_request_bytes=_int(env, "ENVOY_MAX_REQUEST_BYTES", 1 << 20),
+        max_upload_bytes=_int(env, "ENVOY_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES),
+        file_upload_paths=FILE_UPLOAD_PATHS,
+        file_services=FILE_SERVICES,
         health_check_interval_s=_int(env, "ENVOY_HEALTH_CHECK_INTERVAL_S", 2),
         rate_limit_enabled=rate_limit_enabled,
         rate_limit_domain=RATE_LIMIT_DOMAIN,

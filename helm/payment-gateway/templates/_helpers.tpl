@@ -189,6 +189,9 @@ IDEMPOTENCY_FINGERPRINT_KEY: idempotencyFingerprintKey
 PROVIDER_CALLBACK_SECRET_UPI_CORE: providerCallbackSecretUpiCore
 PROVIDER_CALLBACK_SECRET_NETBANKING: providerCallbackSecretNetbanking
 PROVIDER_CALLBACK_SECRET_ACS: providerCallbackSecretAcs
+PROVIDER_CALLBACK_SECRET_RAZORPAY: providerCallbackSecretRazorpay
+PROVIDER_CALLBACK_SECRET_PAYU: providerCallbackSecretPayu
+PROVIDER_CALLBACK_SECRET_CCAVENUE: providerCallbackSecretCcavenue
 {{- end -}}
 
 {{- define "pg.generatedSecrets" -}}
@@ -200,6 +203,9 @@ IDEMPOTENCY_FINGERPRINT_KEY: 48
 PROVIDER_CALLBACK_SECRET_UPI_CORE: 48
 PROVIDER_CALLBACK_SECRET_NETBANKING: 48
 PROVIDER_CALLBACK_SECRET_ACS: 48
+PROVIDER_CALLBACK_SECRET_RAZORPAY: 48
+PROVIDER_CALLBACK_SECRET_PAYU: 48
+PROVIDER_CALLBACK_SECRET_CCAVENUE: 48
 DB_ORCHESTRATOR_PASSWORD: 32
 DB_VAULT_PASSWORD: 32
 DB_WEBHOOK_PASSWORD: 32
@@ -244,4 +250,10 @@ and remembered, so the migrations hook Secret and the release Secret carry the s
 {{- $_ := set $known .key $value -}}
 {{- end -}}
 {{- get $known .key -}}
+{{- end -}}
+
+{{/* The buffer filter's per-route limit for routes that take a file as their body (envoy.yaml);
+     the argument is .Values.envoy. */}}
+{{- define "payment-gateway.envoyUploadLimit" -}}
+envoy.filters.http.buffer: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: {max_request_bytes: {{ int .limits.maxUploadBytes }}}}
 {{- end -}}

@@ -21,6 +21,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.payments.v1.PaymentMethodService
     - paygate.merchants.v1.MerchantService
     - paygate.callbacks.v1.ProviderCallbackService
+    - paygate.disputes.v1.DisputeService
   # reconciliation: the internal paygate.ledger.v1.SettlementLedgerService (never routed by
   # Envoy; it checks reconciliation's service identity itself).
   callers: [envoy, reconciliation]
@@ -58,6 +59,7 @@ Read it with: include "pg.registry" . | fromYamlArray
   public: true
   grpcServices:
     - paygate.reconciliation.v1.ReconciliationService
+    - paygate.reconciliation.v1.MerchantReportingService
   callers: [envoy]
 - key: sandbox
   name: sandbox
@@ -69,6 +71,7 @@ Read it with: include "pg.registry" . | fromYamlArray
     - paygate.sandbox.v1.CardAcquirerService
     - paygate.sandbox.v1.WalletProviderService
     - paygate.sandbox.v1.NetBankingService
+    - paygate.sandbox.v1.DisputeNetworkService
   callers: [orchestrator]
 - key: ratelimit
   name: ratelimit

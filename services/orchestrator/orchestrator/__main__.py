@@ -15,12 +15,15 @@ from gateway_core.server import ServiceApp, run_service
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from orchestrator import ledger_store
 from orchestrator.card_payments import CardPayments
+from orchestrator.disputes import Disputes
 from orchestrator.domain.routing import CircuitBreaker, RoutingTable
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.jobs import Jobs
 from orchestrator.outbox import OutboxPurge, OutboxRelay
 from orchestrator.processing import PaymentProcessor
+from orchestrator.providers import upi_core
 from orchestrator.providers.cards import AcquirerClient
+from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.providers.fraud import FraudClient
 from orchestrator.providers.netbanking import NetBankingClient
 from orchestrator.providers.upi_core import UpiCoreClient
@@ -28,11 +31,13 @@ from orchestrator.providers.vault import VaultClient
 from orchestrator.providers.wallets import WalletClient
 from orchestrator.repository import Repository
 from orchestrator.servicers.callbacks import ProviderCallbackServicer
+from orchestrator.servicers.disputes import DisputeServicer
 from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
 from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
 from paygate.callbacks.v1 import callbacks_pb2_grpc
+from paygate.disputes.v1 import disputes_pb2_grpc
 from paygate.ledger.v1 import settlement_pb2_grpc
 from paygate.merchants.v1 import merchants_pb2_grpc
 from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
@@ -90,11 +95,24 @@ async def main() -> None:
     app.add_background_task("outbox-relay", relay.run)
     purge = OutboxPurge(pool, timedelta(seconds=settings.outbox_retention))
     app.add_background_task("outbox-purge", purge.run)
+    disputes = Disputes(
+        repo,
+        processor.pricing,
+        desk=lambda provider: DisputeDeskClient(
+            channels.get(
+                settings.upi_core_endpoint
+                if provider == upi_core.PROVIDER_NAME
+                else settings.card_acquirer_endpoint
+            )
+        ),
+        callback_url=processor.callback_url,
+    )
     jobs = Jobs(repo, processor, idempotency)
     app.add_background_task("status-inquiries", jobs.run_inquiries)
     app.add_background_task("expiry", jobs.run_expiry)
     app.add_background_task("refund-retries", jobs.run_refund_retries)
     app.add_background_task("idempotency-cleanup", jobs.run_key_cleanup)
+    app.add_background_task("disputes", lambda: jobs.run_disputes(disputes))
 
     app.add_service(
         "paygate.payments.v1.PaymentService",
@@ -114,7 +132,12 @@ async def main() -> None:
     app.add_service(
         "paygate.callbacks.v1.ProviderCallbackService",
         callbacks_pb2_grpc.add_ProviderCallbackServiceServicer_to_server,
-        ProviderCallbackServicer(processor),
+        ProviderCallbackServicer(processor, disputes),
+    )
+    app.add_service(
+        "paygate.disputes.v1.DisputeService",
+        disputes_pb2_grpc.add_DisputeServiceServicer_to_server,
+        DisputeServicer(disputes, idempotency),
     )
     # Internal (never routed by Envoy): reconciliation's matched settlement lines.
     app.add_service(

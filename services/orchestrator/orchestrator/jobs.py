@@ -1,4 +1,5 @@
-"""Background work: status inquiries, expiry, refund retries and idempotency-key cleanup.
+"""Background work: status inquiries, expiry, refund retries, idempotency-key cleanup, and
+disputes (unanswered ones past respond_by are lost; answers the provider missed are resent).
 
 Each loop is a ServiceApp background task (restarted with backoff if it crashes). Several
 orchestrator replicas may run them at once: due payments are leased to one worker at a time
@@ -20,6 +21,7 @@ from prometheus_client import Counter
 
 from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
+from orchestrator.disputes import Disputes
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.processing import PaymentProcessor
 from orchestrator.providers.base import ProviderTimeout
@@ -73,6 +75,13 @@ class Jobs:
 
     async def run_key_cleanup(self) -> None:
         await self._forever(self._idempotency.purge_expired, interval=600.0)
+
+    async def run_disputes(self, disputes: Disputes) -> None:
+        async def step() -> None:
+            await disputes.lose_overdue()
+            await disputes.renotify()
+
+        await self._forever(step)
 
     async def inquire_due(self) -> int:
         """One round of status inquiries; returns how many payments it worked on."""

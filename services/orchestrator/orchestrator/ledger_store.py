@@ -48,14 +48,15 @@ async def post_entry(conn: asyncpg.Connection, entry: JournalEntry) -> bool:
         raise RuntimeError("post_entry must run inside the caller's transaction")
     inserted = await conn.fetchval(
         "INSERT INTO journal_entries"
-        " (journal_id, kind, payment_id, refund_id, merchant_id, currency)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING journal_id",
+        " (journal_id, kind, payment_id, refund_id, merchant_id, currency, dispute_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING journal_id",
         entry.journal_id,
         entry.kind.value,
         entry.payment_id,
         entry.refund_id,
         entry.merchant_id,
         entry.currency,
+        entry.dispute_id,
     )
     if inserted is None:
         return False
@@ -82,7 +83,9 @@ async def post_entry(conn: asyncpg.Connection, entry: JournalEntry) -> bool:
 
 async def load_pricing(db: Queryable) -> dict[str, Pricing]:
     """The pricing table, by payment method."""
-    rows = await db.fetch("SELECT method, rate_bps, fixed_paisa, gst_bps FROM pricing")
+    rows = await db.fetch(
+        "SELECT method, rate_bps, fixed_paisa, gst_bps, dispute_fee_paisa FROM pricing"
+    )
     return {row["method"]: Pricing(**dict(row)) for row in rows}
 
 
@@ -318,6 +321,40 @@ _CHECKS = [
     LEFT JOIN postings cp ON cp.journal_id = src.id AND cp.account_id = sp.account_id
     WHERE s.kind = 'settlement' AND (cp.amount_paisa IS NULL OR cp.amount_paisa <> -sp.amount_paisa)
     ORDER BY s.journal_id
+    LIMIT $1""",
+    # Each dispute has one chargeback journal of its amount, fee and GST, and a reversal of its
+    # amount exactly when it was WON; no dispute journal without its dispute.
+    """
+    SELECT format('dispute %s (%s, %s paisa + fee %s + tax %s) has chargeback journals %s and'
+                  ' reversals %s', d.dispute_id, d.status, d.amount_paisa, d.fee_paisa,
+                  d.tax_paisa, coalesce(string_agg(t.amount_paisa::text, ', ')
+                      FILTER (WHERE t.kind = 'chargeback'), 'none'),
+                  coalesce(string_agg(t.amount_paisa::text, ', ')
+                      FILTER (WHERE t.kind = 'chargeback_reversal'), 'none')) AS problem
+    FROM disputes d
+    LEFT JOIN journal_entries j ON j.dispute_id = d.dispute_id
+    LEFT JOIN journal_totals t ON t.journal_id = j.journal_id
+    GROUP BY d.dispute_id
+    HAVING count(*) FILTER (WHERE t.kind = 'chargeback') <> 1
+        OR min(t.amount_paisa) FILTER (WHERE t.kind = 'chargeback')
+           <> d.amount_paisa + d.fee_paisa + d.tax_paisa
+        OR count(*) FILTER (WHERE t.kind = 'chargeback_reversal')
+           <> CASE WHEN d.status = 'WON' THEN 1 ELSE 0 END
+        OR coalesce(min(t.amount_paisa) FILTER (WHERE t.kind = 'chargeback_reversal'),
+                    d.amount_paisa) <> d.amount_paisa
+    ORDER BY d.dispute_id
+    LIMIT $1""",
+    """
+    SELECT format('payment %s: its disputes not won (%s paisa) and processed refunds (%s) take'
+                  ' back more than its %s', pay.payment_id, held.disputed, coalesce(r.refunded, 0),
+                  pay.amount_paisa) AS problem
+    FROM payments pay
+    JOIN (SELECT payment_id, sum(amount_paisa) AS disputed FROM disputes
+          WHERE status <> 'WON' GROUP BY payment_id) held ON held.payment_id = pay.payment_id
+    LEFT JOIN (SELECT payment_id, sum(amount_paisa) AS refunded FROM refunds
+               WHERE status = 'PROCESSED' GROUP BY payment_id) r ON r.payment_id = pay.payment_id
+    WHERE held.disputed + coalesce(r.refunded, 0) > pay.amount_paisa
+    ORDER BY pay.payment_id
     LIMIT $1""",
     """
     SELECT format('payment %s shows fee %s + tax %s; its capture journal charged %s + %s',

@@ -17,11 +17,13 @@ import asyncpg
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Gauge
 
 from gateway_core.errors import Unavailable
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, PublishError
 from gateway_core.logging import get_logger
+from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
 
@@ -31,6 +33,12 @@ TRACEPARENT = "traceparent"
 # Only one relay publishes at a time, whatever the replica count, so order is kept.
 RELAY_LOCK_KEY = 0x0_5A7E_0B0C
 BATCH_SIZE = 200
+# Set by the leading relay at each batch (0 elsewhere): dashboards take the max over replicas.
+OLDEST_UNPUBLISHED_SECONDS = Gauge(
+    "outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest event not yet published to Kafka, as the leading relay last read the"
+    " outbox (0: none waiting).",
+)
 PURGE_BATCH = 5000
 PURGE_INTERVAL_SECONDS = 600.0
 
@@ -71,6 +79,7 @@ def encode_event(
     sequence: int,
     event_id: str,
     refund: payments_pb2.Refund | None = None,
+    dispute: disputes_pb2.Dispute | None = None,
 ) -> bytes:
     event = events_pb2.Event(
         event_id=event_id,
@@ -81,6 +90,7 @@ def encode_event(
         payment=payment,
         sequence=sequence,
         refund=refund,
+        dispute=dispute,
     )
     text = json_format.MessageToJson(
         event,
@@ -99,6 +109,7 @@ async def enqueue(
     payment: payments_pb2.Payment,
     sequence: int,
     refund: payments_pb2.Refund | None = None,
+    dispute: disputes_pb2.Dispute | None = None,
 ) -> str:
     """Add an event to the outbox inside the caller's transaction; returns its event id."""
     event_id = new_id("EVT")
@@ -108,6 +119,7 @@ async def enqueue(
         sequence=sequence,
         event_id=event_id,
         refund=refund,
+        dispute=dispute,
     )
     await conn.execute(
         "INSERT INTO outbox (event_id, topic, event_key, payload, traceparent)"
@@ -214,10 +226,12 @@ class OutboxRelay:
         # Cleared before reading: a notification that arrives from here on wakes the next wait.
         self._wakeup.clear()
         rows = await self._pool.fetch(
-            "SELECT id, topic, event_key, payload, traceparent FROM outbox"
-            " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, event_key, payload, traceparent,"
+            " extract(epoch FROM clock_timestamp() - created_at)::float8 AS age_seconds"
+            " FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
             BATCH_SIZE,
         )
+        OLDEST_UNPUBLISHED_SECONDS.set(rows[0]["age_seconds"] if rows else 0)
         if not rows:
             return 0
         failure: PublishError | None = None

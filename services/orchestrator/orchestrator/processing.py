@@ -143,6 +143,10 @@ class PaymentProcessor:
         # the first callback.
         self._callback_secrets = settings.callback_secrets()
 
+    @property
+    def pricing(self) -> dict[str, Pricing]:
+        return self._pricing
+
     def callback_url(self, provider: str) -> str:
         base = self._settings.gateway_public_url.rstrip("/")
         return f"{base}/api/v1/provider-callbacks/{provider}"
@@ -524,20 +528,34 @@ class PaymentProcessor:
             )
         return await self._repo.get_payment(payment.payment_id, None)
 
-    async def handle_callback(self, provider: str, body: bytes, signature: str) -> CallbackResult:
-        """A provider's signed report, checked against the key of the provider in the path (so
-        one provider's key cannot vouch for another's callbacks) and bound to the payment's
-        provider and amount before anything changes."""
+    def authenticate_callback(self, provider: str, body: bytes, signature: str) -> dict[str, Any]:
+        """A provider's signed document, checked against the key of the provider in the path
+        (so one provider's key cannot vouch for another's callbacks), and naming that provider.
+        Unauthenticated (401) for a forged or stale signature: nothing is read before it."""
         secret = self._callback_secrets.get(provider)
         if secret is None:
             raise NotFound(f"no provider {provider!r} sends callbacks", reason="UNKNOWN_PROVIDER")
         verify_callback(secret, body, signature)
-        doc = _parse_callback(body)
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise invalid_field("body", "must be a JSON document") from exc
+        if not isinstance(doc, dict):
+            raise invalid_field("body", "must be a JSON object")
+        for name in ("event_id", "provider"):
+            if not isinstance(doc.get(name), str) or not doc[name]:
+                raise invalid_field(f"body.{name}", "is required")
         if doc["provider"] != provider:
             raise FailedPrecondition(
                 f"the callback names provider {doc['provider']!r} but came to {provider!r}'s path",
                 reason="PROVIDER_MISMATCH",
             )
+        return doc
+
+    async def handle_callback(self, provider: str, doc: dict[str, Any]) -> CallbackResult:
+        """A provider's authenticated report about a payment (`authenticate_callback`), bound
+        to the payment's provider and amount before anything changes."""
+        doc = _parse_callback(doc)
         payment = await self._repo.get_payment(doc["transaction_ref"], None)
         if doc["amount_paisa"] != payment.amount_paisa:
             raise FailedPrecondition(
@@ -977,14 +995,8 @@ def _may_still_start(payment: PaymentRecord) -> bool:
     )
 
 
-def _parse_callback(body: bytes) -> dict[str, Any]:
+def _parse_callback(doc: dict[str, Any]) -> dict[str, Any]:
     """The provider's document, checked for the fields we act on."""
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise invalid_field("body", "must be a JSON document") from exc
-    if not isinstance(doc, dict):
-        raise invalid_field("body", "must be a JSON object")
     for name in ("event_id", "provider", "transaction_ref", "status"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise invalid_field(f"body.{name}", "is required")

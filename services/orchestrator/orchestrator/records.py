@@ -10,8 +10,10 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from orchestrator.domain.disputes import HOLDS_MONEY, DisputeStatus
 from orchestrator.domain.states import Status
 from orchestrator.domain.upi import qr_png_data_url
+from paygate.disputes.v1 import disputes_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 
@@ -127,6 +129,7 @@ class PaymentRecord:
     job_failures: int
     history: tuple[TransitionRecord, ...] = field(default=())
     refunds: tuple[RefundRecord, ...] = field(default=())
+    disputes: tuple[DisputeRecord, ...] = field(default=())
 
     @classmethod
     def from_row(
@@ -134,11 +137,16 @@ class PaymentRecord:
         row: Mapping[str, Any],
         history: tuple[TransitionRecord, ...] = (),
         refunds: tuple[RefundRecord, ...] = (),
+        disputes: tuple[DisputeRecord, ...] = (),
     ) -> PaymentRecord:
-        values = {f: row[f] for f in cls.__dataclass_fields__ if f not in ("history", "refunds")}
+        values = {
+            f: row[f]
+            for f in cls.__dataclass_fields__
+            if f not in ("history", "refunds", "disputes")
+        }
         values["status"] = Status(values["status"])
         values["currency"] = values["currency"].strip()
-        return cls(**values, history=history, refunds=refunds)
+        return cls(**values, history=history, refunds=refunds, disputes=disputes)
 
     @property
     def refunded_paisa(self) -> int:
@@ -148,6 +156,11 @@ class PaymentRecord:
     def refund_reserved_paisa(self) -> int:
         """Refunds processed or still in flight: what can no longer be refunded."""
         return sum(r.amount_paisa for r in self.refunds if r.status in ("PENDING", "PROCESSED"))
+
+    @property
+    def disputed_paisa(self) -> int:
+        """What disputes hold for the customer: every dispute not won by the merchant."""
+        return sum(d.amount_paisa for d in self.disputes if d.status in HOLDS_MONEY)
 
     def to_proto(self, *, with_qr: bool = True) -> payments_pb2.Payment:
         """The wire form. The QR code is derived from the link, not stored; events skip it."""
@@ -188,6 +201,7 @@ class PaymentRecord:
             payment.captured_amount_paisa = self.amount_paisa
         payment.refunded_amount_paisa = self.refunded_paisa
         payment.refunds.extend(r.to_proto() for r in self.refunds)
+        payment.disputes.extend(d.to_proto() for d in self.disputes)
         if self.status == Status.REQUIRES_ACTION and self.payment_details.get("redirect_url"):
             payment.next_action.type = "REDIRECT"
             payment.next_action.redirect_url = self.payment_details["redirect_url"]
@@ -207,6 +221,67 @@ class PaymentRecord:
                 at=_ts(step.created_at),
             )
         return payment
+
+
+@dataclass(frozen=True)
+class DisputeRecord:
+    dispute_id: str
+    payment_id: str
+    merchant_id: str
+    provider: str
+    provider_reference: str
+    amount_paisa: int
+    currency: str
+    reason_code: str
+    reason: str
+    phase: str
+    status: DisputeStatus
+    respond_by: datetime
+    fee_paisa: int
+    tax_paisa: int
+    evidence: dict[str, str] | None
+    evidence_submitted_at: datetime | None
+    provider_notified_at: datetime | None
+    notify_after: datetime
+    notify_attempts: int
+    resolved_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DisputeRecord:
+        values = {f: row[f] for f in cls.__dataclass_fields__}
+        values["status"] = DisputeStatus(values["status"])
+        values["currency"] = values["currency"].strip()
+        return cls(**values)
+
+    def to_proto(self) -> disputes_pb2.Dispute:
+        dispute = disputes_pb2.Dispute(
+            dispute_id=self.dispute_id,
+            payment_id=self.payment_id,
+            merchant_id=self.merchant_id,
+            provider=self.provider,
+            provider_reference=self.provider_reference,
+            amount_paisa=self.amount_paisa,
+            currency=self.currency,
+            reason_code=self.reason_code,
+            reason=self.reason,
+            phase=self.phase,
+            status=self.status.value,
+            respond_by=_ts(self.respond_by),
+            # The fee with its GST: what the dispute cost the merchant whatever the outcome.
+            fee_paisa=self.fee_paisa + self.tax_paisa,
+            created_at=_ts(self.created_at),
+            updated_at=_ts(self.updated_at),
+        )
+        if self.evidence is not None and self.evidence_submitted_at is not None:
+            for name, text in self.evidence.items():
+                setattr(dispute.evidence, name, text)
+            dispute.evidence.submitted_at.CopyFrom(_ts(self.evidence_submitted_at))
+        if self.resolved_at is not None:
+            dispute.resolved_at.CopyFrom(_ts(self.resolved_at))
+        return dispute
 
 
 def _ts(moment: datetime) -> Timestamp:

@@ -23,7 +23,13 @@ from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
 from orchestrator.idempotency import bind_effects
 from orchestrator.providers.fraud import Assessment
-from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord, TransitionRecord
+from orchestrator.records import (
+    DisputeRecord,
+    MerchantRecord,
+    PaymentRecord,
+    RefundRecord,
+    TransitionRecord,
+)
 
 # Columns a transition may change alongside the status.
 _CHANGEABLE = frozenset(
@@ -100,6 +106,18 @@ class Repository:
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    @property
+    def events_topic(self) -> str:
+        return self._topic
+
+    async def lock_payment(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord | None:
+        """The payment under a row lock held until the caller's transaction ends (refunds and
+        disputes of one payment take it, so what they take back can never exceed the capture)."""
+        return await self._load(conn, payment_id, None, lock=True)
+
+    async def reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:
+        return await self._reload(conn, payment_id)
 
     # Merchants
 
@@ -404,7 +422,10 @@ class Repository:
                     f"only captured payments can be refunded; this one is {payment.status}",
                     reason="PAYMENT_NOT_CAPTURED",
                 )
-            refundable = payment.amount_paisa - payment.refund_reserved_paisa
+            # Money a dispute took (or may keep) back for the customer cannot be refunded too.
+            refundable = (
+                payment.amount_paisa - payment.refund_reserved_paisa - payment.disputed_paisa
+            )
             amount = refundable if amount_paisa is None else amount_paisa
             if amount <= 0 or amount > refundable:
                 raise invalid_field(
@@ -716,10 +737,15 @@ class Repository:
             "SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at, refund_id",
             payment_id,
         )
+        disputes = await conn.fetch(
+            "SELECT * FROM disputes WHERE payment_id = $1 ORDER BY created_at, dispute_id",
+            payment_id,
+        )
         return PaymentRecord.from_row(
             row,
             tuple(TransitionRecord(**dict(s)) for s in steps),
             tuple(RefundRecord.from_row(r) for r in refunds),
+            tuple(DisputeRecord.from_row(d) for d in disputes),
         )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
+from envoy.config.core.v3.base_pb2 import HeaderValue
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import Counter
@@ -108,9 +109,16 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
         for descriptor, status in zip(descriptors, statuses, strict=True):
             key = descriptor[0][0] if descriptor else ""
             DESCRIPTORS_CHECKED.labels(request.domain, key, Code.Name(status.code)).inc()
+        # A refused client learns when to come back (RFC 9110 Retry-After, whole seconds): when
+        # the last window it exceeded starts over.
+        headers: list[HeaderValue] = []
+        if over:
+            wait = max(d.seconds_until_reset for d in decisions if d is not None and d.over_limit)
+            headers.append(HeaderValue(key="retry-after", value=str(max(1, wait))))
         return rls_pb2.RateLimitResponse(
             overall_code=Code.OVER_LIMIT if over else Code.OK,
             statuses=statuses,
+            response_headers_to_add=headers,
         )
 
 

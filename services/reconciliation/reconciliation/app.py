@@ -22,11 +22,12 @@ from gateway_core.kafka import EventConsumer, check_kafka
 from gateway_core.server import ServiceApp
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from paygate.ledger.v1 import settlement_pb2_grpc
-from paygate.reconciliation.v1 import reconciliation_pb2_grpc
+from paygate.reconciliation.v1 import merchant_reporting_pb2_grpc, reconciliation_pb2_grpc
 from reconciliation import repository
 from reconciliation.events import EventIngestor
 from reconciliation.ingest import FileOrigin, IngestResult, bulk_settings
 from reconciliation.ledger import LedgerPoster
+from reconciliation.reporting import MerchantReportingServicer, Reporting
 from reconciliation.schedule import DailyRun
 from reconciliation.service import Reconciler, check_provider_name, parse_day
 from reconciliation.servicer import ReconciliationServicer
@@ -34,6 +35,7 @@ from reconciliation.sources import ReportSource
 
 SCHEMA = "reconciliation"
 SERVICE_NAME = "paygate.reconciliation.v1.ReconciliationService"
+MERCHANT_REPORTING_SERVICE_NAME = "paygate.reconciliation.v1.MerchantReportingService"
 # The identity reconciliation calls the orchestrator's settlement ledger with, and its audience.
 IDENTITY = "reconciliation"
 LEDGER_AUDIENCE = "orchestrator"
@@ -72,10 +74,16 @@ async def main() -> None:
     reconciler = Reconciler(
         bulk_pool, source, sla_days=settings.recon_settlement_sla_days, post_pending=post_now
     )
+    reporting = Reporting(pool)
     app.add_service(
         SERVICE_NAME,
         reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
-        ReconciliationServicer(pool, reconciler),
+        ReconciliationServicer(pool, reconciler, reporting),
+    )
+    app.add_service(
+        MERCHANT_REPORTING_SERVICE_NAME,
+        merchant_reporting_pb2_grpc.add_MerchantReportingServiceServicer_to_server,
+        MerchantReportingServicer(reporting),
     )
     consumer = EventConsumer(
         settings.kafka_bootstrap_servers,

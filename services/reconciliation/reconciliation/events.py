@@ -9,7 +9,8 @@ as the wallet's refund `VOID_<payment_id>`. Delivery is at least once and may re
 events after newer ones: an event id already applied is skipped, and a snapshot older than
 the stored one (by the payment's event sequence) never overwrites it. Refund events keep the
 payment's sequence (a refund does not change the payment's version), so a snapshot of the
-same sequence is newer: it is the next event of that payment on its partition.
+same sequence is newer: it is the next event of that payment on its partition. A dispute.*
+event also records its dispute (`book_disputes`), which a provider's chargeback line settles.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.kafka import ConsumedEvent
 from gateway_core.logging import get_logger
+from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.payments.v1 import payments_pb2
+from reconciliation import analytics_facts
 from reconciliation.matching import ist_date
 
 log = get_logger(__name__)
@@ -84,8 +87,8 @@ def decode(value: bytes) -> events_pb2.Event:
         json_format.Parse(value, event, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise ValueError(f"not a paygate.events.v1.Event: {exc}") from None
-    if not event.event_id or not event.payment.payment_id:
-        raise ValueError("event without event_id or payment")
+    if not event.event_id or not (event.payment.payment_id or event.dispute.dispute_id):
+        raise ValueError("event without event_id, payment or dispute")
     return event
 
 
@@ -181,6 +184,20 @@ def _hold_released_at(payment: payments_pb2.Payment, method: str) -> datetime | 
     return None
 
 
+def _dispute_version(event: events_pb2.Event) -> int:
+    """How far the dispute got: its status's rank (statuses only move forward)."""
+    return _DISPUTE_RANK.get(event.dispute.status, 0)
+
+
+_DISPUTE_RANK = {
+    disputes_pb2.Dispute.NEEDS_RESPONSE: 1,
+    disputes_pb2.Dispute.UNDER_REVIEW: 2,
+    disputes_pb2.Dispute.WON: 3,
+    disputes_pb2.Dispute.LOST: 3,
+    disputes_pb2.Dispute.ACCEPTED: 3,
+}
+
+
 def _time(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
@@ -200,6 +217,17 @@ ON CONFLICT (payment_id) DO UPDATE SET
 WHERE book_payments.sequence <= EXCLUDED.sequence
 """
 
+# A dispute's status only moves forward (NEEDS_RESPONSE, then UNDER_REVIEW, then a final one),
+# so the furthest status seen wins whatever order the events arrive in.
+_UPSERT_DISPUTE = """
+INSERT INTO book_disputes (dispute_id, payment_id, provider, provider_reference, amount_paisa,
+    status, opened_at, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (dispute_id) DO UPDATE SET
+    status = EXCLUDED.status, version = EXCLUDED.version, updated_at = now()
+WHERE book_disputes.version < EXCLUDED.version
+"""
+
 _UPSERT_REFUND = """
 INSERT INTO book_refunds (refund_id, payment_id, provider, provider_reference, amount_paisa,
     status, kind, processed_at, settlement_date, sequence)
@@ -214,17 +242,22 @@ WHERE book_refunds.sequence <= EXCLUDED.sequence
 
 
 async def apply(conn: asyncpg.Connection, event: events_pb2.Event) -> bool:
-    """Record what the event says, once; False when this event id was applied before."""
-    payment, refunds = entries(event)
+    """Record what the event says, once; False when this event id was applied before. The
+    analytics facts are brought up to date in the same transaction."""
     async with conn.transaction():
         first = await conn.fetchval(
             "INSERT INTO applied_events (event_id, payment_id) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING RETURNING true",
             event.event_id,
-            payment.payment_id,
+            event.payment.payment_id or event.dispute.payment_id or event.payment_id,
         )
         if not first:
             return False
+        await analytics_facts.record(conn, event)
+        if not event.payment.payment_id:
+            # A dispute event without the payment's snapshot: nothing for the books.
+            return True
+        payment, refunds = entries(event)
         await conn.execute(
             _UPSERT_PAYMENT,
             payment.payment_id,
@@ -241,6 +274,19 @@ async def apply(conn: asyncpg.Connection, event: events_pb2.Event) -> bool:
             payment.settlement_date,
             payment.sequence,
         )
+        if event.HasField("dispute"):
+            dispute = event.dispute
+            await conn.execute(
+                _UPSERT_DISPUTE,
+                dispute.dispute_id,
+                dispute.payment_id,
+                dispute.provider,
+                dispute.provider_reference,
+                dispute.amount_paisa,
+                disputes_pb2.Dispute.Status.Name(dispute.status),
+                _time(dispute.created_at),
+                _dispute_version(event),
+            )
         if refunds:
             await conn.executemany(
                 _UPSERT_REFUND,
@@ -283,4 +329,5 @@ class EventIngestor:
             )
             return
         async with self._pool.acquire() as conn:
-            await apply(conn, event)
+            if await apply(conn, event):
+                analytics_facts.observe(event)

@@ -1,17 +1,19 @@
 """Ingesting one settlement file: stage, validate, match and store it in one transaction.
 
 The file is streamed from a seekable binary stream (a spooled temporary file for fetched
-files) into PostgreSQL with COPY, block by block, so memory does not grow with the file; the
-database then validates it (reconciliation.settlement_file), classifies every line
-(reconciliation.matching.CLASSIFY) and writes lines, settled items and exceptions with
-set-based statements. A malformed file raises MalformedFile and the transaction rolls back:
-nothing of it is stored. The provider's advisory lock serialises runs of one provider (the
-items they settle), and a file already ingested for that provider and day (same SHA-256)
-answers its first run and changes nothing.
+files) into PostgreSQL with COPY, block by block, so memory does not grow with the file, and
+screened for plainly well-formed lines on the way; the database then judges the other lines
+(reconciliation.settlement_file), classifies and stores every line in one statement
+(reconciliation.matching.CLASSIFY) and raises the exceptions with set-based statements. A
+malformed file raises MalformedFile and the transaction rolls back: nothing of it is stored.
+The provider's advisory lock serialises runs of one provider (the items they settle), and a
+file already ingested for that provider and day (same SHA-256) answers its first run and
+changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ import asyncpg
 
 from gateway_core.config import Settings
 from gateway_core.ids import new_id
-from reconciliation.matching import CLASSIFY, SETTLING, Outcome, overdue_on, settlement_deadline
+from reconciliation.matching import CLASSIFY, Outcome, overdue_on, settlement_deadline
 from reconciliation.settlement_file import (
     HEADER,
     STAGING,
     VIOLATION,
+    VIOLATION_AMONG,
+    LineScreen,
     MalformedFile,
     check_header,
     copy_error,
@@ -83,8 +87,12 @@ def checksum(stream: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-async def _data_blocks(stream: IO[bytes], progress: Progress | None) -> AsyncIterator[bytes]:
-    """The file after its header line (checked first), in blocks, counting lines read."""
+async def _data_blocks(
+    stream: IO[bytes], progress: Progress | None, screen: LineScreen
+) -> AsyncIterator[bytes]:
+    """The file after its header line (checked first), in blocks, counting lines read and
+    screening each block while the database reads it (in a thread: the event loop serves
+    requests meanwhile)."""
     first = stream.read(BLOCK_BYTES)
     head, rest = split_header(first)
     while not rest and len(first) == BLOCK_BYTES and b"\n" not in head:
@@ -100,50 +108,17 @@ async def _data_blocks(stream: IO[bytes], progress: Progress | None) -> AsyncIte
         yield block
         if progress is not None:
             progress(lines)
+        await asyncio.to_thread(screen.feed, block)
         block = stream.read(BLOCK_BYTES)
+    screen.finish()
 
 
-_SETTLEMENT_ID = "SELECT settlement_id FROM incoming_lines ORDER BY line_number LIMIT 1"
+_FIRST_LINE = "SELECT settlement_id, utr FROM incoming_lines ORDER BY line_number LIMIT 1"
 
 _FIND_RUN = """
 SELECT r.run_id FROM settlement_files f JOIN reconciliation_runs r USING (settlement_file_id)
 WHERE f.provider = $1 AND f.settlement_date = $2 AND f.checksum_sha256 = $3
 """
-
-
-# Built from constants only.
-def _settling_lines(table: str) -> str:
-    """The condition on `table` (settlement_lines' alias) for the file's lines that settle their
-    item: payment and refund lines that found it, not restating an earlier file."""
-    outcomes = ", ".join(f"'{o.value}'" for o in SETTLING)
-    return (
-        f"{table}.settlement_file_id = $1 AND {table}.type IN ('payment', 'refund')"
-        f" AND NOT {table}.restated AND {table}.outcome IN ({outcomes})"
-    )
-
-
-# The items the file's lines settle, in line order: when two lines of the file settle the same
-# item, the first one's insert wins and the second conflicts, so fewer rows are inserted than
-# lines settle: the file's own duplicates (CLASSIFY judges each line alone, which keeps it free
-# of a sort over the whole file; the duplicates are marked afterwards).
-_SETTLE = f"""
-INSERT INTO settled_items (item_id, settlement_file_id, line_number, settlement_id)
-SELECT coalesce(l.refund_id, l.payment_id), l.settlement_file_id, l.line_number, $2
-FROM settlement_lines l WHERE {_settling_lines("l")}
-ORDER BY l.line_number
-ON CONFLICT (item_id) DO NOTHING
-"""  # noqa: S608
-_SETTLING_COUNT = f"SELECT count(*) FROM settlement_lines l WHERE {_settling_lines('l')}"  # noqa: S608
-
-# The later lines of items the file lists twice (their item was settled by an earlier line).
-_IN_FILE_DUPLICATES = f"""
-UPDATE settlement_lines l
-SET outcome = 'DUPLICATE', expected = 'settled once', actual = NULL
-FROM settled_items s
-WHERE {_settling_lines("l")}
-  AND s.item_id = coalesce(l.refund_id, l.payment_id)
-  AND s.settlement_file_id = $1 AND s.line_number <> l.line_number
-"""  # noqa: S608
 
 # A later file settled items that had become MISSING_IN_FILE: their exceptions close.
 _RESOLVE_SETTLED_MISSING = """
@@ -154,23 +129,6 @@ SET status = 'RESOLVED', resolved_by = 'reconciliation', resolved_at = now(),
 FROM settled_items s
 WHERE s.settlement_file_id = $1 AND e.type = 'MISSING_IN_FILE' AND e.status = 'OPEN'
   AND coalesce(e.refund_id, e.payment_id) = s.item_id
-"""
-
-_FILE_TOTALS = """
-SELECT count(*) AS line_count,
-       coalesce(sum(amount_paisa) FILTER (WHERE type = 'payment'), 0) AS payments,
-       coalesce(sum(amount_paisa) FILTER (WHERE type = 'refund'), 0) AS refunds,
-       coalesce(sum(amount_paisa) FILTER (WHERE type = 'chargeback'), 0) AS chargebacks,
-       coalesce(sum(amount_paisa) FILTER (WHERE type = 'adjustment'), 0) AS adjustments,
-       coalesce(sum(fee_paisa), 0) AS fees, coalesce(sum(tax_paisa), 0) AS tax,
-       (SELECT settlement_id FROM incoming_lines ORDER BY line_number LIMIT 1) AS settlement_id,
-       (SELECT utr FROM incoming_lines ORDER BY line_number LIMIT 1) AS utr
-FROM settlement_lines WHERE settlement_file_id = $1
-"""
-
-_LINE_OUTCOMES = """
-SELECT outcome, count(*) AS n, coalesce(sum(amount_paisa), 0) AS amount
-FROM settlement_lines WHERE settlement_file_id = $1 GROUP BY outcome
 """
 
 # One exception per discrepant line, its id the run's ULID and the line number (unique, and in
@@ -269,13 +227,20 @@ async def ingest_file(
             origin.settlement_date,
             digest,
         )
-        settlement_id = await conn.fetchval(staged(_SETTLEMENT_ID, table)) or ""
-        await conn.execute(staged(CLASSIFY, table), origin.provider, file_id, settlement_id)
-        status = await conn.execute(_SETTLE, file_id, settlement_id)
-        if int(status.split()[-1]) < await conn.fetchval(_SETTLING_COUNT, file_id):
-            await conn.execute(_IN_FILE_DUPLICATES, file_id)
-        await _record_run(conn, origin, file_id, run_id, sla_days, table)
+        first = await conn.fetchrow(staged(_FIRST_LINE, table))
+        settlement_id, utr = (first["settlement_id"], first["utr"]) if first else ("", "")
+        figures = await conn.fetchrow(
+            staged(CLASSIFY, table), origin.provider, file_id, settlement_id
+        )
         await conn.execute(f"DROP TABLE {table}")
+        await _record_run(
+            conn,
+            origin,
+            file_id,
+            run_id,
+            sla_days,
+            SettledFile(settlement_id, utr, figures),
+        )
     return IngestResult(run_id=run_id, already_ingested=False)
 
 
@@ -284,21 +249,36 @@ async def _stage(
 ) -> None:
     """COPY the file into the run's staging table and refuse it at its first bad line."""
     await conn.execute(staged(STAGING, table))
+    screen = LineScreen()
     try:
         # A savepoint: a COPY that fails must not abort the caller's transaction before the
         # error is translated (the transaction is rolled back by the caller anyway).
         async with conn.transaction():
             await conn.copy_to_table(
                 table,
-                source=_data_blocks(stream, progress),
+                source=_data_blocks(stream, progress, screen),
                 columns=list(HEADER),
                 format="csv",
             )
     except (asyncpg.DataError, asyncpg.BadCopyFileFormatError) as exc:
         raise copy_error(exc) from None
-    violation = await conn.fetchrow(staged(VIOLATION, table))
+    # The lines the screen cleared are well formed; the database judges the rest.
+    if screen.everything:
+        violation = await conn.fetchrow(staged(VIOLATION, table))
+    else:
+        violation = await conn.fetchrow(staged(VIOLATION_AMONG, table), screen.suspects)
     if violation is not None:
         raise MalformedFile(violation["line_number"], violation["problem"])
+
+
+@dataclass(frozen=True)
+class SettledFile:
+    """What CLASSIFY found in a file: its settlement, totals and lines per outcome."""
+
+    settlement_id: str
+    utr: str
+    # Its totals and lines per outcome (CLASSIFY's answer).
+    figures: asyncpg.Record
 
 
 async def _record_run(
@@ -307,21 +287,14 @@ async def _record_run(
     file_id: str,
     run_id: str,
     sla_days: int,
-    table: str,
+    settled: SettledFile,
 ) -> None:
     """Exceptions for the file's discrepancies and the items now overdue; the run's row."""
-    totals = await conn.fetchrow(staged(_FILE_TOTALS, table), file_id)
+    totals = settled.figures
+    outcomes: dict[str, dict[str, int]] = dict(totals["outcomes"])
     await conn.execute(
-        _RESOLVE_SETTLED_MISSING,
-        file_id,
-        run_id,
-        totals["settlement_id"] or "",
-        totals["utr"] or "",
+        _RESOLVE_SETTLED_MISSING, file_id, run_id, settled.settlement_id, settled.utr
     )
-    outcomes: dict[str, dict[str, int]] = {
-        row["outcome"]: {"count": row["n"], "amount_paisa": int(row["amount"])}
-        for row in await conn.fetch(_LINE_OUTCOMES, file_id)
-    }
     status = await conn.execute(
         _LINE_EXCEPTIONS, file_id, run_id, origin.provider, origin.settlement_date
     )
@@ -371,8 +344,8 @@ async def _record_run(
         " WHERE settlement_file_id = $1",
         file_id,
         totals["line_count"],
-        totals["settlement_id"] or "",
-        totals["utr"] or "",
+        settled.settlement_id,
+        settled.utr,
     )
     await conn.execute(
         """

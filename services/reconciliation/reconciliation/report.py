@@ -61,8 +61,10 @@ async def build(
             expected_refunds_paisa=figures.expected_refunds_paisa,
             expected_fees_paisa=figures.expected_fees_paisa,
             expected_tax_paisa=figures.expected_tax_paisa,
+            expected_chargebacks_paisa=figures.expected_chargebacks_paisa,
             expected_net_paisa=figures.expected_gross_paisa
             - figures.expected_refunds_paisa
+            - figures.expected_chargebacks_paisa
             - figures.expected_fees_paisa
             - figures.expected_tax_paisa,
             outcomes=outcome_counts({Outcome(k): v for k, v in figures.outcomes.items()}),

@@ -153,6 +153,7 @@ class DayFigures:
     expected_refunds_paisa: int
     expected_fees_paisa: int
     expected_tax_paisa: int
+    expected_chargebacks_paisa: int
     # Outcome -> (count, amount) for the run's lines and the day's unsettled items.
     outcomes: dict[str, tuple[int, int]]
 
@@ -167,6 +168,8 @@ SELECT
    WHERE provider = $1 AND settlement_date = $2 AND captured_paisa > 0) AS tax,
   (SELECT coalesce(sum(amount_paisa), 0) FROM book_refunds
    WHERE provider = $1 AND settlement_date = $2) AS refunds,
+  (SELECT coalesce(sum(amount_paisa), 0) FROM book_disputes
+   WHERE provider = $1 AND (opened_at AT TIME ZONE 'Asia/Kolkata')::date = $2) AS chargebacks,
   (SELECT min(method) FROM book_payments WHERE provider = $1) AS method
 """
 
@@ -222,6 +225,7 @@ async def day_figures(conn: asyncpg.Connection, provider: str, day: date) -> Day
         expected_refunds_paisa=int(books["refunds"]),
         expected_fees_paisa=int(books["fees"]),
         expected_tax_paisa=int(books["tax"]),
+        expected_chargebacks_paisa=int(books["chargebacks"]),
         outcomes=outcomes,
     )
 

@@ -1,7 +1,7 @@
 """paygate.reconciliation.v1.ReconciliationService (DESIGN.md §8): settlement runs,
-exceptions and reports. Every method is admin-only (Envoy's RBAC, and checked again here).
-
-Analytics is a later issue: that method answers UNIMPLEMENTED (HTTP 501).
+exceptions and reports, analytics and the transactions report across merchants. Every method
+is admin-only (Envoy's RBAC, and checked again here); a merchant's own analytics and report are
+reporting.MerchantReportingServicer's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from paygate.reconciliation.v1 import reconciliation_pb2_grpc
 from reconciliation import report, repository
 from reconciliation.ingest import IngestResult
 from reconciliation.matching import Outcome
+from reconciliation.reporting import Reporting, admin_report_merchant
 from reconciliation.service import Reconciler, parse_day
 from reconciliation.settlement_file import METHODS
 
@@ -32,9 +33,10 @@ CSV = "text/csv"
 class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServicer):
     """Reconciles provider settlements with our books and reports on them."""
 
-    def __init__(self, pool: asyncpg.Pool, reconciler: Reconciler) -> None:
+    def __init__(self, pool: asyncpg.Pool, reconciler: Reconciler, reporting: Reporting) -> None:
         self._pool = pool
         self._reconciler = reconciler
+        self._reporting = reporting
 
     async def CreateReconciliationRun(
         self, request: pb.CreateReconciliationRunRequest, context: RpcContext
@@ -181,6 +183,20 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
             async with conn.transaction(readonly=True):
                 async for chunk in report.csv_chunks(conn, day, providers):
                     yield httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
+
+    async def GetPaymentAnalytics(
+        self, request: pb.GetPaymentAnalyticsRequest, context: RpcContext
+    ) -> pb.PaymentAnalytics:
+        require_admin(context)
+        return await self._reporting.analytics(request, merchant_id=None)
+
+    async def ExportTransactionsReport(
+        self, request: pb.ExportTransactionsReportRequest, context: RpcContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        require_admin(context)
+        merchant_id = admin_report_merchant(request)
+        async for chunk in self._reporting.transactions(request, merchant_id=merchant_id):
+            yield chunk
 
     async def _run(self, result: IngestResult) -> pb.ReconciliationRun:
         async with self._pool.acquire() as conn:

@@ -158,9 +158,10 @@ _WELL_FORMED = f"""
         ~ '^{_FIELD},{_FIELD},{_AMOUNT_DIGITS},{_AMOUNT_DIGITS},{_AMOUNT_DIGITS}$'
 """
 
-# The first line that breaks a rule, and which rule (in the order a reader checks a line).
-# Built from this module's constants only: no input reaches the text.
-VIOLATION = f"""
+# The first line that breaks a rule, and which rule (in the order a reader checks a line),
+# among the lines `{lines}` selects. Built from this module's constants only: no input
+# reaches the text.
+_VIOLATION = f"""
 WITH first_line AS (
     SELECT settlement_id, utr, settled_at FROM incoming_lines ORDER BY line_number LIMIT 1
 )
@@ -191,11 +192,106 @@ SELECT line_number, problem FROM (
             THEN 'method must be one of {", ".join(sorted(METHODS))}'
     END AS problem
     FROM incoming_lines i CROSS JOIN first_line f
+    {{lines}}
 ) checked
 WHERE problem IS NOT NULL
 ORDER BY line_number
 LIMIT 1
 """  # noqa: S608
+# Every line of the file.
+VIOLATION = _VIOLATION.replace("{lines}", "")
+# Only the lines numbered in $1 (bigint[]): those LineScreen could not clear.
+VIOLATION_AMONG = _VIOLATION.replace("{lines}", "WHERE i.line_number = ANY($1::bigint[])")
+
+
+class LineScreen:
+    """Clears, while the file streams to PostgreSQL, the lines that are plainly well formed, so
+    that the database judges rule by rule only the others (`suspects`).
+
+    A plainly well-formed line is what `_WELL_FORMED` accepts, as one regular expression over
+    the raw bytes: the first data line's settled_at, settlement_id and utr repeated, every
+    other field in its strictest form, no quoting. The screen runs in the reading process,
+    beside the database's work on the previous block, so most of the validation costs no time
+    on the database's critical path. A file it cannot follow line for line (quotes, which may
+    hide a line break; a bare carriage return; too many suspects) is judged whole by the
+    database (`everything`), as it would be without the screen: the screen only ever skips
+    lines the database would have cleared too.
+    """
+
+    MAX_SUSPECTS = 10_000
+    _FIELD = rb"[A-Za-z0-9_.:/-]{1,%d}" % _MAX_REFERENCE
+    _AMOUNT = rb"(?:0|[1-9][0-9]{0,%d})\.[0-9][0-9]" % (_MAX_RUPEES - 4)
+    _FIRST = re.compile(rb"(?:[^,]*,){7}([^,]*),([^,]*),([^,]*),[^,]*\r?")
+
+    def __init__(self) -> None:
+        self.suspects: list[int] = []
+        self.everything = False
+        self._line = 2  # the number of the next line to screen (the header is line 1)
+        self._carry = b""
+        self._fast: re.Pattern[bytes] | None = None
+
+    def _pattern(self, first_line: bytes) -> re.Pattern[bytes] | None:
+        shared = self._FIRST.fullmatch(first_line)
+        if shared is None:
+            return None
+        settled_at, settlement_id, utr = (re.escape(field) for field in shared.groups())
+        types = b"|".join(t.encode() for t in LINE_TYPES)
+        methods = b"|".join(m.encode() for m in sorted(METHODS))
+        return re.compile(
+            b"%s,%s,(?:%s),%s,%s,%s,%s,%s,%s,%s,(?:%s)\r?"
+            % (
+                self._FIELD,
+                self._FIELD,
+                types,
+                self._AMOUNT,
+                self._AMOUNT,
+                self._AMOUNT,
+                CURRENCY.encode(),
+                settled_at,
+                settlement_id,
+                utr,
+                methods,
+            )
+        )
+
+    def feed(self, block: bytes) -> None:
+        """The next block of the file after its header line."""
+        if self.everything:
+            return
+        if b'"' in block or block.count(b"\r") != block.count(b"\r\n"):
+            self.everything = True
+            return
+        text = self._carry + block
+        end = text.rfind(b"\n")
+        if end < 0:
+            self._carry = text
+            return
+        self._carry = text[end + 1 :]
+        self._screen(text[:end].split(b"\n"))
+
+    def finish(self) -> None:
+        """The end of the file: its last line may have no line break."""
+        if self._carry and not self.everything:
+            self._screen([self._carry])
+        self._carry = b""
+
+    def _screen(self, lines: list[bytes]) -> None:
+        if self._fast is None:
+            # The first line is always judged by the database: it sets the shared fields.
+            self.suspects.append(self._line)
+            self._fast = self._pattern(lines[0])
+            if self._fast is None:
+                self.everything = True
+                return
+            self._line += 1
+            lines = lines[1:]
+        match = self._fast.fullmatch
+        start = self._line
+        self.suspects.extend(n for n, line in enumerate(lines, start) if match(line) is None)
+        self._line = start + len(lines)
+        if len(self.suspects) > self.MAX_SUSPECTS:
+            self.everything = True
+
 
 _COPY_LINE = re.compile(r"\bline (\d+)")
 

@@ -449,11 +449,19 @@ class Acquirers:
 
 
 class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
-    def __init__(self, acquirers: Acquirers, acs: Acs, sandbox_public_url: str) -> None:
+    def __init__(
+        self,
+        acquirers: Acquirers,
+        acs: Acs,
+        sandbox_public_url: str,
+        on_chargeback_capture: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._acquirers = acquirers
         self._acs = acs
         self._public_url = sandbox_public_url.rstrip("/")
         self._timers = BackgroundTasks()
+        # Called with (gateway, payment id) when a CHARGEBACK card's payment is captured.
+        self._on_chargeback_capture = on_chargeback_capture
 
     async def Authorize(
         self, request: cards_pb2.AuthorizeRequest, context: RpcContext
@@ -485,6 +493,8 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
             emi_tenure_months=request.emi_tenure_months,
             notes=dict(request.notes),
         )
+        if created and authorization.captured_paisa:
+            self._captured(gateway, authorization)
         late = 0.0
         if card.outcome is CardOutcome.SLOW_AUTHORIZATION:
             late = magic.CARD_SLOW_AUTHORIZATION_SECONDS
@@ -516,6 +526,8 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
         result = self._acquirers.capture(
             gateway, request.acquirer_txn_id, request.payment_id, request.amount_paisa
         )
+        if result.applied:
+            self._captured(gateway, self._acquirers.get(gateway, request.payment_id))
         if result.applied and self._outcome(gateway, request) is CardOutcome.CAPTURE_TIMEOUT:
             await answer_late(
                 magic.CARD_HANG_SECONDS, "Capture", gateway=gateway, payment_id=request.payment_id
@@ -633,6 +645,13 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
 
     async def aclose(self) -> None:
         await self._timers.aclose()
+
+    def _captured(self, gateway: str, authorization: Authorization) -> None:
+        if (
+            authorization.card.outcome is CardOutcome.CHARGEBACK
+            and self._on_chargeback_capture is not None
+        ):
+            self._on_chargeback_capture(gateway, authorization.payment_id)
 
     def _outcome(
         self, gateway: str, request: cards_pb2.CaptureRequest | cards_pb2.VoidRequest

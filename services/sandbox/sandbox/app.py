@@ -9,6 +9,7 @@ from gateway_core.config import Settings
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import (
     cards_pb2_grpc,
+    disputes_pb2_grpc,
     netbanking_pb2_grpc,
     upi_pb2_grpc,
     wallets_pb2_grpc,
@@ -17,6 +18,7 @@ from sandbox import magic, netbanking, upi, wallets
 from sandbox.acquirers import GATEWAYS, Acquirers, CardAcquirerServicer
 from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
+from sandbox.disputes import DisputeDesk, DisputeNetworkServicer
 from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
 from sandbox.settlements import CARD, NET_BANKING, UPI, WALLET, ProviderInfo, SettlementReports
 from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
@@ -52,9 +54,17 @@ class Sandbox:
         self.wallets = WalletBook()
         self.acs = Acs(on_final=self._acs_final, challenge_ttl_seconds=acs_challenge_ttl_seconds)
         self.acquirers = Acquirers(self.acs)
+        self.disputes = DisputeDesk(
+            self.acquirers,
+            self.upi,
+            self.callbacks,
+            respond_within_seconds=settings.sandbox_dispute_respond_within_seconds,
+            decision_delay_seconds=settings.sandbox_dispute_decision_delay_ms / 1000,
+        )
+        self._chargeback_delay = settings.sandbox_chargeback_delay_ms / 1000
         self.settlements = SettlementReports(
             PROVIDERS,
-            (self.upi, self.acquirers, self.wallets, self.banks),
+            (self.upi, self.acquirers, self.wallets, self.banks, self.disputes),
             cycle_days=settings.sandbox_settlement_cycle_days,
             # Settlement ids and UTRs differ from one sandbox run to the next, as a
             # restarted sandbox's books do.
@@ -69,11 +79,18 @@ class Sandbox:
             books=(self.upi, self.wallets, self.banks, self.acquirers),
             settlements=self.settlements,
             report_keys=settings.report_keys(),
+            disputes=self.disputes,
         )
         self._upi_servicer = UpiCoreServicer(self.upi)
         self._card_servicer = CardAcquirerServicer(
-            self.acquirers, self.acs, settings.sandbox_public_url
+            self.acquirers,
+            self.acs,
+            settings.sandbox_public_url,
+            on_chargeback_capture=lambda gateway, payment_id: self.disputes.raise_later(
+                gateway, payment_id, self._chargeback_delay
+            ),
         )
+        self._dispute_servicer = DisputeNetworkServicer(self.disputes)
         self._wallet_servicer = WalletProviderServicer(self.wallets)
         self._netbanking_servicer = NetBankingServicer(self.banks, settings.sandbox_public_url)
 
@@ -98,6 +115,11 @@ class Sandbox:
             netbanking_pb2_grpc.add_NetBankingServiceServicer_to_server,
             self._netbanking_servicer,
         )
+        app.add_service(
+            "paygate.sandbox.v1.DisputeNetworkService",
+            disputes_pb2_grpc.add_DisputeNetworkServiceServicer_to_server,
+            self._dispute_servicer,
+        )
         app.add_background_task("http", self.web.serve)
         app.on_shutdown(self.aclose)
 
@@ -106,6 +128,7 @@ class Sandbox:
         await self._upi_servicer.aclose()
         await self._card_servicer.aclose()
         await self._wallet_servicer.aclose()
+        await self.disputes.aclose()
         await self.callbacks.aclose()
 
     def _upi_final(self, txn: UpiTransaction) -> None:

@@ -205,6 +205,9 @@ class CardOutcome(StrEnum):
     CAPTURE_TIMEOUT = "capture_timeout"  # the capture is applied; its answer hangs
     VOID_TIMEOUT = "void_timeout"  # the void is applied; its answer hangs
     VOID_REFUSED = "void_refused"  # Void answers FAILED; the authorization stays capturable
+    # Approved frictionless; SANDBOX_CHARGEBACK_DELAY_MS after its capture the acquirer raises a
+    # chargeback (a dispute) on it.
+    CHARGEBACK = "chargeback"
 
 
 MAGIC_CARDS: dict[str, CardOutcome] = {
@@ -225,6 +228,7 @@ MAGIC_CARDS: dict[str, CardOutcome] = {
     "4000000000005241": CardOutcome.CAPTURE_TIMEOUT,
     "4000000000005340": CardOutcome.VOID_TIMEOUT,
     "4000000000005399": CardOutcome.VOID_REFUSED,
+    "4000000000000259": CardOutcome.CHARGEBACK,
 }
 
 # The acquirers that answer UNAVAILABLE to Authorize (as if down), per card outcome.
@@ -260,6 +264,18 @@ DECLINE_EXPIRED_CARD = CardDecline("54", "expired_card")
 DECLINE_INCORRECT_CVC = CardDecline("N7", "incorrect_cvc")
 # 3-D Secure data that does not match what the ACS issued for this payment and card.
 DECLINE_AUTHENTICATION_FAILED = CardDecline("05", "authentication_failed")
+
+
+# --- Disputes ------------------------------------------------------------------------------
+
+# Reason codes a dispute may carry: card network codes (Visa, Mastercard) for card payments,
+# NPCI UDIR codes for UPI. The first of each is the default.
+CARD_CHARGEBACK_REASONS: tuple[str, ...] = ("4853", "4837", "4855", "10.4", "13.1", "13.3")
+CARD_CHARGEBACK_REASON = CARD_CHARGEBACK_REASONS[0]
+UPI_DISPUTE_REASONS: tuple[str, ...] = ("U008", "U021", "U022", "U023")
+UPI_DISPUTE_REASON = UPI_DISPUTE_REASONS[0]
+# Evidence whose summary contains this wins the dispute; any other evidence loses it.
+WINNING_EVIDENCE = "winning_evidence"
 
 
 def card_outcome(card_number: str) -> CardOutcome:

@@ -90,9 +90,11 @@ class Settleable:
 
     provider: str
     method: str
-    type: str  # "payment" or "refund"
-    provider_reference: str  # the provider's transaction (or refund) reference
-    merchant_reference: str  # the gateway's payment id (payment) or refund id (refund)
+    type: str  # "payment", "refund" or "chargeback"
+    # The provider's transaction (refund, dispute case) reference.
+    provider_reference: str
+    # The gateway's payment id (payment, chargeback) or refund id (refund).
+    merchant_reference: str
     payment_id: str
     amount_paisa: int
     at: float  # when the money moved (capture, debit, refund), epoch seconds
@@ -258,12 +260,12 @@ def build_file(
 
 
 def _lines(entry: Settleable, instruction: Instruction | None, salt: str) -> list[SettlementLine]:
-    if entry.type == "refund":
+    if entry.type in ("refund", "chargeback"):
         return [
             SettlementLine(
                 provider_reference=entry.provider_reference,
                 merchant_reference=entry.merchant_reference,
-                type="refund",
+                type=entry.type,
                 amount_paisa=entry.amount_paisa,
                 fee_paisa=0,
                 tax_paisa=0,

@@ -35,6 +35,7 @@ from gateway_core.logging import get_logger
 from sandbox import acs as acs_module
 from sandbox.acs import Acs, Authentication, AuthenticationStatus
 from sandbox.books import KeepsBooks, books_document
+from sandbox.disputes import DisputeDesk
 from sandbox.netbanking import (
     MERCHANT_CANCELLED,
     PAGE_ROUTE,
@@ -109,6 +110,7 @@ class SandboxWeb:
         books: Sequence[KeepsBooks] = (),
         settlements: SettlementReports | None = None,
         report_keys: Mapping[str, str] | None = None,
+        disputes: DisputeDesk | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -118,6 +120,7 @@ class SandboxWeb:
         self._books = books
         self._settlements = settlements
         self._report_keys = dict(report_keys or {})
+        self._disputes = disputes
         self._started = asyncio.Event()
         self.port: int | None = None
 
@@ -138,6 +141,7 @@ class SandboxWeb:
                 web.get("/settlements/providers", self._settlement_providers),
                 web.get("/settlements/{provider}/{day}.csv", self._settlement_file),
                 web.post("/settlements/{provider}/release", self._settlement_release),
+                web.post("/disputes", self._raise_dispute),
             ]
         )
         return app
@@ -320,6 +324,63 @@ class SandboxWeb:
             return _error(409, exc)
         return web.json_response(
             {"provider": provider, "payment_id": payment_id.strip(), "date": day.isoformat()}
+        )
+
+    async def _raise_dispute(self, request: web.Request) -> web.Response:
+        """A dispute on demand: {"provider": ..., "payment_id": ..., and optionally
+        "amount_paisa", "reason_code", "respond_within_seconds", "notify"}. The provider raises
+        it and calls the gateway back at once (unless "notify" is false)."""
+        if self._disputes is None:
+            raise web.HTTPNotFound(text="disputes are not raised here")
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        try:
+            if not isinstance(body, dict):
+                raise InvalidArgument(
+                    'the body must be a JSON object {"provider": ..., "payment_id": ...}',
+                    reason="BAD_REQUEST_BODY",
+                )
+            provider, payment_id = body.get("provider"), body.get("payment_id")
+            amount, reason_code = body.get("amount_paisa", 0), body.get("reason_code", "")
+            within = body.get("respond_within_seconds")
+            notify = body.get("notify", True)
+            if not isinstance(notify, bool):
+                raise InvalidArgument("notify must be true or false")
+            if not isinstance(provider, str) or not isinstance(payment_id, str):
+                raise InvalidArgument(
+                    "provider and payment_id are required", reason="BAD_REQUEST_BODY"
+                )
+            if not isinstance(amount, int) or amount < 0:
+                raise InvalidArgument("amount_paisa must be a whole number of paisa")
+            if not isinstance(reason_code, str):
+                raise InvalidArgument("reason_code must be a string")
+            if within is not None and (not isinstance(within, int | float) or within <= 0):
+                raise InvalidArgument("respond_within_seconds must be a positive number")
+            case = self._disputes.raise_dispute(
+                provider,
+                payment_id,
+                amount_paisa=amount,
+                reason_code=reason_code,
+                respond_within_seconds=within,
+                notify=notify,
+            )
+        except InvalidArgument as exc:
+            return _error(400, exc)
+        except NotFound as exc:
+            return _error(404, exc)
+        except FailedPrecondition as exc:
+            return _error(409, exc)
+        return web.json_response(
+            {
+                "provider": case.provider,
+                "case_reference": case.case_reference,
+                "payment_id": case.payment_id,
+                "amount_paisa": case.amount_paisa,
+                "reason_code": case.reason_code,
+                "status": case.status.value,
+            }
         )
 
     def _reports(self) -> SettlementReports:

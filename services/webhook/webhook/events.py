@@ -2,8 +2,9 @@
 
 The event types are those the orchestrator publishes on `payments.events` (README), plus
 `webhook.test`, which only the test endpoint sends. A delivery's body is the Standard Webhooks
-payload `{"type", "timestamp", "data"}`: `data` is the payment (or, for `refund.*`, the refund)
-as of the event, with the payment's event `sequence` so a receiver can drop a stale status.
+payload `{"type", "timestamp", "data"}`: `data` is the payment (or, for `refund.*`, the refund;
+for `dispute.*`, the dispute) as of the event, with the payment's event `sequence` so a
+receiver can drop a stale status.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "refund.created",
     "refund.processed",
     "refund.failed",
+    "dispute.created",
+    "dispute.under_review",
+    "dispute.won",
+    "dispute.lost",
+    "dispute.accepted",
 )
 _KNOWN = frozenset(EVENT_TYPES)
 MAX_EVENTS = len(EVENT_TYPES)
@@ -87,9 +93,12 @@ def parse_event(value: bytes) -> PaymentEvent:
     if not all(isinstance(v, str) and v for v in (event_id, event_type, merchant_id)):
         raise MalformedEvent("event_id, type and merchant_id must be non-empty strings")
     sequence = int(document.get("sequence") or 0)
-    snapshot: dict[str, Any] = (
-        dict(document.get("refund") or {}) if event_type.startswith("refund.") else dict(payment)
-    )
+    if event_type.startswith("refund."):
+        snapshot = dict(document.get("refund") or {})
+    elif event_type.startswith("dispute."):
+        snapshot = dict(document.get("dispute") or {})
+    else:
+        snapshot = dict(payment)
     snapshot["sequence"] = sequence
     return PaymentEvent(
         event_id=event_id,

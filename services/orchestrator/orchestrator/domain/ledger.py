@@ -21,6 +21,12 @@ settlement file): Cr provider clearing (amount); Dr bank (amount - fee - tax); D
 (fee + tax). Settlement of a refund: Dr provider clearing; Cr bank. Zero-amount lines (UPI has
 no fee) are left out.
 
+Dispute opened (a chargeback): the provider takes the disputed amount back from what it owes us,
+and the merchant pays it and the dispute fee with its GST: Dr merchant payable (amount + fee +
+GST); Cr provider clearing (amount); Cr fee revenue (fee); Cr GST payable (GST). Dispute won:
+the provider gives the amount back and so does the gateway to the merchant (not the fee):
+Dr provider clearing (amount); Cr merchant payable (amount). Lost or accepted: nothing more.
+
 Builders raise ValueError on an entry that cannot be right (unbalanced, mixed currencies): that
 is a bug in the caller, never a client error. migrations/0002_ledger.sql enforces the same
 balance in the database.
@@ -50,6 +56,7 @@ class JournalKind(StrEnum):
     CAPTURE = "capture"
     REFUND = "refund"
     CHARGEBACK = "chargeback"
+    CHARGEBACK_REVERSAL = "chargeback_reversal"
     SETTLEMENT = "settlement"
     ADJUSTMENT = "adjustment"
 
@@ -119,6 +126,8 @@ class Posting:
 
 # Journals that may name a refund: the refund itself, and the settlement of one.
 _KINDS_WITH_REFUND = frozenset({JournalKind.REFUND, JournalKind.SETTLEMENT})
+# Journals that belong to a dispute, and must name it.
+_DISPUTE_KINDS = frozenset({JournalKind.CHARGEBACK, JournalKind.CHARGEBACK_REVERSAL})
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class JournalEntry:
     merchant_id: str
     currency: str
     postings: tuple[Posting, ...]
+    dispute_id: str | None = None  # chargeback and chargeback_reversal entries only
 
     def __post_init__(self) -> None:
         if not self.payment_id or not self.merchant_id:
@@ -138,6 +148,8 @@ class JournalEntry:
             raise ValueError(f"{self.journal_id}: a refund entry needs its refund_id")
         if self.refund_id is not None and self.kind not in _KINDS_WITH_REFUND:
             raise ValueError(f"{self.journal_id}: a refund_id goes with refund entries only")
+        if (self.dispute_id is not None) != (self.kind in _DISPUTE_KINDS):
+            raise ValueError(f"{self.journal_id}: a dispute_id goes with dispute entries only")
         if len(self.postings) < 2:
             raise ValueError(f"{self.journal_id}: an entry needs at least two postings")
         for posting in self.postings:
@@ -302,6 +314,67 @@ def refund_settlement_entry(
     )
 
 
+def dispute_opened_entry(
+    *,
+    payment_id: str,
+    dispute_id: str,
+    merchant_id: str,
+    provider: str,
+    currency: str,
+    amount_paisa: int,
+    fee: Fee,
+) -> JournalEntry:
+    """A chargeback: the provider keeps the disputed amount back from us; the merchant's payable
+    pays for it, and for the dispute fee and its GST."""
+    if amount_paisa <= 0:
+        raise ValueError(f"dispute {dispute_id}: amount must be positive, got {amount_paisa}")
+    if fee.fee_paisa < 0 or fee.tax_paisa < 0:
+        raise ValueError(f"dispute {dispute_id}: fee {fee} must not be negative")
+    return _entry(
+        journal_id=f"{JournalKind.CHARGEBACK}:{payment_id}:{dispute_id}",
+        kind=JournalKind.CHARGEBACK,
+        payment_id=payment_id,
+        refund_id=None,
+        dispute_id=dispute_id,
+        merchant_id=merchant_id,
+        currency=currency,
+        lines=[
+            (merchant_payable(merchant_id, currency), amount_paisa + fee.total),
+            (provider_clearing(provider, currency), -amount_paisa),
+            (fee_revenue(currency), -fee.fee_paisa),
+            (gst_payable(currency), -fee.tax_paisa),
+        ],
+    )
+
+
+def dispute_won_entry(
+    *,
+    payment_id: str,
+    dispute_id: str,
+    merchant_id: str,
+    provider: str,
+    currency: str,
+    amount_paisa: int,
+) -> JournalEntry:
+    """The merchant won: the provider pays the disputed amount back, and the merchant is owed
+    it again. The dispute fee stays charged."""
+    if amount_paisa <= 0:
+        raise ValueError(f"dispute {dispute_id}: amount must be positive, got {amount_paisa}")
+    return _entry(
+        journal_id=f"{JournalKind.CHARGEBACK_REVERSAL}:{payment_id}:{dispute_id}",
+        kind=JournalKind.CHARGEBACK_REVERSAL,
+        payment_id=payment_id,
+        refund_id=None,
+        dispute_id=dispute_id,
+        merchant_id=merchant_id,
+        currency=currency,
+        lines=[
+            (provider_clearing(provider, currency), amount_paisa),
+            (merchant_payable(merchant_id, currency), -amount_paisa),
+        ],
+    )
+
+
 def _entry(
     *,
     journal_id: str,
@@ -311,8 +384,10 @@ def _entry(
     merchant_id: str,
     currency: str,
     lines: list[tuple[Account, int]],
+    dispute_id: str | None = None,
 ) -> JournalEntry:
     return JournalEntry(
+        dispute_id=dispute_id,
         journal_id=journal_id,
         kind=kind,
         payment_id=payment_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway_core.auth import RpcContext
 from gateway_core.errors import Unauthenticated
+from orchestrator.disputes import CALLBACK_TYPES, Disputes
 from orchestrator.processing import PaymentProcessor
 from paygate.callbacks.v1 import callbacks_pb2, callbacks_pb2_grpc
 
@@ -15,8 +16,9 @@ SIGNATURE_HEADER = "x-provider-signature"
 
 
 class ProviderCallbackServicer(callbacks_pb2_grpc.ProviderCallbackServiceServicer):
-    def __init__(self, processor: PaymentProcessor) -> None:
+    def __init__(self, processor: PaymentProcessor, disputes: Disputes) -> None:
         self._processor = processor
+        self._disputes = disputes
 
     async def ReceiveProviderCallback(
         self, request: callbacks_pb2.ReceiveProviderCallbackRequest, context: RpcContext
@@ -27,9 +29,17 @@ class ProviderCallbackServicer(callbacks_pb2_grpc.ProviderCallbackServiceService
             raise Unauthenticated(
                 f"the {SIGNATURE_HEADER} header is required", reason="MISSING_SIGNATURE"
             )
-        result = await self._processor.handle_callback(
-            request.provider, request.body.data, signature
-        )
+        doc = self._processor.authenticate_callback(request.provider, request.body.data, signature)
+        if doc.get("type") in CALLBACK_TYPES:
+            # A chargeback, or the provider's decision on one: replays change nothing (one
+            # dispute per provider case, decided once).
+            disputed = await self._disputes.on_callback(request.provider, doc)
+            return callbacks_pb2.ReceiveProviderCallbackResponse(
+                applied=disputed.applied,
+                payment_id=disputed.payment.payment_id,
+                status=disputed.payment.status.value,
+            )
+        result = await self._processor.handle_callback(request.provider, doc)
         return callbacks_pb2.ReceiveProviderCallbackResponse(
             applied=result.applied,
             payment_id=result.payment.payment_id,
