@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
-.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks bench-recon recon fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test
+.PHONY: help venv gen run up down status test test-unit test-e2e lint fmt db-migrate db-seed token helm-lint clean bench bench-fraud bench-webhooks bench-recon recon fraud-model image image-test lock run-dev run-prod test-coverage test-integration test-providers load-test chaos
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -143,6 +143,13 @@ bench: gen  ## run the load benchmark (starts its own stack)
 	  $(if $(BENCH_MERCHANTS),--merchants $(BENCH_MERCHANTS)) \
 	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) \
 	  $(if $(BENCH_GATEWAY),--gateway $(BENCH_GATEWAY)) $(BENCH_ARGS)
+
+# CHAOS_SEED (default: a random one, printed), CHAOS_DURATION (seconds of load and faults,
+# default 180), CHAOS_RATE (journeys/s, default 5) and CHAOS_ARGS (any other option) pass through.
+chaos: gen  ## seeded fault injection under load, then the no-loss checks (starts its own stack)
+	$(PY) -m chaos $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
+	  $(if $(CHAOS_DURATION),--duration $(CHAOS_DURATION)) \
+	  $(if $(CHAOS_RATE),--rate $(CHAOS_RATE)) $(CHAOS_ARGS)
 
 # FRAUD_BENCH_ARGS passes options through, e.g. FRAUD_BENCH_ARGS="--rate 500 --skip-grpc".
 bench-fraud: gen  ## fraud scoring latency, in-process and over gRPC (starts its own Valkey)

@@ -1,11 +1,15 @@
 """The service pool's timeouts against a real PostgreSQL: a statement that runs too long and a
 wait for a connection that never comes free both end in DatabaseTimeout (UNAVAILABLE, HTTP
 503, retryable) within their bound, whichever way the pool is used, and the pool keeps working.
+A connection the database loses (a restart) or refuses is DatabaseUnavailable: also a
+retryable 503, never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,7 +19,7 @@ import pytest
 
 from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
-from gateway_core.db import DatabaseTimeout, create_pool
+from gateway_core.db import DatabaseTimeout, DatabaseUnavailable, create_pool
 from gateway_core.errors import Unavailable
 
 COMMAND_TIMEOUT = 0.5
@@ -63,11 +67,11 @@ async def fails_in_time(call: Awaitable[object], bound: float) -> DatabaseTimeou
     return info.value
 
 
-def is_retryable_unavailable(error: DatabaseTimeout) -> None:
+def is_retryable_unavailable(error: Unavailable, reason: str = "DATABASE_TIMEOUT") -> None:
     assert isinstance(error, Unavailable)
     assert error.grpc_code == grpc.StatusCode.UNAVAILABLE
     assert error.http_status == 503
-    assert error.reason == "DATABASE_TIMEOUT"
+    assert error.reason == reason
     assert "retry" in error.message
 
 
@@ -190,3 +194,105 @@ async def test_an_explicit_acquire_timeout_still_wins(single: asyncpg.Pool) -> N
             async with single.acquire(timeout=0.05):
                 pass
         assert time.monotonic() - started < ACQUIRE_TIMEOUT
+
+
+# -- a database lost or out of reach ------------------------------------------------------------
+
+
+async def superuser(server: ScratchServer) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=str(server.instance.socket_dir), port=server.port, user="postgres", database="postgres"
+    )
+
+
+async def end_sessions(admin: asyncpg.Connection, application_name: str) -> None:
+    """What a database restart does to every open session of the pool."""
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        application_name,
+    )
+
+
+async def test_a_transaction_whose_connection_the_database_ends_is_a_retryable_error(
+    database: Settings, postgres_server: ScratchServer
+) -> None:
+    name = "pool-tests-lost-transaction"
+    lost = await create_pool(database, "orchestrator", name)
+    admin = await superuser(postgres_server)
+
+    async def cut_off_mid_transaction() -> None:
+        async with lost.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO merchants (merchant_id, name, vpa) VALUES ($1, $1, $1)", "MER_lost"
+            )
+            await end_sessions(admin, name)
+            await conn.execute("SELECT 1")
+
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await cut_off_mid_transaction()
+        is_retryable_unavailable(info.value, "DATABASE_UNAVAILABLE")
+        # Nothing of it committed. (Each idle connection the restart ended fails its next use
+        # the same retryable way, then the pool has replaced it: retry, as a client does.)
+        for _ in range(database.db_max_open_conns + 1):
+            with contextlib.suppress(DatabaseUnavailable):
+                left = await lost.fetchval(
+                    "SELECT count(*) FROM merchants WHERE merchant_id = 'MER_lost'"
+                )
+                break
+        assert left == 0
+    finally:
+        await admin.close()
+        await lost.close()
+
+
+async def test_a_connection_the_database_ends_mid_statement_is_a_retryable_error(
+    pool: asyncpg.Pool, postgres_server: ScratchServer
+) -> None:
+    admin = await superuser(postgres_server)
+    try:
+        running = asyncio.create_task(
+            pool.fetchval(f"SELECT pg_sleep({SLEEP_SECONDS})", timeout=30)
+        )
+        deadline = time.monotonic() + PATIENCE
+        while not await sleepers(pool):
+            assert time.monotonic() < deadline, "the statement never started"
+            await asyncio.sleep(0.05)
+        # What a database restart does to every open session.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()"
+        )
+        with pytest.raises(DatabaseUnavailable) as info:
+            await asyncio.wait_for(running, PATIENCE)
+    finally:
+        await admin.close()
+    is_retryable_unavailable(info.value, "DATABASE_UNAVAILABLE")
+    # The pool replaces the lost connection by itself.
+    assert await pool.fetchval("SELECT 1") == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port  # closed again on leaving: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "use",
+    [lambda pool: pool.fetchval("SELECT 1"), acquire_with_async_with, acquire_with_await],
+    ids=["fetchval", "async-with-acquire", "await-acquire"],
+)
+async def test_a_database_that_refuses_connections_is_a_retryable_error(
+    database: Settings, use: Callable[[asyncpg.Pool], Awaitable[object]]
+) -> None:
+    # No idle connections: the pool connects on first use, when the database is down.
+    settings = database.model_copy(update={"db_port": closed_port(), "db_max_idle_conns": 0})
+    unreachable = await create_pool(settings, "orchestrator", "pool-tests-unreachable")
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await asyncio.wait_for(use(unreachable), PATIENCE)
+    finally:
+        await unreachable.close()
+    is_retryable_unavailable(info.value, "DATABASE_UNAVAILABLE")

