@@ -78,3 +78,18 @@ def test_valid_vpas(vpa: str) -> None:
 )
 def test_malformed_vpas(vpa: str) -> None:
     assert not is_valid_vpa(vpa)
+
+
+def test_a_polled_payments_code_is_rendered_once() -> None:
+    link = pay_link(
+        payee_vpa="demostore@paygate",
+        payee_name="Demo",
+        amount_paisa=12345,
+        currency="INR",
+        note="",
+        transaction_ref="PAY_POLLED",
+    )
+    first = qr_png_data_url(link)
+    hits = qr_png_data_url.cache_info().hits
+    assert qr_png_data_url(link) is first
+    assert qr_png_data_url.cache_info().hits == hits + 1
