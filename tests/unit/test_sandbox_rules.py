@@ -15,7 +15,8 @@ from sandbox.books import books_document
 from sandbox.magic import UPI_LATE_OUTCOME_SECONDS, WALLET_OFFERS, upi_outcome
 from sandbox.netbanking import BankPayment, BankPaymentStatus, NetBanks
 from sandbox.upi import UpiStatus, UpiSwitch, UpiTransaction
-from sandbox.wallets import DebitStatus, RefundStatus, WalletBook
+from sandbox.refunds import RefundStatus
+from sandbox.wallets import DebitStatus, WalletBook
 
 DELAY = 1.0
 
@@ -179,8 +180,9 @@ def test_refunds_never_exceed_the_amount_and_replay_by_refund_ref(
     switch: UpiSwitch, clock: Clock
 ) -> None:
     initiate(switch, "success@upi")
-    with pytest.raises(FailedPrecondition, match="only SUCCESS"):
+    with pytest.raises(FailedPrecondition) as unpaid:
         switch.refund("PAY_1", "RF_0", 1_000)
+    assert unpaid.value.reason == "TRANSACTION_NOT_SUCCESSFUL"
     clock.now += DELAY
 
     first = switch.refund("PAY_1", "RF_1", 6_000)
@@ -367,7 +369,7 @@ def test_a_refund_failing_wallet_refunds_nothing() -> None:
 
     assert (refund.status, refund.failure_code) == (RefundStatus.FAILED, "REFUND_NOT_ALLOWED")
     assert (created, created_again, again) == (True, False, refund)
-    assert debit.refunded_paisa == 0
+    assert book.refunded_paisa("PHONEPE", "PAY_1") == 0
     assert book.balance("PHONEPE", phone) == magic.AMPLE_BALANCE_PAISA - 10_000
 
 

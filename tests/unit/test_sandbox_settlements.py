@@ -310,7 +310,7 @@ def test_the_providers_books_feed_their_files() -> None:
     )
     switch.initiate("PAY_U_FAIL", "failure@upi", 10_000, "INTENT", "", None)
     now[0] += 1
-    switch.refund("PAY_U", "RFD_U", 2_500)
+    upi_refund = switch.refund("PAY_U", "RFD_U", 2_500)
     acquirers = Acquirers(Acs(on_final=lambda a: None, clock=clock), clock=clock)
     problems = Violations()
     card = read_card(
@@ -351,7 +351,7 @@ def test_the_providers_books_feed_their_files() -> None:
     assert lines("razorpay") == lines("paytm") == []
     upi_refs = [line.provider_reference for line in reports.file("upi_core", DAY).lines]
     assert upi_refs[0] == switch.get("PAY_U").upi_txn_id
-    assert upi_refs[2] == switch.get("PAY_U").refunds["RFD_U"].upi_refund_id
+    assert upi_refs[2] == upi_refund.provider_refund_id
 
 
 def test_release_moves_only_an_omitted_payment_to_a_day_not_before_its_own() -> None:

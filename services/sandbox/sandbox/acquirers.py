@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -34,6 +34,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card, card_number_problem, read_card
 from sandbox.faults import answer_late
 from sandbox.magic import CardDecline, CardOutcome
+from sandbox.refunds import Refund, RefundBook, RefundTerms
 from sandbox.settlements import CARD, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
@@ -45,6 +46,15 @@ EMI_TENURES = frozenset({0, 3, 6, 9, 12, 18, 24})
 # Prefix of each acquirer's transaction ids.
 _TXN_PREFIX = {"razorpay": "RZP", "payu": "PAYU", "ccavenue": "CCAV"}
 GATEWAYS = tuple(_TXN_PREFIX)
+
+
+def refund_terms(gateway: str) -> RefundTerms:
+    return RefundTerms(
+        reference_prefix=_TXN_PREFIX[gateway] + "RF",
+        not_paid="NOT_CAPTURED",
+        exceeds_paid="REFUND_EXCEEDS_CAPTURE",
+    )
+
 
 Clock = Callable[[], float]
 
@@ -65,11 +75,6 @@ class CaptureStatus(StrEnum):
 
 class VoidStatus(StrEnum):
     VOIDED = "VOIDED"
-    FAILED = "FAILED"
-
-
-class RefundStatus(StrEnum):
-    PROCESSED = "PROCESSED"
     FAILED = "FAILED"
 
 
@@ -102,17 +107,6 @@ class VoidResult:
     applied: bool = False
 
 
-@dataclass(frozen=True)
-class CardRefund:
-    refund_id: str
-    payment_id: str
-    amount_paisa: int
-    status: RefundStatus
-    acquirer_refund_id: str = ""
-    failure_code: str = ""
-    processed_at: float = 0.0
-
-
 @dataclass
 class Authorization:
     gateway: str
@@ -134,17 +128,10 @@ class Authorization:
     captured_paisa: int = 0
     captured_at: float | None = None
     voided: bool = False
-    refunds: dict[str, CardRefund] = field(default_factory=dict)
     # The merchant's notes on the payment (its metadata, passed on by the gateway).
     notes: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def refunded_paisa(self) -> int:
-        return sum(
-            r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
-        )
-
-    def to_book(self) -> BookPayment:
+    def to_book(self, refunded_paisa: int) -> BookPayment:
         approved = self.status is AuthorizationStatus.APPROVED
         return BookPayment(
             provider=self.gateway,
@@ -156,10 +143,10 @@ class Authorization:
             authorized_paisa=self.amount_paisa if approved else 0,
             captured_paisa=self.captured_paisa,
             voided=self.voided,
-            refunded_paisa=self.refunded_paisa,
+            refunded_paisa=refunded_paisa,
         )
 
-    def settleable(self) -> list[Settleable]:
+    def settleable(self, refunds: Iterable[Refunded]) -> list[Settleable]:
         """The money the acquirer moved: the capture, and each processed refund."""
         if not self.captured_paisa or self.captured_at is None:
             return []
@@ -171,11 +158,7 @@ class Authorization:
             amount_paisa=self.captured_paisa,
             at=self.captured_at,
             notes=self.notes,
-            refunds=(
-                Refunded(r.acquirer_refund_id, r.refund_id, r.amount_paisa, r.processed_at)
-                for r in self.refunds.values()
-                if r.status is RefundStatus.PROCESSED
-            ),
+            refunds=refunds,
         )
 
     def same_request(
@@ -203,7 +186,9 @@ class Acquirers:
         self._acs = acs
         self._clock = clock
         self._authorizations: dict[tuple[str, str], Authorization] = {}
-        self._refunds: dict[tuple[str, str], CardRefund] = {}
+        self._refunds = {
+            gateway: RefundBook(gateway, refund_terms(gateway), clock) for gateway in GATEWAYS
+        }
 
     def authorize(
         self,
@@ -351,36 +336,12 @@ class Acquirers:
         payment_id: str,
         refund_id: str,
         amount_paisa: int,
-    ) -> CardRefund:
-        """Refund once per refund id; never more than was captured, over all refunds."""
+    ) -> Refund:
+        """Refund by the sandbox's refund rules (sandbox.refunds): only what was captured."""
         authorization = self._find(gateway, acquirer_txn_id, payment_id)
-        known = self._refunds.get((gateway, refund_id))
-        if known is not None:
-            if (known.payment_id, known.amount_paisa) != (payment_id, amount_paisa):
-                raise AlreadyExists(
-                    f"refund {refund_id} was requested with other details",
-                    reason="DUPLICATE_REFUND_ID",
-                )
-            return known
-        failure = ""
-        if not authorization.captured_paisa:
-            failure = "NOT_CAPTURED"
-        elif authorization.refunded_paisa + amount_paisa > authorization.captured_paisa:
-            failure = "REFUND_EXCEEDS_CAPTURE"
-        refund = (
-            CardRefund(refund_id, payment_id, amount_paisa, RefundStatus.FAILED, "", failure)
-            if failure
-            else CardRefund(
-                refund_id,
-                payment_id,
-                amount_paisa,
-                RefundStatus.PROCESSED,
-                acquirer_refund_id=new_id(_TXN_PREFIX[gateway] + "RF"),
-                processed_at=self._clock(),
-            )
+        refund, _ = self._refunds[gateway].refund(
+            payment_id, refund_id, amount_paisa, paid_paisa=authorization.captured_paisa
         )
-        self._refunds[(gateway, refund_id)] = refund
-        authorization.refunds[refund_id] = refund
         log.info(
             "card refund",
             gateway=gateway,
@@ -392,22 +353,23 @@ class Acquirers:
         )
         return refund
 
+    def refunded_paisa(self, gateway: str, payment_id: str) -> int:
+        return self._refunds[gateway].refunded_paisa(payment_id)
+
     def booked_payments(self) -> list[BookPayment]:
-        return [authorization.to_book() for authorization in self._authorizations.values()]
+        return [
+            authorization.to_book(self.refunded_paisa(gateway, payment_id))
+            for (gateway, payment_id), authorization in self._authorizations.items()
+        ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [
-            BookRefund(
-                gateway, refund.payment_id, refund_id, refund.amount_paisa, refund.status.value
-            )
-            for (gateway, refund_id), refund in self._refunds.items()
-        ]
+        return [entry for book in self._refunds.values() for entry in book.booked_refunds()]
 
     def settleable(self) -> list[Settleable]:
         return [
             entry
-            for authorization in self._authorizations.values()
-            for entry in authorization.settleable()
+            for (gateway, payment_id), authorization in self._authorizations.items()
+            for entry in authorization.settleable(self._refunds[gateway].settleable(payment_id))
         ]
 
     def _find(self, gateway: str, acquirer_txn_id: str, payment_id: str) -> Authorization:
@@ -573,7 +535,7 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
         )
         return cards_pb2.RefundCardPaymentResponse(
             status=refund.status.value,
-            acquirer_refund_id=refund.acquirer_refund_id,
+            acquirer_refund_id=refund.provider_refund_id,
             failure_code=refund.failure_code,
         )
 

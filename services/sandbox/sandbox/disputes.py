@@ -227,7 +227,7 @@ class DisputeDesk:
                     " disputed",
                     reason="NOT_CAPTURED",
                 )
-            return UPI, txn.amount_paisa - txn.refunded_paisa - taken
+            return UPI, txn.amount_paisa - self._switch.refunded_paisa(payment_id) - taken
         if provider not in magic.CARD_GATEWAYS:
             raise InvalidArgument(
                 f"provider must be {upi.PROVIDER} or one of {', '.join(magic.CARD_GATEWAYS)}",
@@ -238,7 +238,8 @@ class DisputeDesk:
             raise FailedPrecondition(
                 f"payment {payment_id} was not captured at {provider}", reason="NOT_CAPTURED"
             )
-        return CARD, authorization.captured_paisa - authorization.refunded_paisa - taken
+        refunded = self._acquirers.refunded_paisa(provider, payment_id)
+        return CARD, authorization.captured_paisa - refunded - taken
 
     def _case(self, provider: str, case_reference: str, payment_id: str) -> DisputeCase:
         case = self._cases.get((provider, case_reference))

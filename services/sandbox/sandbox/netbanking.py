@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from gateway_core.auth import RpcContext
 from gateway_core.errors import AlreadyExists, NotFound, Unavailable, invalid_field
-from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
 from sandbox import magic
@@ -28,6 +27,7 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import BANKS, DOWN_BANK, FAILING_BANK, HANGING_BANK
+from sandbox.refunds import Refund, RefundBook, RefundTerms
 from sandbox.settlements import NET_BANKING, Refunded, Settleable, money_moved
 from sandbox.validation import CURRENCY, Violations
 
@@ -37,6 +37,12 @@ PROVIDER = "netbanking"
 BANK_DECLINED = "BANK_DECLINED"
 CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
 MERCHANT_CANCELLED = "MERCHANT_CANCELLED"
+REFUND_TERMS = RefundTerms(
+    reference_prefix="NBRF",
+    not_paid="PAYMENT_NOT_SUCCESSFUL",
+    exceeds_paid="REFUND_EXCEEDS_PAYMENT",
+    ids_per_payment=True,
+)
 
 Clock = Callable[[], float]
 
@@ -45,21 +51,6 @@ class BankPaymentStatus(StrEnum):
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
-
-
-class RefundStatus(StrEnum):
-    PROCESSED = "PROCESSED"
-    FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class BankRefund:
-    refund_id: str
-    amount_paisa: int
-    status: RefundStatus
-    bank_refund_reference: str = ""
-    failure_code: str = ""
-    processed_at: float = 0.0
 
 
 @dataclass
@@ -73,7 +64,6 @@ class BankPayment:
     bank_reference: str = ""
     failure_code: str = ""
     finished_at: float | None = None
-    refunds: dict[str, BankRefund] = field(default_factory=dict)
     # The merchant's notes on the payment (its metadata, passed on by the gateway).
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -82,22 +72,21 @@ class BankPayment:
         return BANKS[self.bank_code]
 
     @property
-    def refunded_paisa(self) -> int:
-        return sum(
-            r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
-        )
+    def paid_paisa(self) -> int:
+        """What the customer paid: the amount once SUCCESS, else nothing."""
+        return self.amount_paisa if self.status is BankPaymentStatus.SUCCESS else 0
 
-    def to_book(self) -> BookPayment:
+    def to_book(self, refunded_paisa: int) -> BookPayment:
         return BookPayment(
             provider=PROVIDER,
             payment_id=self.payment_id,
             status=self.status.value,
             amount_paisa=self.amount_paisa,
-            charged_paisa=self.amount_paisa if self.status is BankPaymentStatus.SUCCESS else 0,
-            refunded_paisa=self.refunded_paisa,
+            charged_paisa=self.paid_paisa,
+            refunded_paisa=refunded_paisa,
         )
 
-    def settleable(self) -> list[Settleable]:
+    def settleable(self, refunds: Iterable[Refunded]) -> list[Settleable]:
         """The money the bank moved: the payment once SUCCESS, and each processed refund."""
         if self.status is not BankPaymentStatus.SUCCESS or self.finished_at is None:
             return []
@@ -109,11 +98,7 @@ class BankPayment:
             amount_paisa=self.amount_paisa,
             at=self.finished_at,
             notes=self.notes,
-            refunds=(
-                Refunded(r.bank_refund_reference, r.refund_id, r.amount_paisa, r.processed_at)
-                for r in self.refunds.values()
-                if r.status is RefundStatus.PROCESSED
-            ),
+            refunds=refunds,
         )
 
     def return_to(self) -> str:
@@ -143,6 +128,7 @@ class NetBanks:
         self._on_final = on_final
         self._clock = clock
         self._payments: dict[str, BankPayment] = {}
+        self._refunds = RefundBook(PROVIDER, REFUND_TERMS, clock)
 
     def initiate(
         self,
@@ -207,52 +193,32 @@ class NetBanks:
             payment.finished_at = self._clock()
         return payment
 
-    def refund(
-        self, bank_code: str, payment_id: str, refund_id: str, amount_paisa: int
-    ) -> BankRefund:
-        """Refund once per refund id; never more than was paid, over all refunds."""
+    def refund(self, bank_code: str, payment_id: str, refund_id: str, amount_paisa: int) -> Refund:
+        """Refund by the sandbox's refund rules (sandbox.refunds): only a SUCCESS payment."""
         payment = self.get(bank_code, payment_id)
-        known = payment.refunds.get(refund_id)
-        if known is not None:
-            if known.amount_paisa != amount_paisa:
-                raise AlreadyExists(
-                    f"refund {refund_id} was requested with another amount",
-                    reason="DUPLICATE_REFUND_ID",
-                )
-            return known
-        failure = ""
-        if payment.status is not BankPaymentStatus.SUCCESS:
-            failure = "PAYMENT_NOT_SUCCESSFUL"
-        elif payment.refunded_paisa + amount_paisa > payment.amount_paisa:
-            failure = "REFUND_EXCEEDS_PAYMENT"
-        refund = (
-            BankRefund(refund_id, amount_paisa, RefundStatus.FAILED, failure_code=failure)
-            if failure
-            else BankRefund(
-                refund_id,
-                amount_paisa,
-                RefundStatus.PROCESSED,
-                bank_refund_reference=new_id("NBRF"),
-                processed_at=self._clock(),
-            )
+        refund, _ = self._refunds.refund(
+            payment_id, refund_id, amount_paisa, paid_paisa=payment.paid_paisa
         )
-        payment.refunds[refund_id] = refund
         return refund
 
+    def refunded_paisa(self, payment_id: str) -> int:
+        return self._refunds.refunded_paisa(payment_id)
+
     def booked_payments(self) -> list[BookPayment]:
-        return [payment.to_book() for payment in self._payments.values()]
+        return [
+            payment.to_book(self._refunds.refunded_paisa(payment.payment_id))
+            for payment in self._payments.values()
+        ]
 
     def settleable(self) -> list[Settleable]:
-        return [entry for payment in self._payments.values() for entry in payment.settleable()]
+        return [
+            entry
+            for payment in self._payments.values()
+            for entry in payment.settleable(self._refunds.settleable(payment.payment_id))
+        ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [
-            BookRefund(
-                PROVIDER, payment.payment_id, refund_id, refund.amount_paisa, refund.status.value
-            )
-            for payment in self._payments.values()
-            for refund_id, refund in payment.refunds.items()
-        ]
+        return self._refunds.booked_refunds()
 
 
 class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
@@ -334,7 +300,7 @@ class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
         )
         return netbanking_pb2.RefundNetBankingPaymentResponse(
             status=refund.status.value,
-            bank_refund_reference=refund.bank_refund_reference,
+            bank_refund_reference=refund.provider_refund_id,
             failure_code=refund.failure_code,
         )
 

@@ -15,13 +15,13 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from gateway_core.errors import AlreadyExists, Conflict, NotFound
 from gateway_core.ids import new_id
 from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 from sandbox import magic
@@ -29,11 +29,20 @@ from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.faults import answer_late
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
+from sandbox.refunds import Refund, RefundBook, RefundTerms
 from sandbox.settlements import UPI, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import Violations
 
 PROVIDER = "upi_core"
+REFUND_TERMS = RefundTerms(
+    reference_prefix="UPIRF",
+    not_paid="TRANSACTION_NOT_SUCCESSFUL",
+    exceeds_paid="REFUND_EXCEEDS_AMOUNT",
+    duplicate="DUPLICATE_REFUND_REF",
+    ids_per_payment=True,
+    refusal_is_error=True,
+)
 FLOWS = ("INTENT", "COLLECT")
 
 # What a switch accepts as a VPA at all; malformed ones simply do not exist.
@@ -61,14 +70,6 @@ _PROTO_STATUS = {
 }
 
 
-@dataclass(frozen=True)
-class UpiRefund:
-    refund_ref: str
-    upi_refund_id: str
-    amount_paisa: int
-    refunded_at: float
-
-
 @dataclass
 class UpiTransaction:
     transaction_ref: str
@@ -87,7 +88,6 @@ class UpiTransaction:
     rrn: str = ""
     approval_code: str = ""
     response_code: str = ""
-    refunds: dict[str, UpiRefund] = field(default_factory=dict)
     # The payee's notes on the payment (the merchant's metadata, passed on by the gateway).
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -97,20 +97,21 @@ class UpiTransaction:
         return self.outcome not in (UpiOutcome.TIMEOUT, UpiOutcome.LATE_FAILURE)
 
     @property
-    def refunded_paisa(self) -> int:
-        return sum(r.amount_paisa for r in self.refunds.values())
+    def paid_paisa(self) -> int:
+        """What the payer paid: the amount once SUCCESS, else nothing."""
+        return self.amount_paisa if self.status is UpiStatus.SUCCESS else 0
 
-    def to_book(self) -> BookPayment:
+    def to_book(self, refunded_paisa: int) -> BookPayment:
         return BookPayment(
             provider=PROVIDER,
             payment_id=self.transaction_ref,
             status=self.status.value,
             amount_paisa=self.amount_paisa,
-            charged_paisa=self.amount_paisa if self.status is UpiStatus.SUCCESS else 0,
-            refunded_paisa=self.refunded_paisa,
+            charged_paisa=self.paid_paisa,
+            refunded_paisa=refunded_paisa,
         )
 
-    def settleable(self) -> list[Settleable]:
+    def settleable(self, refunds: Iterable[Refunded]) -> list[Settleable]:
         """The money the switch moved for this transaction: the payment once SUCCESS, and
         each refund."""
         if self.status is not UpiStatus.SUCCESS or self.finished_at is None:
@@ -123,10 +124,7 @@ class UpiTransaction:
             amount_paisa=self.amount_paisa,
             at=self.finished_at,
             notes=self.notes,
-            refunds=(
-                Refunded(r.upi_refund_id, ref, r.amount_paisa, r.refunded_at)
-                for ref, r in self.refunds.items()
-            ),
+            refunds=refunds,
         )
 
     def to_callback(self) -> ProviderCallback:
@@ -165,6 +163,7 @@ class UpiSwitch:
         self._on_final = on_final
         self._clock = clock
         self._transactions: dict[str, UpiTransaction] = {}
+        self._refunds = RefundBook(PROVIDER, REFUND_TERMS, clock)
 
     def now(self) -> float:
         """The switch's clock (wall-clock seconds), which every due time is measured against."""
@@ -271,47 +270,37 @@ class UpiSwitch:
             txn.fail(self._clock(), magic.UPI_CANCELLED_BY_PAYEE)
         return txn
 
-    def refund(self, transaction_ref: str, refund_ref: str, amount_paisa: int) -> UpiRefund:
+    def refund(self, transaction_ref: str, refund_ref: str, amount_paisa: int) -> Refund:
+        """Refund a SUCCESS transaction by the sandbox's refund rules (sandbox.refunds); the
+        switch refuses with an error rather than recording a failed refund."""
         txn = self.get(transaction_ref)
-        known = txn.refunds.get(refund_ref)
-        if known is not None:
-            if known.amount_paisa != amount_paisa:
-                raise AlreadyExists(
-                    f"refund {refund_ref} was requested with another amount",
-                    reason="DUPLICATE_REFUND_REF",
-                )
-            return known
-        if txn.status is not UpiStatus.SUCCESS:
-            raise FailedPrecondition(
-                f"transaction {transaction_ref} is {txn.status}; only SUCCESS can be refunded",
-                reason="TRANSACTION_NOT_SUCCESSFUL",
-            )
-        if txn.refunded_paisa + amount_paisa > txn.amount_paisa:
-            raise FailedPrecondition(
-                f"refunds would total {txn.refunded_paisa + amount_paisa} paisa, more than the "
-                f"{txn.amount_paisa} paid",
-                reason="REFUND_EXCEEDS_AMOUNT",
-            )
-        refund = UpiRefund(refund_ref, new_id("UPIRF"), amount_paisa, self._clock())
-        txn.refunds[refund_ref] = refund
+        refund, _ = self._refunds.refund(
+            transaction_ref, refund_ref, amount_paisa, paid_paisa=txn.paid_paisa
+        )
         return refund
+
+    def refunded_paisa(self, transaction_ref: str) -> int:
+        return self._refunds.refunded_paisa(transaction_ref)
 
     def booked_payments(self) -> list[BookPayment]:
         for txn in self._transactions.values():
             self.settle(txn)
-        return [txn.to_book() for txn in self._transactions.values()]
+        return [
+            txn.to_book(self._refunds.refunded_paisa(txn.transaction_ref))
+            for txn in self._transactions.values()
+        ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [
-            BookRefund(PROVIDER, txn.transaction_ref, ref, refund.amount_paisa, "PROCESSED")
-            for txn in self._transactions.values()
-            for ref, refund in txn.refunds.items()
-        ]
+        return self._refunds.booked_refunds()
 
     def settleable(self) -> list[Settleable]:
         for txn in self._transactions.values():
             self.settle(txn)
-        return [entry for txn in self._transactions.values() for entry in txn.settleable()]
+        return [
+            entry
+            for txn in self._transactions.values()
+            for entry in txn.settleable(self._refunds.settleable(txn.transaction_ref))
+        ]
 
     def _resolve_at(self, outcome: UpiOutcome, now: float) -> float | None:
         if outcome in (UpiOutcome.APPROVE, UpiOutcome.DECLINE):
@@ -421,7 +410,7 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
             request.transaction_ref, request.refund_ref, request.amount_paisa
         )
         return upi_pb2.RefundTransactionResponse(
-            upi_refund_id=refund.upi_refund_id, status=upi_pb2.TRANSACTION_SUCCESS
+            upi_refund_id=refund.provider_refund_id, status=upi_pb2.TRANSACTION_SUCCESS
         )
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -36,6 +36,7 @@ from sandbox.magic import (
     opening_balance_paisa,
     wallet_outcome,
 )
+from sandbox.refunds import Refund, RefundBook, RefundStatus, RefundTerms
 from sandbox.settlements import WALLET, Refunded, Settleable, money_moved
 from sandbox.tasks import BackgroundTasks
 from sandbox.validation import CURRENCY, Violations
@@ -47,25 +48,16 @@ _PHONE = re.compile(r"\d{10}")
 _OFFER_VALIDITY = timedelta(days=30)
 
 
+REFUND_TERMS = RefundTerms(
+    reference_prefix="WRF",
+    not_paid="DEBIT_NOT_SUCCESSFUL",
+    exceeds_paid="REFUND_EXCEEDS_DEBIT",
+)
+
+
 class DebitStatus(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
-
-
-class RefundStatus(StrEnum):
-    PROCESSED = "PROCESSED"
-    FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class WalletRefund:
-    refund_id: str
-    payment_id: str
-    amount_paisa: int
-    status: RefundStatus
-    wallet_refund_id: str = ""
-    failure_code: str = ""
-    processed_at: float = 0.0
 
 
 @dataclass
@@ -79,28 +71,26 @@ class WalletDebit:
     cashback_paisa: int = 0
     failure_code: str = ""
     offer_id: str = ""
-    refunds: dict[str, WalletRefund] = field(default_factory=dict)
     debited_at: float = 0.0
     # The merchant's notes on the payment (its metadata, passed on by the gateway).
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
-    def refunded_paisa(self) -> int:
-        return sum(
-            r.amount_paisa for r in self.refunds.values() if r.status is RefundStatus.PROCESSED
-        )
+    def paid_paisa(self) -> int:
+        """What the customer was debited: the amount once SUCCESS, else nothing."""
+        return self.amount_paisa if self.status is DebitStatus.SUCCESS else 0
 
-    def to_book(self) -> BookPayment:
+    def to_book(self, refunded_paisa: int) -> BookPayment:
         return BookPayment(
             provider=provider_name(self.wallet),
             payment_id=self.payment_id,
             status=self.status.value,
             amount_paisa=self.amount_paisa,
-            charged_paisa=self.amount_paisa if self.status is DebitStatus.SUCCESS else 0,
-            refunded_paisa=self.refunded_paisa,
+            charged_paisa=self.paid_paisa,
+            refunded_paisa=refunded_paisa,
         )
 
-    def settleable(self) -> list[Settleable]:
+    def settleable(self, refunds: Iterable[Refunded]) -> list[Settleable]:
         """The money the wallet moved: the debit once SUCCESS, and each processed refund."""
         if self.status is not DebitStatus.SUCCESS:
             return []
@@ -112,11 +102,7 @@ class WalletDebit:
             amount_paisa=self.amount_paisa,
             at=self.debited_at,
             notes=self.notes,
-            refunds=(
-                Refunded(r.wallet_refund_id, r.refund_id, r.amount_paisa, r.processed_at)
-                for r in self.refunds.values()
-                if r.status is RefundStatus.PROCESSED
-            ),
+            refunds=refunds,
         )
 
 
@@ -137,7 +123,9 @@ class WalletBook:
         self._clock = clock
         self._balances: dict[tuple[str, str], int] = {}
         self._debits: dict[tuple[str, str], WalletDebit] = {}
-        self._refunds: dict[tuple[str, str], WalletRefund] = {}
+        self._refunds = {
+            wallet: RefundBook(provider_name(wallet), REFUND_TERMS, clock) for wallet in WALLETS
+        }
         # The phone every debit request named, debited or not: a wallet that was down when
         # asked to debit stays down when asked about that payment.
         self._payment_phones: dict[tuple[str, str], str] = {}
@@ -220,8 +208,9 @@ class WalletBook:
         payment_id: str,
         refund_id: str,
         amount_paisa: int,
-    ) -> tuple[WalletRefund, bool]:
-        """Refund once per refund id; never more than was debited, over all refunds. Returns
+    ) -> tuple[Refund, bool]:
+        """Refund by the sandbox's refund rules (sandbox.refunds); a refund-failing magic phone
+        refuses every refund, and a processed refund returns the money to the balance. Returns
         the refund and whether this call made it."""
         debit = self.get_debit(wallet, payment_id)
         if debit.wallet_txn_id != wallet_txn_id:
@@ -229,56 +218,36 @@ class WalletBook:
                 f"{wallet} transaction {wallet_txn_id} is not payment {payment_id}'s debit",
                 reason="DEBIT_NOT_FOUND",
             )
-        known = self._refunds.get((wallet, refund_id))
-        if known is not None:
-            if (known.payment_id, known.amount_paisa) != (payment_id, amount_paisa):
-                raise AlreadyExists(
-                    f"refund {refund_id} was requested with other details",
-                    reason="DUPLICATE_REFUND_ID",
-                )
-            return known, False
-        failure = ""
-        if debit.status is not DebitStatus.SUCCESS:
-            failure = "DEBIT_NOT_SUCCESSFUL"
-        elif debit.refunded_paisa + amount_paisa > debit.amount_paisa:
-            failure = "REFUND_EXCEEDS_DEBIT"
-        elif wallet_outcome(debit.phone) is WalletOutcome.REFUND_FAILS:
-            failure = magic.WALLET_REFUND_NOT_ALLOWED
-        if failure:
-            refund = WalletRefund(
-                refund_id, payment_id, amount_paisa, RefundStatus.FAILED, failure_code=failure
-            )
-        else:
-            refund = WalletRefund(
-                refund_id,
-                payment_id,
-                amount_paisa,
-                RefundStatus.PROCESSED,
-                wallet_refund_id=new_id("WRF"),
-                processed_at=self._clock(),
-            )
+        refusal = (
+            magic.WALLET_REFUND_NOT_ALLOWED
+            if wallet_outcome(debit.phone) is WalletOutcome.REFUND_FAILS
+            else ""
+        )
+        refund, created = self._refunds[wallet].refund(
+            payment_id, refund_id, amount_paisa, paid_paisa=debit.paid_paisa, refusal=refusal
+        )
+        if created and refund.status is RefundStatus.PROCESSED:
             self._balances[(wallet, debit.phone)] = self.balance(wallet, debit.phone) + amount_paisa
-        self._refunds[(wallet, refund_id)] = refund
-        debit.refunds[refund_id] = refund
-        return refund, True
+        return refund, created
+
+    def refunded_paisa(self, wallet: str, payment_id: str) -> int:
+        return self._refunds[wallet].refunded_paisa(payment_id)
 
     def booked_payments(self) -> list[BookPayment]:
-        return [debit.to_book() for debit in self._debits.values()]
+        return [
+            debit.to_book(self.refunded_paisa(wallet, debit.payment_id))
+            for (wallet, _), debit in self._debits.items()
+        ]
 
     def settleable(self) -> list[Settleable]:
-        return [entry for debit in self._debits.values() for entry in debit.settleable()]
+        return [
+            entry
+            for (wallet, payment_id), debit in self._debits.items()
+            for entry in debit.settleable(self._refunds[wallet].settleable(payment_id))
+        ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [
-            BookRefund(
-                provider_name(wallet),
-                refund.payment_id,
-                refund_id,
-                refund.amount_paisa,
-                refund.status.value,
-            )
-            for (wallet, refund_id), refund in self._refunds.items()
-        ]
+        return [entry for book in self._refunds.values() for entry in book.booked_refunds()]
 
 
 class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
@@ -408,7 +377,7 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
             )
         return wallets_pb2.RefundWalletDebitResponse(
             status=refund.status.value,
-            wallet_refund_id=refund.wallet_refund_id,
+            wallet_refund_id=refund.provider_refund_id,
             failure_code=refund.failure_code,
         )
 
