@@ -23,6 +23,10 @@ from enum import StrEnum
 from typing import TypeVar
 
 from gateway_core.errors import FieldViolation, GatewayError, InvalidArgument
+from gateway_core.pan import DIGIT_RUN
+from gateway_core.pan import MAX_LENGTH as MAX_LENGTH
+from gateway_core.pan import MIN_LENGTH as MIN_LENGTH
+from gateway_core.pan import luhn_valid as luhn_valid
 
 
 class CardBrand(StrEnum):
@@ -85,12 +89,8 @@ SANDBOX_ISSUERS: dict[str, str] = {
     "608001": "PayGate RuPay Test Bank",
 }
 
-MIN_LENGTH = 12
-MAX_LENGTH = 19
 MAX_EXPIRY_YEARS = 20
 _SEPARATORS = re.compile(r"[ -]")
-# 12 or more digits, maybe grouped by single spaces or dashes (as gateway_core.masking sees them).
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
 
 
 def _one_of(numbers: tuple[int, ...]) -> str:
@@ -102,17 +102,6 @@ def _one_of(numbers: tuple[int, ...]) -> str:
 def field_name(name: str, prefix: str = "") -> str:
     """`card_number` or, under a prefix, `payment_details.card.card_number`."""
     return f"{prefix}.{name}" if prefix else name
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn (mod 10) check every card number passes; `digits` holds digits only."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 def detect_brand(digits: str) -> CardBrand | None:
@@ -137,7 +126,7 @@ def contains_card_number(text: str) -> bool:
     Only whole digit runs that parse as a CardNumber count, so phone numbers and order ids
     (which rarely pass Luhn, a known IIN range and that network's length together) are left alone.
     """
-    for match in _DIGIT_RUN.finditer(text):
+    for match in DIGIT_RUN.finditer(text):
         try:
             CardNumber(match.group())
         except InvalidArgument:

@@ -10,11 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-REDACTED = "[REDACTED]"
+from gateway_core.pan import DIGIT_RUN, MAX_LENGTH, MIN_LENGTH, luhn_valid
 
-# A PAN is 12-19 digits, often grouped by spaces or dashes. Longer runs are masked too: a PAN
-# glued to its CVV or expiry must not survive just because the run is too long to be a PAN.
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
+REDACTED = "[REDACTED]"
 
 # Compared after lower-casing and dropping separators, so cardNumber, card-number and
 # CARD_NUMBER all match.
@@ -46,12 +44,15 @@ def mask_sensitive(value: Any) -> Any:
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, str):
-        return _DIGIT_RUN.sub(_mask_run, value)
+        # Every run of card-number length or longer, Luhn-valid or not.
+        return DIGIT_RUN.sub(_mask_run, value)
     if isinstance(value, int):
         # Integers are ids, amounts and epoch timestamps far more often than cards: only a
-        # Luhn-valid PAN-length number is treated as a card.
-        text = str(value)
-        return _mask_digits(text) if 12 <= len(text) <= 19 and _luhn_valid(text) else value
+        # Luhn-valid PAN-length number is treated as a card (its sign is not a digit).
+        digits = str(abs(value))
+        if not (MIN_LENGTH <= len(digits) <= MAX_LENGTH and luhn_valid(digits)):
+            return value
+        return ("-" if value < 0 else "") + _mask_digits(digits)
     if isinstance(value, Mapping):
         return {
             mask_sensitive(k): REDACTED if _is_secret_key(k) else mask_sensitive(v)
@@ -74,13 +75,3 @@ def _mask_run(match: re.Match[str]) -> str:
 
 def _mask_digits(digits: str) -> str:
     return "*" * (len(digits) - 4) + digits[-4:]
-
-
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0

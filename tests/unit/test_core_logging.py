@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
+from gateway_core.cards import luhn_valid
 from gateway_core.config import Settings
 from gateway_core.logging import configure_logging, get_logger, mask_sensitive
 from gateway_core.telemetry import configure_tracing
@@ -92,6 +93,26 @@ def test_nested_containers_are_walked() -> None:
 def test_only_luhn_valid_integers_are_taken_for_cards() -> None:
     assert mask_sensitive(int(PAN)) == MASKED
     assert mask_sensitive(1732240000000) == 1732240000000
+
+
+def test_integers_are_cards_by_the_card_primitives_length_and_luhn_rules() -> None:
+    # The shortest and longest card numbers, Luhn-valid, are masked; one digit shorter or
+    # longer they are numbers, as gateway_core.cards would refuse them.
+    assert [mask_sensitive(n) for n in (424242424242, 4242424242424242428)] == [
+        "********4242",
+        "***************2428",
+    ]
+    assert luhn_valid("42424242420")
+    assert luhn_valid("42424242424242424242")
+    assert mask_sensitive(42424242420) == 42424242420
+    assert mask_sensitive(42424242424242424242) == 42424242424242424242
+    assert mask_sensitive(4111111111111112) == 4111111111111112  # fails Luhn
+
+
+def test_a_negative_integer_is_masked_not_a_crash() -> None:
+    # A minus sign is not a digit: the Luhn check once tripped over it and raised.
+    assert mask_sensitive(-int(PAN)) == f"-{MASKED}"
+    assert mask_sensitive(-1732240000000) == -1732240000000
 
 
 def test_pan_in_the_message_is_masked(read_log: ReadLog) -> None:

@@ -14,8 +14,8 @@ from sandbox import magic
 from sandbox.books import books_document
 from sandbox.magic import UPI_LATE_OUTCOME_SECONDS, WALLET_OFFERS, upi_outcome
 from sandbox.netbanking import BankPayment, BankPaymentStatus, NetBanks
-from sandbox.upi import UpiStatus, UpiSwitch, UpiTransaction
 from sandbox.refunds import RefundStatus
+from sandbox.upi import UpiStatus, UpiSwitch, UpiTransaction
 from sandbox.wallets import DebitStatus, WalletBook
 
 DELAY = 1.0

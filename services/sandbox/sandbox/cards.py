@@ -16,6 +16,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway_core.cards import (
+    CVV_LENGTH,
+    MAX_LENGTH,
+    MIN_LENGTH,
+    detect_brand,
+    luhn_valid,
+)
 from paygate.sandbox.v1 import cards_pb2
 from sandbox.magic import CardOutcome, card_outcome
 from sandbox.validation import Violations
@@ -47,33 +54,11 @@ class Card:
         return (moment.year, moment.month) > (self.expiry_year, self.expiry_month)
 
 
-def mask(card_number: str) -> str:
-    digits = _SEPARATORS.sub("", card_number)
-    return f"**** {digits[-4:]}" if len(digits) >= 4 else "****"
-
-
 def brand_of(digits: str) -> str:
-    if digits[:2] in ("34", "37"):
-        return "AMEX"
-    if digits[:2] in ("36", "38", "39") or "300" <= digits[:3] <= "305":
-        return "DINERS"
-    if digits[:2] in ("60", "65", "81", "82") or digits[:3] in ("508", "353", "356"):
-        return "RUPAY"
-    if "51" <= digits[:2] <= "55" or "2221" <= digits[:4] <= "2720":
-        return "MASTERCARD"
-    if digits.startswith("4"):
-        return "VISA"
-    return "UNKNOWN"
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+    """The network by the number's IIN (gateway_core.cards' table), or UNKNOWN: the simulated
+    acquirers take any Luhn-valid number, networks the gateway accepts or not."""
+    brand = detect_brand(digits)
+    return brand.value if brand is not None else "UNKNOWN"
 
 
 def fingerprint(digits: str) -> str:
@@ -85,8 +70,8 @@ def card_number_problem(card_number: str) -> str:
     digits = _SEPARATORS.sub("", card_number)
     if not digits:
         return "is required"
-    if not _DIGITS.fullmatch(digits) or not 12 <= len(digits) <= 19:
-        return "must be 12 to 19 digits"
+    if not _DIGITS.fullmatch(digits) or not MIN_LENGTH <= len(digits) <= MAX_LENGTH:
+        return f"must be {MIN_LENGTH} to {MAX_LENGTH} digits"
     if not luhn_valid(digits):
         return "is not a valid card number (Luhn check failed)"
     return ""
@@ -108,11 +93,11 @@ def read_card(problems: Violations, details: cards_pb2.CardDetails, prefix: str)
     if len(problems) != found or month is None or year is None:
         return None
     digits = _SEPARATORS.sub("", details.card_number)
-    brand = brand_of(digits)
-    cvv_length = 4 if brand == "AMEX" else 3
+    network = detect_brand(digits)
+    cvv_length = CVV_LENGTH[network] if network is not None else 3
     cvv = details.cvv
     return Card(
-        brand=brand,
+        brand=brand_of(digits),
         last4=digits[-4:],
         fingerprint=fingerprint(digits),
         expiry_month=month,
