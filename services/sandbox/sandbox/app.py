@@ -15,14 +15,19 @@ from paygate.sandbox.v1 import (
     wallets_pb2_grpc,
 )
 from sandbox import magic, netbanking, upi, wallets
-from sandbox.acquirers import GATEWAYS, Acquirers, CardAcquirerServicer
+from sandbox.acquirers import GATEWAYS, Acquirers
 from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
-from sandbox.disputes import DisputeDesk, DisputeNetworkServicer
-from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
+from sandbox.disputes import DisputeDesk
+from sandbox.netbanking import BankPayment, NetBanks
+from sandbox.servicers.cards import CardAcquirerServicer
+from sandbox.servicers.disputes import DisputeNetworkServicer
+from sandbox.servicers.netbanking import NetBankingServicer
+from sandbox.servicers.upi import UpiCoreServicer
+from sandbox.servicers.wallets import WalletProviderServicer
 from sandbox.settlements import CARD, NET_BANKING, UPI, WALLET, ProviderInfo, SettlementReports
-from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
-from sandbox.wallets import WalletBook, WalletProviderServicer
+from sandbox.upi import UpiSwitch, UpiTransaction
+from sandbox.wallets import WalletBook
 from sandbox.web import SandboxWeb
 
 # Every simulated provider, as payments name it, with its method: the settlement files' list.

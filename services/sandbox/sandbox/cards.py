@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway_core.cards import (
     CVV_LENGTH,
@@ -23,7 +24,6 @@ from gateway_core.cards import (
     detect_brand,
     luhn_valid,
 )
-from paygate.sandbox.v1 import cards_pb2
 from sandbox.magic import CardOutcome, card_outcome
 from sandbox.validation import Violations
 
@@ -31,6 +31,19 @@ from sandbox.validation import Violations
 _FINGERPRINT_KEY = secrets.token_bytes(32)
 _SEPARATORS = re.compile(r"[ -]")
 _DIGITS = re.compile(r"\d+")
+
+
+class CardFields(Protocol):
+    """A card as a request carries it (paygate.sandbox.v1.CardDetails is one)."""
+
+    @property
+    def card_number(self) -> str: ...
+    @property
+    def expiry_month(self) -> str: ...
+    @property
+    def expiry_year(self) -> str: ...
+    @property
+    def cvv(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ def card_number_problem(card_number: str) -> str:
     return ""
 
 
-def read_card(problems: Violations, details: cards_pb2.CardDetails, prefix: str) -> Card | None:
+def read_card(problems: Violations, details: CardFields, prefix: str) -> Card | None:
     """The card, or None with `problems` saying which fields are malformed. An expired card or
     a CVV of the wrong length is well-formed: the issuer declines it, the request is valid."""
     found = len(problems)

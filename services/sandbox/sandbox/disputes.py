@@ -20,18 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from gateway_core.auth import RpcContext
 from gateway_core.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
-from paygate.sandbox.v1 import disputes_pb2, disputes_pb2_grpc
 from sandbox import magic, upi
 from sandbox.acquirers import Acquirers
 from sandbox.callbacks import CallbackSender, ProviderCallback
 from sandbox.settlements import CARD, UPI, Settleable
 from sandbox.tasks import BackgroundTasks
 from sandbox.upi import UpiStatus, UpiSwitch
-from sandbox.validation import Violations
 
 log = get_logger(__name__)
 
@@ -77,14 +74,6 @@ class DisputeCase:
             amount_paisa=self.amount_paisa,
             occurred_at=datetime.fromtimestamp(at, UTC),
             extra=extra,
-        )
-
-    def to_proto(self) -> disputes_pb2.DisputeCase:
-        return disputes_pb2.DisputeCase(
-            provider=self.provider,
-            case_reference=self.case_reference,
-            payment_id=self.payment_id,
-            status=self.status.value,
         )
 
 
@@ -270,42 +259,6 @@ class DisputeDesk:
         self._callbacks.send(
             case.callback("dispute.decided", self._clock(), outcome.value), case.callback_url
         )
-
-
-class DisputeNetworkServicer(disputes_pb2_grpc.DisputeNetworkServiceServicer):
-    def __init__(self, desk: DisputeDesk) -> None:
-        self._desk = desk
-
-    async def SubmitDisputeEvidence(
-        self, request: disputes_pb2.SubmitDisputeEvidenceRequest, context: RpcContext
-    ) -> disputes_pb2.DisputeCase:
-        problems = Violations()
-        problems.required("provider", request.provider)
-        problems.required("case_reference", request.case_reference)
-        problems.required("payment_id", request.payment_id)
-        problems.required("summary", request.summary)
-        problems.http_url("callback_url", request.callback_url)
-        problems.raise_if_any()
-        case = self._desk.submit_evidence(
-            request.provider,
-            request.case_reference,
-            request.payment_id,
-            request.summary,
-            request.callback_url,
-        )
-        return case.to_proto()
-
-    async def AcceptChargeback(
-        self, request: disputes_pb2.AcceptChargebackRequest, context: RpcContext
-    ) -> disputes_pb2.DisputeCase:
-        problems = Violations()
-        problems.required("provider", request.provider)
-        problems.required("case_reference", request.case_reference)
-        problems.required("payment_id", request.payment_id)
-        problems.raise_if_any()
-        return self._desk.accept(
-            request.provider, request.case_reference, request.payment_id
-        ).to_proto()
 
 
 def _rfc3339(at: float) -> str:
