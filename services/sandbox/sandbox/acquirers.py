@@ -16,7 +16,6 @@ interleave inside one: a refund cannot race another past the captured amount.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from enum import StrEnum
 from gateway_core.errors import AlreadyExists, NotFound, Unavailable
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
-from sandbox import magic
+from sandbox import magic, references
 from sandbox.acs import Acs
 from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card
@@ -39,7 +38,6 @@ log = get_logger(__name__)
 EMI_TENURES = frozenset({0, 3, 6, 9, 12, 18, 24})
 # Prefix of each acquirer's transaction ids.
 _TXN_PREFIX = {"razorpay": "RZP", "payu": "PAYU", "ccavenue": "CCAV"}
-GATEWAYS = tuple(_TXN_PREFIX)
 
 Clock = Callable[[], float]
 
@@ -177,7 +175,8 @@ class Acquirers:
         self._clock = clock
         self._authorizations: dict[tuple[str, str], Authorization] = {}
         self._refunds = {
-            gateway: RefundBook(gateway, refund_terms(gateway), clock) for gateway in GATEWAYS
+            gateway: RefundBook(gateway, refund_terms(gateway), clock)
+            for gateway in magic.CARD_GATEWAYS
         }
 
     def authorize(
@@ -241,8 +240,8 @@ class Acquirers:
             authorization.status = verdict
         else:
             authorization.status = AuthorizationStatus.APPROVED
-            authorization.auth_code = _digits(6)
-            authorization.rrn = _digits(12)
+            authorization.auth_code = references.digits(6)
+            authorization.rrn = references.digits(12)
             if capture:
                 authorization.captured_paisa = amount_paisa
                 authorization.captured_at = now
@@ -398,7 +397,3 @@ class Acquirers:
         if card.outcome is CardOutcome.INSUFFICIENT_FUNDS:
             return magic.DECLINE_INSUFFICIENT_FUNDS
         return AuthorizationStatus.APPROVED
-
-
-def _digits(count: int) -> str:
-    return f"{secrets.randbelow(10**count):0{count}d}"

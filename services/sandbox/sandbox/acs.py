@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from gateway_core.errors import AlreadyExists, NotFound
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from sandbox import magic
-from sandbox.callbacks import ProviderCallback
+from sandbox.callbacks import ProviderCallback, return_url
 from sandbox.cards import Card
 
 log = get_logger(__name__)
@@ -83,14 +83,14 @@ class Authentication:
         """The return URL with the outcome added to its query; the ACS page without one."""
         if not self.return_url:
             return page_path(self.authentication_id)
-        parts = urlsplit(self.return_url)
-        query = [*parse_qsl(parts.query, keep_blank_values=True)]
-        query += [
-            ("payment_id", self.payment_id),
-            ("three_ds_transaction_id", self.authentication_id),
-            ("status", self.callback_status),
-        ]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return return_url(
+            self.return_url,
+            [
+                ("payment_id", self.payment_id),
+                ("three_ds_transaction_id", self.authentication_id),
+                ("status", self.callback_status),
+            ],
+        )
 
     def to_callback(self) -> ProviderCallback:
         return ProviderCallback(

@@ -15,7 +15,7 @@ from paygate.sandbox.v1 import (
     wallets_pb2_grpc,
 )
 from sandbox import magic, netbanking, upi, wallets
-from sandbox.acquirers import GATEWAYS, Acquirers
+from sandbox.acquirers import Acquirers
 from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
 from sandbox.disputes import DisputeDesk
@@ -33,7 +33,7 @@ from sandbox.web import SandboxWeb
 # Every simulated provider, as payments name it, with its method: the settlement files' list.
 PROVIDERS: tuple[ProviderInfo, ...] = (
     ProviderInfo(upi.PROVIDER, UPI),
-    *(ProviderInfo(gateway, CARD) for gateway in GATEWAYS),
+    *(ProviderInfo(gateway, CARD) for gateway in magic.CARD_GATEWAYS),
     *(ProviderInfo(wallets.provider_name(wallet), WALLET) for wallet in magic.WALLETS),
     ProviderInfo(netbanking.PROVIDER, NET_BANKING),
 )

@@ -11,9 +11,10 @@ lets the receiver drop duplicates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from tenacity import (
@@ -38,7 +39,18 @@ DEFAULT_FIRST_BACKOFF_SECONDS = 1.0
 ATTEMPT_TIMEOUT_SECONDS = 5.0
 
 
-def rfc3339(moment: datetime) -> str:
+def return_url(url: str, outcome: Sequence[tuple[str, str]]) -> str:
+    """`url` with the outcome added to its query, keeping what it had: the browser's way back to
+    the merchant, the front-channel twin of a callback."""
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), *outcome]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def rfc3339(moment: datetime | float) -> str:
+    """A moment (or epoch seconds) as RFC 3339 in UTC, to the millisecond: `...T03:06:00.000Z`."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -25,7 +25,7 @@ from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from sandbox import magic, upi
 from sandbox.acquirers import Acquirers
-from sandbox.callbacks import CallbackSender, ProviderCallback
+from sandbox.callbacks import CallbackSender, ProviderCallback, rfc3339
 from sandbox.settlements import CARD, UPI, Settleable
 from sandbox.tasks import BackgroundTasks
 from sandbox.upi import UpiStatus, UpiSwitch
@@ -62,7 +62,7 @@ class DisputeCase:
             "case_reference": self.case_reference,
             "reason_code": self.reason_code,
             "phase": "CHARGEBACK",
-            "respond_by": _rfc3339(self.respond_by),
+            "respond_by": rfc3339(self.respond_by),
         }
         if outcome:
             extra["outcome"] = outcome
@@ -167,7 +167,7 @@ class DisputeDesk:
         if case.status is CaseStatus.OPEN:
             if self._clock() > case.respond_by:
                 raise FailedPrecondition(
-                    f"case {case_reference} had to be answered by {_rfc3339(case.respond_by)}",
+                    f"case {case_reference} had to be answered by {rfc3339(case.respond_by)}",
                     reason="RESPONSE_OVERDUE",
                 )
             case.status = CaseStatus.EVIDENCE_SUBMITTED
@@ -259,8 +259,3 @@ class DisputeDesk:
         self._callbacks.send(
             case.callback("dispute.decided", self._clock(), outcome.value), case.callback_url
         )
-
-
-def _rfc3339(at: float) -> str:
-    moment = datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

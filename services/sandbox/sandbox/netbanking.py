@@ -9,17 +9,17 @@ merchant asked). State lives in memory: this is a simulator.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from gateway_core.errors import AlreadyExists, NotFound
+from sandbox import references
 from sandbox.books import BookPayment, BookRefund
-from sandbox.callbacks import ProviderCallback
+from sandbox.callbacks import ProviderCallback, return_url
 from sandbox.magic import BANKS, FAILING_BANK
 from sandbox.refunds import Refund, RefundBook, RefundTerms
 from sandbox.settlements import NET_BANKING, Refunded, Settleable, money_moved
@@ -94,10 +94,9 @@ class BankPayment:
 
     def return_to(self) -> str:
         """The merchant's return URL with the outcome added to its query."""
-        parts = urlsplit(self.return_url)
-        query = [*parse_qsl(parts.query, keep_blank_values=True)]
-        query += [("payment_id", self.payment_id), ("status", self.status.value)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return return_url(
+            self.return_url, [("payment_id", self.payment_id), ("status", self.status.value)]
+        )
 
     def to_callback(self) -> ProviderCallback:
         return ProviderCallback(
@@ -170,7 +169,7 @@ class NetBanks:
             payment.status, payment.failure_code = BankPaymentStatus.FAILED, BANK_DECLINED
         else:
             payment.status = BankPaymentStatus.SUCCESS
-            payment.bank_reference = f"{bank_code}{secrets.randbelow(10**10):010d}"
+            payment.bank_reference = f"{bank_code}{references.digits(10)}"
         self._on_final(payment)
         return payment
 

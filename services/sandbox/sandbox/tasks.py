@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway_core.logging import get_logger
 
 log = get_logger(__name__)
+
+
+async def sleep_until(due: float, now: Callable[[], float]) -> None:
+    """Sleep until the wall-clock moment `due` by the clock `now` (a provider's).
+
+    The event loop sleeps by a monotonic clock, a provider decides by the wall clock: the caller
+    then settles "as of" `due`, so a timer that woke a hair early does not miss it."""
+    await asyncio.sleep(max(0.0, due - now()))
 
 
 class BackgroundTasks:

@@ -10,7 +10,6 @@ restarted sandbox forgets its transactions, as a test provider's reset would.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from enum import StrEnum
 
 from gateway_core.errors import AlreadyExists, Conflict, NotFound
 from gateway_core.ids import new_id
-from sandbox import magic
+from sandbox import magic, references
 from sandbox.books import BookPayment, BookRefund
 from sandbox.callbacks import ProviderCallback
 from sandbox.magic import UpiOutcome, upi_outcome
@@ -119,8 +118,8 @@ class UpiTransaction:
 
     def succeed(self, at: float) -> None:
         self.status, self.finished_at = UpiStatus.SUCCESS, at
-        self.rrn = _digits(12)
-        self.approval_code = _digits(6)
+        self.rrn = references.digits(12)
+        self.approval_code = references.digits(6)
 
     def fail(self, at: float, response_code: str, status: UpiStatus = UpiStatus.FAILED) -> None:
         self.status, self.finished_at, self.response_code = status, at, response_code
@@ -289,7 +288,3 @@ class UpiSwitch:
     def _finished(self, txn: UpiTransaction) -> None:
         if txn.calls_back:
             self._on_final(txn)
-
-
-def _digits(count: int) -> str:
-    return f"{secrets.randbelow(10**count):0{count}d}"

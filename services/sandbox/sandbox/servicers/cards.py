@@ -8,7 +8,6 @@ acquirers and ACS (sandbox.faults).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from gateway_core.auth import RpcContext
@@ -21,7 +20,7 @@ from sandbox.acs import Acs, Authentication, AuthenticationStatus, page_path
 from sandbox.cards import card_number_problem, read_card
 from sandbox.faults import answer_late
 from sandbox.magic import CardOutcome
-from sandbox.tasks import BackgroundTasks
+from sandbox.tasks import BackgroundTasks, sleep_until
 from sandbox.validation import Violations
 
 log = get_logger(__name__)
@@ -261,9 +260,7 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
     async def _expire_when_due(self, authentication: Authentication) -> None:
         assert authentication.expires_at is not None
         due = authentication.expires_at
-        await asyncio.sleep(max(0.0, due - self._acs.now()))
-        # The event loop sleeps by a monotonic clock, the ACS decides by the wall clock:
-        # settling "as of" the due moment keeps a timer that woke a hair early from missing it.
+        await sleep_until(due, self._acs.now)
         self._acs.settle(authentication, as_of=due)
 
 

@@ -6,7 +6,6 @@ timeout@upi and the timers that let the simulated customer approve after a delay
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC
 
@@ -15,7 +14,7 @@ from paygate.sandbox.v1 import upi_pb2, upi_pb2_grpc
 from sandbox import magic
 from sandbox.faults import answer_late
 from sandbox.magic import UpiOutcome, holder_name, upi_outcome
-from sandbox.tasks import BackgroundTasks
+from sandbox.tasks import BackgroundTasks, sleep_until
 from sandbox.upi import FLOWS, UpiStatus, UpiSwitch, UpiTransaction
 from sandbox.validation import Violations
 
@@ -135,7 +134,5 @@ class UpiCoreServicer(upi_pb2_grpc.UpiCoreServiceServicer):
 
     async def _settle_when_due(self, txn: UpiTransaction) -> None:
         assert txn.resolve_at is not None
-        await asyncio.sleep(max(0.0, txn.resolve_at - self._switch.now()))
-        # The event loop sleeps by a monotonic clock, the switch decides by the wall clock:
-        # settling "as of" the due moment keeps a timer that woke a hair early from missing it.
+        await sleep_until(txn.resolve_at, self._switch.now)
         self._switch.settle(txn, as_of=txn.resolve_at)
