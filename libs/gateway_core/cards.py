@@ -15,7 +15,6 @@ as `payment_details.card`) and describe the rule; no message ever repeats the va
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from gateway_core.pan import DIGIT_RUN
 from gateway_core.pan import MAX_LENGTH as MAX_LENGTH
 from gateway_core.pan import MIN_LENGTH as MIN_LENGTH
 from gateway_core.pan import luhn_valid as luhn_valid
+from gateway_core.pan import without_separators as without_separators
 
 
 class CardBrand(StrEnum):
@@ -90,7 +90,6 @@ SANDBOX_ISSUERS: dict[str, str] = {
 }
 
 MAX_EXPIRY_YEARS = 20
-_SEPARATORS = re.compile(r"[ -]")
 
 
 def _one_of(numbers: tuple[int, ...]) -> str:
@@ -154,7 +153,7 @@ class CardNumber:
         def bad(description: str, reason: str = "INVALID_CARD_NUMBER") -> InvalidArgument:
             return InvalidArgument.for_fields([FieldViolation(field, description)], reason=reason)
 
-        digits = _SEPARATORS.sub("", value or "")
+        digits = without_separators(value or "")
         if not digits:
             raise bad("is required")
         if not digits.isascii() or not digits.isdigit():

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway_core.pan import DIGIT_RUN, MAX_LENGTH, MIN_LENGTH, luhn_valid
+from gateway_core.pan import DIGIT_RUN, MAX_LENGTH, MIN_LENGTH, luhn_valid, without_separators
 
 REDACTED = "[REDACTED]"
 
@@ -70,7 +70,7 @@ def _is_secret_key(key: object) -> bool:
 
 
 def _mask_run(match: re.Match[str]) -> str:
-    return _mask_digits(re.sub(r"[ -]", "", match.group()))
+    return _mask_digits(without_separators(match.group()))
 
 
 def _mask_digits(digits: str) -> str:

@@ -1,4 +1,5 @@
-"""A card number (PAN) as digits: the Luhn check, the lengths, and how one shows in free text.
+"""A card number (PAN) as digits: the Luhn check, the lengths, how one is grouped and how one
+shows in free text.
 
 The bottom layer of the card primitives. gateway_core.cards builds `CardNumber` on it (and
 re-exports `luhn_valid`, the name callers use); gateway_core.masking uses it to recognise a
@@ -15,9 +16,17 @@ import re
 MIN_LENGTH = 12
 MAX_LENGTH = 19
 
+# What card numbers are grouped by when written ("4242 4242 4242 4242", "4242-4242-...").
+_SEPARATORS = re.compile(r"[ -]")
+
 # MIN_LENGTH or more digits, maybe grouped by single spaces or dashes, not inside a longer
 # run. Longer runs count too: a PAN glued to its CVV or expiry must still be caught.
 DIGIT_RUN = re.compile(rf"(?<!\d)\d(?:[ -]?\d){{{MIN_LENGTH - 1},}}(?!\d)")
+
+
+def without_separators(text: str) -> str:
+    """`text` without the spaces and dashes a card number may be grouped by."""
+    return _SEPARATORS.sub("", text)
 
 
 def luhn_valid(digits: str) -> bool:

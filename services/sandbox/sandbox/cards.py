@@ -23,13 +23,13 @@ from gateway_core.cards import (
     MIN_LENGTH,
     detect_brand,
     luhn_valid,
+    without_separators,
 )
 from sandbox.magic import CardOutcome, card_outcome
 from sandbox.validation import Violations
 
 # Per process: fingerprints only compare cards within one sandbox run, and reveal nothing.
 _FINGERPRINT_KEY = secrets.token_bytes(32)
-_SEPARATORS = re.compile(r"[ -]")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -80,7 +80,7 @@ def fingerprint(digits: str) -> str:
 
 def card_number_problem(card_number: str) -> str:
     """Why `card_number` cannot be a card number ("" when it can); never quotes the number."""
-    digits = _SEPARATORS.sub("", card_number)
+    digits = without_separators(card_number)
     if not digits:
         return "is required"
     if not _DIGITS.fullmatch(digits) or not MIN_LENGTH <= len(digits) <= MAX_LENGTH:
@@ -105,7 +105,7 @@ def read_card(problems: Violations, details: CardFields, prefix: str) -> Card | 
         problems.add(f"{prefix}.expiry_year", 'must be two or four digits, e.g. "30" or "2030"')
     if len(problems) != found or month is None or year is None:
         return None
-    digits = _SEPARATORS.sub("", details.card_number)
+    digits = without_separators(details.card_number)
     network = detect_brand(digits)
     cvv_length = CVV_LENGTH[network] if network is not None else 3
     cvv = details.cvv
