@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from gateway_core.errors import FieldViolation, InvalidArgument
+from gateway_core.errors import FieldViolation, InvalidArgument, invalid_field
 
 CURRENCY = "INR"
+
+
+def one_of(field: str, value: str, choices: Collection[str]) -> str:
+    """`value` (already normalized by the caller) if it is one of `choices`; else the request
+    is refused at once, naming the field and the choices (they decide which provider answers,
+    so nothing else is worth checking first)."""
+    if value not in choices:
+        raise invalid_field(field, f"must be one of {', '.join(choices)}")
+    return value
 
 
 class Violations:

@@ -21,7 +21,7 @@ from sandbox.cards import card_number_problem, read_card
 from sandbox.faults import answer_late
 from sandbox.magic import CardOutcome
 from sandbox.tasks import BackgroundTasks, sleep_until
-from sandbox.validation import Violations
+from sandbox.validation import Violations, one_of
 
 log = get_logger(__name__)
 
@@ -265,10 +265,7 @@ class CardAcquirerServicer(cards_pb2_grpc.CardAcquirerServiceServicer):
 
 
 def _gateway(value: str) -> str:
-    gateway = value.strip().lower()
-    if gateway not in magic.CARD_GATEWAYS:
-        raise invalid_field("gateway", f"must be one of {', '.join(magic.CARD_GATEWAYS)}")
-    return gateway
+    return one_of("gateway", value.strip().lower(), magic.CARD_GATEWAYS)
 
 
 def _authorization_proto(authorization: Authorization) -> cards_pb2.CardAuthorization:

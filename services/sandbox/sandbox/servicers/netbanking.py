@@ -9,14 +9,14 @@ unreachable, or that answers the initiation too late after registering the payme
 from __future__ import annotations
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import Unavailable, invalid_field
+from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import netbanking_pb2, netbanking_pb2_grpc
 from sandbox import magic
 from sandbox.faults import answer_late
 from sandbox.magic import BANKS, DOWN_BANK, HANGING_BANK
 from sandbox.netbanking import BankPayment, BankPaymentStatus, NetBanks, page_path
-from sandbox.validation import CURRENCY, Violations
+from sandbox.validation import CURRENCY, Violations, one_of
 
 log = get_logger(__name__)
 
@@ -122,7 +122,4 @@ class NetBankingServicer(netbanking_pb2_grpc.NetBankingServiceServicer):
 
 
 def _bank(value: str) -> str:
-    bank_code = value.strip().upper()
-    if bank_code not in BANKS:
-        raise invalid_field("bank_code", f"must be one of {', '.join(BANKS)}")
-    return bank_code
+    return one_of("bank_code", value.strip().upper(), BANKS)

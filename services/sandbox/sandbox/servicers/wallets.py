@@ -17,14 +17,14 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.auth import RpcContext
-from gateway_core.errors import Unavailable, invalid_field
+from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
 from paygate.sandbox.v1 import wallets_pb2, wallets_pb2_grpc
 from sandbox import magic
 from sandbox.faults import answer_late
 from sandbox.magic import WALLETS, CashbackOffer, WalletOutcome, wallet_outcome
 from sandbox.tasks import BackgroundTasks
-from sandbox.validation import CURRENCY, Violations
+from sandbox.validation import CURRENCY, Violations, one_of
 from sandbox.wallets import WalletBook, WalletDebit, offers_of
 
 log = get_logger(__name__)
@@ -195,10 +195,7 @@ class WalletProviderServicer(wallets_pb2_grpc.WalletProviderServiceServicer):
 
 
 def _wallet(value: str) -> str:
-    wallet = value.strip().upper()
-    if wallet not in WALLETS:
-        raise invalid_field("wallet", f"must be one of {', '.join(WALLETS)}")
-    return wallet
+    return one_of("wallet", value.strip().upper(), WALLETS)
 
 
 def _refuse_if_down(wallet: str, phone: str) -> None:
