@@ -11,12 +11,12 @@ a `RefundBook` and refunds by the same rules:
 - a provider may refuse for its own reason (a magic wallet that refuses every refund).
 
 What differs between providers is only their words (`RefundTerms`): their failure codes, the
-prefix of their refund references, whether a refund id names one refund of the provider (cards,
-wallets) or of the payment (UPI, net banking, whose refund APIs name the payment), and whether a
-refusal is recorded as a FAILED refund (cards, wallets, banks) or answered with an error and not
-recorded (the UPI switch, whose API has no failed refund). The book knows nothing of gRPC or
-HTTP: the provider's state class looks the payment up and calls `refund`; its servicer turns the
-result into the wire answer.
+prefix of their refund references, whether a refund id is unique across the provider (cards,
+wallets) or only within its payment (UPI, net banking), and whether a refusal is recorded as a
+FAILED refund (cards, wallets, banks) or answered with an error and not recorded (the UPI switch,
+whose API has no failed refund). The book knows nothing of gRPC or HTTP: the provider's state
+class looks the payment up and calls `refund`; its servicer turns the result into the wire
+answer.
 
 Every method runs without awaiting, so concurrent calls on the event loop cannot interleave
 inside one: two refunds cannot race each other past the amount paid.
