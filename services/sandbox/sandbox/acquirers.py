@@ -328,18 +328,19 @@ class Acquirers:
     ) -> Refund:
         """Refund by the sandbox's refund rules (sandbox.refunds): only what was captured."""
         authorization = self._find(gateway, acquirer_txn_id, payment_id)
-        refund, _ = self._refunds[gateway].refund(
+        refund, created = self._refunds[gateway].refund(
             payment_id, refund_id, amount_paisa, paid_paisa=authorization.captured_paisa
         )
-        log.info(
-            "card refund",
-            gateway=gateway,
-            payment_id=payment_id,
-            refund_id=refund_id,
-            amount_paisa=amount_paisa,
-            status=refund.status.value,
-            failure_code=refund.failure_code,
-        )
+        if created:
+            log.info(
+                "card refund",
+                gateway=gateway,
+                payment_id=payment_id,
+                refund_id=refund_id,
+                amount_paisa=amount_paisa,
+                status=refund.status.value,
+                failure_code=refund.failure_code,
+            )
         return refund
 
     def refunded_paisa(self, gateway: str, payment_id: str) -> int:
