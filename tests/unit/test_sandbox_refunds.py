@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gateway_core.errors import AlreadyExists, FailedPrecondition
-from sandbox.refunds import RefundBook, RefundStatus, RefundTerms
+from sandbox.refunds import RefundBook, RefundStatus, RefundTerms, booked_refunds
 from sandbox.settlements import Refunded
 
 RECORDING = RefundTerms(reference_prefix="XRF", not_paid="NOT_PAID", exceeds_paid="TOO_MUCH")
@@ -131,3 +131,17 @@ def test_books_and_settlements_list_refunds_as_they_were_made() -> None:
         Refunded(third.provider_refund_id, "RF_3", 2_000, 1_700_000_120.0),
     ]
     assert book.settleable("PAY_2") == []
+
+
+def test_several_providers_books_list_their_refunds_as_they_were_made() -> None:
+    razorpay, payu = RefundBook("razorpay", RECORDING), RefundBook("payu", RECORDING)
+
+    razorpay.refund("PAY_1", "RF_1", 1_000, paid_paisa=5_000)
+    payu.refund("PAY_2", "RF_2", 1_000, paid_paisa=5_000)
+    razorpay.refund("PAY_1", "RF_3", 1_000, paid_paisa=5_000)
+
+    assert [(r.provider, r.refund_id) for r in booked_refunds([razorpay, payu])] == [
+        ("razorpay", "RF_1"),
+        ("payu", "RF_2"),
+        ("razorpay", "RF_3"),
+    ]

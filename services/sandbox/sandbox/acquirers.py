@@ -29,7 +29,7 @@ from sandbox.acs import Acs
 from sandbox.books import BookPayment, BookRefund
 from sandbox.cards import Card
 from sandbox.magic import CardDecline, CardOutcome
-from sandbox.refunds import Refund, RefundBook, RefundTerms
+from sandbox.refunds import Refund, RefundBook, RefundTerms, booked_refunds
 from sandbox.settlements import CARD, Refunded, Settleable, money_moved
 
 log = get_logger(__name__)
@@ -353,7 +353,7 @@ class Acquirers:
         ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [entry for book in self._refunds.values() for entry in book.booked_refunds()]
+        return booked_refunds(self._refunds.values())
 
     def settleable(self) -> list[Settleable]:
         return [

@@ -24,15 +24,20 @@ inside one: two refunds cannot race each other past the amount paid.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway_core.errors import AlreadyExists, FailedPrecondition
 from gateway_core.ids import new_id
 from sandbox.books import BookRefund
 from sandbox.settlements import Refunded
+
+# Orders refunds across books: a state class that keeps several providers' books (the three
+# acquirers, the four wallets) lists their refunds as they were made.
+_MADE = itertools.count()
 
 
 class RefundStatus(StrEnum):
@@ -69,6 +74,7 @@ class Refund:
     provider_refund_id: str = ""
     failure_code: str = ""
     processed_at: float = 0.0
+    made: int = field(default_factory=lambda: next(_MADE), compare=False, repr=False)
 
     def to_book(self) -> BookRefund:
         return BookRefund(
@@ -155,6 +161,10 @@ class RefundBook:
             for r in self.processed(payment_id)
         ]
 
+    def refunds(self) -> list[Refund]:
+        """Every refund of the provider, processed or failed, in the order they were made."""
+        return list(self._refunds.values())
+
     def booked_refunds(self) -> list[BookRefund]:
         return [refund.to_book() for refund in self._refunds.values()]
 
@@ -173,3 +183,9 @@ class RefundBook:
         if refusal:
             return refusal, f"{self.provider} refuses to refund payment {payment_id}"
         return "", ""
+
+
+def booked_refunds(books: Iterable[RefundBook]) -> list[BookRefund]:
+    """The refunds of several providers' books, in the order they were made."""
+    made = sorted((refund for book in books for refund in book.refunds()), key=lambda r: r.made)
+    return [refund.to_book() for refund in made]

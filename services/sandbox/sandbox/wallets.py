@@ -26,7 +26,7 @@ from sandbox.magic import (
     opening_balance_paisa,
     wallet_outcome,
 )
-from sandbox.refunds import Refund, RefundBook, RefundStatus, RefundTerms
+from sandbox.refunds import Refund, RefundBook, RefundStatus, RefundTerms, booked_refunds
 from sandbox.settlements import WALLET, Refunded, Settleable, money_moved
 
 REFUND_TERMS = RefundTerms(
@@ -228,4 +228,4 @@ class WalletBook:
         ]
 
     def booked_refunds(self) -> list[BookRefund]:
-        return [entry for book in self._refunds.values() for entry in book.booked_refunds()]
+        return booked_refunds(self._refunds.values())
