@@ -131,7 +131,7 @@ async def running() -> AsyncIterator[Running]:
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     http_port = await asyncio.wait_for(sandbox.web.wait_started(), 10)
-    channel = insecure_channel(f"127.0.0.1:{port}")
+    channel = insecure_channel(f"127.0.0.1:{port}", typed_errors=False)
     http = aiohttp.ClientSession()
     yield Running(
         cards=cards_pb2_grpc.CardAcquirerServiceStub(channel),

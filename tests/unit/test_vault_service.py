@@ -98,7 +98,7 @@ class Running:
 
     def stub(self, identity: ServiceIdentity | None) -> vault_pb2_grpc.VaultServiceAsyncStub:
         channel = (
-            service_channel(self.address, identity)
+            service_channel(self.address, identity, typed_errors=False)
             if identity is not None
             else grpc.aio.insecure_channel(self.address)
         )
@@ -120,7 +120,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     address = f"127.0.0.1:{port}"
-    channel = service_channel(address, ServiceIdentity("orchestrator", ORCHESTRATOR_KEY, AUDIENCE))
+    channel = service_channel(
+        address, ServiceIdentity("orchestrator", ORCHESTRATOR_KEY, AUDIENCE), typed_errors=False
+    )
     running = Running(
         vault, jobs, pool, address, vault_pb2_grpc.VaultServiceStub(channel), [channel], raw_log
     )

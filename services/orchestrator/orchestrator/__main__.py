@@ -60,7 +60,8 @@ async def main() -> None:
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )
-    vault_channel = service_channel(settings.vault_addr, vault_identity)
+    # typed_errors=False until the provider clients catch gateway_core's typed errors (issue 12).
+    vault_channel = service_channel(settings.vault_addr, vault_identity, typed_errors=False)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
     cards = CardPayments(
@@ -165,7 +166,7 @@ class _ProviderChannels:
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = insecure_channel(address)
+            self._channels[address] = insecure_channel(address, typed_errors=False)
         return self._channels[address]
 
     async def _close(self) -> None:
