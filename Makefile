@@ -106,10 +106,11 @@ test-unit: gen $(HELM_STAMP)
 test-e2e: gen
 	$(PY) -m pytest -q tests/e2e
 
-lint: gen  ## ruff, mypy, buf lint/format/breaking, the OpenAPI description (redocly)
+lint: gen  ## ruff, mypy, import boundaries, buf lint/format/breaking, the OpenAPI description (redocly)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services tools tests
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	@$(REDOCLY) lint gen/openapi.json --format=summary 2>&1 | grep -v -e '^ *║' -e '^ *╔' -e '^ *╚' ; \
