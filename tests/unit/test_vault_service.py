@@ -24,10 +24,9 @@ from devstack.postgres import ScratchServer
 from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import from_rpc_error
-from gateway_core.server import ServiceApp
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from paygate.vault.v1 import vault_pb2, vault_pb2_grpc
-from vault.app import open_vault, register
+from vault.app import build_app, open_vault
 from vault.crypto import CryptoError
 from vault.jobs import Jobs
 from vault.service import CardVault
@@ -108,13 +107,19 @@ class Running:
 
 @pytest_asyncio.fixture(scope="module")
 async def running(settings: Settings) -> AsyncIterator[Running]:
+    built: list[tuple[CardVault, Jobs]] = []
+
+    def slow_jobs(vault: CardVault) -> Jobs:
+        # The background loops run once at start (nothing to do) and then wait an hour: tests
+        # drive each pass themselves, so "before" and "after" the job are states they choose.
+        jobs = Jobs(vault, reencrypt_interval_seconds=3600, purge_interval_seconds=3600)
+        built.append((vault, jobs))
+        return jobs
+
+    app = await build_app(settings, jobs=slow_jobs)
+    ((vault, jobs),) = built
+    # The tests' own connections, to read what the service wrote (the audit trail).
     pool = await create_pool(settings, "vault")
-    app = ServiceApp("tokenization-vault", settings)
-    vault = await open_vault(settings, pool)
-    # The background loops run once at start (nothing to do) and then wait an hour: tests drive
-    # each pass themselves, so "before" and "after" the job are states they choose.
-    jobs = Jobs(vault, reencrypt_interval_seconds=3600, purge_interval_seconds=3600)
-    register(app, vault, settings, jobs)
     raw_log = RawLog()
     logging.getLogger().addHandler(raw_log)
     run = asyncio.create_task(app.run())

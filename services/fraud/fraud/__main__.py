@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client import Counter
+
 from fraud.device import DeviceStore
 from fraud.model import HttpScorer, ModelUnavailable, load_scorer
 from fraud.model_input import model_features

@@ -45,8 +45,8 @@ from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
 SCHEMA = "orchestrator"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The orchestrator, ready to run: its API, provider clients and background jobs."""
     app = ServiceApp("orchestrator", settings)
 
     pool = await create_pool(settings, SCHEMA)
@@ -146,6 +146,11 @@ async def main() -> None:
         settlement_pb2_grpc.add_SettlementLedgerServiceServicer_to_server,
         SettlementLedgerServicer(pool, service_keys(settings)),
     )
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 

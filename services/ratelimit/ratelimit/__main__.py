@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
+
 from gateway_core.config import Settings, get_settings
 from gateway_core.redis_client import redis_client
 from gateway_core.server import ServiceApp, run_service

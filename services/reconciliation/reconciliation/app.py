@@ -47,8 +47,8 @@ def consumer_group(settings: Settings) -> str:
     return f"{settings.kafka_group_id}.reconciliation"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The reconciliation service, ready to run, with its background work."""
     app = ServiceApp("reconciliation", settings)
 
     pool = await create_pool(settings, SCHEMA)
@@ -97,6 +97,11 @@ async def main() -> None:
     app.add_background_task(
         "daily-run", DailyRun(pool, reconciler, source, settings.recon_schedule).run
     )
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 
