@@ -22,13 +22,13 @@ import pytest
 import pytest_asyncio
 
 from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
-from gateway_core.config import Settings
 from gateway_core.errors import from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
+from sandbox.settings import Settings
 
 PUBLIC_URL = "https://acs.sandbox.test"
 RETURN_URL = "https://shop.test/checkout/return?order=42"

@@ -20,7 +20,6 @@ import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
-from gateway_core.config import Settings
 from gateway_core.errors import Unauthenticated, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
@@ -35,6 +34,7 @@ from paygate.sandbox.v1 import (
 )
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
+from sandbox.settings import Settings
 
 APPROVAL_DELAY_MS = 100
 PUBLIC_URL = "https://bank.sandbox.test"

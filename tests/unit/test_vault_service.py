@@ -21,7 +21,6 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from devstack.postgres import ScratchServer
-from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import from_rpc_error
 from gateway_core.service_auth import ServiceIdentity, service_channel
@@ -30,6 +29,7 @@ from vault.app import build_app, open_vault
 from vault.crypto import CryptoError
 from vault.jobs import Jobs
 from vault.service import CardVault
+from vault.settings import Settings
 
 MASTER_KEY = "vault-test-master-key-0123456789abcdef"
 ORCHESTRATOR_KEY = "vault-test-orchestrator-key-0123456789abcdef"

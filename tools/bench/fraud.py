@@ -317,7 +317,7 @@ async def measure_in_process(
     from fraud.rules import RulesFile
     from fraud.scoring import Thresholds, decide
     from fraud.servicer import FraudServicer
-    from gateway_core.config import Settings
+    from fraud.settings import Settings
 
     # The servicer logs every check at INFO: the service runs at WARNING here, as over gRPC.
     settings = Settings(

@@ -18,8 +18,8 @@ from fraud.model_input import model_features
 from fraud.rules import RulesFile
 from fraud.scoring import Scorer, Thresholds
 from fraud.servicer import FeatureBuilder, FraudServicer
+from fraud.settings import Settings, get_settings
 from fraud.velocity import VelocityStore
-from gateway_core.config import Settings, get_settings
 from gateway_core.logging import get_logger
 from gateway_core.redis_client import ping, redis_client
 from gateway_core.server import ServiceApp, run_service

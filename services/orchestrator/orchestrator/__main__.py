@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 
-from gateway_core.config import Settings, get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventProducer
@@ -36,6 +35,7 @@ from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
 from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
+from orchestrator.settings import Settings, get_settings
 from paygate.callbacks.v1 import callbacks_pb2_grpc
 from paygate.disputes.v1 import disputes_pb2_grpc
 from paygate.ledger.v1 import settlement_pb2_grpc

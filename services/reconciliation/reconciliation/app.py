@@ -15,7 +15,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gateway_core.config import ConfigError, Settings, get_settings, load_settings
+from gateway_core.config import ConfigError, load_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.errors import GatewayError
 from gateway_core.kafka import EventConsumer, check_kafka
@@ -31,6 +31,7 @@ from reconciliation.reporting import MerchantReportingServicer, Reporting
 from reconciliation.schedule import DailyRun
 from reconciliation.service import Reconciler, check_provider_name, parse_day
 from reconciliation.servicer import ReconciliationServicer
+from reconciliation.settings import Settings, get_settings
 from reconciliation.sources import ReportSource
 
 SCHEMA = "reconciliation"
@@ -195,7 +196,7 @@ def cli(argv: Sequence[str]) -> int:
     console = Console(stderr=False)
     try:
         # A tool for the local stack unless APP_ENV says otherwise, like `make db-migrate`.
-        settings = load_settings(local_unless_set=True)
+        settings = load_settings(Settings, local_unless_set=True)
         asyncio.run(_command(settings, args, console))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

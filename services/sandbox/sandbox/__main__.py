@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway_core.config import Settings, get_settings
 from gateway_core.server import ServiceApp, run_service
 from sandbox.app import Sandbox
+from sandbox.settings import Settings, get_settings
 
 
 def build_app(settings: Settings) -> ServiceApp:

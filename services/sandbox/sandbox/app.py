@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 
-from gateway_core.config import Settings
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import (
     cards_pb2_grpc,
@@ -20,6 +19,7 @@ from sandbox.acs import Acs, Authentication
 from sandbox.callbacks import CallbackSender
 from sandbox.disputes import DisputeDesk, DisputeNetworkServicer
 from sandbox.netbanking import BankPayment, NetBankingServicer, NetBanks
+from sandbox.settings import Settings
 from sandbox.settlements import CARD, NET_BANKING, UPI, WALLET, ProviderInfo, SettlementReports
 from sandbox.upi import UpiCoreServicer, UpiSwitch, UpiTransaction
 from sandbox.wallets import WalletBook, WalletProviderServicer

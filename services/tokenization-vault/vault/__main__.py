@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from gateway_core.config import ConfigError, Settings, get_settings
+from gateway_core.config import ConfigError
 from gateway_core.db import create_pool
 from gateway_core.server import run_service
 from vault.app import SCHEMA, build_app, open_vault
 from vault.crypto import CryptoError
 from vault.service import CardVault
+from vault.settings import Settings, get_settings
 
 
 async def main() -> None:

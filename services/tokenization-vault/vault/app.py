@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gateway_core.config import Settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.server import ServiceApp
 from paygate.vault.v1 import vault_pb2_grpc
@@ -15,6 +14,7 @@ from vault.jobs import Jobs
 from vault.keyring import Keyring
 from vault.service import CardVault
 from vault.servicer import VaultServicer, service_keys
+from vault.settings import Settings
 
 SERVICE_NAME = "paygate.vault.v1.VaultService"
 SCHEMA = "vault"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_core.config import Settings, get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventConsumer
@@ -19,6 +18,7 @@ from webhook.notify import DisabledEndpointNotifier
 from webhook.receipts import MerchantNames, ReceiptIssuer
 from webhook.repository import Repository
 from webhook.servicer import WebhookServicer
+from webhook.settings import Settings, get_settings
 from webhook.stream import StatusFeed, StatusHub, StreamServer
 
 SCHEMA = "webhook"
