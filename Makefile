@@ -48,8 +48,9 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@touch $@
 
 REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
-gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/
+gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology
 	$(PY) tools/gen_protos.py
+	$(PY) tools/chart_topology.py
 	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
 	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
