@@ -48,8 +48,9 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@touch $@
 
 REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
-gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/
+gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology
 	$(PY) tools/gen_protos.py
+	$(PY) tools/chart_topology.py
 	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
 	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
@@ -106,10 +107,11 @@ test-unit: gen $(HELM_STAMP)
 test-e2e: gen
 	$(PY) -m pytest -q tests/e2e
 
-lint: gen  ## ruff, mypy, buf lint/format/breaking, the OpenAPI description (redocly)
+lint: gen  ## ruff, mypy, import boundaries, buf lint/format/breaking, the OpenAPI description (redocly)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services tools tests
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	@$(REDOCLY) lint gen/openapi.json --format=summary 2>&1 | grep -v -e '^ *║' -e '^ *╔' -e '^ *╚' ; \

@@ -1,5 +1,9 @@
 """Configuration from the environment, with the seed's variable names.
 
+`Settings` here is what every service shares; each service with settings of its own subclasses
+it in `<service>.settings` (orchestrator, fraud, vault, webhook, reconciliation, sandbox) and
+reads that class. Variable names, defaults and .env.example are the same either way.
+
 Real environment variables win over a `.env` file in the working directory, which wins over the
 defaults below. The defaults are the local stack's (loopback, non-standard ports, sandbox keys),
 so a fresh checkout runs without any configuration and production overrides every one of them.
@@ -12,7 +16,6 @@ service checks the secrets it holds before it starts (gateway_core.server.Servic
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections import Counter
@@ -20,17 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar, overload
 from urllib.parse import quote
 
-from croniter import croniter
 from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -139,38 +140,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_retry_schedule(text: str) -> tuple[float, ...]:
-    """WEBHOOK_RETRY_SCHEDULE: comma-separated seconds ("5,300,1800"); empty means no retry."""
-    delays: list[float] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            delay = float(part)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a number of seconds") from None
-        if not 0 < delay < float("inf"):
-            raise ValueError(f"{part!r} is not a positive number of seconds")
-        delays.append(delay)
-    return tuple(delays)
-
-
-def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:
-    """WEBHOOK_ALLOWED_CIDRS: comma-separated networks ("127.0.0.0/8,::1/128")."""
-    networks: list[IPNetwork] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(f"{part!r} is not a CIDR such as 127.0.0.0/8") from None
-    return tuple(networks)
-
-
 def _duration(value: object) -> object:
     return parse_duration(value) if isinstance(value, str) else value
 
@@ -186,6 +155,10 @@ Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
 
 
 class Settings(BaseSettings):
+    """What every service shares: how it serves and is observed, how it reaches PostgreSQL,
+    Redis, Kafka and the other services, and every secret (their rules and published defaults
+    are one list). A service's own behaviour is in its `<service>.settings.Settings` subclass."""
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -260,27 +233,8 @@ class Settings(BaseSettings):
         json.dumps(LOCAL_PROVIDER_REPORT_KEYS, separators=(",", ":"))
     )
 
-    # Card vault
-    # How long a CVV is held (encrypted) for the authorization that needs it, at most.
-    vault_cvv_ttl_seconds: int = Field(default=900, ge=1, le=3600)
-
-    # Payment providers (the sandbox serves all of them locally)
-    upi_core_endpoint: str = "127.0.0.1:50066"
+    # The card acquirer's API key.
     card_gateway_api_key: SecretStr = SecretStr("sandbox-card-key")
-    wallet_api_endpoints: dict[str, str] = Field(
-        default_factory=lambda: {
-            "paytm": "127.0.0.1:50066",
-            "phonepe": "127.0.0.1:50066",
-            "googlepay": "127.0.0.1:50066",
-            "amazonpay": "127.0.0.1:50066",
-        }
-    )
-    netbanking_endpoint: str = "127.0.0.1:50066"
-    card_acquirer_endpoint: str = "127.0.0.1:50066"
-    # Deadline of the fraud check on each payment, and what to do when it is missed.
-    fraud_timeout_ms: int = Field(default=50, ge=1, le=5000)
-    fraud_fail_policy: Literal["open", "closed"] = "open"
-    card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
     # HMAC keys of provider callbacks (x-provider-signature), one per provider
     # (CALLBACK_PROVIDERS): the provider (the sandbox) signs, the orchestrator verifies with the
     # key of the provider named in the callback's path.
@@ -301,55 +255,15 @@ class Settings(BaseSettings):
         "local-dev-callback-secret-ccavenue-0123456789"
     )
 
-    # Sandbox (the simulated providers): its HTTP server serves the bank pages a customer's
-    # browser is sent to, and UPI controls for tests and demos.
+    # Plain HTTP listeners, which Envoy (and the local stack) must know too. The sandbox's serves
+    # the bank pages a customer's browser is sent to, and UPI controls for tests and demos.
     sandbox_http_port: int = Field(default=18090, ge=0, le=65535)
-    sandbox_public_url: str = "http://127.0.0.1:18090"
-    sandbox_upi_approval_delay_ms: int = Field(default=1000, ge=0)
-    # Days between a capture (or refund) and the settlement file that pays it out (T+N, IST
-    # dates): 0 settles on the capture date.
-    sandbox_settlement_cycle_days: int = Field(default=0, ge=0, le=30)
-    # Disputes: a card acquirer raises a chargeback this long after capturing a payment of the
-    # magic card 4000 0000 0000 0259; a provider gives the merchant this long to answer (the
-    # dispute's respond_by); and decides this long after the evidence arrives.
-    sandbox_chargeback_delay_ms: int = Field(default=3000, ge=0, le=3_600_000)
-    sandbox_dispute_respond_within_seconds: int = Field(default=7 * 86400, ge=1, le=90 * 86400)
-    sandbox_dispute_decision_delay_ms: int = Field(default=3000, ge=0, le=3_600_000)
-
     # The webhook service's WebSocket listener (GET /api/v1/payments/{id}/stream, through
     # Envoy, which reaches it at WEBHOOK_ADDR's host on this port).
     webhook_stream_port: int = Field(default=18091, ge=0, le=65535)
     # The web service's HTTP listener: the hosted checkout page and the dashboard (Envoy routes
     # /checkout/, /dashboard and /static/ to WEB_ADDR's host on this port).
     web_http_port: int = Field(default=18092, ge=0, le=65535)
-
-    # Email receipts (the webhook service sends them through this SMTP server).
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(default=10025, ge=1, le=65535)
-    # Empty: no AUTH (a relay that trusts the network, or the local stack's server).
-    smtp_username: str = ""
-    # Issued by the mail provider: not held to the length rule; repr=False keeps it out of reprs.
-    smtp_password: str = Field(default="", repr=False)
-    smtp_from: str = "Paygate receipts <receipts@paygate.localhost>"
-    # true: STARTTLS is required before AUTH and the message (refused if the server lacks it).
-    smtp_starttls: bool = False
-
-    # Fraud detection
-    fraud_ml_api_url: str = ""
-    fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"
-    max_fraud_score: int = Field(default=100, ge=1)
-    block_threshold: int = Field(default=80, ge=0)
-    # Score at or above which a payment is challenged (3-D Secure) instead of simply allowed.
-    review_threshold: int = Field(default=50, ge=0)
-    # How often the fraud service checks the rules file for changes.
-    fraud_rules_reload_seconds: float = Field(default=1.0, gt=0)
-
-    # Reconciliation: when the daily run of every provider for the previous IST day starts (a
-    # 5-field cron expression read in IST), how many days a provider has to settle a capture or
-    # refund before it is MISSING_IN_FILE, and where the providers' settlement reports are.
-    recon_schedule: str = "0 6 * * *"
-    recon_settlement_sla_days: int = Field(default=3, ge=0, le=60)
-    settlement_reports_url: str = "http://127.0.0.1:18090"
 
     # Monitoring
     enable_metrics: bool = True
@@ -373,43 +287,14 @@ class Settings(BaseSettings):
     # The gateway's public base URL, as providers reach it (their callbacks go through Envoy).
     gateway_public_url: str = "http://127.0.0.1:8080"
 
-    # Outbox: published events are kept this long (for audit and debugging), then purged.
-    outbox_retention: Seconds = Field(default=72 * 3600.0, gt=0, allow_inf_nan=False)
-
-    # Payments
-    payment_expiry_seconds: int = Field(default=900, ge=1)
-    # How long a held (manual-capture) authorization waits for its capture; after it the
-    # gateway voids it at the provider and the payment EXPIRES.
-    authorization_ttl: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
+    # The largest payment: the orchestrator refuses more, the checkout page offers no more.
     max_payment_amount_paisa: int = Field(default=100_000_000, ge=1, le=MAX_AMOUNT_PAISA)
-    merchant_vpa_domain: str = "paygate"
     shutdown_grace_seconds: float = Field(default=10, ge=0)
-
-    # Webhooks (the webhook service). Seconds from a failed attempt to the next (the first
-    # attempt is at once; the Standard Webhooks schedule); spent, the delivery is dead-lettered.
-    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
-    # Longest one delivery attempt may take, connection to answer.
-    webhook_timeout: Seconds = Field(default=15.0, gt=0, le=300, allow_inf_nan=False)
-    # An endpoint failing this long without one success is disabled.
-    webhook_disable_after: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
-    # CIDRs (comma-separated) that webhook URLs may reach although they are loopback, private,
-    # link-local, CGNAT or cloud metadata addresses; empty allows none of them.
-    webhook_allowed_cidrs: str = ""
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("recon_schedule")
-    @classmethod
-    def _cron_expression(cls, value: str) -> str:
-        if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(
-                "must be a 5-field cron expression (minute hour day month weekday), "
-                "e.g. '0 6 * * *' for 06:00 IST every day"
-            )
-        return value
 
     @field_validator("kafka_brokers")
     @classmethod
@@ -417,32 +302,6 @@ class Settings(BaseSettings):
         if not [b for b in value.split(",") if b.strip()]:
             raise ValueError("needs at least one host:port")
         return value
-
-    @field_validator("webhook_retry_schedule")
-    @classmethod
-    def _retry_schedule_is_seconds(cls, value: str) -> str:
-        parse_retry_schedule(value)
-        return value
-
-    @field_validator("webhook_allowed_cidrs")
-    @classmethod
-    def _allowed_cidrs_are_networks(cls, value: str) -> str:
-        parse_cidrs(value)
-        return value
-
-    @model_validator(mode="after")
-    def _threshold_within_score(self) -> Settings:
-        if self.block_threshold > self.max_fraud_score:
-            raise ValueError(
-                f"BLOCK_THRESHOLD ({self.block_threshold}) exceeds MAX_FRAUD_SCORE "
-                f"({self.max_fraud_score})"
-            )
-        if self.review_threshold > self.block_threshold:
-            raise ValueError(
-                f"REVIEW_THRESHOLD ({self.review_threshold}) exceeds BLOCK_THRESHOLD "
-                f"({self.block_threshold})"
-            )
-        return self
 
     @property
     def is_local(self) -> bool:
@@ -548,16 +407,11 @@ class Settings(BaseSettings):
         return f"postgresql://{user}:{password}@{self.db_host}:{self.db_port}/{database}?{query}"
 
     @property
-    def webhook_retry_delays(self) -> tuple[float, ...]:
-        return parse_retry_schedule(self.webhook_retry_schedule)
-
-    @property
-    def webhook_allowed_networks(self) -> tuple[IPNetwork, ...]:
-        return parse_cidrs(self.webhook_allowed_cidrs)
-
-    @property
     def kafka_bootstrap_servers(self) -> list[str]:
         return [b.strip() for b in self.kafka_brokers.split(",") if b.strip()]
+
+
+S = TypeVar("S", bound=Settings)
 
 
 def published_secret_values() -> frozenset[str]:
@@ -572,15 +426,24 @@ def _plain(value: object) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
-def load_settings(*, local_unless_set: bool = False) -> Settings:
-    """Read the settings now; a bad value raises ConfigError naming the environment variable.
+@overload
+def load_settings(*, local_unless_set: bool = False) -> Settings: ...
+
+
+@overload
+def load_settings(cls: type[S], *, local_unless_set: bool = False) -> S: ...
+
+
+def load_settings(cls: type[Settings] = Settings, *, local_unless_set: bool = False) -> Settings:
+    """Read the settings now (a service passes its own `cls`, a subclass of Settings); a bad
+    value raises ConfigError naming the environment variable.
 
     `local_unless_set`: for the developer tools (`make token`, `make db-migrate`, `make db-seed`),
     which serve the local stack: APP_ENV=local unless the environment or .env says otherwise.
     Services never use it: for them an unset APP_ENV means production.
     """
     try:
-        settings = Settings()
+        settings = cls()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
@@ -599,5 +462,7 @@ def load_settings(*, local_unless_set: bool = False) -> Settings:
 
 @cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once (tests call `get_settings.cache_clear()`)."""
+    """The common settings, read once (tests call `get_settings.cache_clear()`): for services
+    with no settings of their own (web, ratelimit) and the tools; every other service reads its
+    own subclass (`<service>.settings.get_settings`)."""
     return load_settings()

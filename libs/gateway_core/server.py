@@ -101,6 +101,9 @@ class ServiceApp:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         self._service_names: list[str] = []
+        # The servicer behind each registered gRPC service, by full name: the benchmarks drive
+        # a service's own servicer in process, built by its build_app() as it serves.
+        self.servicers: dict[str, Any] = {}
         self._checks: dict[str, Check] = {}
         self._failing: set[str] = set()
         self._background: dict[str, Callable[[], Awaitable[None]]] = {}
@@ -121,6 +124,7 @@ class ServiceApp:
             raise ValueError(f"service {full_name} registered twice")
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
+        self.servicers[full_name] = servicer
 
     def add_dependency_check(self, name: str, check: Check) -> None:
         """`check()` raises while the dependency is unusable; the service is NOT_SERVING then."""
@@ -197,17 +201,23 @@ class ServiceApp:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            for hook in reversed(self._shutdown_hooks):
-                try:
-                    await hook()
-                except Exception:
-                    log.exception("shutdown hook failed", hook=getattr(hook, "__qualname__", hook))
+            await self.close()
             # Both block (a polling thread, an HTTP export): keep them off the event loop.
             if metrics is not None:
                 await asyncio.to_thread(metrics.shutdown)
                 metrics.server_close()
             await asyncio.to_thread(self._tracer_provider.force_flush, _FLUSH_TIMEOUT_MS)
             log.info("stopped")
+
+    async def close(self) -> None:
+        """Run the shutdown hooks (last registered first): `run()` does it after draining; a
+        caller that built the app only to drive its servicers in process calls it itself."""
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in reversed(hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed", hook=getattr(hook, "__qualname__", hook))
 
     async def _set_health(self, status: int) -> None:
         for service in ("", *self._service_names):

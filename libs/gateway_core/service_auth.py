@@ -29,9 +29,8 @@ import jwt
 
 from gateway_core.auth import RpcContext
 from gateway_core.errors import PermissionDenied, Unauthenticated
-from gateway_core.grpc_client import CHANNEL_OPTIONS
+from gateway_core.grpc_client import CHANNEL_OPTIONS, channel_interceptors
 from gateway_core.services import grpc_target
-from gateway_core.telemetry import client_interceptors
 
 # grpc-stubs makes interceptors generic; at runtime grpc's classes are not subscriptable.
 if TYPE_CHECKING:
@@ -194,12 +193,16 @@ class ServiceIdentity(_UnaryUnaryInterceptor):
         return await continuation(details, request)
 
 
-def service_channel(address: str, identity: ServiceIdentity) -> grpc.aio.Channel:
+def service_channel(
+    address: str, identity: ServiceIdentity, *, typed_errors: bool = True
+) -> grpc.aio.Channel:
     """`gateway_core.grpc_client.insecure_channel`, with every call carrying `identity`."""
     return grpc.aio.insecure_channel(
         grpc_target(address),
         options=CHANNEL_OPTIONS,
-        interceptors=[*client_interceptors(), cast(grpc.aio.ClientInterceptor, identity)],
+        interceptors=channel_interceptors(
+            cast(grpc.aio.ClientInterceptor, identity), typed_errors=typed_errors
+        ),
     )
 
 

@@ -1,7 +1,10 @@
-"""The mesh's one registry of services: where each lives, listens and keeps its data.
+"""The mesh's one registry of services (the topology manifest): where each lives, listens, keeps
+its data, and who may call it.
 
-The local stack supervisor, the Envoy config renderer, the migration runner and Helm values all
-read this table, so a service's name, port and schema are written down exactly once.
+The local stack supervisor, the Envoy config renderer, the migration runner and the Helm chart
+all read this table, so a service's name, port and schema are written down exactly once. The
+chart reads it as `files/topology.yaml`, which `make gen` writes from here (`chart_topology`);
+that file is build output, never committed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ class ServiceInfo:
     # gRPC services it serves to other services only: Envoy never routes them, whatever
     # `public` says (each checks its caller's service identity itself).
     internal_grpc_services: tuple[str, ...] = ()
+    # The only components allowed to open connections to it (the chart's NetworkPolicy ingress;
+    # the callers' egress follows from the same list). "envoy": the public door.
+    callers: tuple[str, ...] = ()
+    # The plain HTTP listener it also serves, if any, by its name in the chart's `ports`: the
+    # webhook service's status stream, the web service's pages.
+    http_listener: str = ""
+
+    @property
+    def chart_key(self) -> str:
+        """Its block in the chart's values.yaml: the name in lowerCamelCase."""
+        first, *rest = self.name.split("-")
+        return first + "".join(word.capitalize() for word in rest)
 
     @property
     def directory(self) -> Path:
@@ -66,6 +81,10 @@ SERVICES: tuple[ServiceInfo, ...] = (
             "RECONCILIATION_SERVICE_KEY",
             *CALLBACK_SECRETS,
         ),
+        # reconciliation: the internal SettlementLedgerService (never routed by Envoy; it checks
+        # reconciliation's service identity itself). web: the checkout page and the dashboard
+        # act for their merchant.
+        callers=("envoy", "reconciliation", "web"),
     ),
     ServiceInfo(
         name="fraud",
@@ -75,6 +94,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19102,
         grpc_services=("paygate.fraud.v1.FraudService",),
         public=False,
+        callers=("orchestrator",),
     ),
     ServiceInfo(
         name="tokenization-vault",
@@ -86,6 +106,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         schema="vault",
         public=False,
         secrets=("DB_PASSWORD", "ENCRYPTION_KEY", "ORCHESTRATOR_SERVICE_KEY"),
+        callers=("orchestrator",),
     ),
     ServiceInfo(
         name="webhook",
@@ -96,6 +117,9 @@ SERVICES: tuple[ServiceInfo, ...] = (
         grpc_services=("paygate.webhooks.v1.WebhookService",),
         schema="webhook",
         secrets=("DB_PASSWORD",),
+        # web: the dashboard's delivery log, the checkout page's status relay.
+        callers=("envoy", "web"),
+        http_listener="stream",
     ),
     ServiceInfo(
         name="reconciliation",
@@ -109,6 +133,8 @@ SERVICES: tuple[ServiceInfo, ...] = (
         ),
         schema="reconciliation",
         secrets=("DB_PASSWORD", "RECONCILIATION_SERVICE_KEY", "PROVIDER_REPORT_KEYS"),
+        # web: the dashboard's charts (the merchant's analytics).
+        callers=("envoy", "web"),
     ),
     ServiceInfo(
         name="sandbox",
@@ -127,6 +153,7 @@ SERVICES: tuple[ServiceInfo, ...] = (
         # It signs each provider's callbacks with that provider's key, and checks each
         # provider's settlement-report key.
         secrets=(*CALLBACK_SECRETS, "PROVIDER_REPORT_KEYS"),
+        callers=("orchestrator",),
     ),
     ServiceInfo(
         name="web",
@@ -140,6 +167,8 @@ SERVICES: tuple[ServiceInfo, ...] = (
         ),
         schema="web",
         secrets=("DB_PASSWORD",),
+        callers=("envoy",),
+        http_listener="pages",
     ),
     ServiceInfo(
         name="ratelimit",
@@ -149,10 +178,32 @@ SERVICES: tuple[ServiceInfo, ...] = (
         default_metrics_port=19107,
         grpc_services=("envoy.service.ratelimit.v3.RateLimitService",),
         public=False,
+        callers=("envoy",),
     ),
 )
 
 BY_NAME: dict[str, ServiceInfo] = {s.name: s for s in SERVICES}
+
+
+def chart_topology() -> list[dict[str, object]]:
+    """The registry as the Helm chart reads it (files/topology.yaml; `pg.registry`)."""
+    entries: list[dict[str, object]] = []
+    for service in SERVICES:
+        entry: dict[str, object] = {
+            "key": service.chart_key,
+            "name": service.name,
+            "module": service.module,
+            "addrEnv": service.addr_env,
+            "public": service.public,
+            "grpcServices": list(service.grpc_services),
+            "callers": list(service.callers),
+        }
+        if service.schema:
+            entry["schema"] = service.schema
+        if service.http_listener:
+            entry["httpPort"] = service.http_listener
+        entries.append(entry)
+    return entries
 
 
 def grpc_target(address: str) -> str:

@@ -33,7 +33,7 @@ async def ledger(
     identity = ServiceIdentity(
         "reconciliation", stack.env["RECONCILIATION_SERVICE_KEY"], audience="orchestrator"
     )
-    channel = service_channel(stack.env["ORCHESTRATOR_ADDR"], identity)
+    channel = service_channel(stack.env["ORCHESTRATOR_ADDR"], identity, typed_errors=False)
     try:
         yield settlement_pb2_grpc.SettlementLedgerServiceStub(channel)
     finally:
@@ -261,7 +261,7 @@ async def test_only_the_reconciliation_service_may_call_the_ledger(stack: Stack)
         (forger, grpc.StatusCode.UNAUTHENTICATED, "SERVICE_TOKEN_INVALID"),
         (wrong_audience, grpc.StatusCode.UNAUTHENTICATED, "SERVICE_TOKEN_INVALID"),
     ):
-        channel = service_channel(target, identity)
+        channel = service_channel(target, identity, typed_errors=False)
         try:
             stub = settlement_pb2_grpc.SettlementLedgerServiceStub(channel)
             error = await refused(stub.GetProviderBalances(request, timeout=10))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.config import StackSettings
+from fraud.settings import Settings as FraudSettings
 from gateway_core.config import (
     LOCAL_PROVIDER_REPORT_KEYS,
     SECRET_RULES,
@@ -20,6 +22,7 @@ from gateway_core.config import (
 )
 from gateway_core.limits import MAX_AMOUNT_PAISA
 from gateway_core.services import SERVICES
+from orchestrator.settings import Settings as OrchestratorSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No configuration variable from the outside and no .env: each test writes its own."""
-    for name in Settings.model_fields:
+    for name in StackSettings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -44,7 +47,7 @@ def test_defaults_describe_the_local_stack() -> None:
     assert settings.kafka_bootstrap_servers == ["127.0.0.1:19092"]
     assert settings.jwt_secret.get_secret_value().startswith("local-dev")
     assert len(settings.encryption_key.get_secret_value().encode()) == 32
-    assert settings.merchant_vpa_domain == "paygate"
+    assert load_settings(OrchestratorSettings).merchant_vpa_domain == "paygate"
 
 
 def test_dotenv_file_is_read_and_real_environment_wins(
@@ -76,14 +79,14 @@ def test_unparsable_json_error_names_the_variable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("WALLET_API_ENDPOINTS", "{paytm:")
 
     with pytest.raises(ConfigError, match="WALLET_API_ENDPOINTS"):
-        get_settings()
+        load_settings(OrchestratorSettings)
 
 
 def test_block_threshold_above_max_score_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BLOCK_THRESHOLD", "101")
 
     with pytest.raises(ConfigError, match="BLOCK_THRESHOLD"):
-        get_settings()
+        load_settings(FraudSettings)
 
 
 def test_the_payment_ceiling_cannot_exceed_what_the_api_can_carry(
@@ -98,7 +101,9 @@ def test_the_payment_ceiling_cannot_exceed_what_the_api_can_carry(
 def test_wallet_endpoints_are_parsed_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WALLET_API_ENDPOINTS", '{"paytm": "https://api.paytm.com"}')
 
-    assert get_settings().wallet_api_endpoints == {"paytm": "https://api.paytm.com"}
+    assert load_settings(OrchestratorSettings).wallet_api_endpoints == {
+        "paytm": "https://api.paytm.com"
+    }
 
 
 def test_kafka_brokers_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,17 +135,16 @@ def test_secrets_stay_out_of_repr() -> None:
 def test_env_example_lists_every_variable_with_its_default(tmp_path: Path) -> None:
     example = (REPO_ROOT / ".env.example").read_text()
     names = {line.split("=", 1)[0] for line in example.splitlines() if line[:1].isalpha()}
-    defaults = get_settings()
+    # Every variable of every service: the common settings and each service's own.
+    defaults = load_settings(StackSettings)
 
     (tmp_path / ".env").write_text(example)
-    get_settings.cache_clear()
+    from_file = load_settings(StackSettings)
 
-    assert names == {name.upper() for name in Settings.model_fields}
+    assert names == {name.upper() for name in StackSettings.model_fields}
     # APP_ENV is the one exception: the file turns local mode on, which must be asked for.
-    assert get_settings().model_dump(exclude={"app_env"}) == defaults.model_dump(
-        exclude={"app_env"}
-    )
-    assert (get_settings().app_env, defaults.app_env) == ("local", "production")
+    assert from_file.model_dump(exclude={"app_env"}) == defaults.model_dump(exclude={"app_env"})
+    assert (from_file.app_env, defaults.app_env) == ("local", "production")
 
 
 def test_every_secret_in_env_example_counts_as_published() -> None:
@@ -371,7 +375,7 @@ def test_a_bad_duration_is_refused_naming_the_variable(
 ) -> None:
     monkeypatch.setenv("OUTBOX_RETENTION", text)
     with pytest.raises(ConfigError, match="OUTBOX_RETENTION"):
-        load_settings()
+        load_settings(OrchestratorSettings)
 
 
 # Settlement-report keys: a JSON object, each key a secret of its own

@@ -128,7 +128,7 @@ async def running() -> AsyncIterator[Running]:
     app.add_background_task("relay", flaky_relay)
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
-    channel = insecure_channel(f"http://127.0.0.1:{port}")
+    channel = insecure_channel(f"http://127.0.0.1:{port}", typed_errors=False)
     state = Running(app, channel, run, database_up, background_starts)
 
     def hook(name: str) -> Callable[[], Awaitable[None]]:

@@ -228,7 +228,7 @@ async def test_other_callers_are_refused_over_the_wire(
     address: str, identity: ServiceIdentity | None, code: grpc.StatusCode, reason: str
 ) -> None:
     channel = (
-        service_channel(address, identity)
+        service_channel(address, identity, typed_errors=False)
         if identity is not None
         else grpc.aio.insecure_channel(address)
     )

@@ -20,8 +20,8 @@ from fraud.device import DeviceObservation
 from fraud.model import load_scorer
 from fraud.model_input import model_features
 from fraud.scoring import Transaction
+from fraud.settings import Settings
 from fraud.velocity import VelocityStats
-from gateway_core.config import Settings
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 Response = fraud_pb2.CheckTransactionResponse

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import chart_topology
 import helm_python as helm
 import kubernetes_validate
 import pytest
@@ -26,6 +27,7 @@ import yaml
 from gateway_core.config import published_secret_values
 from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
+from gateway_core.services import chart_topology as registry_topology
 
 CHART = REPO_ROOT / "helm" / "payment-gateway"
 RELEASE = "pg"
@@ -118,6 +120,7 @@ PRODUCTION_VALUES: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[Any]:
+    chart_topology.write()  # what `make gen` writes: the registry, as the chart reads it
     with helm.Chart.load(CHART) as loaded:
         yield loaded
 
@@ -923,3 +926,32 @@ def test_the_grafana_dashboard_is_provisioned_for_the_sidecar_by_its_label(
 
     off = render(chart, {"grafanaDashboard": {"enabled": False}})
     assert component("grafana-dashboard") not in of_kind(off, "ConfigMap")
+
+
+def test_the_chart_reads_the_services_from_the_registry(defaults: list[Manifest]) -> None:
+    """files/topology.json is written from gateway_core.services, never committed: the chart's
+    Deployments follow the registry's modules and its NetworkPolicies the registry's callers."""
+    topology = json.loads((CHART / "files" / "topology.json").read_text())
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "files/topology.json"],
+        cwd=CHART,
+        capture_output=True,
+        check=False,
+    )
+
+    assert topology == json.loads(json.dumps(registry_topology()))
+    assert tracked.returncode != 0, "files/topology.json is build output: it must not be committed"
+    deployments = of_kind(defaults, "Deployment")
+    for service in SERVICES:
+        containers = pod_spec(deployments[component(service.name)])["containers"]
+        (container,) = [c for c in containers if c["name"] == service.name]
+        assert container["command"] == ["python", "-m", service.module]
+
+
+def test_a_chart_without_the_generated_topology_says_how_to_make_it(tmp_path: Path) -> None:
+    copy = tmp_path / "payment-gateway"
+    shutil.copytree(CHART, copy)
+    (copy / "files" / "topology.json").unlink()
+
+    with helm.Chart.load(copy) as bare, pytest.raises(helm.HelmRenderError, match="make gen"):
+        bare.render(None, name=RELEASE, namespace=NAMESPACE)

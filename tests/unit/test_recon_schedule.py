@@ -15,6 +15,7 @@ from gateway_core.db import create_pool
 from reconciliation.app import cli
 from reconciliation.schedule import DailyRun, day_reconciled_at, next_firing
 from reconciliation.service import Reconciler
+from reconciliation.settings import Settings as ReconciliationSettings
 from reconciliation.settlement_file import HEADER
 from reconciliation.sources import Provider, ReportSource
 
@@ -30,9 +31,9 @@ def test_the_schedule_is_read_in_ist() -> None:
 
 def test_a_schedule_that_is_not_cron_is_refused() -> None:
     with pytest.raises(ValueError, match="5-field cron expression"):
-        Settings(recon_schedule="every morning")
+        ReconciliationSettings(recon_schedule="every morning")
     with pytest.raises(ValueError, match="5-field cron expression"):
-        Settings(recon_schedule="0 6 * * * *")
+        ReconciliationSettings(recon_schedule="0 6 * * * *")
 
 
 class NoProviders(ReportSource):

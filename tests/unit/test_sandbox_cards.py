@@ -22,13 +22,13 @@ import pytest
 import pytest_asyncio
 
 from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
-from gateway_core.config import Settings
 from gateway_core.errors import from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import cards_pb2, cards_pb2_grpc
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
+from sandbox.settings import Settings
 
 PUBLIC_URL = "https://acs.sandbox.test"
 RETURN_URL = "https://shop.test/checkout/return?order=42"
@@ -131,7 +131,7 @@ async def running() -> AsyncIterator[Running]:
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     http_port = await asyncio.wait_for(sandbox.web.wait_started(), 10)
-    channel = insecure_channel(f"127.0.0.1:{port}")
+    channel = insecure_channel(f"127.0.0.1:{port}", typed_errors=False)
     http = aiohttp.ClientSession()
     yield Running(
         cards=cards_pb2_grpc.CardAcquirerServiceStub(channel),

@@ -24,7 +24,6 @@ import pytest
 import pytest_asyncio
 
 from devstack.callback_receiver import TEST_SECRETS, Receiver
-from gateway_core.config import Settings
 from gateway_core.errors import GatewayError, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
@@ -41,6 +40,7 @@ from paygate.sandbox.v1 import (
 from sandbox import magic
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
+from sandbox.settings import Settings
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ async def sandbox_running() -> AsyncIterator[Running]:
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     http_port = await asyncio.wait_for(sandbox.web.wait_started(), 10)
-    channel = insecure_channel(f"127.0.0.1:{port}")
+    channel = insecure_channel(f"127.0.0.1:{port}", typed_errors=False)
     http = aiohttp.ClientSession()
     try:
         yield Running(

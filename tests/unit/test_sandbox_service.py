@@ -20,7 +20,6 @@ import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from devstack.callback_receiver import TEST_SECRETS, Received, Receiver
-from gateway_core.config import Settings
 from gateway_core.errors import Unauthenticated, from_rpc_error
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
@@ -35,6 +34,7 @@ from paygate.sandbox.v1 import (
 )
 from sandbox.app import Sandbox
 from sandbox.callbacks import CallbackSender
+from sandbox.settings import Settings
 
 APPROVAL_DELAY_MS = 100
 PUBLIC_URL = "https://bank.sandbox.test"
@@ -93,7 +93,7 @@ async def running() -> AsyncIterator[Running]:
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     http_port = await asyncio.wait_for(sandbox.web.wait_started(), 10)
-    channel = insecure_channel(f"127.0.0.1:{port}")
+    channel = insecure_channel(f"127.0.0.1:{port}", typed_errors=False)
     http = aiohttp.ClientSession()
     yield Running(
         upi=upi_pb2_grpc.UpiCoreServiceStub(channel),

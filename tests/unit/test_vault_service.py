@@ -21,16 +21,15 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from devstack.postgres import ScratchServer
-from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import from_rpc_error
-from gateway_core.server import ServiceApp
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from paygate.vault.v1 import vault_pb2, vault_pb2_grpc
-from vault.app import open_vault, register
+from vault.app import build_app, open_vault
 from vault.crypto import CryptoError
 from vault.jobs import Jobs
 from vault.service import CardVault
+from vault.settings import Settings
 
 MASTER_KEY = "vault-test-master-key-0123456789abcdef"
 ORCHESTRATOR_KEY = "vault-test-orchestrator-key-0123456789abcdef"
@@ -98,7 +97,7 @@ class Running:
 
     def stub(self, identity: ServiceIdentity | None) -> vault_pb2_grpc.VaultServiceAsyncStub:
         channel = (
-            service_channel(self.address, identity)
+            service_channel(self.address, identity, typed_errors=False)
             if identity is not None
             else grpc.aio.insecure_channel(self.address)
         )
@@ -108,19 +107,27 @@ class Running:
 
 @pytest_asyncio.fixture(scope="module")
 async def running(settings: Settings) -> AsyncIterator[Running]:
+    built: list[tuple[CardVault, Jobs]] = []
+
+    def slow_jobs(vault: CardVault) -> Jobs:
+        # The background loops run once at start (nothing to do) and then wait an hour: tests
+        # drive each pass themselves, so "before" and "after" the job are states they choose.
+        jobs = Jobs(vault, reencrypt_interval_seconds=3600, purge_interval_seconds=3600)
+        built.append((vault, jobs))
+        return jobs
+
+    app = await build_app(settings, jobs=slow_jobs)
+    ((vault, jobs),) = built
+    # The tests' own connections, to read what the service wrote (the audit trail).
     pool = await create_pool(settings, "vault")
-    app = ServiceApp("tokenization-vault", settings)
-    vault = await open_vault(settings, pool)
-    # The background loops run once at start (nothing to do) and then wait an hour: tests drive
-    # each pass themselves, so "before" and "after" the job are states they choose.
-    jobs = Jobs(vault, reencrypt_interval_seconds=3600, purge_interval_seconds=3600)
-    register(app, vault, settings, jobs)
     raw_log = RawLog()
     logging.getLogger().addHandler(raw_log)
     run = asyncio.create_task(app.run())
     port = await asyncio.wait_for(app.wait_started(), 10)
     address = f"127.0.0.1:{port}"
-    channel = service_channel(address, ServiceIdentity("orchestrator", ORCHESTRATOR_KEY, AUDIENCE))
+    channel = service_channel(
+        address, ServiceIdentity("orchestrator", ORCHESTRATOR_KEY, AUDIENCE), typed_errors=False
+    )
     running = Running(
         vault, jobs, pool, address, vault_pb2_grpc.VaultServiceStub(channel), [channel], raw_log
     )

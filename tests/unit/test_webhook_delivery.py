@@ -18,11 +18,12 @@ import pytest
 from standardwebhooks import Webhook
 
 from devstack.webhook_receiver import HOST, WebhookReceiver
-from gateway_core.config import ConfigError, Settings, load_settings
+from gateway_core.config import ConfigError, load_settings
 from webhook.delivery import AttemptResult, Sender, _links, decide
 from webhook.events import event_filter_problem, parse_event
 from webhook.repository import FAILED, PENDING, SUCCEEDED, Claimed
 from webhook.schedule import parse_retry_after, retry_delay
+from webhook.settings import Settings
 from webhook.signing import generate_secret, secret_key, secret_problem, signature_headers
 from webhook.ssrf import IPAddress, address_problem, destination_problem, url_problem
 
@@ -138,18 +139,18 @@ def test_the_schedule_and_allowed_cidrs_come_from_the_environment(
 ) -> None:
     monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "1, 2.5,60")
     monkeypatch.setenv("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8, ::1/128")
-    settings = load_settings()
+    settings = load_settings(Settings)
     assert settings.webhook_retry_delays == (1.0, 2.5, 60.0)
     assert [str(n) for n in settings.webhook_allowed_networks] == ["127.0.0.0/8", "::1/128"]
     assert Settings().webhook_timeout == 15.0
 
     monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "5,soon")
     with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SCHEDULE"):
-        load_settings()
+        load_settings(Settings)
     monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "5")
     monkeypatch.setenv("WEBHOOK_ALLOWED_CIDRS", "10.0.0.0/33")
     with pytest.raises(ConfigError, match="WEBHOOK_ALLOWED_CIDRS"):
-        load_settings()
+        load_settings(Settings)
 
 
 # -- events --------------------------------------------------------------------------------

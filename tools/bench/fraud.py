@@ -309,44 +309,30 @@ def free_port() -> int:
 async def measure_in_process(
     redis_port: int, rules_path: Path, checks: int, warmup: int, seed: int
 ) -> dict[str, Any]:
-    """Sequential checks through the servicer, as the service builds it (`fraud.__main__`)."""
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    from fraud.__main__ import REDIS_TIMEOUT_SECONDS
-    from fraud.device import DeviceObservation, DeviceStore
+    """Sequential checks through the fraud service's own servicer, built by its `build_app`."""
+    from fraud.__main__ import SERVICE_NAME, build_app
+    from fraud.device import DeviceObservation
     from fraud.model import load_scorer
     from fraud.model_input import model_features
     from fraud.rules import RulesFile
     from fraud.scoring import Thresholds, decide
     from fraud.servicer import FraudServicer
-    from fraud.velocity import VelocityStore
-    from gateway_core.config import Settings
+    from fraud.settings import Settings
 
-    settings = Settings()
+    # The servicer logs every check at INFO: the service runs at WARNING here, as over gRPC.
+    settings = Settings(
+        redis_host="127.0.0.1", redis_port=redis_port, enable_metrics=False, log_level="WARNING"
+    )
     thresholds = Thresholds(
         max_score=settings.max_fraud_score,
         block=settings.block_threshold,
         review=settings.review_threshold,
     )
-    rules = RulesFile(rules_path)
     scorer = load_scorer()
-    redis = Redis(
-        host="127.0.0.1",
-        port=redis_port,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), retries=0),
-    )
-    servicer = FraudServicer(
-        rules,
-        thresholds,
-        VelocityStore(redis),
-        DeviceStore(redis),
-        scorer=scorer,
-        features=model_features,
-    )
+    app = build_app(settings, rules_path, scorer=scorer, features=model_features)
+    servicer: FraudServicer = app.servicers[SERVICE_NAME]
+    # The rules engine alone, timed below without Redis or the model.
+    rules = RulesFile(rules_path)
     run_id = os.urandom(3).hex()
     fields = synthetic_requests(warmup + checks, seed, run_id)
     protos = [to_proto(f) for f in fields]
@@ -368,7 +354,7 @@ async def measure_in_process(
                 if signal.name.endswith("_unavailable"):
                     degraded[signal.name] += 1
     finally:
-        await redis.aclose()
+        await app.close()
 
     now = datetime.now(UTC)
     model_times: list[float] = []

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
+from fraud.settings import Settings as FraudSettings
 from gateway_core.config import LOCAL, PRODUCTION, SECRET_RULES, ConfigError, Settings
 from gateway_core.db import migratable_services
 from gateway_core.db.roles import (
@@ -29,6 +30,11 @@ from gateway_core.db.roles import (
     roles_from_environment,
 )
 from gateway_core.services import REPO_ROOT, SERVICES, ServiceInfo
+from orchestrator.settings import Settings as OrchestratorSettings
+from reconciliation.settings import Settings as ReconciliationSettings
+from sandbox.settings import Settings as SandboxSettings
+from vault.settings import Settings as VaultSettings
+from webhook.settings import Settings as WebhookSettings
 
 PortMode = Literal["fixed", "ephemeral"]
 
@@ -82,9 +88,21 @@ class Ports:
         return owners
 
 
-def local_defaults() -> Settings:
-    """gateway_core.config's defaults in local mode, without reading any environment."""
-    return Settings.model_construct(app_env=LOCAL)
+class StackSettings(
+    OrchestratorSettings,
+    FraudSettings,
+    VaultSettings,
+    WebhookSettings,
+    ReconciliationSettings,
+    SandboxSettings,
+):
+    """Every variable of every service (the common ones of gateway_core.config and each
+    service's own): what the stack configures, and what .env.example lists."""
+
+
+def local_defaults() -> StackSettings:
+    """Every service's defaults in local mode, without reading any environment."""
+    return StackSettings.model_construct(app_env=LOCAL)
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

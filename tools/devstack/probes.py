@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable, Mapping
 import aiosmtplib
 import grpc
 import httpx
-import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway_core.redis_client import ping, redis_at
 
 # Kafka's TOPIC_ALREADY_EXISTS: creating the topics again is the normal restart.
 _TOPIC_ALREADY_EXISTS = 36
@@ -65,10 +66,9 @@ async def smtp_ready(host: str, port: int) -> None:
 
 
 async def redis_ping(host: str, port: int, password: str, db: int) -> None:
-    client = aioredis.Redis(host=host, port=port, password=password or None, db=db)
+    client = redis_at(host, port, password=password, db=db)
     try:
-        if not await client.ping():
-            raise NotReady("PING did not answer PONG")
+        await ping(client)
     finally:
         await client.aclose()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from gateway_core.config import Settings
+from devstack.config import StackSettings
 from gateway_core.services import REPO_ROOT
 
 # Set to an image name, the end-to-end tests run against that image (`make image-test`).
@@ -24,7 +24,7 @@ IMAGE_UID = 10001
 # Variables of the process environment that configure our code; the rest of the caller's
 # environment (PATH, HOME, the virtualenv, pip's settings) belongs to the host, not the image.
 _PASSED_PREFIXES = ("DB_", "OTEL_", "RATE_LIMIT_")
-_SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
+_SETTINGS = frozenset(name.upper() for name in StackSettings.model_fields)
 
 
 class ModuleRunner(Protocol):

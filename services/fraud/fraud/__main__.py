@@ -11,9 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from fraud.device import DeviceStore
 from fraud.model import HttpScorer, ModelUnavailable, load_scorer
@@ -21,9 +18,10 @@ from fraud.model_input import model_features
 from fraud.rules import RulesFile
 from fraud.scoring import Scorer, Thresholds
 from fraud.servicer import FeatureBuilder, FraudServicer
+from fraud.settings import Settings, get_settings
 from fraud.velocity import VelocityStore
-from gateway_core.config import Settings, get_settings
 from gateway_core.logging import get_logger
+from gateway_core.redis_client import ping, redis_client
 from gateway_core.server import ServiceApp, run_service
 from paygate.fraud.v1 import fraud_pb2_grpc
 
@@ -53,23 +51,11 @@ def build_app(
         on_reload=lambda ok: RULES_RELOADS.labels("applied" if ok else "refused").inc(),
     )
     app = ServiceApp("fraud", settings)
-    redis = Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=settings.redis_password or None,
-        db=settings.redis_db,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), retries=0),
-    )
+    redis = redis_client(settings, timeout_seconds=REDIS_TIMEOUT_SECONDS)
     app.on_shutdown(redis.aclose)
-
-    async def ping_redis() -> None:
-        await redis.ping()
-
     # Velocity and device history live in Redis: without it the service still answers
     # (degraded), but reports NOT_SERVING so the orchestrator knows before it calls.
-    app.add_dependency_check("redis", ping_redis)
+    app.add_dependency_check("redis", lambda: ping(redis))
 
     async def watch_rules() -> None:
         await rules.watch(settings.fraud_rules_reload_seconds)

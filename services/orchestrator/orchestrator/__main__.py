@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 
-from gateway_core.config import Settings, get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventProducer
@@ -36,6 +35,7 @@ from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
 from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
+from orchestrator.settings import Settings, get_settings
 from paygate.callbacks.v1 import callbacks_pb2_grpc
 from paygate.disputes.v1 import disputes_pb2_grpc
 from paygate.ledger.v1 import settlement_pb2_grpc
@@ -45,8 +45,8 @@ from paygate.payments.v1 import payment_methods_pb2_grpc, payments_pb2_grpc
 SCHEMA = "orchestrator"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The orchestrator, ready to run: its API, provider clients and background jobs."""
     app = ServiceApp("orchestrator", settings)
 
     pool = await create_pool(settings, SCHEMA)
@@ -60,7 +60,8 @@ async def main() -> None:
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )
-    vault_channel = service_channel(settings.vault_addr, vault_identity)
+    # typed_errors=False until the provider clients catch gateway_core's typed errors (issue 12).
+    vault_channel = service_channel(settings.vault_addr, vault_identity, typed_errors=False)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
     cards = CardPayments(
@@ -145,6 +146,11 @@ async def main() -> None:
         settlement_pb2_grpc.add_SettlementLedgerServiceServicer_to_server,
         SettlementLedgerServicer(pool, service_keys(settings)),
     )
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 
@@ -165,7 +171,7 @@ class _ProviderChannels:
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = insecure_channel(address)
+            self._channels[address] = insecure_channel(address, typed_errors=False)
         return self._channels[address]
 
     async def _close(self) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from gateway_core.config import Settings
 from gateway_core.errors import (
     Aborted,
     FailedPrecondition,
@@ -48,6 +47,7 @@ from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.wallets import WalletClient
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord
 from orchestrator.repository import CLOSED_UNPAID, IN_OPERATION, OPEN, NewPayment, Repository
+from orchestrator.settings import Settings
 
 log = get_logger(__name__)
 

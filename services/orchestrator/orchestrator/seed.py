@@ -10,12 +10,13 @@ import asyncio
 
 from gateway_core.config import load_settings
 from gateway_core.db import create_pool
+from orchestrator.settings import Settings
 
 DEMO_MERCHANT = ("MER_DEMO", "Demo Store", "payments@demostore.example", "5411")
 
 
 async def seed() -> None:
-    settings = load_settings(local_unless_set=True)
+    settings = load_settings(Settings, local_unless_set=True)
     pool = await create_pool(settings, "orchestrator")
     try:
         merchant_id, name, email, category = DEMO_MERCHANT

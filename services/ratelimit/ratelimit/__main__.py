@@ -10,11 +10,9 @@ import os
 from pathlib import Path
 
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway_core.config import Settings, get_settings
+from gateway_core.redis_client import redis_client
 from gateway_core.server import ServiceApp, run_service
 from ratelimit.limits import load_config
 from ratelimit.servicer import RateLimitServicer
@@ -30,15 +28,7 @@ REDIS_TIMEOUT_SECONDS = 0.25
 def build_app(settings: Settings, config_path: Path) -> ServiceApp:
     config = load_config(config_path)
     app = ServiceApp("ratelimit", settings)
-    redis = Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=settings.redis_password or None,
-        db=settings.redis_db,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), retries=0),
-    )
+    redis = redis_client(settings, timeout_seconds=REDIS_TIMEOUT_SECONDS)
     app.on_shutdown(redis.aclose)
     store = RedisCounterStore(redis)
     # NOT_SERVING while Redis is down: Envoy's health check then skips the call altogether and

@@ -15,7 +15,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gateway_core.config import ConfigError, Settings, get_settings, load_settings
+from gateway_core.config import ConfigError, load_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.errors import GatewayError
 from gateway_core.kafka import EventConsumer, check_kafka
@@ -31,6 +31,7 @@ from reconciliation.reporting import MerchantReportingServicer, Reporting
 from reconciliation.schedule import DailyRun
 from reconciliation.service import Reconciler, check_provider_name, parse_day
 from reconciliation.servicer import ReconciliationServicer
+from reconciliation.settings import Settings, get_settings
 from reconciliation.sources import ReportSource
 
 SCHEMA = "reconciliation"
@@ -47,8 +48,8 @@ def consumer_group(settings: Settings) -> str:
     return f"{settings.kafka_group_id}.reconciliation"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The reconciliation service, ready to run, with its background work."""
     app = ServiceApp("reconciliation", settings)
 
     pool = await create_pool(settings, SCHEMA)
@@ -97,6 +98,11 @@ async def main() -> None:
     app.add_background_task(
         "daily-run", DailyRun(pool, reconciler, source, settings.recon_schedule).run
     )
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 
@@ -190,7 +196,7 @@ def cli(argv: Sequence[str]) -> int:
     console = Console(stderr=False)
     try:
         # A tool for the local stack unless APP_ENV says otherwise, like `make db-migrate`.
-        settings = load_settings(local_unless_set=True)
+        settings = load_settings(Settings, local_unless_set=True)
         asyncio.run(_command(settings, args, console))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import contextlib
 import asyncpg
 import grpc
 
+from gateway_core.errors import GatewayError
 from gateway_core.logging import get_logger
 from paygate.ledger.v1 import settlement_pb2, settlement_pb2_grpc
 
@@ -88,7 +89,7 @@ class LedgerPoster:
             try:
                 posted = await self.post_pending()
                 delay = 1.0
-            except (grpc.aio.AioRpcError, asyncpg.PostgresError, OSError) as exc:
+            except (GatewayError, asyncpg.PostgresError, OSError) as exc:
                 log.warning("ledger posting failed; retrying", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
@@ -141,9 +142,13 @@ class LedgerPoster:
                     done,
                 )
             refused = [
-                (line["settlement_file_id"], line["line_number"], f"{r.code().name}: {r.details()}")
+                (
+                    line["settlement_file_id"],
+                    line["line_number"],
+                    f"{r.grpc_code.name}: {r.message}",
+                )
                 for line, r in zip(lines, results, strict=True)
-                if isinstance(r, grpc.aio.AioRpcError) and r.code() in REFUSED_FOR_GOOD
+                if isinstance(r, GatewayError) and r.grpc_code in REFUSED_FOR_GOOD
             ]
             for file_id, line_number, error in refused:
                 log.error(
@@ -162,7 +167,7 @@ class LedgerPoster:
                 r
                 for r in results
                 if isinstance(r, BaseException)
-                and not (isinstance(r, grpc.aio.AioRpcError) and r.code() in REFUSED_FOR_GOOD)
+                and not (isinstance(r, GatewayError) and r.grpc_code in REFUSED_FOR_GOOD)
             ]
         if failures:
             raise failures[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 
-from gateway_core.config import Settings
 from gateway_core.server import ServiceApp
 from paygate.sandbox.v1 import (
     cards_pb2_grpc,
@@ -25,6 +24,7 @@ from sandbox.servicers.disputes import DisputeNetworkServicer
 from sandbox.servicers.netbanking import NetBankingServicer
 from sandbox.servicers.upi import UpiCoreServicer
 from sandbox.servicers.wallets import WalletProviderServicer
+from sandbox.settings import Settings
 from sandbox.settlements import CARD, NET_BANKING, UPI, WALLET, ProviderInfo, SettlementReports
 from sandbox.upi import UpiSwitch, UpiTransaction
 from sandbox.wallets import WalletBook

@@ -16,27 +16,17 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from gateway_core.config import ConfigError, Settings, get_settings
-from gateway_core.db import check_pool, create_pool
-from gateway_core.server import ServiceApp, run_service
-from vault.app import open_vault, register
+from gateway_core.config import ConfigError
+from gateway_core.db import create_pool
+from gateway_core.server import run_service
+from vault.app import SCHEMA, build_app, open_vault
 from vault.crypto import CryptoError
-from vault.jobs import Jobs
 from vault.service import CardVault
-
-SCHEMA = "vault"
+from vault.settings import Settings, get_settings
 
 
 async def main() -> None:
-    settings = get_settings()
-    app = ServiceApp("tokenization-vault", settings)
-
-    pool = await create_pool(settings, SCHEMA)
-    app.on_shutdown(pool.close)
-    app.add_dependency_check("postgres", lambda: check_pool(pool))
-
-    vault = await open_vault(settings, pool)
-    register(app, vault, settings, Jobs(vault))
+    app = await build_app(get_settings())
     await app.run()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_core.config import get_settings
+from gateway_core.config import Settings, get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventConsumer, EventProducer
@@ -22,8 +22,8 @@ SCHEMA = "web"
 GROUP_SUFFIX = ".web"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The web service, ready to run: checkout sessions (gRPC) and the pages (HTTP)."""
     app = ServiceApp("web", settings)
     pool = await create_pool(settings, SCHEMA)
     app.on_shutdown(pool.close)
@@ -82,6 +82,11 @@ async def main() -> None:
         await serve(site, settings.server_host, settings.web_http_port)
 
     app.add_background_task("pages", serve_pages)
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 

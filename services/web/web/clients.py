@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
-from gateway_core.errors import from_rpc_error
 from paygate.disputes.v1 import disputes_pb2, disputes_pb2_grpc
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -212,7 +211,4 @@ async def _call(
     *,
     extra: tuple[tuple[str, str], ...] = (),
 ) -> Any:
-    try:
-        return await method(request, metadata=acting.metadata + extra, timeout=TIMEOUT_SECONDS)
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from None
+    return await method(request, metadata=acting.metadata + extra, timeout=TIMEOUT_SECONDS)

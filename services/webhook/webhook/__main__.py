@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_core.config import get_settings
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventConsumer
@@ -19,6 +18,7 @@ from webhook.notify import DisabledEndpointNotifier
 from webhook.receipts import MerchantNames, ReceiptIssuer
 from webhook.repository import Repository
 from webhook.servicer import WebhookServicer
+from webhook.settings import Settings, get_settings
 from webhook.stream import StatusFeed, StatusHub, StreamServer
 
 SCHEMA = "webhook"
@@ -29,8 +29,8 @@ FETCH_MAX_WAIT_MS = 50
 RECEIPTS_GROUP_SUFFIX = ".webhook-receipts"
 
 
-async def main() -> None:
-    settings = get_settings()
+async def build_app(settings: Settings) -> ServiceApp:
+    """The webhook service, ready to run: its API, deliveries, status stream and email."""
     app = ServiceApp("webhook", settings)
 
     pool = await create_pool(settings, SCHEMA)
@@ -105,6 +105,11 @@ async def main() -> None:
     )
     app.add_background_task("receipt-events", receipt_events.run)
     app.add_background_task("mail-sender", mail.run)
+    return app
+
+
+async def main() -> None:
+    app = await build_app(get_settings())
     await app.run()
 
 

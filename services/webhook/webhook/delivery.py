@@ -20,7 +20,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway_core.config import IPNetwork
 from gateway_core.logging import get_logger
 from webhook import metrics
 from webhook.repository import (
@@ -34,6 +33,7 @@ from webhook.repository import (
     Repository,
 )
 from webhook.schedule import parse_retry_after, retry_delay
+from webhook.settings import IPNetwork
 from webhook.signing import secret_key, signature_headers
 from webhook.ssrf import (
     RefusedDestination,

@@ -24,9 +24,9 @@ import aiosmtplib
 import asyncpg
 from prometheus_client import Counter
 
-from gateway_core.config import Settings
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
+from webhook.settings import Settings
 
 log = get_logger(__name__)
 

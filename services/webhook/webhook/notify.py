@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
+from gateway_core.errors import GatewayError, NotFound
 from gateway_core.logging import get_logger
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 from webhook.events import rfc3339
@@ -67,12 +68,12 @@ class DisabledEndpointNotifier:
                     timeout=ORCHESTRATOR_TIMEOUT_SECONDS,
                 )
                 break
-            except grpc.aio.AioRpcError as exc:
-                if delay is None or exc.code() == grpc.StatusCode.NOT_FOUND:
+            except GatewayError as exc:
+                if delay is None or isinstance(exc, NotFound):
                     log.error(
                         "cannot email the merchant about a disabled endpoint",
                         webhook_id=endpoint.webhook_id,
-                        error=exc.code().name,
+                        error=exc.grpc_code.name,
                     )
                     return False
                 await asyncio.sleep(delay)

@@ -26,7 +26,7 @@ from babel.dates import format_datetime
 from email_validator import EmailNotValidError, validate_email
 
 from gateway_core.auth import MERCHANT_ID_KEY, ROLE_KEY
-from gateway_core.errors import NotFound, from_rpc_error
+from gateway_core.errors import NotFound
 from gateway_core.kafka import ConsumedEvent
 from gateway_core.logging import get_logger
 from gateway_core.money import format_inr
@@ -204,14 +204,11 @@ class MerchantNames:
         self._merchants = merchants_pb2_grpc.MerchantServiceStub(orchestrator)
 
     async def name(self, merchant_id: str) -> str:
-        try:
-            merchant: merchants_pb2.Merchant = await self._merchants.GetMerchant(
-                merchants_pb2.GetMerchantRequest(merchant_id=merchant_id),
-                metadata=((MERCHANT_ID_KEY, merchant_id), (ROLE_KEY, "merchant")),
-                timeout=ORCHESTRATOR_TIMEOUT_SECONDS,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        merchant: merchants_pb2.Merchant = await self._merchants.GetMerchant(
+            merchants_pb2.GetMerchantRequest(merchant_id=merchant_id),
+            metadata=((MERCHANT_ID_KEY, merchant_id), (ROLE_KEY, "merchant")),
+            timeout=ORCHESTRATOR_TIMEOUT_SECONDS,
+        )
         return merchant.name
 
 

@@ -11,7 +11,6 @@ from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway_core.auth import RpcContext, caller_from_context
-from gateway_core.config import IPNetwork
 from gateway_core.errors import NotFound, invalid_field
 from gateway_core.limits import MAX_DESCRIPTION_CHARS, MAX_URL_CHARS, FieldProblems
 from paygate.webhooks.v1 import webhooks_pb2 as pb
@@ -29,6 +28,7 @@ from webhook.repository import (
     NotFoundError,
     Repository,
 )
+from webhook.settings import IPNetwork
 from webhook.signing import generate_secret, secret_problem
 from webhook.ssrf import Resolver, destination_problem, resolve
 

@@ -39,7 +39,6 @@ from gateway_core.errors import (
     InvalidArgument,
     Unauthenticated,
     Unavailable,
-    from_rpc_error,
     to_rpc_status,
 )
 from gateway_core.logging import get_logger
@@ -328,14 +327,11 @@ class StreamServer:
     async def _get(
         self, payment_id: str, metadata: tuple[tuple[str, str], ...]
     ) -> payments_pb2.Payment:
-        try:
-            payment: payments_pb2.Payment = await self._payments.GetPayment(
-                payments_pb2.GetPaymentRequest(payment_id=payment_id),
-                metadata=metadata,
-                timeout=ORCHESTRATOR_TIMEOUT_SECONDS,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        payment: payments_pb2.Payment = await self._payments.GetPayment(
+            payments_pb2.GetPaymentRequest(payment_id=payment_id),
+            metadata=metadata,
+            timeout=ORCHESTRATOR_TIMEOUT_SECONDS,
+        )
         return payment
 
 

@@ -12,12 +12,12 @@ import re
 import asyncpg
 
 from gateway_core.auth import RpcContext, caller_from_context, require_admin
-from gateway_core.config import Settings
 from gateway_core.errors import AlreadyExists, NotFound, PermissionDenied, invalid_field
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
 from orchestrator.domain.validation import validate_create_merchant
 from orchestrator.repository import Repository
+from orchestrator.settings import Settings
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 50

@@ -12,7 +12,6 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from gateway_core.auth import Caller, RpcContext, caller_from_context
-from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.card_payments import RawCard
 from orchestrator.domain import emi
@@ -27,6 +26,7 @@ from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
 from orchestrator.repository import OPEN, PaymentFilter, Repository
+from orchestrator.settings import Settings
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20

@@ -1,0 +1,47 @@
+"""The orchestrator's own settings, over the mesh's common ones (gateway_core.config.Settings)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+from typing import Literal
+
+from pydantic import Field
+
+from gateway_core import config
+from gateway_core.config import Duration, Seconds, load_settings
+
+
+class Settings(config.Settings):
+    # Payment providers (the sandbox serves all of them locally)
+    upi_core_endpoint: str = "127.0.0.1:50066"
+    wallet_api_endpoints: dict[str, str] = Field(
+        default_factory=lambda: {
+            "paytm": "127.0.0.1:50066",
+            "phonepe": "127.0.0.1:50066",
+            "googlepay": "127.0.0.1:50066",
+            "amazonpay": "127.0.0.1:50066",
+        }
+    )
+    netbanking_endpoint: str = "127.0.0.1:50066"
+    card_acquirer_endpoint: str = "127.0.0.1:50066"
+    # Deadline of the fraud check on each payment, and what to do when it is missed.
+    fraud_timeout_ms: int = Field(default=50, ge=1, le=5000)
+    fraud_fail_policy: Literal["open", "closed"] = "open"
+    card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
+
+    # Outbox: published events are kept this long (for audit and debugging), then purged.
+    outbox_retention: Seconds = Field(default=72 * 3600.0, gt=0, allow_inf_nan=False)
+
+    # Payments
+    payment_expiry_seconds: int = Field(default=900, ge=1)
+    # How long a held (manual-capture) authorization waits for its capture; after it the
+    # gateway voids it at the provider and the payment EXPIRES.
+    authorization_ttl: Duration = Field(default=timedelta(days=5), gt=timedelta(0))
+    merchant_vpa_domain: str = "paygate"
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests call `get_settings.cache_clear()`)."""
+    return load_settings(Settings)
