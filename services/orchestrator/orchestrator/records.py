@@ -10,9 +10,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from orchestrator.connectors.upi.link import qr_png_data_url
 from orchestrator.domain.disputes import HOLDS_MONEY, DisputeStatus
 from orchestrator.domain.states import Status
-from orchestrator.domain.upi import qr_png_data_url
 from paygate.disputes.v1 import disputes_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2

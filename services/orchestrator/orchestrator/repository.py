@@ -18,7 +18,7 @@ import asyncpg
 from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, NotFound, invalid_field
 from gateway_core.fees import Fee
 from orchestrator import ledger_store, outbox
-from orchestrator.domain import emi
+from orchestrator.connectors.card import emi
 from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
 from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
 from orchestrator.idempotency import bind_effects
@@ -650,25 +650,19 @@ class Repository:
                 fee=Fee(record.fees_paisa, record.tax_paisa),
             ),
         )
-        plan_id = record.payment_details.get("emi_plan_id")
-        if plan_id:
-            plan = emi.choose(
-                plan_id,
-                record.amount_paisa,
-                record.payment_details.get("brand", ""),
-                "payment_details.emi_plan_id",
+        # The plan chosen when the payment was created (connectors/card), never chosen again.
+        terms = emi.terms_of(record.payment_details, record.amount_paisa)
+        if terms is not None and terms.merchant_discount_paisa:
+            await ledger_store.post_entry(
+                conn,
+                emi_discount_entry(
+                    payment_id=record.payment_id,
+                    merchant_id=record.merchant_id,
+                    provider=provider,
+                    currency=record.currency,
+                    discount_paisa=terms.merchant_discount_paisa,
+                ),
             )
-            if plan.merchant_discount_paisa:
-                await ledger_store.post_entry(
-                    conn,
-                    emi_discount_entry(
-                        payment_id=record.payment_id,
-                        merchant_id=record.merchant_id,
-                        provider=provider,
-                        currency=record.currency,
-                        discount_paisa=plan.merchant_discount_paisa,
-                    ),
-                )
 
     async def _record_step(
         self,

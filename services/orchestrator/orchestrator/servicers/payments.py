@@ -14,8 +14,8 @@ from google.protobuf.message import Message
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, invalid_field
-from orchestrator.card_payments import RawCard
-from orchestrator.domain import emi
+from orchestrator.connectors.card import emi
+from orchestrator.connectors.registry import CONNECTOR_TYPES
 from orchestrator.domain.validation import (
     validate_cancel,
     validate_capture,
@@ -257,31 +257,13 @@ def _payment_start(
     request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord, settings: Settings
 ) -> PaymentStart:
     method = payments_pb2.PaymentMethod.Name(request.payment_method)
-    given = request.payment_details
-    details = {
-        "UPI": {"vpa": given.vpa, "upi_flow": given.upi_flow or "INTENT"},
-        "WALLET": {"wallet": given.wallet, "phone": given.phone},
-        "NET_BANKING": {"bank_code": given.bank_code},
-        "CARD": {"card_token": given.card_token, "emi_plan_id": given.emi_plan_id},
-    }[method]
-    raw_card = (
-        RawCard(
-            card_number=given.card.card_number,
-            expiry_month=given.card.expiry_month,
-            expiry_year=given.card.expiry_year,
-            cvv=given.card.cvv,
-            holder_name=given.card.holder_name,
-        )
-        if method == "CARD" and given.card.card_number
-        else None
-    )
     return PaymentStart(
         merchant=merchant,
         user_id=request.user_id,
         amount_paisa=request.amount_paisa,
         currency=request.currency,
         method=method,
-        details=details,
+        details=CONNECTOR_TYPES[method].read_details(request.payment_details),
         description=request.description,
         callback_url=request.callback_url,
         metadata=dict(request.metadata),
@@ -291,7 +273,6 @@ def _payment_start(
         expire_after=timedelta(
             seconds=request.expire_after_seconds or settings.payment_expiry_seconds
         ),
-        raw_card=raw_card,
         device={
             "fingerprint_id": request.device.fingerprint_id,
             "user_agent": request.device.user_agent,

@@ -6,25 +6,42 @@ PAN exists here only inside one detokenize answer handed straight to an acquirer
 Failover moves to the next acquirer only when one is *unavailable* (the request was never
 processed). A timeout may have charged the card, so it is settled by status inquiry at that
 same acquirer instead, never by trying another.
+
+EMI is chosen once, when the payment is prepared: the plan's tenure and the merchant's
+discount are kept in the payment's details, and the authorization and the capture use those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
-from orchestrator.domain import emi
-from orchestrator.domain.routing import CircuitBreaker, RoutingTable
+from orchestrator.connectors.base import (
+    Apply,
+    InquireLater,
+    NoChange,
+    PaymentBooks,
+    Prepared,
+    Reporter,
+    RequireAction,
+    StartRequest,
+    Step,
+    result_from_callback,
+)
+from orchestrator.connectors.card import emi
+from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
+from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
-from orchestrator.providers.cards import ACS_PROVIDER, AcquirerClient, ThreeDs
 from orchestrator.providers.vault import CardMeta, VaultClient
-from orchestrator.records import PaymentRecord
-from orchestrator.repository import Repository
+from paygate.payments.v1 import payments_pb2
+
+if TYPE_CHECKING:
+    from orchestrator.records import PaymentRecord
 
 log = get_logger(__name__)
 CARD_FIELD = "payment_details.card."
@@ -45,38 +62,91 @@ class RawCard:
         return "RawCard(****)"
 
 
-# Applies a provider's answer to a payment (PaymentProcessor.apply_result).
-ApplyResult = Callable[[str, ProviderResult, str, dict[str, Any]], Awaitable[PaymentRecord]]
+@dataclass(frozen=True)
+class CardDetails:
+    """Exactly one of a raw card (tokenized by the vault first) or a saved card's token."""
+
+    card: RawCard | None = None
+    card_token: str = ""
+    emi_plan_id: str = ""
 
 
-class CardPayments:
+class CardConnector:
+    method: ClassVar[str] = "CARD"
+    manual_capture: ClassVar[bool] = True
+    offers_emi: ClassVar[bool] = True
+
     def __init__(
         self,
-        repo: Repository,
         vault: VaultClient,
         acquirer: AcquirerClient,
         routing: RoutingTable,
         breaker: CircuitBreaker,
+        books: PaymentBooks,
         *,
         callback_url: str,
         default_return_url: str,
     ) -> None:
-        self._repo = repo
         self._vault = vault
         self._acquirer = acquirer
         self._routing = routing
         self._breaker = breaker
+        self._books = books
         self._callback_url = callback_url
         self._default_return_url = default_return_url
 
-    async def card_for(
-        self, *, merchant_id: str, user_id: str, token: str, raw: RawCard | None
-    ) -> CardMeta:
+    @staticmethod
+    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+        # The card's own fields (Luhn, expiry, CVV) are checked by the vault, which alone may
+        # look at them; here only which of the two ways to pay by card was chosen.
+        has_card = bool(given.card.card_number)
+        if has_card == bool(given.card_token):
+            bad("payment_details", "give exactly one of card (card details) or card_token")
+
+    @staticmethod
+    def read_details(given: payments_pb2.PaymentDetails) -> CardDetails:
+        raw = (
+            RawCard(
+                card_number=given.card.card_number,
+                expiry_month=given.card.expiry_month,
+                expiry_year=given.card.expiry_year,
+                cvv=given.card.cvv,
+                holder_name=given.card.holder_name,
+            )
+            if given.card.card_number
+            else None
+        )
+        return CardDetails(card=raw, card_token=given.card_token, emi_plan_id=given.emi_plan_id)
+
+    # Starting a payment
+
+    async def prepare(self, request: StartRequest) -> Prepared:
+        details = request.details
+        assert isinstance(details, CardDetails)
+        card = await self._card_for(request, details)
+        stored = {"card_token": card.token, "last4": card.last4, "brand": card.brand}
+        if details.emi_plan_id:
+            plan = emi.choose(
+                details.emi_plan_id,
+                request.amount_paisa,
+                card.brand,
+                f"payment_details.{emi.PLAN_ID}",
+            )
+            stored |= emi.stored_terms(plan)
+        return Prepared(
+            provider=self._routing.route(card.brand, request.amount_paisa)[0],
+            details=stored,
+            fraud_facts={"card_fingerprint": card.fingerprint},
+        )
+
+    async def _card_for(self, request: StartRequest, details: CardDetails) -> CardMeta:
         """The vault card a payment uses: tokenize a raw card, or look up a saved token."""
-        if raw is not None:
+        merchant_id = request.merchant.merchant_id
+        if details.card is not None:
+            raw = details.card
             return await self._vault.tokenize(
                 merchant_id=merchant_id,
-                user_id=user_id,
+                user_id=request.user_id,
                 card_number=raw.card_number,
                 expiry_month=raw.expiry_month,
                 expiry_year=raw.expiry_year,
@@ -84,84 +154,69 @@ class CardPayments:
                 holder_name=raw.holder_name,
                 field_prefix=CARD_FIELD,
             )
-        card = await self._vault.card(token)
+        card = await self._vault.card(details.card_token)
         if card.merchant_id != merchant_id:
             raise PermissionDenied(
                 "payment_details.card_token belongs to another merchant", reason="TOKEN_NOT_YOURS"
             )
         return card
 
-    def details(self, card: CardMeta, emi_plan_id: str) -> dict[str, str]:
-        """What the payment stores about its card: a token and display data only."""
-        stored = {"card_token": card.token, "last4": card.last4, "brand": card.brand}
-        if emi_plan_id:
-            stored["emi_plan_id"] = emi_plan_id
-        return stored
-
-    def first_gateway(self, card: CardMeta, amount_paisa: int) -> str:
-        return self._routing.route(card.brand, amount_paisa)[0]
-
-    async def start(
-        self, record: PaymentRecord, apply: ApplyResult, *, force_challenge: bool = False
-    ) -> PaymentRecord:
-        """3-D Secure first (a fraud REVIEW forces a challenge); frictionless goes straight on
-        to authorization."""
-        token = record.payment_details["card_token"]
+    async def initiate(
+        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+    ) -> Step:
+        """3-D Secure first (`step_up`, a fraud REVIEW, forces a challenge); frictionless goes
+        straight on to authorization."""
+        token = payment.payment_details["card_token"]
         secret = await self._vault.detokenize(
-            token, payment_id=record.payment_id, reason="3ds_authentication"
+            token, payment_id=payment.payment_id, reason="3ds_authentication"
         )
         try:
             three_ds = await self._acquirer.authenticate(
-                gateway=record.provider,
-                payment_id=record.payment_id,
-                merchant_id=record.merchant_id,
+                gateway=payment.provider,
+                payment_id=payment.payment_id,
+                merchant_id=payment.merchant_id,
                 card=secret,
-                amount_paisa=record.amount_paisa,
-                currency=record.currency,
-                force_challenge=force_challenge,
-                return_url=record.callback_url or self._default_return_url,
+                amount_paisa=payment.amount_paisa,
+                currency=payment.currency,
+                force_challenge=step_up,
+                return_url=payment.callback_url or self._default_return_url,
                 callback_url=self._callback_url,
             )
         except (ProviderTimeout, Unavailable):
-            return await apply(
-                record.payment_id,
+            return Apply(
                 ProviderResult(Outcome.FAILED, failure_reason="authentication_unavailable"),
                 "3-D Secure unavailable",
-                {},
             )
         finally:
             del secret
         if three_ds.challenge_url:
-            moved = await self._repo.transition(
-                record.payment_id,
-                Status.REQUIRES_ACTION,
+            return RequireAction(
                 "the cardholder must complete a 3-D Secure challenge",
-                strict=False,
-                changes={
-                    "payment_details": {
-                        **record.payment_details,
-                        "redirect_url": three_ds.challenge_url,
-                        "three_ds_transaction_id": three_ds.transaction_id,
-                    }
+                {
+                    **payment.payment_details,
+                    "redirect_url": three_ds.challenge_url,
+                    "three_ds_transaction_id": three_ds.transaction_id,
                 },
             )
-            return moved.record
         if not three_ds.authenticated:
-            return await apply(
-                record.payment_id,
+            return Apply(
                 ProviderResult(Outcome.FAILED, failure_reason="authentication_failed"),
                 "3-D Secure failed",
-                {},
             )
-        return await self.authorize(record, three_ds, apply)
+        return await self._authorize(payment, three_ds)
 
-    async def on_authentication(
-        self, payment: PaymentRecord, doc: dict[str, Any], apply: ApplyResult
-    ) -> PaymentRecord:
+    async def on_callback(
+        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
+    ) -> Step:
+        if provider == ACS_PROVIDER:
+            return await self._on_authentication(payment, doc)
+        return result_from_callback(payment, provider, doc)
+
+    async def _on_authentication(self, payment: PaymentRecord, doc: Mapping[str, Any]) -> Step:
         """The ACS's signed report of a challenge. Only the first report proceeds, and only one
         about this payment's own challenge: the 3-D Secure transaction id stored when the
-        payment went to REQUIRES_ACTION (the provider and the amount are checked by the caller,
-        PaymentProcessor.handle_callback)."""
+        payment went to REQUIRES_ACTION (the provider and the amount are checked by the flow
+        engine before)."""
         stored = payment.payment_details.get("three_ds_transaction_id", "")
         if not stored or doc.get("three_ds_transaction_id") != stored:
             raise FailedPrecondition(
@@ -169,45 +224,31 @@ class CardPayments:
                 reason="THREE_DS_TRANSACTION_MISMATCH",
             )
         if payment.status != Status.REQUIRES_ACTION:
-            return payment
+            return NoChange()
         if doc["status"] != "SUCCESS":
-            return await apply(
-                payment.payment_id,
+            return Apply(
                 ProviderResult(Outcome.FAILED, failure_reason="authentication_failed"),
                 "3-D Secure challenge failed",
-                {},
             )
         # Claim the payment: a repeated callback finds it PENDING and stops here.
-        claimed = await self._repo.transition(
-            payment.payment_id,
-            Status.PENDING,
-            "3-D Secure challenge passed; authorizing",
-            strict=False,
+        claimed = await self._books.claim_for_authorization(
+            payment.payment_id, "3-D Secure challenge passed; authorizing"
         )
-        if not claimed.applied:
-            return claimed.record
+        if claimed is None:
+            return NoChange()
         three_ds = ThreeDs(
             transaction_id=stored,
             authenticated=True,
             eci=str(doc.get("eci", "")),
             authentication_value=str(doc.get("authentication_value", "")),
         )
-        return await self.authorize(claimed.record, three_ds, apply)
+        return await self._authorize(claimed, three_ds)
 
-    async def authorize(
-        self, payment: PaymentRecord, three_ds: ThreeDs, apply: ApplyResult
-    ) -> PaymentRecord:
+    async def _authorize(self, payment: PaymentRecord, three_ds: ThreeDs) -> Step:
+        """Authorization at each routed acquirer in turn, past those that are unavailable."""
         token = payment.payment_details["card_token"]
         brand = payment.payment_details.get("brand", "")
-        tenure = 0
-        if payment.payment_details.get("emi_plan_id"):
-            plan = emi.choose(
-                payment.payment_details["emi_plan_id"],
-                payment.amount_paisa,
-                brand,
-                "payment_details.emi_plan_id",
-            )
-            tenure = plan.tenure_months
+        terms = emi.terms_of(payment.payment_details, payment.amount_paisa)
         unavailable: list[str] = []
         for gateway in self._routing.route(brand, payment.amount_paisa):
             if not self._breaker.allow(gateway):
@@ -216,7 +257,7 @@ class CardPayments:
             if gateway != payment.provider:
                 # Recorded before the call: if this process dies during it, the inquiries ask
                 # the acquirer that may hold the authorization, not the one that was down.
-                await self._repo.update_details(payment.payment_id, {"provider": gateway})
+                await self._books.switch_provider(payment.payment_id, gateway)
                 payment = replace(payment, provider=gateway)
             secret = await self._vault.detokenize(
                 token, payment_id=payment.payment_id, reason="authorization"
@@ -231,7 +272,7 @@ class CardPayments:
                     currency=payment.currency,
                     capture=payment.capture_method == "AUTOMATIC",
                     three_ds=three_ds,
-                    emi_tenure_months=tenure,
+                    emi_tenure_months=terms.tenure_months if terms else 0,
                     notes=payment.metadata,
                 )
             except Unavailable:
@@ -241,33 +282,42 @@ class CardPayments:
                 continue
             except ProviderTimeout:
                 self._breaker.record_failure(gateway)
-                await self._repo.update_details(
-                    payment.payment_id,
-                    {
-                        "provider": gateway,
-                        "next_inquiry_at": datetime.now(UTC) + INQUIRY_AFTER_TIMEOUT,
-                    },
-                )
-                return await self._repo.get_payment(payment.payment_id, None)
+                return InquireLater(gateway, INQUIRY_AFTER_TIMEOUT)
             finally:
                 del secret
             self._breaker.record_success(gateway)
             await self._release_cvv(token, payment.payment_id)
-            extra: dict[str, Any] = {"provider": gateway}
             if unavailable:
                 result.gateway_response["failed_over_from"] = ",".join(unavailable)
-            return await apply(payment.payment_id, result, f"{gateway} authorization", extra)
+            return Apply(result, f"{gateway} authorization", provider=gateway)
         await self._release_cvv(token, payment.payment_id)
-        return await apply(
-            payment.payment_id,
+        return Apply(
             ProviderResult(
                 Outcome.FAILED,
                 gateway_response={"failed_over_from": ",".join(unavailable)},
                 failure_reason="gateways_unavailable",
             ),
             "no acquirer available",
-            {},
         )
+
+    async def _release_cvv(self, token: str, payment_id: str) -> None:
+        """The CVV served its one authorization; the vault's TTL is the backstop."""
+        try:
+            await self._vault.release_cvv(token, payment_id)
+        except (ProviderTimeout, Unavailable) as exc:
+            log.warning("could not release the CVV; its TTL will", error=str(exc))
+
+    # A payment that exists
+
+    async def status(self, payment: PaymentRecord) -> ProviderResult:
+        if payment.status == Status.REQUIRES_ACTION:
+            return ProviderResult(Outcome.PENDING)  # nothing is authorized before 3-D Secure
+        return await self._acquirer.status(payment.provider, payment.payment_id)
+
+    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+        # Nothing is authorized before 3-D Secure completes, and a challenge finished after the
+        # cancel finds the payment no longer REQUIRES_ACTION.
+        return await self._acquirer.status(payment.provider, payment.payment_id)
 
     async def capture(self, payment: PaymentRecord) -> ProviderResult:
         return await self._acquirer.capture(
@@ -297,15 +347,6 @@ class CardPayments:
             currency=payment.currency,
         )
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
-        return await self._acquirer.status(payment.provider, payment.payment_id)
-
-    async def _release_cvv(self, token: str, payment_id: str) -> None:
-        """The CVV served its one authorization; the vault's TTL is the backstop."""
-        try:
-            await self._vault.release_cvv(token, payment_id)
-        except (ProviderTimeout, Unavailable) as exc:
-            log.warning("could not release the CVV; its TTL will", error=str(exc))
-
-
-__all__ = ["ACS_PROVIDER", "CardPayments", "RawCard"]
+    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+        # A manual-capture card payment's success is an authorization: nothing was captured.
+        return payment.capture_method == "MANUAL"
