@@ -40,11 +40,12 @@ from orchestrator.domain.disputes import (
     reason_text,
 )
 from orchestrator.domain.ledger import dispute_opened_entry, dispute_won_entry
+from orchestrator.domain.states import CAPTURED
 from orchestrator.idempotency import bind_effects
 from orchestrator.providers.base import ProviderNotFound, ProviderTimeout
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.records import DisputeRecord, PaymentRecord
-from orchestrator.repository import CAPTURED, Repository
+from orchestrator.repository import Repository
 
 log = get_logger(__name__)
 

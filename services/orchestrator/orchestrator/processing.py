@@ -49,11 +49,11 @@ from orchestrator.connectors.base import (
     Step,
 )
 from orchestrator.connectors.registry import Connectors
-from orchestrator.domain.states import Status
+from orchestrator.domain.states import CLOSED_UNPAID, IN_OPERATION, OPEN, Status
 from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, ProviderTimeout
 from orchestrator.providers.fraud import FraudClient, FraudQuery
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord
-from orchestrator.repository import CLOSED_UNPAID, IN_OPERATION, OPEN, NewPayment, Repository
+from orchestrator.repository import NewPayment, Repository
 
 log = get_logger(__name__)
 
@@ -239,23 +239,24 @@ class PaymentProcessor:
             extra = {"provider": step.provider} if step.provider else {}
             return await self.apply_result(payment.payment_id, step.result, step.source, extra)
         if isinstance(step, AwaitCustomer):
-            changes: dict[str, Any] = {"next_inquiry_at": datetime.now(UTC) + step.inquire_after}
-            if step.external_txn_id:
-                changes["external_txn_id"] = step.external_txn_id
+            changes = {"external_txn_id": step.external_txn_id} if step.external_txn_id else {}
             moved = await self._repo.transition(
-                payment.payment_id, Status.PENDING, step.reason, strict=False, changes=changes
+                payment.payment_id,
+                Status.PENDING,
+                step.reason,
+                strict=False,
+                changes=changes,
+                inquire_after=step.inquire_after,
             )
             return moved.record
         if isinstance(step, RequireAction):
-            changes = {"payment_details": dict(step.details)}
-            if step.inquire_after is not None:
-                changes["next_inquiry_at"] = datetime.now(UTC) + step.inquire_after
             moved = await self._repo.transition(
                 payment.payment_id,
                 Status.REQUIRES_ACTION,
                 step.reason,
                 strict=False,
-                changes=changes,
+                changes={"payment_details": dict(step.details)},
+                inquire_after=step.inquire_after,
             )
             return moved.record
         if isinstance(step, Fail):

@@ -16,6 +16,7 @@ from gateway_core.config import Settings
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.connectors.card import emi
 from orchestrator.connectors.registry import CONNECTOR_TYPES
+from orchestrator.domain.states import OPEN
 from orchestrator.domain.validation import (
     validate_cancel,
     validate_capture,
@@ -26,7 +27,7 @@ from orchestrator.domain.validation import (
 from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
-from orchestrator.repository import OPEN, PaymentFilter, Repository
+from orchestrator.repository import PaymentFilter, Repository
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20
