@@ -1,7 +1,7 @@
 """The payment state machine: the one table of legal status changes.
 
-migrations/0001_init.sql loads the same pairs into `payment_transitions`, where a trigger
-enforces them; tests/unit/test_payment_states.py keeps both copies equal.
+The database's `payment_transitions`, which a trigger enforces on every status change, is
+rendered from TRANSITIONS after every migration run (migrations/derived.py).
 """
 
 from __future__ import annotations
