@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway_core.cards import validate_card
 from gateway_core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from gateway_core.services import BY_NAME
 from orchestrator.connectors.base import (
@@ -20,7 +21,7 @@ from orchestrator.connectors.base import (
     RequireAction,
     StartRequest,
 )
-from orchestrator.connectors.card import CardConnector, CardDetails, RawCard, emi
+from orchestrator.connectors.card import CardConnector, CardDetails, emi
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
 from orchestrator.domain.states import Status
@@ -141,7 +142,7 @@ def request(details: CardDetails, amount: int = 20_000) -> StartRequest:
     )
 
 
-RAW = RawCard("4111111111111111", "12", "2030", "123", "Asha Rao")
+RAW = validate_card("4111111111111111", "12", "2030", "123", datetime.now(UTC))
 
 
 async def started(
@@ -170,11 +171,24 @@ def test_exactly_one_way_to_pay_by_card_is_accepted() -> None:
     assert problems(payments_pb2.PaymentDetails(card_token="tok_1")) == []
 
 
-def test_a_raw_card_never_prints_its_number() -> None:
-    details = CardConnector.read_details(
-        payments_pb2.PaymentDetails(card=payments_pb2.CardDetails(card_number="4111111111111111"))
+def test_a_card_is_read_into_primitives_that_never_print_its_number_or_cvv() -> None:
+    given = payments_pb2.CardDetails(
+        card_number="4111 1111 1111 1111", expiry_month="12", expiry_year="2030", cvv="987"
     )
+    details = CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+    assert details.card is not None
+    assert details.card.number.last4 == "1111"
     assert "4111" not in repr(details)
+    assert "987" not in repr(details)
+
+
+def test_a_bad_card_is_refused_naming_its_field() -> None:
+    given = payments_pb2.CardDetails(
+        card_number="4111111111111112", expiry_month="12", expiry_year="2030"
+    )
+    with pytest.raises(InvalidArgument) as info:
+        CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+    assert [v.field for v in info.value.field_violations] == ["payment_details.card.card_number"]
 
 
 async def test_a_raw_card_is_tokenized_and_only_its_token_and_display_data_are_kept() -> None:

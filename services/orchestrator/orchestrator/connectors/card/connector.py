@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from gateway_core.cards import ValidCard, validate_card
 from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.connectors.base import (
@@ -49,24 +50,12 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
-class RawCard:
-    """A card as the merchant sent it. Lives only for the tokenize call; never stored."""
-
-    card_number: str
-    expiry_month: str
-    expiry_year: str
-    cvv: str
-    holder_name: str
-
-    def __repr__(self) -> str:  # a stray log line must not print the number
-        return "RawCard(****)"
-
-
-@dataclass(frozen=True)
 class CardDetails:
-    """Exactly one of a raw card (tokenized by the vault first) or a saved card's token."""
+    """Exactly one of a card (tokenized by the vault first, never stored; its number and CVV
+    are gateway_core.cards primitives that never print themselves) or a saved card's token."""
 
-    card: RawCard | None = None
+    card: ValidCard | None = None
+    holder_name: str = ""
     card_token: str = ""
     emi_plan_id: str = ""
 
@@ -105,18 +94,26 @@ class CardConnector:
 
     @staticmethod
     def read_details(given: payments_pb2.PaymentDetails) -> CardDetails:
-        raw = (
-            RawCard(
-                card_number=given.card.card_number,
-                expiry_month=given.card.expiry_month,
-                expiry_year=given.card.expiry_year,
-                cvv=given.card.cvv,
-                holder_name=given.card.holder_name,
+        """Raises InvalidArgument naming `payment_details.card.*` for a card that fails the
+        checks the vault makes too (Luhn, network, expiry, CVV)."""
+        card = (
+            validate_card(
+                given.card.card_number,
+                given.card.expiry_month,
+                given.card.expiry_year,
+                given.card.cvv,
+                datetime.now(UTC),
+                prefix=CARD_FIELD.rstrip("."),
             )
             if given.card.card_number
             else None
         )
-        return CardDetails(card=raw, card_token=given.card_token, emi_plan_id=given.emi_plan_id)
+        return CardDetails(
+            card=card,
+            holder_name=given.card.holder_name,
+            card_token=given.card_token,
+            emi_plan_id=given.emi_plan_id,
+        )
 
     # Starting a payment
 
@@ -143,23 +140,23 @@ class CardConnector:
         """The vault card a payment uses: tokenize a raw card, or look up a saved token."""
         merchant_id = request.merchant.merchant_id
         if details.card is not None:
-            raw = details.card
+            card = details.card
             return await self._vault.tokenize(
                 merchant_id=merchant_id,
                 user_id=request.user_id,
-                card_number=raw.card_number,
-                expiry_month=raw.expiry_month,
-                expiry_year=raw.expiry_year,
-                cvv=raw.cvv,
-                holder_name=raw.holder_name,
+                card_number=card.number.expose(),
+                expiry_month=card.expiry_month,
+                expiry_year=card.expiry_year,
+                cvv=card.cvv.expose() if card.cvv is not None else "",
+                holder_name=details.holder_name,
                 field_prefix=CARD_FIELD,
             )
-        card = await self._vault.card(details.card_token)
-        if card.merchant_id != merchant_id:
+        saved = await self._vault.card(details.card_token)
+        if saved.merchant_id != merchant_id:
             raise PermissionDenied(
                 "payment_details.card_token belongs to another merchant", reason="TOKEN_NOT_YOURS"
             )
-        return card
+        return saved
 
     async def initiate(
         self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
