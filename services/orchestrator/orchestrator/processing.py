@@ -126,7 +126,10 @@ class RepositoryBooks:
         self._repo = repo
 
     async def switch_provider(self, payment_id: str, provider: str) -> None:
-        await self._repo.update_details(payment_id, {"provider": provider})
+        await self._repo.switch_provider(payment_id, provider)
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        await self._repo.pass_over(payment_id, provider, status)
 
     async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
         claimed = await self._repo.transition(payment_id, Status.PENDING, reason, strict=False)

@@ -53,6 +53,16 @@ class TransitionRecord:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """One try of a payment at a provider (see payment_attempts in migration 0012)."""
+
+    attempt_number: int
+    provider: str
+    status: str  # SERVING, UNAVAILABLE or SKIPPED
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class RefundRecord:
     refund_id: str
     payment_id: str
@@ -130,6 +140,7 @@ class PaymentRecord:
     history: tuple[TransitionRecord, ...] = field(default=())
     refunds: tuple[RefundRecord, ...] = field(default=())
     disputes: tuple[DisputeRecord, ...] = field(default=())
+    attempts: tuple[AttemptRecord, ...] = field(default=())
 
     @classmethod
     def from_row(
@@ -138,15 +149,16 @@ class PaymentRecord:
         history: tuple[TransitionRecord, ...] = (),
         refunds: tuple[RefundRecord, ...] = (),
         disputes: tuple[DisputeRecord, ...] = (),
+        attempts: tuple[AttemptRecord, ...] = (),
     ) -> PaymentRecord:
         values = {
             f: row[f]
             for f in cls.__dataclass_fields__
-            if f not in ("history", "refunds", "disputes")
+            if f not in ("history", "refunds", "disputes", "attempts")
         }
         values["status"] = Status(values["status"])
         values["currency"] = values["currency"].strip()
-        return cls(**values, history=history, refunds=refunds, disputes=disputes)
+        return cls(**values, history=history, refunds=refunds, disputes=disputes, attempts=attempts)
 
     @property
     def refunded_paisa(self) -> int:
@@ -202,6 +214,15 @@ class PaymentRecord:
         payment.refunded_amount_paisa = self.refunded_paisa
         payment.refunds.extend(r.to_proto() for r in self.refunds)
         payment.disputes.extend(d.to_proto() for d in self.disputes)
+        payment.attempts.extend(
+            payments_pb2.PaymentAttempt(
+                attempt_number=a.attempt_number,
+                provider=a.provider,
+                status=a.status,
+                created_at=_ts(a.created_at),
+            )
+            for a in self.attempts
+        )
         if self.status == Status.REQUIRES_ACTION and self.payment_details.get("redirect_url"):
             payment.next_action.type = "REDIRECT"
             payment.next_action.redirect_url = self.payment_details["redirect_url"]

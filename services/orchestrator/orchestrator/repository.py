@@ -41,6 +41,7 @@ from orchestrator.lifecycle import (
 )
 from orchestrator.providers.fraud import Assessment
 from orchestrator.records import (
+    AttemptRecord,
     DisputeRecord,
     MerchantRecord,
     PaymentRecord,
@@ -145,7 +146,9 @@ class Repository:
 
     # Payments
 
-    async def create_payment(self, new: NewPayment) -> PaymentRecord:
+    async def create_payment(
+        self, new: NewPayment, *, then: tuple[Status, str] | None = None
+    ) -> PaymentRecord:
         """Insert a payment in CREATED with its event and optionally move it on at once, in
         one transaction: a half-created payment is never visible. It is the request's first
         durable effect, so its Idempotency-Key is bound to the payment here."""
@@ -179,7 +182,17 @@ class Repository:
                 [s.__dict__ for s in new.fraud.signals] if new.fraud else [],
                 new.next_inquiry_at,
             )
-            return await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
+            await conn.execute(
+                "INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
+                " VALUES ($1, 1, $2, 'SERVING')",
+                new.payment_id,
+                new.provider,
+            )
+            record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
+            if then is not None:
+                moved = decide(record, Report(then[0], then[1], datetime.now(UTC), strict=True))
+                record, _ = await self._persist(conn, record, moved)
+            return record
 
     async def get_payment(self, payment_id: str, merchant_id: str | None) -> PaymentRecord:
         """The payment with its history; NotFound also when it belongs to another merchant,
@@ -263,6 +276,43 @@ class Repository:
             await bind_effects(conn, payment_id)
             held, _ = await self._persist(conn, record, decision)
             return held
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        """The payment moves on from `provider` (UNAVAILABLE, or SKIPPED: not tried): its
+        serving attempt there ends so, or a new attempt records it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ended = await conn.fetchval(
+                "UPDATE payment_attempts SET status = $3 WHERE payment_id = $1"
+                " AND provider = $2 AND status = 'SERVING' RETURNING attempt_number",
+                payment_id,
+                provider,
+                status,
+            )
+            if ended is None:
+                await self._add_attempt(conn, payment_id, provider, status)
+
+    async def switch_provider(self, payment_id: str, provider: str) -> None:
+        """`provider` serves the payment from now on: a new attempt, recorded before its call,
+        so a process that dies during it leaves the inquiries asking the right provider."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE payments SET provider = $2, updated_at = now() WHERE payment_id = $1",
+                payment_id,
+                provider,
+            )
+            await self._add_attempt(conn, payment_id, provider, "SERVING")
+
+    async def _add_attempt(
+        self, conn: asyncpg.Connection, payment_id: str, provider: str, status: str
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
+            " SELECT $1, coalesce(max(attempt_number), 0) + 1, $2, $3 FROM payment_attempts"
+            " WHERE payment_id = $1",
+            payment_id,
+            provider,
+            status,
+        )
 
     async def update_details(self, payment_id: str, changes: Mapping[str, Any]) -> None:
         """Change provider bookkeeping that is not a status change (no event)."""
@@ -640,11 +690,17 @@ class Repository:
             "SELECT * FROM disputes WHERE payment_id = $1 ORDER BY created_at, dispute_id",
             payment_id,
         )
+        attempts = await conn.fetch(
+            "SELECT attempt_number, provider, status, created_at FROM payment_attempts"
+            " WHERE payment_id = $1 ORDER BY attempt_number",
+            payment_id,
+        )
         return PaymentRecord.from_row(
             row,
             tuple(TransitionRecord(**dict(s)) for s in steps),
             tuple(RefundRecord.from_row(r) for r in refunds),
             tuple(DisputeRecord.from_row(d) for d in disputes),
+            tuple(AttemptRecord(**dict(a)) for a in attempts),
         )
 
 

@@ -104,11 +104,15 @@ class Acquirer(AcquirerClient):
 @dataclass
 class Books:
     switched: list[str] = field(default_factory=list)
+    passed_over: list[tuple[str, str]] = field(default_factory=list)
     claims: int = 0
     claimable: PaymentRecord | None = None
 
     async def switch_provider(self, payment_id: str, provider: str) -> None:
         self.switched.append(provider)
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        self.passed_over.append((provider, status))
 
     async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
         self.claims += 1
@@ -210,12 +214,13 @@ async def test_another_merchants_saved_card_is_refused() -> None:
 async def test_a_frictionless_payment_is_authorized_at_the_first_routed_acquirer(
     make_payment: MakePayment,
 ) -> None:
-    vault, acquirer = Vault(), Acquirer()
-    _, step = await started(connector(vault, acquirer), make_payment, CardDetails(card=RAW))
+    vault, acquirer, books = Vault(), Acquirer(), Books()
+    _, step = await started(connector(vault, acquirer, books), make_payment, CardDetails(card=RAW))
     assert isinstance(step, Apply)
     assert step.result.outcome == Outcome.SUCCESS
     assert step.provider == "razorpay"
-    assert "failed_over_from" not in step.result.gateway_response
+    assert books.passed_over == []
+    assert books.switched == []
     assert vault.released == ["PAY_TEST1"]  # the CVV served its one authorization
 
 
@@ -226,7 +231,7 @@ async def test_an_unavailable_acquirer_fails_over_and_the_next_is_recorded_befor
     _, step = await started(connector(Vault(), acquirer, books), make_payment, CardDetails(RAW))
     assert isinstance(step, Apply)
     assert step.provider == "payu"
-    assert step.result.gateway_response["failed_over_from"] == "razorpay"
+    assert books.passed_over == [("razorpay", "UNAVAILABLE")]
     assert books.switched == ["payu"]
     assert acquirer.authorized == [("payu", 0)]
 
@@ -244,12 +249,37 @@ async def test_a_silent_acquirer_is_asked_again_and_never_failed_over(
 async def test_no_acquirer_available_fails_the_payment_naming_each(
     make_payment: MakePayment,
 ) -> None:
-    acquirer = Acquirer(unavailable={"razorpay", "payu", "ccavenue"})
-    _, step = await started(connector(Vault(), acquirer), make_payment, CardDetails(RAW))
+    acquirer, books = Acquirer(unavailable={"razorpay", "payu", "ccavenue"}), Books()
+    _, step = await started(connector(Vault(), acquirer, books), make_payment, CardDetails(RAW))
     assert isinstance(step, Apply)
     assert step.result.outcome == Outcome.FAILED
     assert step.result.failure_reason == "gateways_unavailable"
-    assert step.result.gateway_response["failed_over_from"] == "razorpay,payu,ccavenue"
+    assert books.passed_over == [
+        ("razorpay", "UNAVAILABLE"),
+        ("payu", "UNAVAILABLE"),
+        ("ccavenue", "UNAVAILABLE"),
+    ]
+
+
+async def test_an_acquirer_whose_circuit_is_open_is_skipped_untried(
+    make_payment: MakePayment,
+) -> None:
+    breaker, books, acquirer = CircuitBreaker(threshold=1), Books(), Acquirer()
+    breaker.record_failure("razorpay")
+    cards = CardConnector(
+        Vault(),
+        acquirer,
+        ROUTING,
+        breaker,
+        books,
+        callback_url="https://gw/api/v1/provider-callbacks/acs",
+        default_return_url="https://gw/health",
+    )
+    _, step = await started(cards, make_payment, CardDetails(RAW))
+    assert isinstance(step, Apply)
+    assert step.provider == "payu"
+    assert books.passed_over == [("razorpay", "SKIPPED")]
+    assert acquirer.authorized == [("payu", 0)]
 
 
 async def test_a_challenge_sends_the_cardholder_to_the_acs_and_keeps_its_transaction(

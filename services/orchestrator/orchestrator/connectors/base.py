@@ -119,8 +119,14 @@ class PaymentBooks(Protocol):
     """The two writes a connector may make mid-flow, before it knows an outcome."""
 
     async def switch_provider(self, payment_id: str, provider: str) -> None:
-        """Record the acquirer about to be called, before the call (so a process that dies
-        during it leaves inquiries asking the acquirer that may hold the money)."""
+        """Record the acquirer about to be called, as a new attempt, before the call (so a
+        process that dies during it leaves inquiries asking the acquirer that may hold the
+        money)."""
+        ...
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        """The payment moves on from `provider`: UNAVAILABLE (it did not process the payment)
+        or SKIPPED (not tried: its circuit breaker was open). A PaymentAttempt records it."""
         ...
 
     async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:

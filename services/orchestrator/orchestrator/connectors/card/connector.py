@@ -246,10 +246,9 @@ class CardConnector:
         token = payment.payment_details["card_token"]
         brand = payment.payment_details.get("brand", "")
         terms = emi.terms_of(payment.payment_details, payment.amount_paisa)
-        unavailable: list[str] = []
         for gateway in self._routing.route(brand, payment.amount_paisa):
             if not self._breaker.allow(gateway):
-                unavailable.append(f"{gateway}(circuit open)")
+                await self._books.pass_over(payment.payment_id, gateway, "SKIPPED")
                 continue
             if gateway != payment.provider:
                 # Recorded before the call: if this process dies during it, the inquiries ask
@@ -274,7 +273,7 @@ class CardConnector:
                 )
             except Unavailable:
                 self._breaker.record_failure(gateway)
-                unavailable.append(gateway)
+                await self._books.pass_over(payment.payment_id, gateway, "UNAVAILABLE")
                 log.warning("acquirer unavailable; failing over", gateway=gateway)
                 continue
             except ProviderTimeout:
@@ -284,16 +283,10 @@ class CardConnector:
                 del secret
             self._breaker.record_success(gateway)
             await self._release_cvv(token, payment.payment_id)
-            if unavailable:
-                result.gateway_response["failed_over_from"] = ",".join(unavailable)
             return Apply(result, f"{gateway} authorization", provider=gateway)
         await self._release_cvv(token, payment.payment_id)
         return Apply(
-            ProviderResult(
-                Outcome.FAILED,
-                gateway_response={"failed_over_from": ",".join(unavailable)},
-                failure_reason="gateways_unavailable",
-            ),
+            ProviderResult(Outcome.FAILED, failure_reason="gateways_unavailable"),
             "no acquirer available",
         )
 
