@@ -15,6 +15,7 @@ from gateway_core.ids import new_id
 from gateway_core.services import BY_NAME
 from orchestrator.processing import RepositoryBooks
 from orchestrator.repository import NewPayment, Repository
+from orchestrator.servicers.wire import payment_message
 
 MIGRATIONS = BY_NAME["orchestrator"].migrations_dir
 
@@ -56,7 +57,7 @@ async def test_a_failover_is_a_second_attempt_shown_on_the_wire(
     finally:
         await pool.close()
     assert payment.provider == "ccavenue"
-    wire = payment.to_proto()
+    wire = payment_message(payment)
     assert [(a.attempt_number, a.provider, a.status) for a in wire.attempts] == [
         (1, "razorpay", "UNAVAILABLE"),
         (2, "payu", "SKIPPED"),

@@ -48,6 +48,7 @@ from orchestrator.records import (
     RefundRecord,
     TransitionRecord,
 )
+from orchestrator.servicers.wire import payment_message, refund_message
 
 _PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
@@ -606,7 +607,7 @@ class Repository:
                     conn,
                     topic=self._topic,
                     event_type=effect.event_type,
-                    payment=announced.to_proto(with_qr=False),
+                    payment=payment_message(announced, with_qr=False),
                     sequence=announced.version,
                 )
             else:
@@ -640,7 +641,7 @@ class Repository:
             conn,
             topic=self._topic,
             event_type=EVENT_FOR_STATUS[to_status],
-            payment=record.to_proto(with_qr=False),
+            payment=payment_message(record, with_qr=False),
             sequence=record.version,
         )
         return record
@@ -656,9 +657,9 @@ class Repository:
             conn,
             topic=self._topic,
             event_type=event_type,
-            payment=payment.to_proto(with_qr=False),
+            payment=payment_message(payment, with_qr=False),
             sequence=payment.version,
-            refund=refund.to_proto(),
+            refund=refund_message(refund),
         )
 
     async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:

@@ -36,6 +36,7 @@ from orchestrator.providers.base import Outcome, ProviderResult
 from orchestrator.providers.fraud import Assessment, FraudClient, FraudQuery
 from orchestrator.records import MerchantRecord, PaymentRecord
 from orchestrator.repository import Repository
+from orchestrator.servicers.wire import payment_message
 from paygate.payments.v1 import payments_pb2
 
 SUCCESS = ProviderResult(Outcome.SUCCESS, "TXN_1", {"rrn": "R1"})
@@ -238,7 +239,7 @@ async def test_a_redirect_is_shown_as_the_next_action(
     flow = await engine(pool, database, merchant, Scripted(step=step))
     payment = await flow.start("UPI")
     assert payment.status == Status.REQUIRES_ACTION
-    wire = payment.to_proto()
+    wire = payment_message(payment)
     assert wire.next_action.type == "REDIRECT"
     assert wire.next_action.redirect_url == "https://bank/p"
 

@@ -28,6 +28,7 @@ from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
 from orchestrator.repository import PaymentFilter, Repository
+from orchestrator.servicers.wire import payment_message, refund_message
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 20
@@ -65,7 +66,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         async def create() -> payments_pb2.Payment:
             merchant = await self._active_merchant(caller)
             record = await self._processor.start(_payment_start(request, merchant, self._settings))
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -81,7 +82,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.GetPaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         record = await self._repo.get_payment(request.payment_id, _scope(context))
-        return record.to_proto()
+        return payment_message(record)
 
     async def ListPayments(
         self, request: payments_pb2.ListPaymentsRequest, context: RpcContext
@@ -104,7 +105,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             page_token=request.page_token,
         )
         return payments_pb2.ListPaymentsResponse(
-            payments=[r.to_proto(with_qr=False) for r in records], next_page_token=next_token
+            payments=[payment_message(r, with_qr=False) for r in records],
+            next_page_token=next_token,
         )
 
     async def ListEmiPlans(
@@ -138,7 +140,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             record = await self._processor.capture(
                 request.payment_id, _scope(context), request.amount_paisa
             )
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -160,7 +162,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             record = await self._processor.cancel(
                 request.payment_id, _scope(context), request.reason
             )
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -186,7 +188,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 reason=request.reason,
                 metadata=dict(request.metadata),
             )
-            return record.to_proto()
+            return refund_message(record)
 
         return await self._once(
             caller,
@@ -228,15 +230,15 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         if record.status in OPEN:
             # Whatever the lost attempt got to, the provider knows: ask it now.
             await self._repo.schedule_inquiry(payment_id, timedelta(0))
-        return record.to_proto()
+        return payment_message(record)
 
     async def _recover_payment(self, payment_id: str) -> payments_pb2.Payment | None:
         record = await self._repo.find_payment(payment_id)
-        return record.to_proto() if record is not None else None
+        return payment_message(record) if record is not None else None
 
     async def _recover_refund(self, refund_id: str) -> payments_pb2.Refund | None:
         refund = await self._repo.find_refund(refund_id)
-        return refund.to_proto() if refund is not None else None
+        return refund_message(refund) if refund is not None else None
 
     async def _active_merchant(self, caller: Caller) -> MerchantRecord:
         merchant = await self._repo.get_merchant(caller.merchant_id)
