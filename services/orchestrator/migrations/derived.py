@@ -3,6 +3,7 @@ migration run (gateway_core.db.DERIVED_FILE):
 
 - `payment_transitions`, which the transition trigger checks, from domain/states.py's
   TRANSITIONS (migrations 0001 and 0007 loaded the rows once; from then on this rewrites them);
+- `dispute_transitions`, likewise, from domain/disputes.py's TRANSITIONS (0011 loaded them);
 - `pricing`, from gateway_core.fees.DEFAULT_PRICING (0002 and 0011 seeded it once).
 
 Idempotent: a second run changes nothing, and nothing is rewritten that already agrees.
@@ -11,26 +12,27 @@ Idempotent: a second run changes nothing, and nothing is rewritten that already 
 from __future__ import annotations
 
 from gateway_core.fees import DEFAULT_PRICING
-from orchestrator.domain.states import TRANSITIONS
+from orchestrator.domain import disputes, states
 
 # (SQL, its parameters): the values travel as parameters, never inside the text.
 Statement = tuple[str, tuple[object, ...]]
 
 
-def transition_statements() -> list[Statement]:
-    pairs = sorted(TRANSITIONS)
-    table = ([source.value for source, _ in pairs], [target.value for _, target in pairs])
+def transition_statements(table: str, transitions: frozenset[tuple[str, str]]) -> list[Statement]:
+    """`table` (from_status, to_status) made to hold exactly `transitions`."""
+    pairs = sorted(transitions)
+    columns = ([source for source, _ in pairs], [target for _, target in pairs])
     return [
         (
-            "DELETE FROM payment_transitions t WHERE NOT EXISTS (SELECT 1 FROM"
+            f"DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM"  # noqa: S608 - our names
             " unnest($1::text[], $2::text[]) AS code (from_status, to_status)"
             " WHERE code.from_status = t.from_status AND code.to_status = t.to_status)",
-            table,
+            columns,
         ),
         (
-            "INSERT INTO payment_transitions (from_status, to_status)"
+            f"INSERT INTO {table} (from_status, to_status)"  # noqa: S608 - our names
             " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            table,
+            columns,
         ),
     ]
 
@@ -60,4 +62,12 @@ def pricing_statements() -> list[Statement]:
 
 
 def statements() -> list[Statement]:
-    return transition_statements() + pricing_statements()
+    return [
+        *transition_statements(
+            "payment_transitions", frozenset((a.value, b.value) for a, b in states.TRANSITIONS)
+        ),
+        *transition_statements(
+            "dispute_transitions", frozenset((a.value, b.value) for a, b in disputes.TRANSITIONS)
+        ),
+        *pricing_statements(),
+    ]
