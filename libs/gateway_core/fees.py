@@ -13,8 +13,8 @@ Refunds do not return fees: the gateway did the work of the capture, so a refund
 merchant's payable by the full refunded amount and the fee and its GST stay charged (as at
 Razorpay and most Indian gateways).
 
-The orchestrator's migrations/0002_ledger.sql seeds the `pricing` table with the same numbers
-as DEFAULT_PRICING; tests/unit/test_fees.py keeps both equal.
+DEFAULT_PRICING is the one home of the prices: the orchestrator's `pricing` table is rendered
+from it after every migration run (services/orchestrator/migrations/derived.py).
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ class Fee:
         return self.fee_paisa + self.tax_paisa
 
 
-# The dispute fee: ₹150 a dispute, like the chargeback fees Indian gateways charge (migration
-# 0011_disputes.sql sets the same numbers in the `pricing` table).
+# The dispute fee: ₹150 a dispute, like the chargeback fees Indian gateways charge.
 DISPUTE_FEE_PAISA = 15_000
 
 # Razorpay-like standard rates. UPI (and RuPay debit) carry a zero merchant discount rate in

@@ -110,7 +110,11 @@ async def test_a_gateway_outage_fails_over_to_the_next_acquirer(
     payment = await pay(api, merchant, card("4000000000000119"))
     assert payment["status"] == "SUCCESS", payment
     assert payment["provider"] == "payu"
-    assert payment["gateway_response"]["failed_over_from"] == "razorpay"
+    assert [(a["attempt_number"], a["provider"], a["status"]) for a in payment["attempts"]] == [
+        (1, "razorpay", "UNAVAILABLE"),
+        (2, "payu", "SERVING"),
+    ]
+    assert "failed_over_from" not in payment["gateway_response"]
 
 
 async def test_manual_capture_and_refund_through_the_acquirer(

@@ -112,6 +112,9 @@ async def test_upi_success_is_approved_and_posted_to_the_ledger(
     assert re.fullmatch(r"\d{12}", done["gateway_response"]["rrn"])
     assert done["processed_at"]
     assert [s["to_status"] for s in done["status_history"]] == ["CREATED", "PENDING", "SUCCESS"]
+    # Only the method's own details: no empty wallet, phone, bank_code or card_token.
+    assert done["payment_details"] == {"vpa": "success@upi", "upi_flow": "INTENT"}
+    assert [(a["provider"], a["status"]) for a in done["attempts"]] == [("upi_core", "SERVING")]
     money = await balance(api, merchant)
     assert (money["captured_paisa"], money["payable_paisa"], money["fees_paisa"]) == (
         "10000",

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from devstack import postgres
 from devstack.postgres import ScratchServer
 from devstack.process import Child, stop_together
+from orchestrator.domain.states import Status
+from orchestrator.records import PaymentRecord
 
 START_SECONDS = 30
 
@@ -56,3 +60,47 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratc
     finally:
         stop_together([server], timeout=10)
         instance.discard()
+
+
+@pytest.fixture
+def make_payment() -> Callable[..., PaymentRecord]:
+    """A stored payment, built in memory (for tests of code that only reads one)."""
+
+    def make(**overrides: Any) -> PaymentRecord:
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "payment_id": "PAY_TEST1",
+            "merchant_id": "MER_TEST1",
+            "user_id": "user-1",
+            "amount_paisa": 20_000,
+            "currency": "INR",
+            "payment_method": "CARD",
+            "status": Status.CREATED,
+            "fees_paisa": 400,
+            "tax_paisa": 72,
+            "description": "",
+            "callback_url": "",
+            "metadata": {},
+            "payment_details": {},
+            "payment_url": "",
+            "capture_method": "AUTOMATIC",
+            "provider": "razorpay",
+            "external_txn_id": "",
+            "gateway_response": {},
+            "failure_reason": "",
+            "version": 1,
+            "fraud_score": 0,
+            "fraud_decision": "ALLOW",
+            "fraud_signals": [],
+            "expires_at": now + timedelta(minutes=15),
+            "processed_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "operation": None,
+            "operation_from": None,
+            "job_failures": 0,
+        }
+        values.update(overrides)
+        return PaymentRecord(**values)
+
+    return make

@@ -7,8 +7,10 @@ import asyncpg
 import pytest
 
 from devstack.postgres import ScratchServer
+from gateway_core.db import migrate
 from gateway_core.errors import FailedPrecondition, InvalidArgument
 from gateway_core.fees import DEFAULT_PRICING, dispute_fee
+from gateway_core.services import BY_NAME
 from orchestrator.domain.disputes import (
     EVENT_FOR_STATUS,
     EVIDENCE_FIELDS,
@@ -31,9 +33,15 @@ async def _connect(postgres_server: ScratchServer, name: str) -> asyncpg.Connect
     return await asyncpg.connect(settings.dsn, server_settings={"search_path": "orchestrator"})
 
 
-async def test_database_table_equals_code_table(postgres_server: ScratchServer) -> None:
-    conn = await _connect(postgres_server, "dispute_states")
+async def test_a_migration_run_makes_the_database_dispute_machine_the_codes(
+    postgres_server: ScratchServer,
+) -> None:
+    settings = await postgres_server.database("dispute_states", "orchestrator")
+    conn = await asyncpg.connect(settings.dsn, server_settings={"search_path": "orchestrator"})
     try:
+        # Drift: a move the code forbids; the next migration run (derived.py) repairs it.
+        await conn.execute("INSERT INTO dispute_transitions VALUES ('WON', 'LOST')")
+        await migrate(settings, "orchestrator", BY_NAME["orchestrator"].migrations_dir)
         rows = await conn.fetch("SELECT from_status, to_status FROM dispute_transitions")
         fees = await conn.fetch("SELECT method, dispute_fee_paisa FROM pricing")
     finally:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import random
-import re
 from fractions import Fraction
 
 import pytest
 
 from gateway_core.fees import DEFAULT_PRICING, Fee, Pricing, compute_fee
-from gateway_core.services import BY_NAME
 
 # Custom prices exercise the fixed part and the cap that DEFAULT_PRICING never reaches.
 PRICES = [
@@ -26,21 +24,9 @@ AMOUNTS = [
 ]
 
 
-def migration_pricing() -> set[tuple[str, int, int, int]]:
-    sql = (BY_NAME["orchestrator"].migrations_dir / "0002_ledger.sql").read_text()
-    block = sql.split("INSERT INTO pricing", 1)[1].split(";", 1)[0]
-    rows = re.findall(r"\('([A-Z_]+)', (\d+), (\d+), (\d+)\)", block)
-    return {(method, int(rate), int(fixed), int(gst)) for method, rate, fixed, gst in rows}
-
-
 def exact_half_up(amount: int, bps: int) -> int:
     """The reference, for non-negative inputs: exact rational arithmetic, half up."""
     return int(Fraction(amount * bps, 10_000) + Fraction(1, 2))
-
-
-def test_database_pricing_equals_code_pricing() -> None:
-    code = {(p.method, p.rate_bps, p.fixed_paisa, p.gst_bps) for p in DEFAULT_PRICING.values()}
-    assert migration_pricing() == code
 
 
 def test_every_payment_method_has_a_price() -> None:

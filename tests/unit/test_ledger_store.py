@@ -17,7 +17,7 @@ from gateway_core.db import create_pool
 from gateway_core.errors import FailedPrecondition
 from gateway_core.fees import DEFAULT_PRICING, Fee, compute_fee, dispute_fee
 from gateway_core.ids import new_id
-from orchestrator.domain import emi
+from orchestrator.connectors.card import emi
 from orchestrator.domain.ledger import (
     JournalEntry,
     capture_entry,

@@ -24,19 +24,6 @@ from orchestrator.domain.states import (
 from paygate.payments.v1 import payments_pb2
 
 
-async def test_database_table_equals_code_table(postgres_server: ScratchServer) -> None:
-    """After every migration the trigger's table is exactly the code's."""
-    settings = await postgres_server.database("states", "orchestrator")
-    conn = await asyncpg.connect(settings.dsn, server_settings={"search_path": "orchestrator"})
-    try:
-        rows = await conn.fetch("SELECT from_status, to_status FROM payment_transitions")
-    finally:
-        await conn.close()
-    assert {(r["from_status"], r["to_status"]) for r in rows} == {
-        (a.value, b.value) for a, b in TRANSITIONS
-    }
-
-
 def test_every_status_is_on_the_wire_and_has_an_event() -> None:
     wire = set(payments_pb2.Payment.Status.keys()) - {"STATUS_UNSPECIFIED"}
     assert wire == {s.value for s in Status}

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway_core.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
-from orchestrator.providers import cards, netbanking, upi_core, wallets
+from orchestrator.connectors.card import client as cards
+from orchestrator.connectors.netbanking import client as netbanking
+from orchestrator.connectors.upi import client as upi_core
+from orchestrator.connectors.wallet import client as wallets
 from sandbox import magic
 from sandbox.books import books_document
 from sandbox.magic import UPI_LATE_OUTCOME_SECONDS, WALLET_OFFERS, upi_outcome

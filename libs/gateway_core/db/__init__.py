@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Generator
@@ -242,9 +243,33 @@ async def migrate(settings: Settings, schema: str, migrations_dir: Path) -> list
         # Session-level: released when this connection closes, whatever happened in between.
         await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema))
         await _act_as_owner(conn, schema)
-        return await _apply_pending(conn, schema, migrations)
+        applied = await _apply_pending(conn, schema, migrations)
+        await _apply_derived(conn, schema, migrations_dir)
+        return applied
     finally:
         await conn.close()
+
+
+# A migrations directory may hold this file: `statements()` renders (SQL, parameters) pairs
+# from the service's own Python tables (a state machine, a price list), so those rows have one
+# home, the code. They run after every migration run, in one transaction: idempotent.
+DERIVED_FILE = "derived.py"
+
+
+async def _apply_derived(conn: asyncpg.Connection, schema: str, migrations_dir: Path) -> None:
+    path = migrations_dir / DERIVED_FILE
+    if not path.is_file():
+        return
+    # Loaded by path: the runner (a library) imports no service.
+    spec = importlib.util.spec_from_file_location(f"_derived_{schema}", path)
+    if spec is None or spec.loader is None:
+        raise MigrationError(f"{path}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    statements: list[tuple[str, tuple[object, ...]]] = module.statements()
+    async with conn.transaction():
+        for sql, args in statements:
+            await conn.execute(sql, *args)
 
 
 async def migrate_all(settings: Settings) -> dict[str, list[str]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
 
@@ -13,21 +13,17 @@ from gateway_core.kafka import EventProducer
 from gateway_core.server import ServiceApp, run_service
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from orchestrator import ledger_store
-from orchestrator.card_payments import CardPayments
+from orchestrator.connectors.base import provider_callback_url
+from orchestrator.connectors.registry import build_connectors
+from orchestrator.connectors.upi.client import PROVIDER_NAME as UPI_PROVIDER
 from orchestrator.disputes import Disputes
-from orchestrator.domain.routing import CircuitBreaker, RoutingTable
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.jobs import Jobs
 from orchestrator.outbox import OutboxPurge, OutboxRelay
-from orchestrator.processing import PaymentProcessor
-from orchestrator.providers import upi_core
-from orchestrator.providers.cards import AcquirerClient
+from orchestrator.processing import PaymentProcessor, RepositoryBooks
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.providers.fraud import FraudClient
-from orchestrator.providers.netbanking import NetBankingClient
-from orchestrator.providers.upi_core import UpiCoreClient
 from orchestrator.providers.vault import VaultClient
-from orchestrator.providers.wallets import WalletClient
 from orchestrator.repository import Repository
 from orchestrator.servicers.callbacks import ProviderCallbackServicer
 from orchestrator.servicers.disputes import DisputeServicer
@@ -64,23 +60,13 @@ async def build_app(settings: Settings) -> ServiceApp:
     vault_channel = service_channel(settings.vault_addr, vault_identity, typed_errors=False)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
-    cards = CardPayments(
-        repo,
-        vault,
-        AcquirerClient(channels.get(settings.card_acquirer_endpoint)),
-        RoutingTable.load(Path(settings.card_routing_config_path)),
-        CircuitBreaker(),
-        callback_url=f"{settings.gateway_public_url.rstrip('/')}/api/v1/provider-callbacks/acs",
-        default_return_url=f"{settings.gateway_public_url.rstrip('/')}/health",
-    )
     processor = PaymentProcessor(
         repo,
         settings,
-        upi=UpiCoreClient(channels.get(settings.upi_core_endpoint)),
-        wallet=WalletClient(channels.get(_wallet_endpoint(settings))),
-        bank=NetBankingClient(channels.get(settings.netbanking_endpoint)),
+        connectors=build_connectors(
+            settings, channels.get, vault=vault, books=RepositoryBooks(repo)
+        ),
         pricing=await ledger_store.load_pricing(pool),
-        cards=cards,
         fraud=FraudClient(
             channels.get(settings.fraud_addr),
             timeout_ms=settings.fraud_timeout_ms,
@@ -102,11 +88,11 @@ async def build_app(settings: Settings) -> ServiceApp:
         desk=lambda provider: DisputeDeskClient(
             channels.get(
                 settings.upi_core_endpoint
-                if provider == upi_core.PROVIDER_NAME
+                if provider == UPI_PROVIDER
                 else settings.card_acquirer_endpoint
             )
         ),
-        callback_url=processor.callback_url,
+        callback_url=functools.partial(provider_callback_url, settings.gateway_public_url),
     )
     jobs = Jobs(repo, processor, idempotency)
     app.add_background_task("status-inquiries", jobs.run_inquiries)
@@ -152,14 +138,6 @@ async def build_app(settings: Settings) -> ServiceApp:
 async def main() -> None:
     app = await build_app(get_settings())
     await app.run()
-
-
-def _wallet_endpoint(settings: Settings) -> str:
-    """Every wallet provider sits behind one endpoint today (the sandbox in development)."""
-    endpoints = set(settings.wallet_api_endpoints.values())
-    if len(endpoints) != 1:
-        raise ValueError("WALLET_API_ENDPOINTS must point every wallet at one endpoint for now")
-    return endpoints.pop()
 
 
 class _ProviderChannels:

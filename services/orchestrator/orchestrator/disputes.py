@@ -40,11 +40,13 @@ from orchestrator.domain.disputes import (
     reason_text,
 )
 from orchestrator.domain.ledger import dispute_opened_entry, dispute_won_entry
+from orchestrator.domain.states import CAPTURED
 from orchestrator.idempotency import bind_effects
 from orchestrator.providers.base import ProviderNotFound, ProviderTimeout
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.records import DisputeRecord, PaymentRecord
-from orchestrator.repository import CAPTURED, Repository
+from orchestrator.repository import Repository
+from orchestrator.servicers.wire import dispute_message, payment_message
 
 log = get_logger(__name__)
 
@@ -451,9 +453,9 @@ class Disputes:
             conn,
             topic=self._repo.events_topic,
             event_type=EVENT_FOR_STATUS[dispute.status],
-            payment=payment.to_proto(with_qr=False),
+            payment=payment_message(payment, with_qr=False),
             sequence=payment.version,
-            dispute=dispute.to_proto(),
+            dispute=dispute_message(dispute),
         )
         return payment
 

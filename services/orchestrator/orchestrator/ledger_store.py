@@ -14,7 +14,7 @@ import asyncpg
 
 from gateway_core.errors import GatewayError
 from gateway_core.fees import Pricing
-from orchestrator.domain import emi
+from orchestrator.connectors.card import emi
 from orchestrator.domain.ledger import JournalEntry
 
 # Problems reported per check at most: a systematic bug must not flood the report.
@@ -140,7 +140,8 @@ async def check_invariants(db: Queryable) -> list[str]:
 
 async def _emi_discount_problems(db: Queryable) -> list[str]:
     """Each captured no-cost EMI payment has exactly its plan's discount journal; nothing
-    else has one. The plan's discount comes from domain/emi.py, so this check is in Python."""
+    else has one. The plan's discount comes from connectors/card/emi.py, so this check is in
+    Python."""
     rows = await db.fetch(
         """
         SELECT pay.payment_id, pay.amount_paisa, pay.status,

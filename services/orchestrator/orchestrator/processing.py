@@ -15,6 +15,7 @@ known, so a payment is never capturable while its money may already be back with
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,27 +35,30 @@ from gateway_core.fees import Pricing, compute_fee
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
 from gateway_core.signing import verify_callback
-from orchestrator.card_payments import CardPayments, RawCard
-from orchestrator.domain import emi
-from orchestrator.domain.states import Status
-from orchestrator.domain.upi import pay_link
-from orchestrator.providers import netbanking, upi_core, wallets
+from orchestrator.connectors.base import (
+    Apply,
+    AwaitCustomer,
+    Fail,
+    InquireLater,
+    MethodDetails,
+    NoChange,
+    PaymentConnector,
+    RequireAction,
+    StartRequest,
+    Step,
+)
+from orchestrator.connectors.registry import Connectors
+from orchestrator.domain.states import CLOSED_UNPAID, IN_OPERATION, OPEN, Status
 from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, ProviderTimeout
-from orchestrator.providers.cards import ACS_PROVIDER
 from orchestrator.providers.fraud import FraudClient, FraudQuery
-from orchestrator.providers.netbanking import NetBankingClient
-from orchestrator.providers.upi_core import UpiCoreClient
-from orchestrator.providers.wallets import WalletClient
 from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord
-from orchestrator.repository import CLOSED_UNPAID, IN_OPERATION, OPEN, NewPayment, Repository
+from orchestrator.repository import NewPayment, Repository
 from orchestrator.settings import Settings
 
 log = get_logger(__name__)
 
-# How long to wait before asking a provider about a payment whose outcome is unknown. A
-# callback normally arrives first; the inquiry is the safety net for a lost one.
-FIRST_INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
-FIRST_INQUIRY_AFTER_START = timedelta(seconds=10)
+# How long to wait before asking a provider about a payment whose outcome is unknown is the
+# connector's to say (a callback normally arrives first; the inquiry is the safety net).
 MAX_INQUIRY_INTERVAL = timedelta(seconds=30)
 # A payment whose handler dies before any provider answered is found by the inquiry job.
 INQUIRY_SAFETY_NET = timedelta(seconds=30)
@@ -68,8 +72,6 @@ START_WINDOW = timedelta(seconds=60)
 # later (and an operator alerted), not every backoff round.
 REFUSED_VOID_RETRY = timedelta(days=1)
 CALLBACK_STATUSES = frozenset({"SUCCESS", "FAILED", "EXPIRED", "PENDING"})
-# Methods whose authorization can be held for a later capture.
-MANUAL_CAPTURE = frozenset({"WALLET", "CARD"})
 REASON_NOT_AUTHORIZED = "PAYMENT_NOT_AUTHORIZED"
 REASON_NOT_CANCELLABLE = "PAYMENT_NOT_CANCELLABLE"
 
@@ -101,14 +103,13 @@ class PaymentStart:
     user_id: str
     amount_paisa: int
     currency: str
-    method: str
-    details: dict[str, str]
+    method: str  # the PaymentMethod name, which names its connector
+    details: MethodDetails  # the connector's typed details (a raw card is never stored)
     description: str
     callback_url: str
     metadata: dict[str, str]
     capture_method: str
     expire_after: timedelta
-    raw_card: RawCard | None = None  # CARD only; handed to the vault, never stored
     device: dict[str, str] = field(default_factory=dict)  # fingerprint_id, user_agent, ip_address
 
 
@@ -118,26 +119,40 @@ class CallbackResult:
     payment: PaymentRecord
 
 
+class RepositoryBooks:
+    """What a connector may write mid-flow (connectors.base.PaymentBooks)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    async def switch_provider(self, payment_id: str, provider: str) -> None:
+        await self._repo.switch_provider(payment_id, provider)
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        await self._repo.pass_over(payment_id, provider, status)
+
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+        claimed = await self._repo.transition(payment_id, Status.PENDING, reason, strict=False)
+        return claimed.record if claimed.applied else None
+
+
 class PaymentProcessor:
+    """The flow engine: method-agnostic. What differs by method is asked of the payment's
+    connector (`orchestrator.connectors`), which answers in `Step`s this class applies."""
+
     def __init__(
         self,
         repo: Repository,
         settings: Settings,
         *,
-        upi: UpiCoreClient,
-        wallet: WalletClient,
-        bank: NetBankingClient,
+        connectors: Connectors,
         pricing: dict[str, Pricing],
-        cards: CardPayments,
         fraud: FraudClient,
     ) -> None:
         self._repo = repo
         self._settings = settings
-        self._upi = upi
-        self._wallet = wallet
-        self._bank = bank
+        self._connectors = connectors
         self._pricing = pricing
-        self._cards = cards
         self._fraud = fraud
         # Each provider's own key, resolved now so a pod without one fails at start, not on
         # the first callback.
@@ -147,28 +162,27 @@ class PaymentProcessor:
     def pricing(self) -> dict[str, Pricing]:
         return self._pricing
 
-    def callback_url(self, provider: str) -> str:
-        base = self._settings.gateway_public_url.rstrip("/")
-        return f"{base}/api/v1/provider-callbacks/{provider}"
-
     # Starting payments
 
     async def start(self, start: PaymentStart) -> PaymentRecord:
-        if start.method == "UPI":
-            return await self._start_upi(start)
-        if start.method == "WALLET":
-            return await self._start_wallet(start)
-        if start.method == "NET_BANKING":
-            return await self._start_net_banking(start)
-        if start.method == "CARD":
-            return await self._start_card(start)
-        raise InvalidArgument(f"{start.method} payments are not available", reason="BAD_METHOD")
-
-    def _new(self, start: PaymentStart, *, provider: str, payment_url: str = "") -> NewPayment:
-        payment_id = new_id("PAY")
+        """Prepare at the connector (refusals create nothing), store the screened payment,
+        then start it at the provider."""
+        connector = self._connectors[start.method]
+        request = StartRequest(
+            payment_id=new_id("PAY"),
+            merchant=start.merchant,
+            user_id=start.user_id,
+            amount_paisa=start.amount_paisa,
+            currency=start.currency,
+            details=start.details,
+            description=start.description,
+            callback_url=start.callback_url,
+            metadata=start.metadata,
+        )
+        prepared = await connector.prepare(request)
         now = datetime.now(UTC)
-        return NewPayment(
-            payment_id=payment_id,
+        new = NewPayment(
+            payment_id=request.payment_id,
             merchant_id=start.merchant.merchant_id,
             user_id=start.user_id,
             amount_paisa=start.amount_paisa,
@@ -177,16 +191,32 @@ class PaymentProcessor:
             description=start.description,
             callback_url=start.callback_url,
             metadata=start.metadata,
-            payment_details=start.details,
+            payment_details=dict(prepared.details),
             capture_method=start.capture_method,
-            payment_url=payment_url,
-            provider=provider,
+            payment_url=prepared.payment_url,
+            provider=prepared.provider,
             expires_at=now + start.expire_after,
             fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
             next_inquiry_at=now + INQUIRY_SAFETY_NET,
         )
+        new = await self._screen(start, new, prepared.fraud_facts)
+        record = await self._repo.create_payment(new)
+        if new.fraud is not None and new.fraud.blocks:
+            return await self._fail(record, "fraud_blocked")
+        try:
+            step = await connector.initiate(
+                request,
+                record,
+                prepared,
+                step_up=new.fraud is not None and new.fraud.wants_step_up,
+            )
+        except (InvalidArgument, FailedPrecondition) as exc:
+            return await self._refused(record, exc)
+        return await self._take(record, step)
 
-    async def _screen(self, start: PaymentStart, new: NewPayment, **facts: str) -> NewPayment:
+    async def _screen(
+        self, start: PaymentStart, new: NewPayment, facts: Mapping[str, str]
+    ) -> NewPayment:
         """Score the payment before any provider sees it; the verdict is stored with it."""
         assessment = await self._fraud.check(
             FraudQuery(
@@ -206,195 +236,41 @@ class PaymentProcessor:
         )
         return replace(new, fraud=assessment)
 
-    async def _create_screened(self, new: NewPayment) -> tuple[PaymentRecord, bool]:
-        """Store the payment; True when fraud screening blocked it (it is FAILED already)."""
-        record = await self._repo.create_payment(new)
-        if new.fraud is not None and new.fraud.blocks:
-            return await self._fail(record, "fraud_blocked"), True
-        return record, False
-
-    async def _start_upi(self, start: PaymentStart) -> PaymentRecord:
-        vpa = start.details["vpa"]
-        lookup = await self._upi.validate_vpa(vpa)
-        if not lookup.exists:
-            raise invalid_field(
-                "payment_details.vpa", "is not registered with any UPI app", reason="VPA_NOT_FOUND"
+    async def _take(self, payment: PaymentRecord, step: Step) -> PaymentRecord:
+        """Do what a connector asked."""
+        if isinstance(step, Apply):
+            extra = {"provider": step.provider} if step.provider else {}
+            return await self.apply_result(payment.payment_id, step.result, step.source, extra)
+        if isinstance(step, AwaitCustomer):
+            changes = {"external_txn_id": step.external_txn_id} if step.external_txn_id else {}
+            moved = await self._repo.transition(
+                payment.payment_id,
+                Status.PENDING,
+                step.reason,
+                strict=False,
+                changes=changes,
+                inquire_after=step.inquire_after,
             )
-        new = self._new(start, provider=upi_core.PROVIDER_NAME)
-        link = pay_link(
-            payee_vpa=start.merchant.vpa,
-            payee_name=start.merchant.name,
-            amount_paisa=start.amount_paisa,
-            currency=start.currency,
-            note=start.description,
-            transaction_ref=new.payment_id,
-        )
-        new = await self._screen(start, replace(new, payment_url=link), vpa=vpa)
-        record, blocked = await self._create_screened(new)
-        if blocked:
-            return record
-        assert new.expires_at is not None
-        try:
-            result = await self._upi.initiate(
-                payment_id=new.payment_id,
-                payer_vpa=vpa,
-                payee_vpa=start.merchant.vpa,
-                payee_name=start.merchant.name,
-                amount_paisa=start.amount_paisa,
-                currency=start.currency,
-                note=start.description,
-                flow=start.details.get("upi_flow", "INTENT"),
-                callback_url=self.callback_url(upi_core.PROVIDER_NAME),
-                expires_at=new.expires_at,
-                notes=start.metadata,
+            return moved.record
+        if isinstance(step, RequireAction):
+            moved = await self._repo.transition(
+                payment.payment_id,
+                Status.REQUIRES_ACTION,
+                step.reason,
+                strict=False,
+                changes={"payment_details": dict(step.details)},
+                inquire_after=step.inquire_after,
             )
-        except ProviderTimeout:
-            # The switch may or may not have the transaction: never fail it, ask again soon.
-            return await self._await_customer(
-                record,
-                "the UPI switch did not answer; status inquiry scheduled",
-                "",
-                FIRST_INQUIRY_AFTER_TIMEOUT,
+            return moved.record
+        if isinstance(step, Fail):
+            return await self._fail(payment, step.failure_reason)
+        if isinstance(step, InquireLater):
+            await self._repo.update_details(
+                payment.payment_id,
+                {"provider": step.provider, "next_inquiry_at": datetime.now(UTC) + step.after},
             )
-        except Unavailable:
-            return await self._fail(record, "provider_unavailable")
-        except (InvalidArgument, FailedPrecondition) as exc:
-            return await self._refused(record, exc)
-        if result.outcome != Outcome.PENDING:
-            return await self.apply_result(record.payment_id, result, "UPI switch answer")
-        return await self._await_customer(
-            record,
-            "awaiting the customer's approval in their UPI app",
-            result.external_txn_id,
-            FIRST_INQUIRY_AFTER_START,
-        )
-
-    async def _start_wallet(self, start: PaymentStart) -> PaymentRecord:
-        wallet, phone = start.details["wallet"], start.details["phone"]
-        # Balance first: an empty wallet fails cleanly, with no debit attempted.
-        try:
-            balance = await self._wallet.balance(wallet, phone)
-        except ProviderTimeout as exc:  # nothing exists yet: the merchant may simply retry
-            raise Unavailable(
-                f"{wallet} did not answer; retry shortly", reason="PROVIDER_UNAVAILABLE"
-            ) from exc
-        new = await self._screen(start, self._new(start, provider=wallets.provider_name(wallet)))
-        record, blocked = await self._create_screened(new)
-        if blocked:
-            return record
-        if balance < start.amount_paisa:
-            return await self._fail(record, "insufficient_balance")
-        try:
-            offer_id = await self._wallet.best_offer(
-                wallet, start.merchant.merchant_id, start.amount_paisa
-            )
-            result = await self._wallet.debit(
-                wallet=wallet,
-                phone=phone,
-                payment_id=record.payment_id,
-                merchant_id=start.merchant.merchant_id,
-                amount_paisa=start.amount_paisa,
-                currency=start.currency,
-                offer_id=offer_id,
-                notes=start.metadata,
-            )
-        except ProviderTimeout:
-            return await self._await_customer(
-                record,
-                "the wallet did not answer; status inquiry scheduled",
-                "",
-                FIRST_INQUIRY_AFTER_TIMEOUT,
-            )
-        except (InvalidArgument, FailedPrecondition) as exc:
-            return await self._refused(record, exc)
-        return await self.apply_result(record.payment_id, result, f"{wallet} debit")
-
-    async def _start_net_banking(self, start: PaymentStart) -> PaymentRecord:
-        # Refused up front: a payment for a bank the provider does not know could never be
-        # paid, inquired about or expired.
-        banks = await self._bank.banks()
-        if start.details["bank_code"] not in banks:
-            raise invalid_field(
-                "payment_details.bank_code",
-                f"is not a bank we take payments for; one of {', '.join(sorted(banks))}",
-            )
-        new = await self._screen(start, self._new(start, provider=netbanking.PROVIDER_NAME))
-        record, blocked = await self._create_screened(new)
-        if blocked:
-            return record
-        return_url = start.callback_url or f"{self._settings.gateway_public_url}/health"
-        try:
-            redirect = await self._bank.initiate(
-                bank_code=start.details["bank_code"],
-                payment_id=record.payment_id,
-                merchant_id=start.merchant.merchant_id,
-                amount_paisa=start.amount_paisa,
-                currency=start.currency,
-                return_url=return_url,
-                callback_url=self.callback_url(netbanking.PROVIDER_NAME),
-                notes=start.metadata,
-            )
-        except ProviderTimeout:
-            # The bank may have registered the payment; the inquiry (or expiry) settles it.
-            return await self._await_customer(
-                record,
-                "the bank did not answer; status inquiry scheduled",
-                "",
-                FIRST_INQUIRY_AFTER_TIMEOUT,
-            )
-        except Unavailable:
-            return await self._fail(record, "provider_unavailable")
-        except (InvalidArgument, FailedPrecondition) as exc:
-            return await self._refused(record, exc)
-        moved = await self._repo.transition(
-            record.payment_id,
-            Status.REQUIRES_ACTION,
-            "the customer must authorise the payment on the bank's page",
-            strict=False,
-            changes={
-                "payment_details": {
-                    **record.payment_details,
-                    "redirect_url": redirect.redirect_url,
-                },
-                "next_inquiry_at": datetime.now(UTC) + FIRST_INQUIRY_AFTER_START,
-            },
-        )
-        return moved.record
-
-    async def _start_card(self, start: PaymentStart) -> PaymentRecord:
-        card = await self._cards.card_for(
-            merchant_id=start.merchant.merchant_id,
-            user_id=start.user_id,
-            token=start.details.get("card_token", ""),
-            raw=start.raw_card,
-        )
-        emi_plan_id = start.details.get("emi_plan_id", "")
-        if emi_plan_id:
-            emi.choose(emi_plan_id, start.amount_paisa, card.brand, "payment_details.emi_plan_id")
-        new = self._new(start, provider=self._cards.first_gateway(card, start.amount_paisa))
-        new = replace(new, payment_details=self._cards.details(card, emi_plan_id))
-        new = await self._screen(start, new, card_fingerprint=card.fingerprint)
-        record, blocked = await self._create_screened(new)
-        if blocked:
-            return record
-        assert new.fraud is not None
-        try:
-            return await self._cards.start(
-                record, self.apply_result, force_challenge=new.fraud.wants_step_up
-            )
-        except (InvalidArgument, FailedPrecondition) as exc:
-            return await self._refused(record, exc)
-
-    async def _await_customer(
-        self, record: PaymentRecord, reason: str, external_txn_id: str, inquire_after: timedelta
-    ) -> PaymentRecord:
-        changes: dict[str, Any] = {"next_inquiry_at": datetime.now(UTC) + inquire_after}
-        if external_txn_id:
-            changes["external_txn_id"] = external_txn_id
-        moved = await self._repo.transition(
-            record.payment_id, Status.PENDING, reason, strict=False, changes=changes
-        )
-        return moved.record
+        assert isinstance(step, InquireLater | NoChange)
+        return await self._repo.get_payment(payment.payment_id, None)
 
     async def _fail(self, record: PaymentRecord, failure_reason: str) -> PaymentRecord:
         moved = await self._repo.transition(
@@ -438,7 +314,8 @@ class PaymentProcessor:
         if result.external_txn_id:
             changes["external_txn_id"] = result.external_txn_id
         if result.outcome == Outcome.SUCCESS:
-            if current.capture_method == "MANUAL" and current.payment_method in MANUAL_CAPTURE:
+            connector = self._connectors[current.payment_method]
+            if current.capture_method == "MANUAL" and connector.manual_capture:
                 target = Status.AUTHORIZED
                 # The capture deadline: past it the authorization is voided (jobs.expire).
                 changes["expires_at"] = datetime.now(UTC) + self._settings.authorization_ttl
@@ -484,7 +361,7 @@ class PaymentProcessor:
         if result.external_txn_id:
             changes["external_txn_id"] = result.external_txn_id
         reason = f"{source}: the customer paid after the payment was closed; reversed"
-        if payment.payment_method == "CARD" and payment.capture_method == "MANUAL":
+        if self._connector(payment).late_success_is_hold(payment):
             return await self._release_late_authorization(payment, changes, reason)
         closed, refund = await self._repo.record_reversal(
             payment.payment_id, f"REV_{payment.payment_id}", reason, changes
@@ -503,7 +380,7 @@ class PaymentProcessor:
             external_txn_id=changes.get("external_txn_id", payment.external_txn_id),
         )
         try:
-            result = await self._cards.void(held)
+            result = await self._connector(payment).void(held)
         except (ProviderTimeout, Unavailable, ProviderNotFound) as exc:
             log.error(
                 "late authorization not voided; the issuer's hold will lapse",
@@ -561,26 +438,9 @@ class PaymentProcessor:
             raise FailedPrecondition(
                 "the callback's amount differs from the payment's", reason="AMOUNT_MISMATCH"
             )
-        if provider == ACS_PROVIDER and payment.payment_method == "CARD":
-            before = payment.status
-            after = await self._cards.on_authentication(payment, doc, self.apply_result)
-            await self._repo.remember_callback(
-                provider, str(doc["event_id"]), payment.payment_id, str(doc["status"])
-            )
-            return CallbackResult(applied=after.status != before, payment=after)
-        if payment.provider != provider:
-            raise FailedPrecondition(
-                f"payment {payment.payment_id} is not served by {provider}",
-                reason="PROVIDER_MISMATCH",
-            )
-        result = ProviderResult(
-            Outcome(doc["status"]),
-            str(doc.get("provider_txn_id", "")),
-            {k: str(doc[k]) for k in ("rrn", "approval_code", "response_code") if doc.get(k)},
-            failure_reason=str(doc.get("failure_code") or doc.get("response_code") or "").lower(),
-        )
         before = payment.status
-        after = await self.apply_result(payment.payment_id, result, f"{provider} callback")
+        step = await self._connector(payment).on_callback(payment, provider, doc)
+        after = await self._take(payment, step)
         await self._repo.remember_callback(
             provider, str(doc["event_id"]), payment.payment_id, str(doc["status"])
         )
@@ -648,7 +508,7 @@ class PaymentProcessor:
         """Capture a CAPTURING payment at the provider (again, when resolving: providers
         dedupe). Unknown outcome: it stays CAPTURING. Refused: back to AUTHORIZED."""
         try:
-            result = await self._provider_capture(payment)
+            result = await self._connector(payment).capture(payment)
         except (ProviderTimeout, Unavailable) as exc:
             log.warning(
                 "capture outcome unknown; held for inquiry",
@@ -687,7 +547,7 @@ class PaymentProcessor:
         held = payment.operation_from == Status.AUTHORIZED
         try:
             result = await (
-                self._provider_void(payment) if held else self._provider_cancel(payment)
+                self._connector(payment).void(payment) if held else self._provider_cancel(payment)
             )
         except (ProviderTimeout, Unavailable) as exc:
             log.warning(
@@ -748,7 +608,9 @@ class PaymentProcessor:
         """Ask the provider to pay a PENDING refund; providers dedupe by refund id, so a
         retry after a timeout is safe. A timeout leaves it PENDING for the retry job."""
         try:
-            result = await self._provider_refund(payment, refund.refund_id, refund.amount_paisa)
+            result = await self._connector(payment).refund(
+                payment, refund.refund_id, refund.amount_paisa
+            )
         except (ProviderTimeout, Unavailable) as exc:
             log.info("refund pending at the provider", refund_id=refund.refund_id, error=str(exc))
             return refund
@@ -882,84 +744,24 @@ class PaymentProcessor:
             )
             return await self._repo.get_payment(payment.payment_id, None)
 
-    # Provider calls, by payment method
+    # Provider calls, through the payment's connector
+
+    def _connector(self, payment: PaymentRecord) -> PaymentConnector:
+        return self._connectors[payment.payment_method]
 
     async def _provider_status(self, payment: PaymentRecord) -> ProviderResult:
-        details = payment.payment_details
         try:
-            if payment.payment_method == "UPI":
-                return await self._upi.status(payment.payment_id)
-            if payment.payment_method == "WALLET":
-                return await self._wallet.status(details["wallet"], payment.payment_id)
-            if payment.payment_method == "NET_BANKING":
-                return await self._bank.status(details["bank_code"], payment.payment_id)
-            if payment.payment_method == "CARD" and payment.status != Status.REQUIRES_ACTION:
-                return await self._cards.status(payment)
+            return await self._connector(payment).status(payment)
         except (InvalidArgument, FailedPrecondition) as exc:
             return _unknown_to_provider(payment, exc)
-        return ProviderResult(Outcome.PENDING)
 
     async def _provider_cancel(self, payment: PaymentRecord) -> ProviderResult:
         """Stop an open payment at its provider. SUCCESS: the customer had already paid;
         FAILED, EXPIRED or NOT_FOUND: nothing was or can be taken; PENDING: still open."""
-        details = payment.payment_details
         try:
-            if payment.payment_method == "UPI":
-                return await self._upi.cancel(payment.payment_id)
-            if payment.payment_method == "NET_BANKING":
-                return await self._bank.cancel(details["bank_code"], payment.payment_id)
-            if payment.payment_method == "WALLET":
-                # A debit is instant: it happened or it did not.
-                return await self._wallet.status(details["wallet"], payment.payment_id)
-            if payment.payment_method == "CARD":
-                # Nothing is authorized before 3-D Secure completes, and a challenge finished
-                # after the cancel finds the payment no longer REQUIRES_ACTION.
-                return await self._cards.status(payment)
+            return await self._connector(payment).withdraw(payment)
         except (InvalidArgument, FailedPrecondition) as exc:
             return _unknown_to_provider(payment, exc)
-        raise AssertionError(f"no provider for {payment.payment_method}")
-
-    async def _provider_capture(self, payment: PaymentRecord) -> ProviderResult:
-        if payment.payment_method == "CARD":
-            return await self._cards.capture(payment)
-        # A wallet's debit took the money at authorization; capture is ours alone.
-        return ProviderResult(Outcome.SUCCESS, payment.external_txn_id)
-
-    async def _provider_void(self, payment: PaymentRecord) -> ProviderResult:
-        """Release a held authorization. SUCCESS once the customer has their money back."""
-        if payment.payment_method == "CARD":
-            return await self._cards.void(payment)
-        # The wallet debited at authorization: the void is a full refund, deduped by its id.
-        return await self._provider_refund(
-            payment, f"VOID_{payment.payment_id}", payment.amount_paisa
-        )
-
-    async def _provider_refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
-        details = payment.payment_details
-        if payment.payment_method == "CARD":
-            return await self._cards.refund(payment, refund_id, amount_paisa)
-        if payment.payment_method == "UPI":
-            return await self._upi.refund(
-                payment_id=payment.payment_id, refund_id=refund_id, amount_paisa=amount_paisa
-            )
-        if payment.payment_method == "WALLET":
-            return await self._wallet.refund(
-                wallet=details["wallet"],
-                wallet_txn_id=payment.external_txn_id,
-                payment_id=payment.payment_id,
-                refund_id=refund_id,
-                amount_paisa=amount_paisa,
-                currency=payment.currency,
-            )
-        return await self._bank.refund(
-            bank_code=details["bank_code"],
-            payment_id=payment.payment_id,
-            refund_id=refund_id,
-            amount_paisa=amount_paisa,
-            currency=payment.currency,
-        )
 
 
 def _unknown_to_provider(payment: PaymentRecord, error: GatewayError) -> ProviderResult:

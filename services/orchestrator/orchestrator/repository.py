@@ -1,8 +1,9 @@
 """PostgreSQL access for the orchestrator's own schema (the pool's search_path points at it).
 
-Every status change goes through `transition`, which locks the payment row, checks the move
-against the state machine, and writes the history row, the outbox event and (on capture) the
-ledger entry in the same transaction.
+Every status change is decided by `lifecycle.decide` on the payment as it stands under its row
+lock, and `_persist` carries the Decision out in the same transaction: the status and history
+row, the ledger entries, the refund rows and the outbox events. No rule of the lifecycle lives
+here.
 """
 
 from __future__ import annotations
@@ -15,46 +16,40 @@ from typing import Any
 
 import asyncpg
 
-from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, NotFound, invalid_field
+from gateway_core.errors import GatewayError, NotFound, invalid_field
 from gateway_core.fees import Fee
 from orchestrator import ledger_store, outbox
-from orchestrator.domain import emi
-from orchestrator.domain.ledger import capture_entry, emi_discount_entry, refund_entry
-from orchestrator.domain.states import EVENT_FOR_STATUS, Status, can_transition, ensure_transition
+from orchestrator.domain.states import (
+    EVENT_FOR_STATUS,
+    Status,
+)
 from orchestrator.idempotency import bind_effects
+from orchestrator.lifecycle import (
+    Claim,
+    Decision,
+    Enter,
+    LateSuccess,
+    OpenRefund,
+    Post,
+    PublishPayment,
+    RefundAsked,
+    RefundSettled,
+    Report,
+    ScheduleInquiry,
+    SetColumns,
+    decide,
+)
 from orchestrator.providers.fraud import Assessment
 from orchestrator.records import (
+    AttemptRecord,
     DisputeRecord,
     MerchantRecord,
     PaymentRecord,
     RefundRecord,
     TransitionRecord,
 )
+from orchestrator.servicers.wire import payment_message, refund_message
 
-# Columns a transition may change alongside the status.
-_CHANGEABLE = frozenset(
-    {
-        "external_txn_id",
-        "gateway_response",
-        "failure_reason",
-        "processed_at",
-        "payment_details",
-        "next_inquiry_at",
-        "inquiry_attempts",
-        "provider",
-        "expires_at",
-        "operation",
-        "operation_from",
-    }
-)
-CAPTURED = frozenset({Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED})
-# Waiting for the customer or the provider: inquiries and expiry look after these.
-OPEN = frozenset({Status.CREATED, Status.PENDING, Status.REQUIRES_ACTION})
-# A capture, cancel or void is at the provider: the payment is held until it is resolved.
-IN_OPERATION = frozenset({Status.CAPTURING, Status.CANCELLING})
-# Closed without the customer's money: a provider success reported now must be reversed.
-CLOSED_UNPAID = frozenset({Status.FAILED, Status.EXPIRED, Status.CANCELLED})
-REASON_IN_PROGRESS = "PAYMENT_OPERATION_IN_PROGRESS"
 _PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
 
@@ -188,9 +183,16 @@ class Repository:
                 [s.__dict__ for s in new.fraud.signals] if new.fraud else [],
                 new.next_inquiry_at,
             )
+            await conn.execute(
+                "INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
+                " VALUES ($1, 1, $2, 'SERVING')",
+                new.payment_id,
+                new.provider,
+            )
             record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
             if then is not None:
-                record = (await self._move(conn, record, then[0], then[1], {})).record
+                moved = decide(record, Report(then[0], then[1], datetime.now(UTC), strict=True))
+                record, _ = await self._persist(conn, record, moved)
             return record
 
     async def get_payment(self, payment_id: str, merchant_id: str | None) -> PaymentRecord:
@@ -220,26 +222,33 @@ class Repository:
         changes: Mapping[str, Any] | None = None,
         merchant_id: str | None = None,
         only_from: frozenset[Status] | None = None,
+        inquire_after: timedelta | None = None,
     ) -> Transition:
-        """Move a payment to `target` under a row lock.
+        """Move a payment to `target` under a row lock, as `lifecycle.Report` decides.
 
         strict=True (a merchant's request): an illegal move raises a clear 4xx error.
-        strict=False (a provider's report, a job): an impossible move is a no-op, so late or
-        repeated reports never overwrite a final status.
-        only_from: a no-op unless the payment is in one of these statuses now (a job finishing
-        what it started must not finish someone else's operation).
+        strict=False (a provider's report, a job): an impossible move is a no-op.
+        only_from: a no-op unless the payment is in one of these statuses now.
+        inquire_after: the payment stays open; ask its provider again this soon.
         """
+        event = Report(
+            target,
+            reason,
+            datetime.now(UTC),
+            changes=dict(changes or {}),
+            strict=strict,
+            only_from=only_from,
+            inquire_after=inquire_after,
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             record = await self._load(conn, payment_id, merchant_id, lock=True)
             if record is None:
                 raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
-            if only_from is not None and record.status not in only_from:
+            decision = decide(record, event)
+            if not decision.applied:
                 return Transition(record, applied=False)
-            if record.status == target or (
-                not strict and not can_transition(record.status, target)
-            ):
-                return Transition(record, applied=False)
-            return await self._move(conn, record, target, reason, dict(changes or {}))
+            moved, _ = await self._persist(conn, record, decision)
+            return Transition(moved, applied=True)
 
     async def claim_operation(
         self,
@@ -259,33 +268,52 @@ class Repository:
         request's first effect (it binds the Idempotency-Key), and it schedules a status
         inquiry, so a process that dies after it leaves work the inquiry job finishes.
         """
-        target = Status.CAPTURING if operation == "CAPTURE" else Status.CANCELLING
+        event = Claim(operation, allowed_from, refusal, reason, datetime.now(UTC), inquire_after)
         async with self._pool.acquire() as conn, conn.transaction():
             record = await self._load(conn, payment_id, merchant_id, lock=True)
             if record is None:
                 raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
-            if record.status in IN_OPERATION:
-                raise Aborted(
-                    f"payment {payment_id} is {record.status}: another operation is at the "
-                    "provider; retry when it has finished",
-                    reason=REASON_IN_PROGRESS,
-                    metadata={"status": record.status.value},
-                )
-            if record.status not in allowed_from:
-                raise refusal(record.status)
+            decision = decide(record, event)
             await bind_effects(conn, payment_id)
-            moved = await self._move(
-                conn,
-                record,
-                target,
-                reason,
-                {
-                    "operation": operation,
-                    "operation_from": record.status.value,
-                    "next_inquiry_at": datetime.now(UTC) + inquire_after,
-                },
+            held, _ = await self._persist(conn, record, decision)
+            return held
+
+    async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
+        """The payment moves on from `provider` (UNAVAILABLE, or SKIPPED: not tried): its
+        serving attempt there ends so, or a new attempt records it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ended = await conn.fetchval(
+                "UPDATE payment_attempts SET status = $3 WHERE payment_id = $1"
+                " AND provider = $2 AND status = 'SERVING' RETURNING attempt_number",
+                payment_id,
+                provider,
+                status,
             )
-            return moved.record
+            if ended is None:
+                await self._add_attempt(conn, payment_id, provider, status)
+
+    async def switch_provider(self, payment_id: str, provider: str) -> None:
+        """`provider` serves the payment from now on: a new attempt, recorded before its call,
+        so a process that dies during it leaves the inquiries asking the right provider."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE payments SET provider = $2, updated_at = now() WHERE payment_id = $1",
+                payment_id,
+                provider,
+            )
+            await self._add_attempt(conn, payment_id, provider, "SERVING")
+
+    async def _add_attempt(
+        self, conn: asyncpg.Connection, payment_id: str, provider: str, status: str
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
+            " SELECT $1, coalesce(max(attempt_number), 0) + 1, $2, $3 FROM payment_attempts"
+            " WHERE payment_id = $1",
+            payment_id,
+            provider,
+            status,
+        )
 
     async def update_details(self, payment_id: str, changes: Mapping[str, Any]) -> None:
         """Change provider bookkeeping that is not a status change (no event)."""
@@ -417,46 +445,16 @@ class Repository:
             payment = await self._load(conn, payment_id, merchant_id, lock=True)
             if payment is None:
                 raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
-            if payment.status not in CAPTURED:
-                raise FailedPrecondition(
-                    f"only captured payments can be refunded; this one is {payment.status}",
-                    reason="PAYMENT_NOT_CAPTURED",
-                )
-            # Money a dispute took (or may keep) back for the customer cannot be refunded too.
-            refundable = (
-                payment.amount_paisa - payment.refund_reserved_paisa - payment.disputed_paisa
-            )
-            amount = refundable if amount_paisa is None else amount_paisa
-            if amount <= 0 or amount > refundable:
-                raise invalid_field(
-                    "amount_paisa",
-                    f"must be between 1 and the refundable {refundable} paisa",
-                    reason="REFUND_EXCEEDS_CAPTURED",
-                )
+            decision = decide(payment, RefundAsked(refund_id, amount_paisa, reason, metadata))
             await bind_effects(conn, refund_id)
-            row = await conn.fetchrow(
-                "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
-                " status, reason, metadata) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7)"
-                " RETURNING *",
-                refund_id,
-                payment_id,
-                payment.merchant_id,
-                amount,
-                payment.currency,
-                reason,
-                dict(metadata),
-            )
-            assert row is not None
-            refund = RefundRecord.from_row(row)
-            payment = await self._reload(conn, payment_id)
-            await self._refund_event(conn, "refund.created", payment, refund)
-            return payment, refund
+            payment, _ = await self._persist(conn, payment, decision)
+            return payment, _find_refund(payment, refund_id)
 
     async def finish_refund(
         self, refund_id: str, *, processed: bool, external_refund_id: str, failure_reason: str
     ) -> tuple[PaymentRecord, RefundRecord]:
-        """Settle a PENDING refund: PROCESSED moves the payment and posts the ledger entry;
-        FAILED frees the amount again. A second call is a no-op."""
+        """Record the provider's answer on a PENDING refund and carry out what follows
+        (`lifecycle.RefundSettled`). A second call is a no-op."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT payment_id, status FROM refunds WHERE refund_id = $1", refund_id
@@ -467,107 +465,35 @@ class Repository:
             assert payment is not None
             if row["status"] != "PENDING":
                 return payment, _find_refund(payment, refund_id)
-            updated = await conn.fetchrow(
+            await conn.execute(
                 "UPDATE refunds SET status = $2, external_refund_id = $3, failure_reason = $4,"
-                " processed_at = now() WHERE refund_id = $1 RETURNING *",
+                " processed_at = now() WHERE refund_id = $1",
                 refund_id,
                 "PROCESSED" if processed else "FAILED",
                 external_refund_id,
                 failure_reason,
             )
-            assert updated is not None
-            refund = RefundRecord.from_row(updated)
-            if not processed:
-                payment = await self._reload(conn, payment.payment_id)
-                await self._refund_event(conn, "refund.failed", payment, refund)
-                return payment, refund
-            await ledger_store.post_entry(
-                conn,
-                refund_entry(
-                    payment_id=payment.payment_id,
-                    refund_id=refund_id,
-                    merchant_id=payment.merchant_id,
-                    provider=payment.provider,
-                    currency=payment.currency,
-                    amount_paisa=refund.amount_paisa,
-                ),
-            )
             payment = await self._reload(conn, payment.payment_id)
-            await self._refund_event(conn, "refund.processed", payment, refund)
-            if refund.kind == "REVERSAL":
-                return payment, refund  # the payment stays closed; its money went back
-            target = (
-                Status.REFUNDED
-                if payment.refunded_paisa >= payment.amount_paisa
-                else Status.PARTIALLY_REFUNDED
-            )
-            moved = await self._move(conn, payment, target, f"refund {refund_id}", {})
-            return moved.record, refund
+            refund = _find_refund(payment, refund_id)
+            payment, _ = await self._persist(conn, payment, decide(payment, RefundSettled(refund)))
+            return payment, _find_refund(payment, refund_id)
 
     async def record_reversal(
         self, payment_id: str, refund_id: str, reason: str, changes: Mapping[str, Any]
     ) -> tuple[PaymentRecord, RefundRecord | None]:
         """A provider took the money of a payment the gateway had closed (or is cancelling):
-        book what happened and open the refund that gives it back, in one transaction.
-
-        The payment stays closed (a CANCELLING one becomes CANCELLED: the merchant's cancel
-        stands). The capture is posted without a fee (the merchant never sold anything), a
-        REVERSAL refund of the whole amount is recorded PENDING with its event, and the fee
-        shown on the payment goes to zero. Returns the refund to settle, or None when the
-        payment is not closed (nothing to reverse) or its reversal already exists.
-        """
+        book it and open the refund that gives it back, in one transaction
+        (`lifecycle.LateSuccess`). Returns the refund to settle, or None when the payment is
+        not closed (nothing to reverse) or its reversal already exists."""
         async with self._pool.acquire() as conn, conn.transaction():
             payment = await self._load(conn, payment_id, None, lock=True)
             if payment is None:
                 raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
-            if payment.status == Status.CANCELLING and payment.operation_from in OPEN:
-                payment = (
-                    await self._move(conn, payment, Status.CANCELLED, reason, dict(changes))
-                ).record
-            elif payment.status in CLOSED_UNPAID:
-                sets, args = _set_clause(changes, start=2)
-                if sets:
-                    await conn.execute(
-                        f"UPDATE payments SET {sets} WHERE payment_id = $1",  # noqa: S608
-                        payment_id,
-                        *args,
-                    )
-                    payment = await self._reload(conn, payment_id)
-            else:
+            decision = decide(payment, LateSuccess(refund_id, reason, dict(changes)))
+            if not decision.applied:
                 return payment, None
-            row = await conn.fetchrow(
-                "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa, currency,"
-                " status, reason, kind) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, 'REVERSAL')"
-                " ON CONFLICT DO NOTHING RETURNING *",
-                refund_id,
-                payment_id,
-                payment.merchant_id,
-                payment.amount_paisa,
-                payment.currency,
-                reason,
-            )
-            if row is None:
-                return payment, None
-            await conn.execute(
-                "UPDATE payments SET fees_paisa = 0, tax_paisa = 0, updated_at = now()"
-                " WHERE payment_id = $1",
-                payment_id,
-            )
-            await ledger_store.post_entry(
-                conn,
-                capture_entry(
-                    payment_id=payment_id,
-                    merchant_id=payment.merchant_id,
-                    provider=payment.provider,
-                    currency=payment.currency,
-                    amount_paisa=payment.amount_paisa,
-                    fee=Fee(0, 0),
-                ),
-            )
-            refund = RefundRecord.from_row(row)
-            payment = await self._reload(conn, payment_id)
-            await self._refund_event(conn, "refund.created", payment, refund)
-            return payment, refund
+            payment, complete = await self._persist(conn, payment, decision)
+            return payment, _find_refund(payment, refund_id) if complete else None
 
     async def stale_pending_refunds(self, limit: int) -> list[tuple[PaymentRecord, RefundRecord]]:
         """Refunds still PENDING a while after they were asked for (the provider was silent)."""
@@ -604,71 +530,95 @@ class Repository:
         )
         return [PaymentRecord.from_row(r) for r in rows]
 
-    async def _move(
-        self,
-        conn: asyncpg.Connection,
-        record: PaymentRecord,
-        target: Status,
-        reason: str,
-        changes: dict[str, Any],
-    ) -> Transition:
-        ensure_transition(record.status, target)
-        unknown = set(changes) - _CHANGEABLE
-        if unknown:
-            raise ValueError(f"not changeable with a transition: {sorted(unknown)}")
-        if target not in OPEN and target not in IN_OPERATION:
-            changes.setdefault("next_inquiry_at", None)  # nothing left to ask the provider
-        if target not in IN_OPERATION:
-            changes.setdefault("operation", None)
-            changes.setdefault("operation_from", None)
-        sets, args = _set_clause(changes, start=4)
-        extra = f", {sets}" if sets else ""
-        await conn.execute(
-            f"UPDATE payments SET status = $1, version = version + 1, updated_at = now(){extra}"  # noqa: S608
-            " WHERE payment_id = $2 AND version = $3",
-            target.value,
-            record.payment_id,
-            record.version,
-            *args,
-        )
-        if target == Status.SUCCESS:
-            await self._post_capture(conn, record, changes.get("provider", record.provider))
-        moved = await self._record_step(conn, record.payment_id, record.status, target, reason)
-        return Transition(moved, applied=True)
+    async def _persist(
+        self, conn: asyncpg.Connection, payment: PaymentRecord, decision: Decision
+    ) -> tuple[PaymentRecord, bool]:
+        """Carry out a Decision's effects in order, inside the caller's transaction. Returns
+        the payment after them, and False when an OpenRefund found its refund already there
+        (the decision was carried out before; the effects after it are skipped)."""
+        payment_id = payment.payment_id
+        current, fresh, complete = payment, True, True
 
-    async def _post_capture(
-        self, conn: asyncpg.Connection, record: PaymentRecord, provider: str
-    ) -> None:
-        await ledger_store.post_entry(
-            conn,
-            capture_entry(
-                payment_id=record.payment_id,
-                merchant_id=record.merchant_id,
-                provider=provider,
-                currency=record.currency,
-                amount_paisa=record.amount_paisa,
-                fee=Fee(record.fees_paisa, record.tax_paisa),
-            ),
-        )
-        plan_id = record.payment_details.get("emi_plan_id")
-        if plan_id:
-            plan = emi.choose(
-                plan_id,
-                record.amount_paisa,
-                record.payment_details.get("brand", ""),
-                "payment_details.emi_plan_id",
-            )
-            if plan.merchant_discount_paisa:
-                await ledger_store.post_entry(
-                    conn,
-                    emi_discount_entry(
-                        payment_id=record.payment_id,
-                        merchant_id=record.merchant_id,
-                        provider=provider,
-                        currency=record.currency,
-                        discount_paisa=plan.merchant_discount_paisa,
-                    ),
+        async def latest() -> PaymentRecord:
+            nonlocal current, fresh
+            if not fresh:
+                current, fresh = await self._reload(conn, payment_id), True
+            return current
+
+        for effect in decision.effects:
+            if isinstance(effect, Enter):
+                sets, args = _set_clause(effect.changes, start=4)
+                extra = f", {sets}" if sets else ""
+                await conn.execute(
+                    "UPDATE payments SET status = $1, version = version + 1,"  # noqa: S608
+                    f" updated_at = now(){extra} WHERE payment_id = $2 AND version = $3",
+                    effect.target.value,
+                    payment_id,
+                    current.version,
+                    *args,
                 )
+                await conn.execute(
+                    "INSERT INTO payment_status_history (payment_id, from_status, to_status,"
+                    " reason) VALUES ($1, $2, $3, $4)",
+                    payment_id,
+                    effect.source.value,
+                    effect.target.value,
+                    effect.reason,
+                )
+                fresh = False
+            elif isinstance(effect, SetColumns):
+                sets, args = _set_clause(effect.changes, start=2)
+                await conn.execute(
+                    f"UPDATE payments SET {sets}, updated_at = now() WHERE payment_id = $1",  # noqa: S608
+                    payment_id,
+                    *args,
+                )
+                fresh = False
+            elif isinstance(effect, ScheduleInquiry):
+                await conn.execute(
+                    "UPDATE payments SET next_inquiry_at = $2 WHERE payment_id = $1",
+                    payment_id,
+                    effect.at,
+                )
+            elif isinstance(effect, OpenRefund):
+                opened = await conn.fetchval(
+                    "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_paisa,"
+                    " currency, status, reason, metadata, kind)"
+                    " VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8)"
+                    " ON CONFLICT DO NOTHING RETURNING refund_id",
+                    effect.refund_id,
+                    payment_id,
+                    payment.merchant_id,
+                    effect.amount_paisa,
+                    payment.currency,
+                    effect.reason,
+                    dict(effect.metadata),
+                    effect.kind,
+                )
+                if opened is None:
+                    complete = False
+                    break
+                fresh = False
+            elif isinstance(effect, Post):
+                await ledger_store.post_entry(conn, effect.entry)
+            elif isinstance(effect, PublishPayment):
+                announced = await latest()
+                await outbox.enqueue(
+                    conn,
+                    topic=self._topic,
+                    event_type=effect.event_type,
+                    payment=payment_message(announced, with_qr=False),
+                    sequence=announced.version,
+                )
+            else:
+                announced = await latest()
+                await self._refund_event(
+                    conn,
+                    effect.event_type,
+                    announced,
+                    _find_refund(announced, effect.refund_id),
+                )
+        return await latest(), complete
 
     async def _record_step(
         self,
@@ -691,7 +641,7 @@ class Repository:
             conn,
             topic=self._topic,
             event_type=EVENT_FOR_STATUS[to_status],
-            payment=record.to_proto(with_qr=False),
+            payment=payment_message(record, with_qr=False),
             sequence=record.version,
         )
         return record
@@ -707,9 +657,9 @@ class Repository:
             conn,
             topic=self._topic,
             event_type=event_type,
-            payment=payment.to_proto(with_qr=False),
+            payment=payment_message(payment, with_qr=False),
             sequence=payment.version,
-            refund=refund.to_proto(),
+            refund=refund_message(refund),
         )
 
     async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:
@@ -741,11 +691,17 @@ class Repository:
             "SELECT * FROM disputes WHERE payment_id = $1 ORDER BY created_at, dispute_id",
             payment_id,
         )
+        attempts = await conn.fetch(
+            "SELECT attempt_number, provider, status, created_at FROM payment_attempts"
+            " WHERE payment_id = $1 ORDER BY attempt_number",
+            payment_id,
+        )
         return PaymentRecord.from_row(
             row,
             tuple(TransitionRecord(**dict(s)) for s in steps),
             tuple(RefundRecord.from_row(r) for r in refunds),
             tuple(DisputeRecord.from_row(d) for d in disputes),
+            tuple(AttemptRecord(**dict(a)) for a in attempts),
         )
 
 

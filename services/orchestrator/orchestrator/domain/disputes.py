@@ -1,7 +1,7 @@
 """The dispute (chargeback) state machine, the merchant's evidence rules and the reason codes.
 
-migrations/0011_disputes.sql loads the same transition pairs into `dispute_transitions`, where a
-trigger enforces them; tests/unit/test_dispute_states.py keeps both copies equal.
+The database's `dispute_transitions`, which a trigger enforces, is rendered from TRANSITIONS
+after every migration run (migrations/derived.py).
 
     NEEDS_RESPONSE → UNDER_REVIEW → WON | LOST   (the merchant answered; the provider decided)
     NEEDS_RESPONSE → ACCEPTED                    (the merchant conceded)

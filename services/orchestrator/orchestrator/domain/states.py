@@ -1,7 +1,7 @@
 """The payment state machine: the one table of legal status changes.
 
-migrations/0001_init.sql loads the same pairs into `payment_transitions`, where a trigger
-enforces them; tests/unit/test_payment_states.py keeps both copies equal.
+The database's `payment_transitions`, which a trigger enforces on every status change, is
+rendered from TRANSITIONS after every migration run (migrations/derived.py).
 """
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
 )
 
 TERMINAL: frozenset[Status] = frozenset({S.FAILED, S.EXPIRED, S.CANCELLED, S.REFUNDED})
+CAPTURED: frozenset[Status] = frozenset({S.SUCCESS, S.PARTIALLY_REFUNDED, S.REFUNDED})
+# Waiting for the customer or the provider: inquiries and expiry look after these.
+OPEN: frozenset[Status] = frozenset({S.CREATED, S.PENDING, S.REQUIRES_ACTION})
+# A capture, cancel or void is at the provider: the payment is held until it is resolved.
+IN_OPERATION: frozenset[Status] = frozenset({S.CAPTURING, S.CANCELLING})
+# Closed without the customer's money: a provider success reported now must be reversed.
+CLOSED_UNPAID: frozenset[Status] = frozenset({S.FAILED, S.EXPIRED, S.CANCELLED})
 
 # The event type announced when a payment enters each status.
 EVENT_FOR_STATUS: dict[Status, str] = {

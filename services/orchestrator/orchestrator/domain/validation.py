@@ -7,26 +7,20 @@ provider call and any idempotency record; the limits themselves live in `gateway
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from gateway_core import limits
 from gateway_core.limits import FieldProblems
-from orchestrator.domain.upi import is_valid_vpa
+from orchestrator.connectors.registry import CONNECTOR_TYPES, MANUAL_CAPTURE_METHODS, METHODS
+from orchestrator.connectors.upi.link import is_valid_vpa
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payment_methods_pb2, payments_pb2
 
 SUPPORTED_CURRENCIES = frozenset({"INR"})
-WALLETS = frozenset({"PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY"})
-_PHONE = re.compile(r"[6-9]\d{9}")
-_BANK_CODE = re.compile(r"[A-Z]{4}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MCC = re.compile(r"\d{4}")
 MAX_EXPIRE_AFTER_SECONDS = 86_400
-UPI_FLOWS = frozenset({"", "INTENT", "COLLECT"})
-
-# Records one violation: (field, rule it breaks).
-Reporter = Callable[[str, str], None]
+_METHOD_NAMES = {number: name for name, number in payments_pb2.PaymentMethod.items()}
 
 
 def validate_create_payment(
@@ -43,23 +37,22 @@ def validate_create_payment(
     elif request.currency not in SUPPORTED_CURRENCIES:
         bad("currency", f"must be INR; {request.currency!r} is not supported")
 
-    method = request.payment_method
-    if method == payments_pb2.PAYMENT_METHOD_UNSPECIFIED:
-        bad("payment_method", "is required: one of UPI, CARD, WALLET, NET_BANKING")
-    elif method == payments_pb2.UPI:
-        _validate_upi(request.payment_details, bad)
-    elif method == payments_pb2.WALLET:
-        _validate_wallet(request.payment_details, bad)
-    elif method == payments_pb2.NET_BANKING:
-        _validate_net_banking(request.payment_details, bad)
-    elif method == payments_pb2.CARD:
-        _validate_card(request.payment_details, bad)
+    # Each method's details are its connector's to check (connectors/<method>/).
+    connector = CONNECTOR_TYPES.get(_METHOD_NAMES.get(request.payment_method, ""))
+    if connector is None:
+        bad("payment_method", f"is required: one of {', '.join(METHODS)}")
+    else:
+        connector.validate_details(request.payment_details, bad)
 
     manual = request.capture_method == payments_pb2.Payment.MANUAL
-    if manual and method not in (payments_pb2.WALLET, payments_pb2.CARD):
-        bad("capture_method", "MANUAL capture is available for CARD and WALLET payments only")
-    if request.payment_details.emi_plan_id and method != payments_pb2.CARD:
-        bad("payment_details.emi_plan_id", "EMI is available for CARD payments only")
+    if manual and (connector is None or not connector.manual_capture):
+        bad(
+            "capture_method",
+            f"MANUAL capture is available for {' and '.join(MANUAL_CAPTURE_METHODS)} payments only",
+        )
+    if request.payment_details.emi_plan_id and (connector is None or not connector.offers_emi):
+        emi_methods = " and ".join(m for m, c in CONNECTOR_TYPES.items() if c.offers_emi)
+        bad("payment_details.emi_plan_id", f"EMI is available for {emi_methods} payments only")
     if not 0 <= request.expire_after_seconds <= MAX_EXPIRE_AFTER_SECONDS:
         bad("expire_after_seconds", f"must be between 1 and {MAX_EXPIRE_AFTER_SECONDS}")
 
@@ -159,37 +152,6 @@ def _check_user_id(user_id: str, problems: FieldProblems) -> None:
         problems.add("user_id", "is required")
     else:
         problems.text("user_id", user_id, limits.MAX_USER_ID_CHARS)
-
-
-def _validate_upi(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
-    if not details.vpa:
-        bad("payment_details.vpa", "is required for UPI payments")
-    elif not is_valid_vpa(details.vpa):
-        bad("payment_details.vpa", "must look like name@handle (e.g. user@okbank)")
-    if details.upi_flow not in UPI_FLOWS:
-        bad("payment_details.upi_flow", "must be INTENT or COLLECT")
-
-
-def _validate_wallet(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
-    if not details.wallet:
-        bad("payment_details.wallet", f"is required: one of {', '.join(sorted(WALLETS))}")
-    elif details.wallet not in WALLETS:
-        bad("payment_details.wallet", f"unknown wallet; one of {', '.join(sorted(WALLETS))}")
-    if not _PHONE.fullmatch(details.phone):
-        bad("payment_details.phone", "must be a 10-digit Indian mobile number")
-
-
-def _validate_net_banking(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
-    if not _BANK_CODE.fullmatch(details.bank_code):
-        bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICIC, SBIN")
-
-
-def _validate_card(details: payments_pb2.PaymentDetails, bad: Reporter) -> None:
-    # The card's own fields (Luhn, expiry, CVV) are checked by the vault, which alone may
-    # look at them; here only which of the two ways to pay by card was chosen.
-    has_card = bool(details.card.card_number)
-    if has_card == bool(details.card_token):
-        bad("payment_details", "give exactly one of card (card details) or card_token")
 
 
 def _validate_url(field: str, url: str, problems: FieldProblems) -> None:

@@ -13,6 +13,7 @@ from gateway_core.errors import NotFound, invalid_field
 from orchestrator.disputes import DisputeFilter, Disputes
 from orchestrator.domain.disputes import EVIDENCE_FIELDS
 from orchestrator.idempotency import IdempotencyStore, idempotency_key
+from orchestrator.servicers.wire import dispute_message
 from paygate.disputes.v1 import disputes_pb2, disputes_pb2_grpc
 
 SERVICE = "/paygate.disputes.v1.DisputeService/"
@@ -35,7 +36,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
         self, request: disputes_pb2.GetDisputeRequest, context: RpcContext
     ) -> Dispute:
         dispute_id = _required_id(request.dispute_id)
-        return (await self._disputes.get(dispute_id, _scope(context))).to_proto()
+        return dispute_message(await self._disputes.get(dispute_id, _scope(context)))
 
     async def SubmitDisputeEvidence(
         self, request: disputes_pb2.SubmitDisputeEvidenceRequest, context: RpcContext
@@ -45,7 +46,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
 
         async def submit() -> Dispute:
             record = await self._disputes.submit_evidence(dispute_id, _scope(context), given)
-            return record.to_proto()
+            return dispute_message(record)
 
         return await self._once(context, "SubmitDisputeEvidence", request, submit)
 
@@ -55,7 +56,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
         dispute_id = _required_id(request.dispute_id)
 
         async def accept() -> Dispute:
-            return (await self._disputes.accept(dispute_id, _scope(context))).to_proto()
+            return dispute_message(await self._disputes.accept(dispute_id, _scope(context)))
 
         return await self._once(context, "AcceptDispute", request, accept)
 
@@ -70,7 +71,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
         self, request: disputes_pb2.AdminGetDisputeRequest, context: RpcContext
     ) -> Dispute:
         require_admin(context)
-        return (await self._disputes.get(_required_id(request.dispute_id), None)).to_proto()
+        return dispute_message(await self._disputes.get(_required_id(request.dispute_id), None))
 
     async def _once(
         self,
@@ -93,7 +94,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
 
     async def _recover(self, dispute_id: str) -> Dispute | None:
         try:
-            return (await self._disputes.get(dispute_id, None)).to_proto()
+            return dispute_message(await self._disputes.get(dispute_id, None))
         except NotFound:
             return None
 
@@ -111,7 +112,7 @@ class DisputeServicer(disputes_pb2_grpc.DisputeServiceServicer):
         records, token = await self._disputes.list(
             where, page_size=request.page_size, page_token=request.page_token
         )
-        return [r.to_proto() for r in records], token
+        return [dispute_message(r) for r in records], token
 
 
 def _scope(context: RpcContext) -> str | None:

@@ -17,6 +17,7 @@ from gateway_core.ids import new_id
 from orchestrator import ledger_store
 from orchestrator.domain.validation import validate_create_merchant
 from orchestrator.repository import Repository
+from orchestrator.servicers.wire import merchant_message
 from orchestrator.settings import Settings
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc
 
@@ -48,7 +49,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
             raise AlreadyExists(
                 f"VPA {vpa} belongs to another merchant", reason="VPA_TAKEN"
             ) from exc
-        return record.to_proto()
+        return merchant_message(record)
 
     async def GetMerchant(
         self, request: merchants_pb2.GetMerchantRequest, context: RpcContext
@@ -59,7 +60,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         record = await self._repo.get_merchant(request.merchant_id)
         if record is None:
             raise NotFound(f"merchant {request.merchant_id} not found", reason="MERCHANT_NOT_FOUND")
-        return record.to_proto()
+        return merchant_message(record)
 
     async def ListMerchants(
         self, request: merchants_pb2.ListMerchantsRequest, context: RpcContext
@@ -71,7 +72,7 @@ class MerchantServicer(merchants_pb2_grpc.MerchantServiceServicer):
         records = await self._repo.list_merchants(limit=limit + 1, after_id=request.page_token)
         page = records[:limit]
         return merchants_pb2.ListMerchantsResponse(
-            merchants=[r.to_proto() for r in page],
+            merchants=[merchant_message(r) for r in page],
             next_page_token=page[-1].merchant_id if len(records) > limit else "",
         )
 

@@ -13,8 +13,9 @@ from google.protobuf.message import Message
 
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.errors import PermissionDenied, invalid_field
-from orchestrator.card_payments import RawCard
-from orchestrator.domain import emi
+from orchestrator.connectors.card import emi
+from orchestrator.connectors.registry import CONNECTOR_TYPES
+from orchestrator.domain.states import OPEN
 from orchestrator.domain.validation import (
     validate_cancel,
     validate_capture,
@@ -25,7 +26,8 @@ from orchestrator.domain.validation import (
 from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.records import MerchantRecord
-from orchestrator.repository import OPEN, PaymentFilter, Repository
+from orchestrator.repository import PaymentFilter, Repository
+from orchestrator.servicers.wire import payment_message, refund_message
 from orchestrator.settings import Settings
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
@@ -64,7 +66,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         async def create() -> payments_pb2.Payment:
             merchant = await self._active_merchant(caller)
             record = await self._processor.start(_payment_start(request, merchant, self._settings))
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -80,7 +82,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.GetPaymentRequest, context: RpcContext
     ) -> payments_pb2.Payment:
         record = await self._repo.get_payment(request.payment_id, _scope(context))
-        return record.to_proto()
+        return payment_message(record)
 
     async def ListPayments(
         self, request: payments_pb2.ListPaymentsRequest, context: RpcContext
@@ -103,7 +105,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             page_token=request.page_token,
         )
         return payments_pb2.ListPaymentsResponse(
-            payments=[r.to_proto(with_qr=False) for r in records], next_page_token=next_token
+            payments=[payment_message(r, with_qr=False) for r in records],
+            next_page_token=next_token,
         )
 
     async def ListEmiPlans(
@@ -137,7 +140,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             record = await self._processor.capture(
                 request.payment_id, _scope(context), request.amount_paisa
             )
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -159,7 +162,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             record = await self._processor.cancel(
                 request.payment_id, _scope(context), request.reason
             )
-            return record.to_proto()
+            return payment_message(record)
 
         return await self._once(
             caller,
@@ -185,7 +188,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 reason=request.reason,
                 metadata=dict(request.metadata),
             )
-            return record.to_proto()
+            return refund_message(record)
 
         return await self._once(
             caller,
@@ -227,15 +230,15 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         if record.status in OPEN:
             # Whatever the lost attempt got to, the provider knows: ask it now.
             await self._repo.schedule_inquiry(payment_id, timedelta(0))
-        return record.to_proto()
+        return payment_message(record)
 
     async def _recover_payment(self, payment_id: str) -> payments_pb2.Payment | None:
         record = await self._repo.find_payment(payment_id)
-        return record.to_proto() if record is not None else None
+        return payment_message(record) if record is not None else None
 
     async def _recover_refund(self, refund_id: str) -> payments_pb2.Refund | None:
         refund = await self._repo.find_refund(refund_id)
-        return refund.to_proto() if refund is not None else None
+        return refund_message(refund) if refund is not None else None
 
     async def _active_merchant(self, caller: Caller) -> MerchantRecord:
         merchant = await self._repo.get_merchant(caller.merchant_id)
@@ -257,31 +260,13 @@ def _payment_start(
     request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord, settings: Settings
 ) -> PaymentStart:
     method = payments_pb2.PaymentMethod.Name(request.payment_method)
-    given = request.payment_details
-    details = {
-        "UPI": {"vpa": given.vpa, "upi_flow": given.upi_flow or "INTENT"},
-        "WALLET": {"wallet": given.wallet, "phone": given.phone},
-        "NET_BANKING": {"bank_code": given.bank_code},
-        "CARD": {"card_token": given.card_token, "emi_plan_id": given.emi_plan_id},
-    }[method]
-    raw_card = (
-        RawCard(
-            card_number=given.card.card_number,
-            expiry_month=given.card.expiry_month,
-            expiry_year=given.card.expiry_year,
-            cvv=given.card.cvv,
-            holder_name=given.card.holder_name,
-        )
-        if method == "CARD" and given.card.card_number
-        else None
-    )
     return PaymentStart(
         merchant=merchant,
         user_id=request.user_id,
         amount_paisa=request.amount_paisa,
         currency=request.currency,
         method=method,
-        details=details,
+        details=CONNECTOR_TYPES[method].read_details(request.payment_details),
         description=request.description,
         callback_url=request.callback_url,
         metadata=dict(request.metadata),
@@ -291,7 +276,6 @@ def _payment_start(
         expire_after=timedelta(
             seconds=request.expire_after_seconds or settings.payment_expiry_seconds
         ),
-        raw_card=raw_card,
         device={
             "fingerprint_id": request.device.fingerprint_id,
             "user_agent": request.device.user_agent,

@@ -8,7 +8,7 @@ import pytest
 
 from gateway_core.errors import InvalidArgument
 from gateway_core.limits import MAX_AMOUNT_PAISA
-from orchestrator.domain.emi import MIN_AMOUNT_PAISA, choose, plans_for
+from orchestrator.connectors.card.emi import MIN_AMOUNT_PAISA, choose, plans_for
 from paygate.payments.v1 import payments_pb2
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway_core.services import BY_NAME
-from orchestrator.domain.routing import (
+from orchestrator.connectors.card.routing import (
     BreakerState,
     CircuitBreaker,
     RoutingConfigError,

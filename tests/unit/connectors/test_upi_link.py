@@ -10,7 +10,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from orchestrator.domain.upi import is_valid_vpa, pay_link, qr_png_data_url
+from orchestrator.connectors.upi.link import is_valid_vpa, pay_link, qr_png_data_url
 
 
 def test_pay_link_carries_npci_parameters() -> None:

@@ -1,0 +1,5 @@
+"""Card payments: vault tokens, 3-D Secure, routing and failover across acquirers, EMI."""
+
+from orchestrator.connectors.card.connector import CardConnector, CardDetails
+
+__all__ = ["CardConnector", "CardDetails"]

@@ -1,0 +1,140 @@
+"""Net banking: the customer authorises the payment on their bank's page; the bank calls back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gateway_core.errors import Unavailable, invalid_field
+from orchestrator.connectors.base import (
+    AwaitCustomer,
+    Fail,
+    Prepared,
+    Reporter,
+    RequireAction,
+    StartRequest,
+    Step,
+    never_held,
+    result_from_callback,
+)
+from orchestrator.connectors.netbanking.client import PROVIDER_NAME, NetBankingClient
+from orchestrator.providers.base import ProviderResult, ProviderTimeout
+from paygate.payments.v1 import payments_pb2
+
+if TYPE_CHECKING:
+    from orchestrator.records import PaymentRecord
+
+_BANK_CODE = re.compile(r"[A-Z]{4}")
+INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
+# The customer is on the bank's page; the bank's callback normally comes first.
+INQUIRY_AFTER_REDIRECT = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class NetBankingDetails:
+    bank_code: str  # 4 letters, e.g. HDFC
+
+    def stored(self) -> dict[str, str]:
+        return {"bank_code": self.bank_code}
+
+    @classmethod
+    def of(cls, payment: PaymentRecord) -> NetBankingDetails:
+        return cls(payment.payment_details["bank_code"])
+
+
+class NetBankingConnector:
+    method: ClassVar[str] = "NET_BANKING"
+    manual_capture: ClassVar[bool] = False
+    offers_emi: ClassVar[bool] = False
+
+    def __init__(
+        self, client: NetBankingClient, *, callback_url: str, default_return_url: str
+    ) -> None:
+        self._bank = client
+        self._callback_url = callback_url
+        self._default_return_url = default_return_url
+
+    @staticmethod
+    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+        if not _BANK_CODE.fullmatch(given.bank_code):
+            bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICIC, SBIN")
+
+    @staticmethod
+    def read_details(given: payments_pb2.PaymentDetails) -> NetBankingDetails:
+        return NetBankingDetails(bank_code=given.bank_code)
+
+    async def prepare(self, request: StartRequest) -> Prepared:
+        details = request.details
+        assert isinstance(details, NetBankingDetails)
+        # Refused up front: a payment for a bank the provider does not know could never be
+        # paid, inquired about or expired.
+        banks = await self._bank.banks()
+        if details.bank_code not in banks:
+            raise invalid_field(
+                "payment_details.bank_code",
+                f"is not a bank we take payments for; one of {', '.join(sorted(banks))}",
+            )
+        return Prepared(provider=PROVIDER_NAME, details=details.stored())
+
+    async def initiate(
+        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+    ) -> Step:
+        details = request.details
+        assert isinstance(details, NetBankingDetails)
+        try:
+            redirect = await self._bank.initiate(
+                bank_code=details.bank_code,
+                payment_id=payment.payment_id,
+                merchant_id=payment.merchant_id,
+                amount_paisa=payment.amount_paisa,
+                currency=payment.currency,
+                return_url=payment.callback_url or self._default_return_url,
+                callback_url=self._callback_url,
+                notes=payment.metadata,
+            )
+        except ProviderTimeout:
+            # The bank may have registered the payment; the inquiry (or expiry) settles it.
+            return AwaitCustomer(
+                "the bank did not answer; status inquiry scheduled", INQUIRY_AFTER_TIMEOUT
+            )
+        except Unavailable:
+            return Fail("provider_unavailable")
+        return RequireAction(
+            "the customer must authorise the payment on the bank's page",
+            {**payment.payment_details, "redirect_url": redirect.redirect_url},
+            INQUIRY_AFTER_REDIRECT,
+        )
+
+    async def status(self, payment: PaymentRecord) -> ProviderResult:
+        return await self._bank.status(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+
+    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+        return await self._bank.cancel(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+
+    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+        raise never_held(self.method)
+
+    async def void(self, payment: PaymentRecord) -> ProviderResult:
+        raise never_held(self.method)
+
+    async def refund(
+        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
+    ) -> ProviderResult:
+        return await self._bank.refund(
+            bank_code=NetBankingDetails.of(payment).bank_code,
+            payment_id=payment.payment_id,
+            refund_id=refund_id,
+            amount_paisa=amount_paisa,
+            currency=payment.currency,
+        )
+
+    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+        return False
+
+    async def on_callback(
+        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
+    ) -> Step:
+        return result_from_callback(payment, provider, doc)

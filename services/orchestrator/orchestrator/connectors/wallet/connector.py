@@ -1,0 +1,151 @@
+"""Wallets (Paytm, PhonePe, Google Pay, Amazon Pay): an instant debit of the customer's
+balance, so a held authorization has the money already and a void is a full refund."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gateway_core.errors import Unavailable
+from orchestrator.connectors.base import (
+    Apply,
+    AwaitCustomer,
+    Fail,
+    Prepared,
+    Reporter,
+    StartRequest,
+    Step,
+    result_from_callback,
+)
+from orchestrator.connectors.wallet.client import WalletClient, provider_name
+from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
+from paygate.payments.v1 import payments_pb2
+
+if TYPE_CHECKING:
+    from orchestrator.records import PaymentRecord
+
+WALLETS = frozenset({"PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY"})
+_PHONE = re.compile(r"[6-9]\d{9}")
+INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class WalletDetails:
+    wallet: str  # one of WALLETS
+    phone: str  # the customer's 10-digit mobile number, their wallet's id
+
+    def stored(self) -> dict[str, str]:
+        return {"wallet": self.wallet, "phone": self.phone}
+
+    @classmethod
+    def of(cls, payment: PaymentRecord) -> WalletDetails:
+        return cls(payment.payment_details["wallet"], payment.payment_details.get("phone", ""))
+
+
+@dataclass(frozen=True)
+class _Funded(Prepared):
+    balance_paisa: int = 0
+
+
+class WalletConnector:
+    method: ClassVar[str] = "WALLET"
+    manual_capture: ClassVar[bool] = True
+    offers_emi: ClassVar[bool] = False
+
+    def __init__(self, client: WalletClient) -> None:
+        self._wallet = client
+
+    @staticmethod
+    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+        if not given.wallet:
+            bad("payment_details.wallet", f"is required: one of {', '.join(sorted(WALLETS))}")
+        elif given.wallet not in WALLETS:
+            bad("payment_details.wallet", f"unknown wallet; one of {', '.join(sorted(WALLETS))}")
+        if not _PHONE.fullmatch(given.phone):
+            bad("payment_details.phone", "must be a 10-digit Indian mobile number")
+
+    @staticmethod
+    def read_details(given: payments_pb2.PaymentDetails) -> WalletDetails:
+        return WalletDetails(wallet=given.wallet, phone=given.phone)
+
+    async def prepare(self, request: StartRequest) -> Prepared:
+        details = request.details
+        assert isinstance(details, WalletDetails)
+        # Balance first: an empty wallet fails cleanly, with no debit attempted.
+        try:
+            balance = await self._wallet.balance(details.wallet, details.phone)
+        except ProviderTimeout as exc:  # nothing exists yet: the merchant may simply retry
+            raise Unavailable(
+                f"{details.wallet} did not answer; retry shortly", reason="PROVIDER_UNAVAILABLE"
+            ) from exc
+        return _Funded(
+            provider=provider_name(details.wallet),
+            details=details.stored(),
+            balance_paisa=balance,
+        )
+
+    async def initiate(
+        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+    ) -> Step:
+        details = request.details
+        assert isinstance(details, WalletDetails)
+        assert isinstance(prepared, _Funded)
+        if prepared.balance_paisa < payment.amount_paisa:
+            return Fail("insufficient_balance")
+        try:
+            offer_id = await self._wallet.best_offer(
+                details.wallet, payment.merchant_id, payment.amount_paisa
+            )
+            result = await self._wallet.debit(
+                wallet=details.wallet,
+                phone=details.phone,
+                payment_id=payment.payment_id,
+                merchant_id=payment.merchant_id,
+                amount_paisa=payment.amount_paisa,
+                currency=payment.currency,
+                offer_id=offer_id,
+                notes=payment.metadata,
+            )
+        except ProviderTimeout:
+            return AwaitCustomer(
+                "the wallet did not answer; status inquiry scheduled", INQUIRY_AFTER_TIMEOUT
+            )
+        return Apply(result, f"{details.wallet} debit")
+
+    async def status(self, payment: PaymentRecord) -> ProviderResult:
+        return await self._wallet.status(WalletDetails.of(payment).wallet, payment.payment_id)
+
+    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+        # A debit is instant: it happened or it did not.
+        return await self.status(payment)
+
+    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+        # The debit took the money at authorization; capture is ours alone.
+        return ProviderResult(Outcome.SUCCESS, payment.external_txn_id)
+
+    async def void(self, payment: PaymentRecord) -> ProviderResult:
+        # The wallet debited at authorization: the void is a full refund, deduped by its id.
+        return await self.refund(payment, f"VOID_{payment.payment_id}", payment.amount_paisa)
+
+    async def refund(
+        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
+    ) -> ProviderResult:
+        return await self._wallet.refund(
+            wallet=WalletDetails.of(payment).wallet,
+            wallet_txn_id=payment.external_txn_id,
+            payment_id=payment.payment_id,
+            refund_id=refund_id,
+            amount_paisa=amount_paisa,
+            currency=payment.currency,
+        )
+
+    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+        return False  # a debit took the money: it is refunded
+
+    async def on_callback(
+        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
+    ) -> Step:
+        return result_from_callback(payment, provider, doc)

@@ -1,0 +1,152 @@
+"""The one home of the orchestrator's protobuf mapping: stored records to wire messages, for
+the servicers' answers and the outbox's events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orchestrator.connectors.upi.link import qr_png_data_url
+from orchestrator.domain.states import Status
+from orchestrator.records import DisputeRecord, MerchantRecord, PaymentRecord, RefundRecord
+from paygate.disputes.v1 import disputes_pb2
+from paygate.merchants.v1 import merchants_pb2
+from paygate.payments.v1 import payments_pb2
+
+
+def merchant_message(record: MerchantRecord) -> merchants_pb2.Merchant:
+    return merchants_pb2.Merchant(
+        merchant_id=record.merchant_id,
+        name=record.name,
+        email=record.email,
+        vpa=record.vpa,
+        category=record.category,
+        status=record.status,
+        created_at=_ts(record.created_at),
+    )
+
+
+def refund_message(record: RefundRecord) -> payments_pb2.Refund:
+    refund = payments_pb2.Refund(
+        refund_id=record.refund_id,
+        payment_id=record.payment_id,
+        merchant_id=record.merchant_id,
+        amount_paisa=record.amount_paisa,
+        currency=record.currency,
+        status=record.status,
+        reason=record.reason,
+        metadata=record.metadata,
+        external_refund_id=record.external_refund_id,
+        failure_reason=record.failure_reason,
+        created_at=_ts(record.created_at),
+        kind=record.kind,
+    )
+    if record.processed_at is not None:
+        refund.processed_at.CopyFrom(_ts(record.processed_at))
+    return refund
+
+
+def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_pb2.Payment:
+    """The wire form. The QR code is derived from the link, not stored; events skip it."""
+    payment = payments_pb2.Payment(
+        payment_id=record.payment_id,
+        merchant_id=record.merchant_id,
+        user_id=record.user_id,
+        amount_paisa=record.amount_paisa,
+        currency=record.currency,
+        payment_method=record.payment_method,
+        status=record.status.value,
+        fees_paisa=record.fees_paisa,
+        tax_paisa=record.tax_paisa,
+        description=record.description,
+        callback_url=record.callback_url,
+        metadata=record.metadata,
+        payment_url=record.payment_url,
+        capture_method=record.capture_method,
+        provider=record.provider,
+        external_txn_id=record.external_txn_id,
+        gateway_response=record.gateway_response,
+        failure_reason=record.failure_reason,
+        created_at=_ts(record.created_at),
+        updated_at=_ts(record.updated_at),
+    )
+    # Stored details may carry provider extras (redirect_url) that are not wire fields.
+    json_format.ParseDict(
+        record.payment_details, payment.payment_details, ignore_unknown_fields=True
+    )
+    if record.fraud_decision:
+        payment.fraud.score = record.fraud_score or 0
+        payment.fraud.decision = record.fraud_decision
+        payment.fraud.signals.extend(f"{s['name']}:{s['points']}" for s in record.fraud_signals)
+    if record.payment_details.get("last4"):
+        payment.card.last4 = record.payment_details["last4"]
+        payment.card.brand = record.payment_details.get("brand", "")
+    if record.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
+        payment.captured_amount_paisa = record.amount_paisa
+    payment.refunded_amount_paisa = record.refunded_paisa
+    payment.refunds.extend(refund_message(r) for r in record.refunds)
+    payment.disputes.extend(dispute_message(d) for d in record.disputes)
+    payment.attempts.extend(
+        payments_pb2.PaymentAttempt(
+            attempt_number=a.attempt_number,
+            provider=a.provider,
+            status=a.status,
+            created_at=_ts(a.created_at),
+        )
+        for a in record.attempts
+    )
+    if record.status == Status.REQUIRES_ACTION and record.payment_details.get("redirect_url"):
+        payment.next_action.type = "REDIRECT"
+        payment.next_action.redirect_url = record.payment_details["redirect_url"]
+    if record.expires_at is not None:
+        payment.expires_at.CopyFrom(_ts(record.expires_at))
+    if record.processed_at is not None:
+        payment.processed_at.CopyFrom(_ts(record.processed_at))
+    if with_qr and record.payment_url and record.status == Status.PENDING:
+        payment.qr_code = qr_png_data_url(record.payment_url)
+    for step in record.history:
+        payment.status_history.add(
+            from_status=payments_pb2.Payment.Status.Value(step.from_status)
+            if step.from_status
+            else payments_pb2.Payment.STATUS_UNSPECIFIED,
+            to_status=payments_pb2.Payment.Status.Value(step.to_status),
+            reason=step.reason,
+            at=_ts(step.created_at),
+        )
+    return payment
+
+
+def dispute_message(record: DisputeRecord) -> disputes_pb2.Dispute:
+    dispute = disputes_pb2.Dispute(
+        dispute_id=record.dispute_id,
+        payment_id=record.payment_id,
+        merchant_id=record.merchant_id,
+        provider=record.provider,
+        provider_reference=record.provider_reference,
+        amount_paisa=record.amount_paisa,
+        currency=record.currency,
+        reason_code=record.reason_code,
+        reason=record.reason,
+        phase=record.phase,
+        status=record.status.value,
+        respond_by=_ts(record.respond_by),
+        # The fee with its GST: what the dispute cost the merchant whatever the outcome.
+        fee_paisa=record.fee_paisa + record.tax_paisa,
+        created_at=_ts(record.created_at),
+        updated_at=_ts(record.updated_at),
+    )
+    if record.evidence is not None and record.evidence_submitted_at is not None:
+        for name, text in record.evidence.items():
+            setattr(dispute.evidence, name, text)
+        dispute.evidence.submitted_at.CopyFrom(_ts(record.evidence_submitted_at))
+    if record.resolved_at is not None:
+        dispute.resolved_at.CopyFrom(_ts(record.resolved_at))
+    return dispute
+
+
+def _ts(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
