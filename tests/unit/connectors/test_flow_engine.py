@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 
 from devstack.postgres import ScratchServer
-from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.errors import FailedPrecondition, InvalidArgument
 from gateway_core.fees import compute_fee
@@ -37,6 +36,7 @@ from orchestrator.providers.fraud import Assessment, FraudClient, FraudQuery
 from orchestrator.records import MerchantRecord, PaymentRecord
 from orchestrator.repository import Repository
 from orchestrator.servicers.wire import payment_message
+from orchestrator.settings import Settings
 from paygate.payments.v1 import payments_pb2
 
 SUCCESS = ProviderResult(Outcome.SUCCESS, "TXN_1", {"rrn": "R1"})
@@ -141,7 +141,8 @@ class Fraud(FraudClient):
 @pytest.fixture(scope="module")
 async def database(postgres_server: ScratchServer) -> Settings:
     settings = await postgres_server.database("flow_engine", "orchestrator")
-    return settings.model_copy(update={"app_env": "local"})
+    # The scratch server answers with the shared settings; the engine reads the orchestrator's.
+    return Settings.model_validate({**dict(settings), "app_env": "local"})
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 
-from gateway_core.config import Settings
 from gateway_core.errors import InvalidArgument
 from orchestrator.connectors.base import PaymentBooks, PaymentConnector, provider_callback_url
 from orchestrator.connectors.card import CardConnector
@@ -22,6 +21,7 @@ from orchestrator.connectors.upi.client import UpiCoreClient
 from orchestrator.connectors.wallet import WalletConnector
 from orchestrator.connectors.wallet.client import WalletClient
 from orchestrator.providers.vault import VaultClient
+from orchestrator.settings import Settings
 
 # The connector types by PaymentMethod name: what validation needs before any instance exists.
 CONNECTOR_TYPES: Mapping[str, type[PaymentConnector]] = {
