@@ -10,6 +10,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import localbucket
 import pytest
 
 from devstack.broker_store import ConditionalWriteHandler
@@ -78,3 +79,41 @@ def test_of_creators_racing_for_one_key_exactly_one_wins(store: str) -> None:
     winners = [body for body, r in zip(bodies, statuses, strict=True) if r.status_code == 200]
     assert len(winners) == 1
     assert httpx.get(url, timeout=10).content == winners[0]
+
+
+@pytest.fixture
+def plain_store(tmp_path: Path) -> Iterator[str]:
+    """LocalBucket as shipped, on the same folder: the listing must not differ from it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), localbucket.S3Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{BUCKET}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_listing_one_folder_answers_what_localbucket_answers(store: str, plain_store: str) -> None:
+    localbucket.S3Handler.data_root = ConditionalWriteHandler.data_root
+    keys = [
+        *(
+            f"clusters/c/topics/t/partitions/{p:010d}/records/{o:020d}.batch"
+            for p in range(2)
+            for o in range(5)
+        ),
+        "clusters/c/topics/t/partitions/0000000000/watermark.json",
+        "clusters/c/groups/consumers/g.json",
+        "clusters/c/groups/consumers/g/offsets/t/partitions/0000000000.json",
+        "clusters/c/groups/consumers/g2.json",
+        "clusters/c/meta.json",
+    ]
+    for key in keys:
+        assert put(f"{store}/{key}", b"{}").status_code == 200
+    prefixes = ["", "clusters/", "clusters/c/topics/t/partitions/0000000000/records/",
+                "clusters/c/groups/consumers/g", "clu", "clusters/c/nothing/"]  # fmt: skip
+    for prefix in prefixes:
+        for extra in ({}, {"delimiter": "/"}, {"max-keys": "3"}, {"start-after": keys[3]}):
+            params = {"list-type": "2", "prefix": prefix, **extra}
+            ours = httpx.get(store, params=params, timeout=10)
+            theirs = httpx.get(plain_store, params=params, timeout=10)
+            assert ours.status_code == theirs.status_code == 200
+            assert ours.text == theirs.text, params

@@ -42,6 +42,10 @@ def _fsync_dir(directory: Path) -> None:
 class ConditionalWriteHandler(localbucket.S3Handler):  # type: ignore[misc]  # untyped package
     """PutObject honouring `If-Match` and `If-None-Match` atomically, durable before it answers."""
 
+    # Headers and body go out in two writes: with Nagle's algorithm the second waits for the
+    # client's delayed ACK (40 ms on loopback), and Tansu makes several requests per fetch.
+    disable_nagle_algorithm = True
+
     def _write_object(self, bucket: str, key: str, write: Callable[[BinaryIO], str]) -> str:
         target: Path = self._object_path(bucket, key)
         target.parent.mkdir(parents=True, exist_ok=True)
