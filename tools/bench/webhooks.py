@@ -9,8 +9,8 @@ the event-to-delivery latency (event time in the payload to its arrival at the r
 p50/p90/p99, plus anything not delivered within `--drain` seconds after the last event.
 
 The broker is an in-memory Tansu of the benchmark's own by default (`--broker memory`): the
-local stack's durable broker (Tansu storing into s3rver) caps the event rate by itself, well
-below what the webhook service delivers; `--broker stack` measures with it.
+local stack's durable broker (Tansu storing into an S3 store on disk) caps the event rate by
+itself, well below what the webhook service delivers; `--broker stack` measures with it.
 """
 
 from __future__ import annotations

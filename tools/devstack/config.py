@@ -42,7 +42,7 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 LOOPBACK = "127.0.0.1"
 # The infrastructure parts, by the names STACK_EXTERNAL takes.
 INFRA = ("postgres", "redis", "kafka", "smtp")
-# The local broker's S3-compatible store (s3rver): next to the broker's 19092, clear of 9000.
+# The local broker's S3 store (localbucket, broker_store.py): next to its 19092, clear of 9000.
 BROKER_STORAGE_PORT = 19093
 # Set in the process environment (not only in .env, which lists every variable), these point the
 # stack at the user's own SMTP server (e.g. a mail catcher), as the issue asks.
@@ -59,7 +59,7 @@ class Ports:
     postgres: int
     redis: int
     kafka: int
-    broker_storage: int  # s3rver, where the local broker keeps its data
+    broker_storage: int  # localbucket, where the local broker keeps its data
     gateway: int
     envoy_admin: int
     services: Mapping[str, tuple[int, int]]  # service name -> (gRPC port, metrics port)

