@@ -2,7 +2,8 @@
 
 A PENDING refund can be settled by the merchant's request, by a provider callback, by a status
 inquiry and by the refund-retry job of any replica, at the same time. Whatever the
-interleaving, a refund is settled once: one final status, one ledger entry, one event.
+interleaving, a refund is settled once: one final status, one ledger entry, one event; and the
+retry jobs of two replicas never work on the same refund at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -22,6 +24,8 @@ from gateway_core.ids import new_id
 from orchestrator import ledger_store
 from orchestrator.domain.states import Status
 from orchestrator.repository import NewPayment, Repository
+
+LEASE = timedelta(minutes=1)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +154,59 @@ async def test_two_settlements_racing_on_one_pending_refund_settle_it_once(
             "SELECT count(*) FROM journal_entries WHERE refund_id = $1", refund_id
         )
     assert refund_entries == 1
+
+
+async def stale(pool: asyncpg.Pool, refund_id: str) -> None:
+    """Make the refund look asked for a minute ago (the provider has been silent since)."""
+    await pool.execute(
+        "UPDATE refunds SET created_at = now() - interval '1 minute' WHERE refund_id = $1",
+        refund_id,
+    )
+
+
+async def test_two_replicas_retry_jobs_never_claim_the_same_stale_refund(
+    pool: asyncpg.Pool,
+) -> None:
+    replica_a = Repository(pool, events_topic="payments.events")
+    replica_b = Repository(pool, events_topic="payments.events")
+    refund_ids = set()
+    for _ in range(6):
+        _, refund_id = await pending_refund(replica_a)
+        await stale(pool, refund_id)
+        refund_ids.add(refund_id)
+
+    claimed_a, claimed_b = await asyncio.gather(
+        replica_a.claim_stale_refunds(100, LEASE), replica_b.claim_stale_refunds(100, LEASE)
+    )
+    ids_a = {refund.refund_id for _, refund in claimed_a} & refund_ids
+    ids_b = {refund.refund_id for _, refund in claimed_b} & refund_ids
+
+    assert ids_a | ids_b == refund_ids
+    assert not ids_a & ids_b
+    # Leased: the next rounds of either replica leave them alone until the lease ends.
+    again = await replica_a.claim_stale_refunds(100, LEASE)
+    assert not {refund.refund_id for _, refund in again} & refund_ids
+
+
+async def test_a_refund_whose_lease_ran_out_is_claimed_again_and_a_settled_one_never(
+    pool: asyncpg.Pool,
+) -> None:
+    repo = Repository(pool, events_topic="payments.events")
+    _, silent = await pending_refund(repo)
+    _, settled = await pending_refund(repo)
+    for refund_id in (silent, settled):
+        await stale(pool, refund_id)
+    first = {refund.refund_id for _, refund in await repo.claim_stale_refunds(100, LEASE)}
+    assert {silent, settled} <= first
+    await repo.finish_refund(settled, processed=True, external_refund_id="X", failure_reason="")
+    # The worker that leased them died: its leases run out.
+    await pool.execute(
+        "UPDATE refunds SET next_retry_at = now() - interval '1 second'"
+        " WHERE refund_id = ANY($1::text[])",
+        [silent, settled],
+    )
+
+    again = {refund.refund_id for _, refund in await repo.claim_stale_refunds(100, LEASE)}
+
+    assert silent in again
+    assert settled not in again

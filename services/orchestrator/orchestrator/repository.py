@@ -502,12 +502,21 @@ class Repository:
             payment, complete = await self._persist(conn, payment, decision)
             return payment, _find_refund(payment, refund_id) if complete else None
 
-    async def stale_pending_refunds(self, limit: int) -> list[tuple[PaymentRecord, RefundRecord]]:
-        """Refunds still PENDING a while after they were asked for (the provider was silent)."""
+    async def claim_stale_refunds(
+        self, limit: int, lease: timedelta
+    ) -> list[tuple[PaymentRecord, RefundRecord]]:
+        """Refunds still PENDING a while after they were asked for (the provider was silent),
+        leased to this worker until now + `lease`: SKIP LOCKED passes over the ones another
+        replica is claiming, and the lease hides them from every replica's next rounds."""
         rows = await self._pool.fetch(
-            "SELECT refund_id, payment_id FROM refunds WHERE status = 'PENDING'"
-            " AND created_at < now() - interval '10 seconds' ORDER BY created_at LIMIT $1",
+            "UPDATE refunds r SET next_retry_at = now() + $2 FROM ("
+            " SELECT refund_id FROM refunds WHERE status = 'PENDING'"
+            " AND created_at < now() - interval '10 seconds'"
+            " AND (next_retry_at IS NULL OR next_retry_at <= now())"
+            " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+            " WHERE r.refund_id = due.refund_id RETURNING r.refund_id, r.payment_id",
             limit,
+            lease,
         )
         found: list[tuple[PaymentRecord, RefundRecord]] = []
         for row in rows:
