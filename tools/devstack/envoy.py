@@ -417,7 +417,8 @@ def _chart_enabled(service: ServiceInfo) -> Helm:
 
 
 def _chart_cluster(name: str, service: ServiceInfo, port: str, health_path: str = "") -> Cluster:
-    """A cluster on the service's headless Service: every ready pod is a host, health-checked."""
+    """A cluster on the service's headless Service: every ready pod is a host, health-checked.
+    `port` names the port in the chart's .Values.ports."""
     component = f'include "pg.componentName" (dict "root" $ "component" "{service.name}")'
     return Cluster(
         name=name,
@@ -466,8 +467,9 @@ def render_chart_template() -> str:
             ],
             clusters=[
                 *(_chart_cluster(s.name, s, "grpc") for s in routed),
-                _chart_cluster(STREAM_CLUSTER, webhook, "stream", STREAM_HEALTH_PATH),
-                _chart_cluster(PAGES_CLUSTER, web, "pages", PAGES_HEALTH_PATH),
+                # Their plain HTTP listeners: the port the registry names in .Values.ports.
+                _chart_cluster(STREAM_CLUSTER, webhook, webhook.http_listener, STREAM_HEALTH_PATH),
+                _chart_cluster(PAGES_CLUSTER, web, web.http_listener, PAGES_HEALTH_PATH),
                 _chart_cluster(RATE_LIMIT_SERVICE, ratelimit, "grpc"),
             ],
             ready_clusters=[ReadyCluster(s.name, _chart_enabled(s)) for s in routed],
