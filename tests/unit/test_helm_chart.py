@@ -12,19 +12,27 @@ import base64
 import importlib.util
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import chart_topology
 import helm_python as helm
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
-from devstack.envoy import CHART_CONFIG, render_chart_template, render_envoy_config
+from devstack.envoy import (
+    CHART_CONFIG,
+    envoy_command,
+    render_chart_template,
+    render_envoy_config,
+)
 from gateway_core.config import published_secret_values
 from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
@@ -907,6 +915,72 @@ def test_the_chart_envoy_serves_the_openapi_description_and_docs_without_a_token
         public = http_filter(config, "envoy.filters.http.rbac")["rules"]["policies"]["public"]
         assert {"url_path": {"path": {"exact": path}}} in public["permissions"]
         assert public["principals"] == [{"any": True}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_chart_envoy_serves_the_documents_and_demands_a_token_elsewhere(
+    defaults: list[Manifest], tmp_path: Path
+) -> None:
+    """The chart's rendered configuration, run by real Envoy on loopback ports with the files
+    its init container would write: the documents answer without a token, the API does not."""
+    generated = [REPO_ROOT / "gen" / name for name in (*PUBLIC_DOCUMENT_FILES, "descriptors.pb")]
+    if envoy_binary() is None or not all(path.exists() for path in generated):
+        pytest.skip("needs the envoy binary and gen/ (descriptors, OpenAPI, docs): run `make gen`")
+    for path in generated:
+        shutil.copyfile(path, tmp_path / path.name)
+    key = base64.urlsafe_b64encode(b"a-test-secret-of-thirty-two-bytes").rstrip(b"=").decode()
+    (tmp_path / "jwks.json").write_text(
+        json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": key}]})
+    )
+    text = of_kind(defaults, "ConfigMap")[component("envoy")]["data"]["envoy.yaml"]
+    config = yaml.safe_load(text.replace("/etc/envoy/runtime/", f"{tmp_path}/"))
+    # Loopback and free ports instead of the pod's 0.0.0.0:8080, :9090 and admin :9901.
+    public, admin = free_port(), free_port()
+    config["admin"]["address"]["socket_address"]["port_value"] = admin
+    for listener in config["static_resources"]["listeners"]:
+        port = public if listener["name"] == "public" else free_port()
+        listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "envoy_admin":
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"] = admin
+    config_path = tmp_path / "envoy.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(envoy_command(config_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{public}", timeout=5) as client:
+            for _ in range(200):
+                assert process.poll() is None, log.read_text()[-4000:]
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"Envoy did not answer /health:\n{log.read_text()[-4000:]}")
+
+            spec = client.get("/api/v1/openapi.json")
+            assert spec.status_code == 200
+            assert spec.headers["content-type"] == "application/json"
+            assert spec.json() == json.loads((REPO_ROOT / "gen" / "openapi.json").read_text())
+            docs = client.get("/docs")
+            assert docs.status_code == 200
+            assert docs.headers["content-type"].startswith("text/html")
+            assert docs.content == (REPO_ROOT / "gen" / "api-docs.html").read_bytes()
+            refused = client.get("/api/v1/payments/pay_1")
+            assert refused.status_code == 401
+            assert refused.json()["code"] == 16  # UNAUTHENTICATED, in the API's error shape
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_envoys_init_container_copies_the_documents_from_the_app_image(
