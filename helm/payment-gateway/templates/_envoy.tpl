@@ -2,7 +2,7 @@
 Envoy's rendered configuration. files/envoy.yaml is build output: `make gen` renders it from the
 one source of Envoy's configuration, gateway-envoy/envoy.yaml.j2 (tools/devstack/envoy.py,
 render_chart_template), the same template the local stack renders; what differs per install is
-left in it as Helm actions on these values.
+left in it as Helm actions on values.yaml (envoy.*, config.jwt.*, ports.*, <service>.enabled).
 */}}
 {{- define "pg.envoyConfig" -}}
 {{- tpl (.Files.Get "files/envoy.yaml" | required "files/envoy.yaml is missing: run `make gen` (it renders Envoy's configuration from gateway-envoy/envoy.yaml.j2)") . -}}
