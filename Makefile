@@ -48,9 +48,10 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@touch $@
 
 REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
-gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology
+gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology and Envoy configuration
 	$(PY) tools/gen_protos.py
 	$(PY) tools/chart_topology.py
+	$(PY) -m devstack.envoy --chart --out helm/payment-gateway/files/envoy.yaml
 	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
 	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
@@ -174,7 +175,7 @@ recon: gen  ## reconcile a day by hand: make recon PROVIDER=<provider or method>
 CHART := helm/payment-gateway/Chart.yaml
 IMAGE_VERSION = $(shell awk -F'"' '/^appVersion:/ {print $$2}' $(CHART))
 IMAGE ?= paygate/payment-gateway:$(IMAGE_VERSION)
-image:  ## build the application image (docker/podman, or buildah; BASE=local: no registry)
+image: gen  ## build the application image (docker/podman, or buildah; BASE=local: no registry)
 	IMAGE=$(IMAGE) VERSION=$(IMAGE_VERSION) BASE=$(BASE) tools/image/build.sh
 
 image-test: gen image  ## run migrations and every service from the image (buildah) and the end-to-end smoke
