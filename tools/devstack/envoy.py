@@ -2,7 +2,8 @@
 
 The template (`gateway-envoy/envoy.yaml.j2`) holds the shape of the front door; this module
 decides the values: listen address, JWT settings, one cluster per routed service (from each
-service's `*_ADDR`), the public gRPC services the transcoder maps, and the rate limits.
+service's `*_ADDR`, plus the ports of the local stack's further copies of it, REPLICAS), the
+public gRPC services the transcoder maps, and the rate limits.
 
     python -m devstack.envoy --descriptor gen/descriptors.pb > envoy.yaml
 """
@@ -16,8 +17,8 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
@@ -112,6 +113,13 @@ class Cluster:
     port: int
     # Served over HTTP/1.1 and health-checked with GET (the stream) rather than gRPC.
     http_health_path: str = ""
+    # Further copies of the service on the same host (the local stack's REPLICAS): Envoy
+    # balances over every copy and health-checks each.
+    more_ports: tuple[int, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.more_ports)
 
     @property
     def is_ip(self) -> bool:
@@ -208,8 +216,14 @@ def jwt_max_lifetime_seconds(env: Mapping[str, str]) -> int:
     return int(lifetime.total_seconds())
 
 
-def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
-    """Envoy's YAML configuration for these settings and this descriptor set."""
+def render_envoy_config(
+    env: Mapping[str, str],
+    descriptor_path: Path,
+    *,
+    more_copies: Mapping[str, Sequence[int]] | None = None,
+) -> str:
+    """Envoy's YAML configuration for these settings and this descriptor set. `more_copies`:
+    cluster name -> the ports of further copies of its service, on its host."""
     secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
@@ -222,6 +236,10 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     clusters.append(_pages_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
+    clusters = [
+        replace(cluster, more_ports=tuple((more_copies or {}).get(cluster.name, ())))
+        for cluster in clusters
+    ]
     grpc_routes = [GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services]
     public_services = [route.service for route in grpc_routes]
 
