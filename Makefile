@@ -56,7 +56,7 @@ gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's 
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
 	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
 
-run: gen  ## start the whole stack in the foreground (Ctrl-C stops it)
+run: gen  ## start the whole stack in the foreground (Ctrl-C stops it); REPLICAS=orchestrator=2,webhook=2 runs copies
 	$(PY) -m devstack run
 
 run-dev: run  ## the seed's name for `make run`
@@ -66,7 +66,7 @@ run-dev: run  ## the seed's name for `make run`
 run-prod: gen  ## the local stack with production settings (refuses development secrets, no demo data)
 	$(PY) -m devstack --state-dir .stack-prod run --production
 
-up: gen  ## start the whole stack in the background
+up: gen  ## start the whole stack in the background; REPLICAS=orchestrator=2,webhook=2 runs copies
 	$(PY) -m devstack up
 
 down:  ## stop a stack started with `make up`

@@ -4,7 +4,8 @@ The template (`gateway-envoy/envoy.yaml.j2`) holds the shape of the front door; 
 decides the values, in two flavors of the same template:
 
 - the local stack's (`render_envoy_config`): listen address, JWT settings, one cluster per
-  routed service (from each service's `*_ADDR`), the rate limits, all from the environment;
+  routed service (from each service's `*_ADDR`, plus the ports of its further local copies,
+  REPLICAS), the rate limits, all from the environment;
 - the chart's (`render_chart_template`, `make gen` writes it to the gitignored
   helm/payment-gateway/files/envoy.yaml): what differs per install (ports, JWT issuer, limits,
   timeouts, which services are enabled) is left as Helm actions for the chart's `tpl`; the rest
@@ -23,8 +24,8 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import jinja2
@@ -166,6 +167,13 @@ class Cluster:
     # Served over HTTP/1.1 and health-checked with GET (the stream) rather than gRPC.
     http_health_path: str = ""
     enabled: Condition = True
+    # Further copies of the service on the same host (the local stack's REPLICAS): Envoy
+    # balances over every copy and health-checks each.
+    more_ports: tuple[int, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int | Helm, ...]:
+        return (self.port, *self.more_ports)
 
     @property
     def is_ip(self) -> bool:
@@ -347,8 +355,14 @@ def _render(flavor: Flavor) -> str:
     )
 
 
-def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
-    """The local stack's Envoy configuration for these settings and this descriptor set."""
+def render_envoy_config(
+    env: Mapping[str, str],
+    descriptor_path: Path,
+    *,
+    more_copies: Mapping[str, Sequence[int]] | None = None,
+) -> str:
+    """The local stack's Envoy configuration for these settings and this descriptor set.
+    `more_copies`: cluster name -> the ports of further copies of its service, on its host."""
     secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
@@ -361,6 +375,10 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     clusters.append(_pages_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
+    clusters = [
+        replace(cluster, more_ports=tuple((more_copies or {}).get(cluster.name, ())))
+        for cluster in clusters
+    ]
     return _render(
         Flavor(
             listen_host=env.get("GATEWAY_HOST") or "127.0.0.1",
