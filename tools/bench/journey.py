@@ -129,7 +129,7 @@ class Journeys:
         status: str | None = None
         error: str | None
         try:
-            created = await self._call(
+            created = await self.call(
                 client,
                 CREATE,
                 measured,
@@ -181,7 +181,7 @@ class Journeys:
             if due > now:
                 await self.sleep(due - now)
             polls += 1
-            payment = await self._call(
+            payment = await self.call(
                 client,
                 GET,
                 measured,
@@ -207,7 +207,7 @@ class Journeys:
             "metadata": {"bench_run": self.run_id, "iteration": str(index)},
         }
 
-    async def _call(
+    async def call(
         self,
         client: httpx.AsyncClient,
         op: str,

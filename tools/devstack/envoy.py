@@ -84,6 +84,11 @@ PAGES_STREAM_REGEX = "^/checkout/[^/]+/stream$"
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
+# The benchmark's floor (tools/bench/floor.py), only in a stack the benchmark starts: a
+# GetPayment that carries this header goes to a trivial server instead of the orchestrator.
+BENCH_FLOOR_CLUSTER = "bench-floor"
+BENCH_FLOOR_HEADER = "x-bench-floor"
+BENCH_FLOOR_METHOD = "/paygate.payments.v1.PaymentService/GetPayment"
 
 # HTTP status of a reply Envoy makes itself -> google.rpc.Code in its JSON body, and the
 # message to use where Envoy's own body is empty or meaningless to a merchant.
@@ -208,8 +213,13 @@ def jwt_max_lifetime_seconds(env: Mapping[str, str]) -> int:
     return int(lifetime.total_seconds())
 
 
-def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
-    """Envoy's YAML configuration for these settings and this descriptor set."""
+def render_envoy_config(
+    env: Mapping[str, str], descriptor_path: Path, *, bench_floor_addr: str | None = None
+) -> str:
+    """Envoy's YAML configuration for these settings and this descriptor set.
+
+    `bench_floor_addr` (host:port, the benchmark's stack only; never read from the
+    environment, so no deployment can turn it on) adds the floor's route and cluster."""
     secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
@@ -222,6 +232,9 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     clusters.append(_pages_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
+    if bench_floor_addr:
+        host, _, port = bench_floor_addr.rpartition(":")
+        clusters.append(Cluster(name=BENCH_FLOOR_CLUSTER, host=host, port=int(port)))
     grpc_routes = [GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services]
     public_services = [route.service for route in grpc_routes]
 
@@ -258,6 +271,15 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
         pages_prefixes=PAGES_PREFIXES,
         pages_stream_regex=PAGES_STREAM_REGEX,
         clusters=clusters,
+        bench_floor=(
+            {
+                "cluster": BENCH_FLOOR_CLUSTER,
+                "header": BENCH_FLOOR_HEADER,
+                "path": BENCH_FLOOR_METHOD,
+            }
+            if bench_floor_addr
+            else None
+        ),
         # /ready reflects the services that serve routes; the limiter fails open, so its
         # absence degrades nothing a client would notice and must not take the door down.
         ready_clusters=[s.name for s in routed],
