@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from devstack.envoy import BENCH_FLOOR_HEADER
+from gateway_core.server import run_service
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
 # The header that selects the floor's route.
@@ -71,12 +71,12 @@ async def serve(address: str) -> None:
     await server.stop(grace=1)
 
 
-def main() -> int:
+def main() -> None:
     host = os.environ.get("SERVER_HOST", "127.0.0.1")
     port = os.environ.get("SERVER_PORT", "50069")
-    asyncio.run(serve(f"{host}:{port}"))
-    return 0
+    # The services' own bootstrap (and so their event loop), for a like-for-like floor.
+    run_service(lambda: serve(f"{host}:{port}"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
