@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from gateway_core.auth import RpcContext
-from orchestrator.providers.fraud import FALLBACKS, FraudClient, FraudQuery
+from gateway_core.errors import Unavailable
+from orchestrator.providers.fraud import FALLBACKS, SHED, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 
@@ -73,6 +74,56 @@ async def test_a_slow_scorer_gets_the_policy_and_is_counted(
     assert verdict.decision == decision
     assert [s.name for s in verdict.signals] == ["fraud_check_unavailable"]
     assert fallbacks(policy) == before + 1
+
+
+def shed(reason: str) -> float:
+    value: float = SHED.labels(reason=reason)._value.get()
+    return value
+
+
+async def test_a_check_past_the_in_flight_bound_is_shed_at_once_not_skipped(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    servicer, channel = scorer
+    servicer.delay = 0.3
+    client = FraudClient(channel, timeout_ms=2000, fail_policy="open", max_in_flight=2)
+    before, fell_back = shed("in_flight"), fallbacks("open")
+    waiting = [asyncio.create_task(client.check(QUERY)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert client.in_flight == 2
+
+    with pytest.raises(Unavailable) as refused:
+        await client.check(QUERY)
+
+    assert refused.value.reason == "OVERLOADED"
+    assert refused.value.retry_after_s == 1
+    assert shed("in_flight") == before + 1
+    # The ones admitted are scored, not skipped.
+    assert [v.decision for v in await asyncio.gather(*waiting)] == ["BLOCK", "BLOCK"]
+    assert fallbacks("open") == fell_back
+    assert client.in_flight == 0
+
+
+async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """A deadline missed with nothing else in flight is a slow scorer (the policy applies); one
+    missed while the gateway is busy is overload, and overload never skips screening."""
+    servicer, channel = scorer
+    servicer.delay = 0.3
+    client = FraudClient(channel, timeout_ms=50, fail_policy="open")
+    before, fell_back = shed("deadline_while_busy"), fallbacks("open")
+
+    alone, busy = await asyncio.gather(
+        client.check(QUERY), client.check(QUERY), return_exceptions=True
+    )
+
+    assert not isinstance(alone, BaseException)
+    assert alone.decision == "UNAVAILABLE"
+    assert fallbacks("open") == fell_back + 1
+    assert isinstance(busy, Unavailable)
+    assert busy.reason == "OVERLOADED"
+    assert shed("deadline_while_busy") == before + 1
 
 
 def test_an_unknown_policy_is_refused() -> None:

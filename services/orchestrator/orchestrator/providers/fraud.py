@@ -2,7 +2,18 @@
 
 The check sits on every payment's path, so it gets a deadline of tens of milliseconds. When
 the scorer is slow or down, FRAUD_FAIL_POLICY decides: "open" lets the payment through
-(ALLOW, marked UNAVAILABLE), "closed" fails it. Either way the fallback is counted.
+(decision UNAVAILABLE, signal `fraud_check_unavailable`, both on the payment), "closed" fails
+it. Either way the fallback is counted (`fraud_check_fallbacks_total`).
+
+Overload must never switch screening off (issue 13): a deadline missed because this gateway is
+saturated says nothing about the payment or the scorer. So the client sheds instead, before
+anything is stored (UNAVAILABLE with Retry-After, HTTP 503 through Envoy; the idempotency key
+is released, so the same request may be retried), and counts it (`fraud_check_shed_total`):
+
+- at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
+- when a check misses its deadline while other checks were in flight: the gateway is busy.
+  A deadline missed with nothing else in flight is the scorer being slow, and the policy
+  applies; so does a scorer that cannot be reached at all.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
+from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -23,6 +35,14 @@ FALLBACKS = Counter(
     "Fraud checks that did not answer in time, by the policy applied",
     ["policy", "reason"],
 )
+SHED = Counter(
+    "fraud_check_shed_total",
+    "Payments refused with UNAVAILABLE (Retry-After) rather than let through unscored",
+    ["reason"],
+)
+# Seconds a shed caller is told to wait: the backlog behind a 50 ms deadline clears in less.
+RETRY_AFTER_S = 1
+OVERLOADED = "OVERLOADED"
 
 
 @dataclass(frozen=True)
@@ -66,14 +86,37 @@ class FraudQuery:
 
 
 class FraudClient:
-    def __init__(self, channel: grpc.aio.Channel, *, timeout_ms: int, fail_policy: str) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_ms: int,
+        fail_policy: str,
+        max_in_flight: int = 64,
+    ) -> None:
         if fail_policy not in ("open", "closed"):
             raise ValueError("FRAUD_FAIL_POLICY must be 'open' or 'closed'")
+        if max_in_flight < 1:
+            raise ValueError("FRAUD_MAX_IN_FLIGHT must be at least 1")
         self._stub = fraud_pb2_grpc.FraudServiceStub(channel)
         self._timeout = timeout_ms / 1000
         self._policy = fail_policy
+        self._max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def check(self, query: FraudQuery) -> Assessment:
+        """The scorer's verdict; the policy's fallback if the scorer is slow or down; raises
+        Unavailable (shed, nothing stored) when the gateway is too busy to wait for it."""
+        if self.in_flight >= self._max_in_flight:
+            raise _shed("in_flight")
+        others = self.in_flight
+        self.in_flight += 1
+        try:
+            return await self._check(query, busy=others > 0)
+        finally:
+            self.in_flight -= 1
+
+    async def _check(self, query: FraudQuery, *, busy: bool) -> Assessment:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -98,6 +141,8 @@ class FraudClient:
         try:
             reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
+            if busy and exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _shed("deadline_while_busy") from exc
             return self._fallback(exc.code().name.lower())
         return Assessment(
             score=reply.score,
@@ -111,3 +156,13 @@ class FraudClient:
         if self._policy == "closed":
             return Assessment(0, "BLOCK", (Signal("fraud_check_unavailable", 0, reason),))
         return Assessment(0, "UNAVAILABLE", (Signal("fraud_check_unavailable", 0, reason),))
+
+
+def _shed(reason: str) -> Unavailable:
+    SHED.labels(reason=reason).inc()
+    log.warning("payment shed: fraud screening is saturated", reason=reason)
+    return Unavailable(
+        "the gateway is at capacity and will not let a payment through unscored: retry shortly",
+        reason=OVERLOADED,
+        retry_after_s=RETRY_AFTER_S,
+    )
