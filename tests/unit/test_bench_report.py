@@ -65,6 +65,7 @@ def test_report_structure_is_json_with_every_section() -> None:
         "polls_per_journey",
         "generator",
         "error_examples",
+        "fraud",
         "floor",
         "processes",
         "notes",
@@ -115,6 +116,15 @@ def test_dropped_and_unfinished_arrivals_are_journey_errors() -> None:
     assert journeys["errors_by_kind"][UNFINISHED] == 1
     assert report["offered"]["arrivals"] == 5
     assert any("dropped" in note for note in report["notes"])
+
+
+def test_payments_let_through_unscored_are_counted_and_noted() -> None:
+    report = build_report(facts(unscored=2))
+    assert report["fraud"] == {"unscored_creates": 2}
+    assert any(
+        "2 measured payments were let through without a fraud score" in n for n in report["notes"]
+    )
+    assert build_report(facts())["fraud"] == {"unscored_creates": 0}
 
 
 def test_notes_explain_a_run_where_nothing_succeeds() -> None:

@@ -56,6 +56,9 @@ class JourneyRecord:
     last_status: str | None
 
 
+UNSCORED = "UNAVAILABLE"  # the fraud verdict of a payment let through unscored
+
+
 @dataclass
 class Recorder:
     """Everything the run observed, plus live counters for the progress display."""
@@ -67,6 +70,9 @@ class Recorder:
     dropped: int = 0
     in_flight: int = 0
     request_errors: int = 0
+    # Measured creations answered with a payment the fraud check did not score (its verdict
+    # UNAVAILABLE: the fail-open policy let it through). Overload must never cause one.
+    unscored: int = 0
 
     def request(
         self, op: str, measured: bool, due: float, end: float, error: str | None, example: str
@@ -145,6 +151,9 @@ class Journeys:
                 error = "create answered without payment_id"
             else:
                 status = str(created.get("status"))
+                fraud = created.get("fraud")
+                if measured and isinstance(fraud, dict) and fraud.get("decision") == UNSCORED:
+                    self.recorder.unscored += 1
                 polls, status, error = await self._poll(
                     client, created["payment_id"], merchant, measured, status
                 )

@@ -52,6 +52,7 @@ class RunFacts:
     start_lags: Sequence[float]  # of measured arrivals, seconds
     dropped: int = 0  # measured arrivals not started (max in flight reached)
     unfinished: int = 0  # measured journeys still running when the run gave up on them
+    unscored: int = 0  # measured creations the fraud check let through unscored (fail-open)
     generator_cpu_s: float | None = None  # CPU time the generator itself used during the load
     load_s: float | None = None  # wall time of the load (arrivals and draining)
     examples: Mapping[str, str] = field(default_factory=dict)
@@ -116,6 +117,7 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
             ),
         },
         "error_examples": dict(facts.examples),
+        "fraud": {"unscored_creates": facts.unscored},
     }
     report["floor"] = _floor(facts.floor, report["throughput"]["journeys_per_s"])
     report["processes"] = _processes(facts, requests_per_s, report["floor"])
@@ -198,6 +200,12 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
             f"{lag['max']:.1f} ms): the machine was saturated. Latencies include this delay "
             "(they count from when a request was due), so they stay honest, but part of them "
             "is the generator's."
+        )
+    if report["fraud"]["unscored_creates"]:
+        notes.append(
+            f"{report['fraud']['unscored_creates']} measured payments were let through without "
+            "a fraud score (verdict UNAVAILABLE: the scorer missed its deadline and "
+            "FRAUD_FAIL_POLICY=open applied)."
         )
     if report["offered"]["dropped"]:
         notes.append(

@@ -232,6 +232,7 @@ async def _arrivals(
         start_lags=measured_lags,
         dropped=dropped,
         unfinished=unfinished,
+        unscored=recorder.unscored,
         examples=recorder.examples,
     )
 
