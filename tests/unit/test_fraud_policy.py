@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -68,9 +69,11 @@ async def test_a_slow_scorer_gets_the_policy_and_is_counted(
     scorer: tuple[SlowScorer, grpc.aio.Channel], policy: str, decision: str
 ) -> None:
     servicer, channel = scorer
-    servicer.delay = 0.3
+    servicer.delay = 0.5
     before = fallbacks(policy)
-    verdict = await FraudClient(channel, timeout_ms=30, fail_policy=policy).check(QUERY)
+    # A deadline the event loop hears of late is overload (shed, tested below): 200 ms leaves
+    # a loaded test machine 100 ms of slack before that.
+    verdict = await FraudClient(channel, timeout_ms=200, fail_policy=policy).check(QUERY)
     assert verdict.decision == decision
     assert [s.name for s in verdict.signals] == ["fraud_check_unavailable"]
     assert fallbacks(policy) == before + 1
@@ -124,6 +127,25 @@ async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through
     assert isinstance(busy, Unavailable)
     assert busy.reason == "OVERLOADED"
     assert shed("deadline_while_busy") == before + 1
+
+
+async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_through(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    servicer, channel = scorer
+    servicer.delay = 1.0
+    client = FraudClient(channel, timeout_ms=100, fail_policy="open")
+    before, fell_back = shed("deadline_while_late"), fallbacks("open")
+    check = asyncio.create_task(client.check(QUERY))
+    await asyncio.sleep(0.01)  # the call is on its way
+    time.sleep(0.3)  # the event loop is busy with other work: a saturated gateway
+
+    with pytest.raises(Unavailable) as refused:
+        await check
+
+    assert refused.value.reason == "OVERLOADED"
+    assert shed("deadline_while_late") == before + 1
+    assert fallbacks("open") == fell_back
 
 
 def test_an_unknown_policy_is_refused() -> None:

@@ -11,13 +11,15 @@ anything is stored (UNAVAILABLE with Retry-After, HTTP 503 through Envoy; the id
 is released, so the same request may be retried), and counts it (`fraud_check_shed_total`):
 
 - at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
-- when a check misses its deadline while other checks were in flight: the gateway is busy.
-  A deadline missed with nothing else in flight is the scorer being slow, and the policy
-  applies; so does a scorer that cannot be reached at all.
+- when a check misses its deadline while the gateway is busy: other checks were in flight, or
+  this process learned of the miss late (its event loop was behind by more than half the
+  deadline, or LATE_S). A deadline missed promptly with nothing else in flight is the scorer
+  being slow, and the policy applies; so does a scorer that cannot be reached at all.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,6 +45,9 @@ SHED = Counter(
 # Seconds a shed caller is told to wait: the backlog behind a 50 ms deadline clears in less.
 RETRY_AFTER_S = 1
 OVERLOADED = "OVERLOADED"
+# A missed deadline reported this much later than the deadline means our own event loop is
+# behind: the gateway is saturated (at least this, or half the deadline).
+LATE_S = 0.025
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,11 @@ class FraudClient:
         others = self.in_flight
         self.in_flight += 1
         try:
-            return await self._check(query, busy=others > 0)
+            return await self._check(query, others=others)
         finally:
             self.in_flight -= 1
 
-    async def _check(self, query: FraudQuery, *, busy: bool) -> Assessment:
+    async def _check(self, query: FraudQuery, *, others: int) -> Assessment:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -138,11 +143,16 @@ class FraudClient:
             ),
             occurred_at=now,
         )
+        started = time.monotonic()
         try:
             reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            if busy and exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _shed("deadline_while_busy") from exc
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                late = time.monotonic() - started - self._timeout
+                if others:
+                    raise _shed("deadline_while_busy") from exc
+                if late > max(LATE_S, self._timeout / 2):
+                    raise _shed("deadline_while_late") from exc
             return self._fallback(exc.code().name.lower())
         return Assessment(
             score=reply.score,
