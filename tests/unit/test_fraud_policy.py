@@ -129,6 +129,11 @@ async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through
     assert shed("deadline_while_busy") == before + 1
 
 
+def hog_the_event_loop(seconds: float) -> None:
+    """Other work holding the event loop, as on a saturated gateway (blocking on purpose)."""
+    time.sleep(seconds)
+
+
 async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_through(
     scorer: tuple[SlowScorer, grpc.aio.Channel],
 ) -> None:
@@ -138,7 +143,7 @@ async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_thro
     before, fell_back = shed("deadline_while_late"), fallbacks("open")
     check = asyncio.create_task(client.check(QUERY))
     await asyncio.sleep(0.01)  # the call is on its way
-    time.sleep(0.3)  # the event loop is busy with other work: a saturated gateway
+    hog_the_event_loop(0.3)
 
     with pytest.raises(Unavailable) as refused:
         await check
