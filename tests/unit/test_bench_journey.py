@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ from bench.journey import (
     SetupError,
     create_merchants,
 )
+
+from gateway_core.cards import contains_card_number
 
 FAST = JourneySettings(poll_interval=0.02, success_timeout=0.2)
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -88,6 +91,19 @@ async def test_a_journey_creates_then_polls_until_success() -> None:
     assert body["amount_paisa"] == 10000
     assert create.headers["Idempotency-Key"] == "bench-r1-0"
     assert create.headers["Authorization"] == "Bearer a"
+
+
+async def test_user_ids_never_read_as_card_numbers() -> None:
+    """A UUID's dashed digit groups now and then passed the gateway's card-number check on
+    free text, and the creation came back HTTP 400."""
+    gateway = FakeGateway(polls_to_final=1)
+    recorder = Recorder()
+    for index in range(200):
+        await run_one(gateway, index=index, recorder=recorder)
+    user_ids = [json.loads(r.content)["user_id"] for r in gateway.created]
+    assert len(set(user_ids)) == 200
+    assert all(re.fullmatch(r"USR_[0-9A-HJKMNP-TV-Z]{26}", u) for u in user_ids)
+    assert not any(contains_card_number(u) for u in user_ids)
 
 
 async def test_a_creation_let_through_unscored_is_counted() -> None:
