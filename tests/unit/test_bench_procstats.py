@@ -69,6 +69,14 @@ def test_group_gives_each_process_to_its_nearest_named_ancestor() -> None:
     }
 
 
+def test_read_all_reads_this_process_and_its_children_only() -> None:
+    mine = procstats.read_all({"generator": os.getpid()})
+    assert os.getpid() in {stat.pid for stat in mine}
+    assert 1 not in {stat.pid for stat in mine}
+    [me] = [stat for stat in mine if stat.pid == os.getpid()]
+    assert me.rss_kib > 0
+
+
 def test_group_survives_a_parent_cycle() -> None:
     # Processes come and go while /proc is read: a stale view must not loop forever.
     stats = [ProcStat(pid=5, parent=6, cpu_ticks=1), ProcStat(pid=6, parent=5, cpu_ticks=1)]

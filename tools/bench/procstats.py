@@ -81,19 +81,29 @@ class Sample:
     usage: Mapping[str, Usage]
 
 
-def group(stats: Sequence[ProcStat], leaders: Mapping[str, int]) -> dict[str, Usage]:
-    """Sum each named process with its descendants, each process going to its nearest named
-    ancestor (itself included)."""
+def owners(stats: Sequence[ProcStat], leaders: Mapping[str, int]) -> dict[int, str]:
+    """pid -> name, for each process with a named ancestor (itself included): the nearest."""
     named = {pid: name for name, pid in leaders.items()}
     parent = {stat.pid: stat.parent for stat in stats}
+    owned: dict[int, str] = {}
+    for stat in stats:
+        pid, seen = stat.pid, 0
+        # `seen` bounds the walk: a view read while processes come and go may hold a cycle.
+        while pid not in named and pid in parent and seen < len(parent):
+            pid, seen = parent[pid], seen + 1
+        if pid in named:
+            owned[stat.pid] = named[pid]
+    return owned
+
+
+def group(stats: Sequence[ProcStat], leaders: Mapping[str, int]) -> dict[str, Usage]:
+    """Sum each named process with its descendants (see `owners`)."""
+    owned = owners(stats, leaders)
     cpu: dict[str, int] = {}
     rss: dict[str, int] = {}
     shmem: dict[str, int] = {}
     for stat in stats:
-        pid, seen = stat.pid, 0
-        while pid not in named and pid in parent and seen < len(parent):
-            pid, seen = parent[pid], seen + 1
-        name = named.get(pid)
+        name = owned.get(stat.pid)
         if name is None:
             continue
         cpu[name] = cpu.get(name, 0) + stat.cpu_ticks
@@ -106,19 +116,23 @@ def group(stats: Sequence[ProcStat], leaders: Mapping[str, int]) -> dict[str, Us
     }
 
 
-def read_all() -> list[ProcStat]:
-    """Every process's stat that can be read now (processes come and go while we read)."""
+def read_all(leaders: Mapping[str, int]) -> list[ProcStat]:
+    """The stat of every process `leaders` own, with its memory from status (processes come
+    and go while we read: what cannot be read is left out). Only our own processes' status is
+    read: a shared machine runs hundreds of others."""
     stats = []
     for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = parse_stat((entry / "stat").read_text())
-            rss, shmem = parse_status((entry / "status").read_text())
-        except (OSError, ValueError, IndexError):
-            continue
-        stats.append(replace(stat, rss_kib=rss, shmem_kib=shmem))
-    return stats
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stats.append(parse_stat((entry / "stat").read_text()))
+    owned = owners(stats, leaders)
+    ours = []
+    for stat in stats:
+        if stat.pid in owned:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                rss, shmem = parse_status((_PROC / str(stat.pid) / "status").read_text())
+                ours.append(replace(stat, rss_kib=rss, shmem_kib=shmem))
+    return ours
 
 
 @dataclass
@@ -130,14 +144,15 @@ class Sampler:
     samples: list[Sample] = field(default_factory=list)
 
     def sample(self) -> None:
-        self.samples.append(Sample(time.monotonic(), group(read_all(), self.leaders)))
+        self.samples.append(Sample(time.monotonic(), group(read_all(self.leaders), self.leaders)))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Sampler]:
         async def loop() -> None:
             while True:
-                # A few milliseconds of reading /proc: cheaper inline than in a thread.
-                self.sample()
+                # In a thread: reading /proc on a busy machine takes milliseconds that would
+                # otherwise delay the generator's arrivals.
+                await asyncio.to_thread(self.sample)
                 await asyncio.sleep(self.every)
 
         task = asyncio.get_running_loop().create_task(loop())
