@@ -92,10 +92,10 @@ _tracer = trace.get_tracer(__name__)
 
 
 def continue_trace(metadata: Sequence[tuple[str, str | bytes]] | None, name: str) -> None:
-    """Make the current context (this call's task's) a span of the caller's trace, from its
-    `traceparent` metadata, or of a new trace; unless a span is current already (the tracing
-    interceptor made one). Without an exporter the span records nothing and costs little."""
-    if trace.get_current_span().get_span_context().is_valid:
+    """Without an exporter: make the current context (this call's task's) a non-recording span
+    of the caller's trace, from its `traceparent` metadata, or of a new trace. With one, the
+    tracing interceptor does this (and the calls it leaves untraced stay so)."""
+    if recording() or trace.get_current_span().get_span_context().is_valid:
         return
     carrier = {key: value for key, value in metadata or () if key == "traceparent"}
     parent = _PROPAGATOR.extract(carrier) if carrier else None

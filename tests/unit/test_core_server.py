@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import urllib.request
@@ -430,6 +431,31 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
 
     assert process.returncode == 0
     assert [json.loads(x)["event"] for x in rest.splitlines()] == ["draining", "stopped"]
+
+
+async def test_with_an_exporter_opentelemetry_interceptors_trace_every_call(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "traced.py"
+    script.write_text(
+        "from gateway_core.config import Settings\n"
+        "from gateway_core.telemetry import (\n"
+        "    client_interceptors, configure_tracing, recording, server_interceptors)\n"
+        "configure_tracing('traced', Settings.model_validate({'jaeger_endpoint': ''}))\n"
+        "print(recording(), [type(i).__name__ for i in server_interceptors()],\n"
+        "      [type(i).__module__.split('.')[0] for i in client_interceptors()])\n"
+    )
+    environment = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env=environment
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 0
+    recorded, server, client = out.decode().strip().split(" ", 2)
+    assert recorded == "True"
+    assert server == "['_TracingServerInterceptor']"
+    assert "opentelemetry" in client
 
 
 async def test_services_run_on_uvloop(tmp_path: Path) -> None:
