@@ -11,18 +11,21 @@ import pytest
 
 from gateway_core.auth import RpcContext
 from gateway_core.errors import Unavailable
-from orchestrator.providers.fraud import FALLBACKS, SHED, FraudClient, FraudQuery
+from orchestrator.providers.fraud import FALLBACKS, RETRIED, SHED, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 
 class SlowScorer(fraud_pb2_grpc.FraudServiceServicer):
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.first_delays: list[float] = []  # the delays of the next calls, then `delay`
+        self.calls = 0
 
     async def CheckTransaction(
         self, request: fraud_pb2.CheckTransactionRequest, context: RpcContext
     ) -> fraud_pb2.CheckTransactionResponse:
-        await asyncio.sleep(self.delay)
+        self.calls += 1
+        await asyncio.sleep(self.first_delays.pop(0) if self.first_delays else self.delay)
         return fraud_pb2.CheckTransactionResponse(
             score=85, decision=fraud_pb2.CheckTransactionResponse.BLOCK
         )
@@ -74,9 +77,27 @@ async def test_a_slow_scorer_gets_the_policy_and_is_counted(
     # A deadline the event loop hears of late is overload (shed, tested below): 200 ms leaves
     # a loaded test machine 100 ms of slack before that.
     verdict = await FraudClient(channel, timeout_ms=200, fail_policy=policy).check(QUERY)
+    assert servicer.calls == 2  # asked twice: a hung scorer misses both
     assert verdict.decision == decision
     assert [s.name for s in verdict.signals] == ["fraud_check_unavailable"]
     assert fallbacks(policy) == before + 1
+
+
+async def test_a_scorer_that_misses_once_alone_is_asked_again_and_its_answer_used(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """A scorer starved of CPU for an instant (a busy machine) must not cost a payment its
+    score: the second answer counts."""
+    servicer, channel = scorer
+    servicer.first_delays = [0.5]
+    retried, fell_back = RETRIED._value.get(), fallbacks("open")
+
+    verdict = await FraudClient(channel, timeout_ms=200, fail_policy="open").check(QUERY)
+
+    assert (verdict.decision, verdict.score) == ("BLOCK", 85)
+    assert servicer.calls == 2
+    assert RETRIED._value.get() == retried + 1
+    assert fallbacks("open") == fell_back
 
 
 def shed(reason: str) -> float:

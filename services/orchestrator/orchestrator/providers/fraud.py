@@ -13,8 +13,12 @@ is released, so the same request may be retried), and counts it (`fraud_check_sh
 - at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
 - when a check misses its deadline while the gateway is busy: other checks were in flight, or
   this process learned of the miss late (its event loop was behind by more than half the
-  deadline, or LATE_S). A deadline missed promptly with nothing else in flight is the scorer
-  being slow, and the policy applies; so does a scorer that cannot be reached at all.
+  deadline, or LATE_S).
+
+A deadline missed promptly with nothing else in flight is asked once more (ATTEMPTS; counted in
+`fraud_check_retried_total`): a scorer that misses twice is slow or hung, and the policy applies;
+so it does at once to a scorer that cannot be reached at all. (The scorer may then count the
+retried payment twice in its velocity windows: a small bias towards caution.)
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ FALLBACKS = Counter(
     "Fraud checks that did not answer in time, by the policy applied",
     ["policy", "reason"],
 )
+RETRIED = Counter(
+    "fraud_check_retried_total",
+    "Fraud checks asked again after missing their deadline alone and on time",
+)
 SHED = Counter(
     "fraud_check_shed_total",
     "Payments refused with UNAVAILABLE (Retry-After) rather than let through unscored",
@@ -48,6 +56,10 @@ OVERLOADED = "OVERLOADED"
 # A missed deadline reported this much later than the deadline means our own event loop is
 # behind: the gateway is saturated (at least this, or half the deadline).
 LATE_S = 0.025
+# A check that missed its deadline alone and on time is asked once more before the policy
+# applies: a scorer starved of CPU for an instant (a busy machine) answers the second time; a
+# hung one misses both.
+ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -143,17 +155,22 @@ class FraudClient:
             ),
             occurred_at=now,
         )
-        started = time.monotonic()
-        try:
-            reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        for attempt in range(ATTEMPTS):
+            started = time.monotonic()
+            try:
+                reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return self._fallback(exc.code().name.lower())
                 late = time.monotonic() - started - self._timeout
                 if others:
                     raise _shed("deadline_while_busy") from exc
                 if late > max(LATE_S, self._timeout / 2):
                     raise _shed("deadline_while_late") from exc
-            return self._fallback(exc.code().name.lower())
+                if attempt + 1 == ATTEMPTS:
+                    return self._fallback("deadline_exceeded")
+                RETRIED.inc()
         return Assessment(
             score=reply.score,
             decision=fraud_pb2.CheckTransactionResponse.Decision.Name(reply.decision),
