@@ -2,8 +2,10 @@
 it to, so servicers `raise NotFound(...)` and callers get the same error over gRPC and REST.
 
 On the wire an error is a `google.rpc.Status` with details: `ErrorInfo` (stable `reason`, domain
-`paygate`, metadata) always, `BadRequest` when fields are at fault. `from_rpc_error` reads that
-back, so a client of another service gets the same typed error the server raised.
+`paygate`, metadata) always, `BadRequest` when fields are at fault, `RetryInfo` when the caller
+should come back later (with a `retry-after` header in seconds, which Envoy hands a REST client
+as its HTTP Retry-After). `from_rpc_error` reads that back, so a client of another service gets
+the same typed error the server raised.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway_core.masking import mask_sensitive
 
 DOMAIN = "paygate"
 _DETAILS_KEY = "grpc-status-details-bin"
+RETRY_AFTER_KEY = "retry-after"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class GatewayError(Exception):
         reason: str | None = None,
         field_violations: Iterable[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,6 +52,8 @@ class GatewayError(Exception):
             self.reason = reason
         self.field_violations = list(field_violations)
         self.metadata = dict(metadata or {})
+        # Seconds after which a retry may succeed (load shedding); None: no advice.
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -206,9 +212,26 @@ def to_rpc_status(err: GatewayError) -> grpc.Status:
             ]
         )
         details.insert(0, _pack(bad_request))
+    if err.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromSeconds(err.retry_after_s)
+        details.append(_pack(retry))
     status = status_pb2.Status(code=err.grpc_code.value[0], message=message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
-    return result
+    if err.retry_after_s is None:
+        return result
+    return _Status(
+        result.code,
+        result.details,
+        (*result.trailing_metadata, (RETRY_AFTER_KEY, str(err.retry_after_s))),
+    )
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def from_rpc_error(e: grpc.aio.AioRpcError) -> GatewayError:
@@ -222,21 +245,33 @@ def from_rpc_error(e: grpc.aio.AioRpcError) -> GatewayError:
     reason: str | None = None
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
+    retry_after_s: int | None = None
     for detail in rich.details:
         info = error_details_pb2.ErrorInfo()
         bad_request = error_details_pb2.BadRequest()
+        retry = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason, metadata = info.reason, dict(info.metadata)
         elif detail.Unpack(bad_request):
             violations.extend(
                 FieldViolation(v.field, v.description) for v in bad_request.field_violations
             )
+        elif detail.Unpack(retry):
+            retry_after_s = retry.retry_delay.seconds
     return cls(
-        rich.message or message, reason=reason, field_violations=violations, metadata=metadata
+        rich.message or message,
+        reason=reason,
+        field_violations=violations,
+        metadata=metadata,
+        retry_after_s=retry_after_s,
     )
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

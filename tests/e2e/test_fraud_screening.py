@@ -4,6 +4,7 @@ forces a 3-D Secure challenge on a card that would otherwise pass frictionless."
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from devstack import Stack
 
 Token = Callable[..., str]
 HIGH_AMOUNT = 5_000_000  # ₹50,000: the shipped `high_amount` rule (50 points, REVIEW)
@@ -105,3 +108,60 @@ async def test_an_ordinary_payment_is_allowed_and_its_score_is_shown(
     assert payment["status"] == "SUCCESS"
     assert payment["fraud"]["decision"] == "ALLOW"
     assert payment["fraud"]["score"] < 50
+
+
+async def test_payments_waiting_on_a_busy_scorer_are_shed_with_retry_after_never_let_through(
+    gateway_url: str, merchant_auth: dict[str, str], stack: Stack
+) -> None:
+    """Overload never switches screening off (issue 13). While fraud checks wait on a scorer
+    that cannot keep up (here: frozen), a check that misses its deadline with others in
+    flight is the gateway being busy, so its payment is refused with 503 and Retry-After,
+    nothing stored, rather than let through unscored; only a check that waited alone gets
+    FRAUD_FAIL_POLICY (open: let through, and the payment says it was not scored)."""
+    body = {
+        "amount_paisa": 2500,
+        "currency": "INR",
+        "payment_method": "UPI",
+        "payment_details": {"vpa": "success@upi"},
+    }
+    keys = [f"shed-{uuid.uuid4().hex}" for _ in range(8)]
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as api:
+        stack.freeze("fraud")
+        try:
+            replies = await asyncio.gather(
+                *(
+                    api.post(
+                        "/api/v1/payments",
+                        json=body,
+                        headers={**merchant_auth, "Idempotency-Key": key},
+                    )
+                    for key in keys
+                )
+            )
+        finally:
+            stack.thaw("fraud")
+
+        let_through = [r.json() for r in replies if r.status_code == 200]
+        shed = [(key, r) for key, r in zip(keys, replies, strict=True) if r.status_code == 503]
+        assert len(let_through) + len(shed) == len(keys), [r.text for r in replies]
+        assert len(let_through) == 1
+        assert let_through[0]["fraud"]["decision"] == "UNAVAILABLE"
+        assert let_through[0]["fraud"]["signals"] == ["fraud_check_unavailable:0"]
+        for _, reply in shed:
+            assert reply.headers["retry-after"] == "1"
+            error = reply.json()
+            assert error["code"] == 14  # UNAVAILABLE
+            [info] = [d for d in error["details"] if d["@type"].endswith("ErrorInfo")]
+            assert info["reason"] == "OVERLOADED"
+        listed = await api.get("/api/v1/payments", headers=merchant_auth)
+        assert [p["payment_id"] for p in listed.json()["payments"]] == [
+            let_through[0]["payment_id"]
+        ]
+
+        # Nothing was stored for a shed payment: its retry, same key, is a new, scored payment.
+        key, _ = shed[0]
+        retried = await api.post(
+            "/api/v1/payments", json=body, headers={**merchant_auth, "Idempotency-Key": key}
+        )
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["fraud"]["decision"] == "ALLOW"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from bench.journey import (
     create_merchants,
 )
 
+from gateway_core.cards import contains_card_number
+
 FAST = JourneySettings(poll_interval=0.02, success_timeout=0.2)
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -27,9 +30,12 @@ Handler = Callable[[httpx.Request], httpx.Response]
 class FakeGateway:
     """Creates PENDING payments; a payment turns `final` after `polls_to_final` reads."""
 
-    def __init__(self, polls_to_final: int | None = 2, final: str = "SUCCESS") -> None:
+    def __init__(
+        self, polls_to_final: int | None = 2, final: str = "SUCCESS", fraud: str = "ALLOW"
+    ) -> None:
         self.polls_to_final = polls_to_final
         self.final = final
+        self.fraud = fraud
         self.reads: dict[str, int] = {}
         self.created: list[httpx.Request] = []
 
@@ -38,7 +44,8 @@ class FakeGateway:
             self.created.append(request)
             payment_id = f"PAY_{len(self.created)}"
             self.reads[payment_id] = 0
-            return httpx.Response(200, json={"payment_id": payment_id, "status": "PENDING"})
+            created = {"payment_id": payment_id, "status": "PENDING"}
+            return httpx.Response(200, json=created | {"fraud": {"decision": self.fraud}})
         payment_id = request.url.path.rsplit("/", 1)[-1]
         self.reads[payment_id] += 1
         done = self.polls_to_final is not None and self.reads[payment_id] >= self.polls_to_final
@@ -84,6 +91,24 @@ async def test_a_journey_creates_then_polls_until_success() -> None:
     assert body["amount_paisa"] == 10000
     assert create.headers["Idempotency-Key"] == "bench-r1-0"
     assert create.headers["Authorization"] == "Bearer a"
+
+
+async def test_user_ids_never_read_as_card_numbers() -> None:
+    """A UUID's dashed digit groups now and then passed the gateway's card-number check on
+    free text, and the creation came back HTTP 400."""
+    gateway = FakeGateway(polls_to_final=1)
+    recorder = Recorder()
+    for index in range(200):
+        await run_one(gateway, index=index, recorder=recorder)
+    user_ids = [json.loads(r.content)["user_id"] for r in gateway.created]
+    assert len(set(user_ids)) == 200
+    assert all(re.fullmatch(r"USR_[0-9A-HJKMNP-TV-Z]{26}", u) for u in user_ids)
+    assert not any(contains_card_number(u) for u in user_ids)
+
+
+async def test_a_creation_let_through_unscored_is_counted() -> None:
+    assert (await run_one(FakeGateway(polls_to_final=1))).unscored == 0
+    assert (await run_one(FakeGateway(polls_to_final=1, fraud="UNAVAILABLE"))).unscored == 1
 
 
 async def test_iterations_use_merchants_round_robin_with_unique_idempotency_keys() -> None:

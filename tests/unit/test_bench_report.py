@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from bench.cli import parse_args
 from bench.journey import CREATE, GET, UNFINISHED, JourneyRecord, RequestRecord
-from bench.report import DROPPED, RunFacts, build_report, render_report
+from bench.procstats import Sample, Usage
+from bench.report import DROPPED, FLOOR, FloorFacts, RunFacts, build_report, render_report
 from rich.console import Console
 
 NEVER = "never succeeded (still PENDING after 10 s)"
@@ -64,6 +65,9 @@ def test_report_structure_is_json_with_every_section() -> None:
         "polls_per_journey",
         "generator",
         "error_examples",
+        "fraud",
+        "floor",
+        "processes",
         "notes",
     }
     assert set(report["operations"]) == {"create", "get", "time_to_success"}
@@ -114,6 +118,15 @@ def test_dropped_and_unfinished_arrivals_are_journey_errors() -> None:
     assert any("dropped" in note for note in report["notes"])
 
 
+def test_payments_let_through_unscored_are_counted_and_noted() -> None:
+    report = build_report(facts(unscored=2))
+    assert report["fraud"] == {"unscored_creates": 2}
+    assert any(
+        "2 measured payments were let through without a fraud score" in n for n in report["notes"]
+    )
+    assert build_report(facts())["fraud"] == {"unscored_creates": 0}
+
+
 def test_notes_explain_a_run_where_nothing_succeeds() -> None:
     journeys = [JourneyRecord(i, True, 103.0, 114.0, NEVER, 40, "PENDING") for i in range(3)]
     report = build_report(facts(journeys=journeys))
@@ -134,6 +147,60 @@ def test_rendered_tables_show_the_numbers() -> None:
     assert "25.0" in text  # create p50, ms
     assert "HTTP 429" in text
     assert "commit abc123" in text
+
+
+def with_floor_and_processes() -> RunFacts:
+    # Floor phase measured over clock 130..140: 8 answers, 6 of them 200 OK.
+    floor_requests = [RequestRecord(FLOOR, False, 129.5, 129.6, None)]  # its warm-up
+    floor_requests += [RequestRecord(FLOOR, True, 130 + i, 130.5 + i, None) for i in range(6)]
+    floor_requests += [RequestRecord(FLOOR, True, 137.0, 137.2, "HTTP 429")] * 2
+    # The orchestrator uses 0.25 CPU s/s during the journeys' window and 0.1 during the floor.
+    samples = [
+        Sample(at, {"orchestrator": Usage(cpu, 100 * 2**20), "generator": Usage(0.0, 2**20)})
+        for at, cpu in ((100.0, 0.0), (102.0, 1.0), (112.0, 3.5), (130.0, 4.0), (140.0, 5.0))
+    ]
+    return facts(
+        floor=FloorFacts(window=(130.0, 140.0), requests=floor_requests),
+        process_samples=samples,
+    )
+
+
+def test_floor_phase_and_ratio() -> None:
+    report = build_report(with_floor_and_processes())
+    floor = report["floor"]
+    assert floor["requests_per_s"] == pytest.approx(0.8)
+    assert floor["ok_requests_per_s"] == pytest.approx(0.6)
+    assert floor["operation"]["errors_by_kind"] == {"HTTP 429": 2}
+    assert floor["operation"]["latency_ms"]["p50"] == pytest.approx(500.0)
+    # 0.2 journeys/s reaching SUCCESS over 0.6 floor requests/s.
+    assert floor["journeys_per_s_over_floor_requests_per_s"] == pytest.approx(1 / 3, abs=1e-5)
+
+
+def test_processes_cpu_per_request_in_each_phase() -> None:
+    processes = build_report(with_floor_and_processes())["processes"]
+    orchestrator = processes["journeys"]["orchestrator"]
+    assert orchestrator["cpu_percent_of_one_core"] == pytest.approx(25.0)
+    # 250 ms of CPU per second over 0.5 requests/s in the window.
+    assert orchestrator["cpu_ms_per_request"] == pytest.approx(500.0)
+    assert orchestrator["peak_rss_mib"] == 100.0
+    assert processes["floor"]["orchestrator"]["cpu_ms_per_request"] == pytest.approx(166.667)
+    assert processes["journeys_total_cpu_ms_per_request"] == pytest.approx(500.0)
+
+
+def test_no_processes_section_without_samples() -> None:
+    report = build_report(facts())
+    assert report["processes"] == {}
+    assert report["floor"] is None
+
+
+def test_rendered_report_shows_the_floor_and_the_processes() -> None:
+    console = Console(record=True, width=160)
+    render_report(build_report(with_floor_and_processes()), console)
+    text = console.export_text()
+    assert "floor (trivial gRPC handler behind the same Envoy, 10 s): 0.60 req/s" in text
+    assert "journeys/s ÷ floor req/s = 0.20 ÷ 0.60 = 0.3333" in text
+    assert "orchestrator" in text
+    assert "generator" in text
 
 
 def test_cli_defaults() -> None:

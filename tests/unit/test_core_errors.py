@@ -126,6 +126,25 @@ def test_round_trip_gives_the_client_the_error_the_server_raised() -> None:
     assert received.metadata == {"hint": "use a newer card"}
 
 
+def test_retry_advice_travels_as_retry_info_and_a_retry_after_header() -> None:
+    sent = Unavailable("at capacity", reason="OVERLOADED", retry_after_s=2)
+
+    status = to_rpc_status(sent)
+    retry = error_details_pb2.RetryInfo()
+    assert rich_status(sent).details[-1].Unpack(retry)
+    assert retry.retry_delay.seconds == 2
+    # Envoy hands trailing metadata of a failed call to a REST client as response headers.
+    assert ("retry-after", "2") in status.trailing_metadata
+    received = from_rpc_error(as_client_error(sent))
+    assert (type(received), received.reason, received.retry_after_s) == (
+        Unavailable,
+        "OVERLOADED",
+        2,
+    )
+    assert from_rpc_error(as_client_error(Unavailable("down"))).retry_after_s is None
+    assert ("retry-after", "2") not in to_rpc_status(Unavailable("down")).trailing_metadata
+
+
 def test_error_without_details_maps_by_code_with_the_default_reason() -> None:
     plain = grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import urllib.request
@@ -30,6 +31,7 @@ from gateway_core.config import Settings
 from gateway_core.errors import NotFound, from_rpc_error, invalid_field
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.server import ServiceApp
+from gateway_core.telemetry import recording, server_interceptors
 
 SERVICE = "paygate.test.v1.Probe"
 PAN = "4111111111111111"
@@ -291,6 +293,59 @@ async def test_access_log_carries_the_callers_trace_id(
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
 
 
+async def test_without_an_exporter_no_tracing_interceptor_but_every_call_has_a_trace(
+    running: Running, server_log: io.StringIO
+) -> None:
+    assert not recording()
+    assert server_interceptors() == []
+    with trace.get_tracer("test").start_as_current_span("client") as span:
+        await running.check("ok")
+    await running.check("ok")
+    await running.check("ok")
+
+    lines = [json.loads(x) for x in server_log.getvalue().splitlines() if '"rpc"' in x]
+    caller = span.get_span_context()
+    first, second, third = lines
+    # The caller's trace continues in a span of the server's own.
+    assert first["trace_id"] == format(caller.trace_id, "032x")
+    assert first["span_id"] != format(caller.span_id, "016x")
+    # A call from outside any trace starts one of its own.
+    assert len({first["trace_id"], second["trace_id"], third["trace_id"]}) == 3
+
+
+async def test_access_log_level_is_debug_for_success_warning_for_refusal_error_for_fault(
+    running: Running, server_log: io.StringIO
+) -> None:
+    await running.check("ok")
+    for scenario in ("missing", "bug"):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await running.check(scenario)
+
+    lines = [json.loads(x) for x in server_log.getvalue().splitlines() if '"rpc"' in x]
+    assert [(line["code"], line["level"]) for line in lines if line["event"] == "rpc"] == [
+        ("OK", "debug"),
+        ("NOT_FOUND", "warning"),
+        ("INTERNAL", "error"),
+    ]
+
+
+async def test_successes_write_no_access_log_at_info(
+    running: Running, server_log: io.StringIO
+) -> None:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        await running.check("ok")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await running.check("missing")
+    finally:
+        root.setLevel(level)
+
+    lines = [json.loads(x) for x in server_log.getvalue().splitlines() if '"rpc"' in x]
+    assert [line["code"] for line in lines if line["event"] == "rpc"] == ["NOT_FOUND"]
+
+
 async def test_reflection_lists_the_registered_services(running: Running) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(running.channel)
 
@@ -376,6 +431,49 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
 
     assert process.returncode == 0
     assert [json.loads(x)["event"] for x in rest.splitlines()] == ["draining", "stopped"]
+
+
+async def test_with_an_exporter_opentelemetry_interceptors_trace_every_call(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "traced.py"
+    script.write_text(
+        "from gateway_core.config import Settings\n"
+        "from gateway_core.telemetry import (\n"
+        "    client_interceptors, configure_tracing, recording, server_interceptors)\n"
+        "configure_tracing('traced', Settings.model_validate({'jaeger_endpoint': ''}))\n"
+        "print(recording(), [type(i).__name__ for i in server_interceptors()],\n"
+        "      [type(i).__module__.split('.')[0] for i in client_interceptors()])\n"
+    )
+    environment = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env=environment
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 0
+    recorded, server, client = out.decode().strip().split(" ", 2)
+    assert recorded == "True"
+    assert server == "['_TracingServerInterceptor']"
+    assert "opentelemetry" in client
+
+
+async def test_services_run_on_uvloop(tmp_path: Path) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import asyncio\n"
+        "from gateway_core.server import run_service\n"
+        "async def main() -> None:\n"
+        "    print(type(asyncio.get_running_loop()).__module__, flush=True)\n"
+        "run_service(main)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 0
+    assert out.decode().split() == ["uvloop"]
 
 
 async def test_crash_exits_one_with_a_masked_log_line(tmp_path: Path) -> None:

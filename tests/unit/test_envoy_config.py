@@ -637,6 +637,38 @@ def test_without_the_global_limiter_there_is_no_ratelimit_filter_or_cluster(
     assert validate(rendered, tmp_path).returncode == 0
 
 
+def routes(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    listener = config["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return list(manager["route_config"]["virtual_hosts"][0]["routes"])
+
+
+def test_the_benchmark_floor_route_exists_only_when_asked_for(
+    descriptors: Descriptors, tmp_path: Path
+) -> None:
+    plain = yaml.safe_load(render_envoy_config({"JWT_SECRET": SECRET}, descriptors.path))
+    assert "bench-floor" not in [r["name"] for r in routes(plain)]
+    assert "bench-floor" not in [c["name"] for c in plain["static_resources"]["clusters"]]
+
+    rendered = render_envoy_config(
+        {"JWT_SECRET": SECRET}, descriptors.path, bench_floor_addr="127.0.0.1:50999"
+    )
+    config = yaml.safe_load(rendered)
+    names = [r["name"] for r in routes(config)]
+    # Before the orchestrator's route, which would take the same path.
+    assert names.index("bench-floor") < names.index("paygate.payments.v1.PaymentService")
+    floor = routes(config)[names.index("bench-floor")]
+    assert floor["match"]["path"] == "/paygate.payments.v1.PaymentService/GetPayment"
+    assert floor["match"]["headers"] == [{"name": "x-bench-floor", "present_match": True}]
+    assert floor["route"]["cluster"] == "bench-floor"
+    [cluster] = [c for c in config["static_resources"]["clusters"] if c["name"] == "bench-floor"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 50999}
+    # Every filter (JWT, RBAC, limits, transcoder) still runs for it: they are listener-wide.
+    assert http_filters(config) == http_filters(plain)
+    assert validate(rendered, tmp_path).returncode == 0
+
+
 def test_service_hostnames_resolve_by_dns_and_schemes_are_ignored(
     descriptors: Descriptors, tmp_path: Path
 ) -> None:

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from gateway_core.auth import RpcContext
-from orchestrator.providers.fraud import FALLBACKS, FraudClient, FraudQuery
+from gateway_core.errors import Unavailable
+from orchestrator.providers.fraud import FALLBACKS, RETRIED, SHED, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 
 class SlowScorer(fraud_pb2_grpc.FraudServiceServicer):
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.first_delays: list[float] = []  # the delays of the next calls, then `delay`
+        self.calls = 0
 
     async def CheckTransaction(
         self, request: fraud_pb2.CheckTransactionRequest, context: RpcContext
     ) -> fraud_pb2.CheckTransactionResponse:
-        await asyncio.sleep(self.delay)
+        self.calls += 1
+        await asyncio.sleep(self.first_delays.pop(0) if self.first_delays else self.delay)
         return fraud_pb2.CheckTransactionResponse(
             score=85, decision=fraud_pb2.CheckTransactionResponse.BLOCK
         )
@@ -67,12 +72,106 @@ async def test_a_slow_scorer_gets_the_policy_and_is_counted(
     scorer: tuple[SlowScorer, grpc.aio.Channel], policy: str, decision: str
 ) -> None:
     servicer, channel = scorer
-    servicer.delay = 0.3
+    servicer.delay = 0.5
     before = fallbacks(policy)
-    verdict = await FraudClient(channel, timeout_ms=30, fail_policy=policy).check(QUERY)
+    # A deadline the event loop hears of late is overload (shed, tested below): 200 ms leaves
+    # a loaded test machine 100 ms of slack before that.
+    verdict = await FraudClient(channel, timeout_ms=200, fail_policy=policy).check(QUERY)
+    assert servicer.calls == 2  # asked twice: a hung scorer misses both
     assert verdict.decision == decision
     assert [s.name for s in verdict.signals] == ["fraud_check_unavailable"]
     assert fallbacks(policy) == before + 1
+
+
+async def test_a_scorer_that_misses_once_alone_is_asked_again_and_its_answer_used(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """A scorer starved of CPU for an instant (a busy machine) must not cost a payment its
+    score: the second answer counts."""
+    servicer, channel = scorer
+    servicer.first_delays = [0.5]
+    retried, fell_back = RETRIED._value.get(), fallbacks("open")
+
+    verdict = await FraudClient(channel, timeout_ms=200, fail_policy="open").check(QUERY)
+
+    assert (verdict.decision, verdict.score) == ("BLOCK", 85)
+    assert servicer.calls == 2
+    assert RETRIED._value.get() == retried + 1
+    assert fallbacks("open") == fell_back
+
+
+def shed(reason: str) -> float:
+    value: float = SHED.labels(reason=reason)._value.get()
+    return value
+
+
+async def test_a_check_past_the_in_flight_bound_is_shed_at_once_not_skipped(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    servicer, channel = scorer
+    servicer.delay = 0.3
+    client = FraudClient(channel, timeout_ms=2000, fail_policy="open", max_in_flight=2)
+    before, fell_back = shed("in_flight"), fallbacks("open")
+    waiting = [asyncio.create_task(client.check(QUERY)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert client.in_flight == 2
+
+    with pytest.raises(Unavailable) as refused:
+        await client.check(QUERY)
+
+    assert refused.value.reason == "OVERLOADED"
+    assert refused.value.retry_after_s == 1
+    assert shed("in_flight") == before + 1
+    # The ones admitted are scored, not skipped.
+    assert [v.decision for v in await asyncio.gather(*waiting)] == ["BLOCK", "BLOCK"]
+    assert fallbacks("open") == fell_back
+    assert client.in_flight == 0
+
+
+async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """A deadline missed with nothing else in flight is a slow scorer (the policy applies); one
+    missed while the gateway is busy is overload, and overload never skips screening."""
+    servicer, channel = scorer
+    servicer.delay = 0.3
+    client = FraudClient(channel, timeout_ms=50, fail_policy="open")
+    before, fell_back = shed("deadline_while_busy"), fallbacks("open")
+
+    alone, busy = await asyncio.gather(
+        client.check(QUERY), client.check(QUERY), return_exceptions=True
+    )
+
+    assert not isinstance(alone, BaseException)
+    assert alone.decision == "UNAVAILABLE"
+    assert fallbacks("open") == fell_back + 1
+    assert isinstance(busy, Unavailable)
+    assert busy.reason == "OVERLOADED"
+    assert shed("deadline_while_busy") == before + 1
+
+
+def hog_the_event_loop(seconds: float) -> None:
+    """Other work holding the event loop, as on a saturated gateway (blocking on purpose)."""
+    time.sleep(seconds)
+
+
+async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_through(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    servicer, channel = scorer
+    servicer.delay = 1.0
+    client = FraudClient(channel, timeout_ms=100, fail_policy="open")
+    before, fell_back = shed("deadline_while_late"), fallbacks("open")
+    check = asyncio.create_task(client.check(QUERY))
+    await asyncio.sleep(0.01)  # the call is on its way
+    hog_the_event_loop(0.3)
+
+    with pytest.raises(Unavailable) as refused:
+        await check
+
+    assert refused.value.reason == "OVERLOADED"
+    assert shed("deadline_while_late") == before + 1
+    assert fallbacks("open") == fell_back
 
 
 def test_an_unknown_policy_is_refused() -> None:

@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -140,6 +140,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="HTTP connections to the gateway at most (default %(default)s)",
     )
     tuning.add_argument(
+        "--floor-duration",
+        type=_not_negative,
+        default=defaults.floor_duration,
+        help="seconds of the floor phase after the journeys: a trivial gRPC handler behind "
+        "the same Envoy, called back to back (0: none; only with a started stack) "
+        "(default %(default)s)",
+    )
+    tuning.add_argument(
+        "--floor-concurrency",
+        type=_positive_int,
+        default=defaults.floor_concurrency,
+        help="callers of the floor phase, each with its own token (default %(default)s)",
+    )
+    tuning.add_argument(
         "--keep-stack-dir",
         action="store_true",
         help="keep the started stack's state directory (logs) after a successful run",
@@ -163,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         max_in_flight=args.max_in_flight,
         max_connections=args.max_connections,
+        # A gateway we did not start has no floor route.
+        floor_duration=0.0 if args.gateway else args.floor_duration,
+        floor_concurrency=args.floor_concurrency,
     )
     machine = machine_info()  # before the stack loads the machine
     with _sigterm_interrupts():
@@ -194,7 +211,13 @@ def _own_stack(
     state_dir = Path(tempfile.mkdtemp(prefix="paygate-bench-"))
     console.print(f"starting a stack in {state_dir} (ephemeral ports, no seed)…")
     try:
-        stack = Stack(state_dir, ports="ephemeral", seed=False, keep_data=False)
+        stack = Stack(
+            state_dir,
+            ports="ephemeral",
+            seed=False,
+            keep_data=False,
+            bench_floor=config.floor_duration > 0,
+        )
         stack.start(progress=True)  # stops what it started if it fails or is interrupted
     except StackError as exc:
         console.print(f"[red]the stack did not start:[/] {escape(str(exc))}")
@@ -207,7 +230,9 @@ def _own_stack(
     try:
         env = stack.env
         credentials = Credentials(env["JWT_SECRET"], env["JWT_ISSUER"], env["JWT_AUDIENCE"])
-        code = _measure(args, config, stack.gateway_url, credentials, machine, console, "started")
+        code = _measure(
+            args, config, stack.gateway_url, credentials, machine, console, "started", stack.pids()
+        )
         finished = code == EXIT_OK
         return code
     finally:
@@ -228,9 +253,10 @@ def _measure(
     machine: dict[str, object],
     console: Console,
     stack: str,
+    processes: Mapping[str, int] | None = None,
 ) -> int:
     try:
-        facts = asyncio.run(run_load(config, gateway_url, credentials, console))
+        facts = asyncio.run(run_load(config, gateway_url, credentials, console, processes))
     except SetupError as exc:
         console.print(f"[red]cannot run the benchmark:[/] {escape(str(exc))}")
         return EXIT_SETUP

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from gateway_core.ids import new_id
 
 CREATE = "create"
 GET = "get"
@@ -56,6 +57,9 @@ class JourneyRecord:
     last_status: str | None
 
 
+UNSCORED = "UNAVAILABLE"  # the fraud verdict of a payment let through unscored
+
+
 @dataclass
 class Recorder:
     """Everything the run observed, plus live counters for the progress display."""
@@ -67,6 +71,9 @@ class Recorder:
     dropped: int = 0
     in_flight: int = 0
     request_errors: int = 0
+    # Measured creations answered with a payment the fraud check did not score (its verdict
+    # UNAVAILABLE: the fail-open policy let it through). Overload must never cause one.
+    unscored: int = 0
 
     def request(
         self, op: str, measured: bool, due: float, end: float, error: str | None, example: str
@@ -129,7 +136,7 @@ class Journeys:
         status: str | None = None
         error: str | None
         try:
-            created = await self._call(
+            created = await self.call(
                 client,
                 CREATE,
                 measured,
@@ -145,6 +152,9 @@ class Journeys:
                 error = "create answered without payment_id"
             else:
                 status = str(created.get("status"))
+                fraud = created.get("fraud")
+                if measured and isinstance(fraud, dict) and fraud.get("decision") == UNSCORED:
+                    self.recorder.unscored += 1
                 polls, status, error = await self._poll(
                     client, created["payment_id"], merchant, measured, status
                 )
@@ -181,7 +191,7 @@ class Journeys:
             if due > now:
                 await self.sleep(due - now)
             polls += 1
-            payment = await self._call(
+            payment = await self.call(
                 client,
                 GET,
                 measured,
@@ -198,7 +208,9 @@ class Journeys:
 
     def _payment(self, index: int) -> dict[str, Any]:
         return {
-            "user_id": str(uuid.uuid4()),
+            # A ULID, not a UUID: a UUID's dashed digit groups now and then read as a card
+            # number, which the gateway refuses in free text (HTTP 400).
+            "user_id": new_id("USR"),
             "amount_paisa": self.settings.amount_paisa,
             "currency": "INR",
             "payment_method": "UPI",
@@ -207,7 +219,7 @@ class Journeys:
             "metadata": {"bench_run": self.run_id, "iteration": str(index)},
         }
 
-    async def _call(
+    async def call(
         self,
         client: httpx.AsyncClient,
         op: str,

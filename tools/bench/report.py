@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.journey import CREATE, GET, JOURNEY, UNFINISHED, JourneyRecord, RequestRecord
+from bench.procstats import Sample, summarize, total_cpu_ms_per_request
 from bench.stats import Latency, OperationStats, Outcome
 
 SCHEMA_VERSION = 1
@@ -27,6 +28,16 @@ DROPPED = "dropped (generator at --max-in-flight)"
 # Above this, the generator itself was late starting iterations: say so.
 LAG_WARNING_MS = 20.0
 PER_MERCHANT_LIMIT = 100.0  # the gateway's default per-merchant limit (requests/s)
+FLOOR = "floor"
+
+
+@dataclass(frozen=True)
+class FloorFacts:
+    """The floor phase: GETs of a constant payment from a trivial server behind the same Envoy."""
+
+    window: tuple[float, float]  # measured, clock seconds
+    requests: Sequence[RequestRecord]
+    examples: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,11 +52,14 @@ class RunFacts:
     start_lags: Sequence[float]  # of measured arrivals, seconds
     dropped: int = 0  # measured arrivals not started (max in flight reached)
     unfinished: int = 0  # measured journeys still running when the run gave up on them
+    unscored: int = 0  # measured creations the fraud check let through unscored (fail-open)
     generator_cpu_s: float | None = None  # CPU time the generator itself used during the load
     load_s: float | None = None  # wall time of the load (arrivals and draining)
     examples: Mapping[str, str] = field(default_factory=dict)
     machine: Mapping[str, Any] = field(default_factory=dict)
     git: Mapping[str, Any] = field(default_factory=dict)
+    floor: FloorFacts | None = None
+    process_samples: Sequence[Sample] = ()
 
 
 def build_report(facts: RunFacts) -> dict[str, Any]:
@@ -103,9 +117,55 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
             ),
         },
         "error_examples": dict(facts.examples),
+        "fraud": {"unscored_creates": facts.unscored},
     }
+    report["floor"] = _floor(facts.floor, report["throughput"]["journeys_per_s"])
+    report["processes"] = _processes(facts, requests_per_s, report["floor"])
     report["notes"] = _notes(report)
     return report
+
+
+def _floor(floor: FloorFacts | None, journeys_per_s: float) -> dict[str, Any] | None:
+    if floor is None:
+        return None
+    begin, end = floor.window
+    measured = [r for r in floor.requests if r.measured and r.end <= end]
+    ok = sum(1 for r in measured if r.error is None)
+    ok_per_s = ok / max(end - begin, 1e-9)
+    return {
+        "duration_s": round(end - begin, 3),
+        "requests_per_s": round(len(measured) / max(end - begin, 1e-9), 3),
+        "ok_requests_per_s": round(ok_per_s, 3),
+        "operation": OperationStats.of(Outcome(r.end - r.due, r.error) for r in measured).to_json(),
+        "journeys_per_s_over_floor_requests_per_s": (
+            round(journeys_per_s / ok_per_s, 5) if ok_per_s else None
+        ),
+        "error_examples": dict(floor.examples),
+    }
+
+
+def _processes(
+    facts: RunFacts, requests_per_s: float, floor: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """CPU per HTTP request and memory of each process of the stack, in the journeys' window
+    and (CPU only) in the floor's."""
+    if not facts.process_samples:
+        return {}
+    journeys = summarize(facts.process_samples, facts.window, requests_per_s)
+    out: dict[str, Any] = {
+        "journeys": journeys,
+        "journeys_total_cpu_ms_per_request": total_cpu_ms_per_request(journeys),
+    }
+    if facts.floor is not None and floor is not None:
+        during_floor = summarize(
+            facts.process_samples, facts.floor.window, floor["ok_requests_per_s"]
+        )
+        out["floor"] = {
+            name: {k: v[k] for k in ("cpu_percent_of_one_core", "cpu_ms_per_request")}
+            for name, v in during_floor.items()
+        }
+        out["floor_total_cpu_ms_per_request"] = total_cpu_ms_per_request(during_floor)
+    return out
 
 
 def _notes(report: Mapping[str, Any]) -> list[str]:
@@ -140,6 +200,12 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
             f"{lag['max']:.1f} ms): the machine was saturated. Latencies include this delay "
             "(they count from when a request was due), so they stay honest, but part of them "
             "is the generator's."
+        )
+    if report["fraud"]["unscored_creates"]:
+        notes.append(
+            f"{report['fraud']['unscored_creates']} measured payments were let through without "
+            "a fraud score (verdict UNAVAILABLE: the scorer missed its deadline and "
+            "FRAUD_FAIL_POLICY=open applied)."
         )
     if report["offered"]["dropped"]:
         notes.append(
@@ -281,8 +347,77 @@ def render_report(report: Mapping[str, Any], console: Console) -> None:
             + (f"; its own CPU {cpu:g}% of one core" if cpu is not None else "")
             + "[/]"
         )
+    _render_floor(report, console)
+    _render_processes(report, console)
     for note in _as_list(report.get("notes")):
         console.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _render_floor(report: Mapping[str, Any], console: Console) -> None:
+    floor = report.get("floor")
+    if not floor:
+        return
+    operation = floor["operation"]
+    latency = operation["latency_ms"] or {}
+    ratio = floor["journeys_per_s_over_floor_requests_per_s"]
+    console.print(
+        f"floor (trivial gRPC handler behind the same Envoy, {floor['duration_s']:g} s): "
+        f"[bold]{_rate(floor['ok_requests_per_s'])} req/s[/] with 200 OK, "
+        f"{operation['errors']} errors, p50 {_ms(latency.get('p50'))} ms, "
+        f"p99 {_ms(latency.get('p99'))} ms"
+    )
+    console.print(
+        f"journeys/s ÷ floor req/s = {_rate(report['throughput']['journeys_per_s'])} ÷ "
+        f"{_rate(floor['ok_requests_per_s'])} = "
+        + (f"[bold]{ratio:.4f}[/]" if ratio is not None else "-")
+    )
+    for kind, example in floor["error_examples"].items():
+        console.print(f"[yellow]floor error {escape(kind)}:[/] {escape(example[:160])}")
+
+
+def _render_processes(report: Mapping[str, Any], console: Console) -> None:
+    processes = report.get("processes")
+    if not processes:
+        return
+    journeys: Mapping[str, Any] = processes["journeys"]
+    floor: Mapping[str, Any] = processes.get("floor", {})
+    table = Table(
+        title="processes: CPU (% of one core, ms per HTTP request) in the journeys' window and "
+        "in the floor phase; resident memory",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("process", no_wrap=True)
+    for name in ("CPU %", "ms/req", "floor CPU %", "floor ms/req", "peak MiB"):
+        table.add_column(name, justify="right")
+    table.add_column("MiB per minute")
+    for name, entry in sorted(journeys.items(), key=lambda item: item[0]):
+        during_floor = floor.get(name, {})
+        table.add_row(
+            name,
+            _number(entry["cpu_percent_of_one_core"]),
+            _number(entry["cpu_ms_per_request"]),
+            _number(during_floor.get("cpu_percent_of_one_core")),
+            _number(during_floor.get("cpu_ms_per_request")),
+            _number(entry["peak_rss_mib"]),
+            " ".join(f"{v:g}" for v in entry["rss_mib_per_minute"]),
+        )
+    table.add_row(
+        "total",
+        "",
+        _number(processes["journeys_total_cpu_ms_per_request"]),
+        "",
+        _number(processes.get("floor_total_cpu_ms_per_request")),
+        "",
+        "",
+        style="bold",
+    )
+    console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:

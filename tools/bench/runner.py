@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from bench.floor import HEADER as FLOOR_HEADER
+from bench.floor import PAYMENT_ID as FLOOR_PAYMENT_ID
 from bench.journey import (
     Journeys,
     JourneySettings,
@@ -24,7 +27,8 @@ from bench.journey import (
     create_merchants,
     wait_ready,
 )
-from bench.report import RunFacts
+from bench.procstats import GENERATOR, Sampler
+from bench.report import FLOOR, FloorFacts, RunFacts
 from bench.schedule import arrival_offsets, run_arrivals
 from gateway_core.tokens import mint_token
 
@@ -34,6 +38,8 @@ PROGRESS_TICK_S = 0.25
 # Connections per HTTP client: small pools keep httpcore's per-request bookkeeping cheap.
 CONNECTIONS_PER_LANE = 8
 PLAIN_PROGRESS_EVERY_S = 5.0  # when the output is not a terminal
+# The floor phase's first second is not measured (connections, Envoy's first calls upstream).
+FLOOR_WARMUP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class LoadConfig:
     vpa: str = "success@upi"
     max_in_flight: int = 10000
     max_connections: int = 512
+    # Seconds of the floor phase after the journeys (0: none; it needs a stack with the
+    # floor's route, which only a stack the benchmark starts has).
+    floor_duration: float = 10.0
+    floor_concurrency: int = 64
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,9 +84,15 @@ class Credentials:
 
 
 async def run_load(
-    config: LoadConfig, gateway_url: str, credentials: Credentials, console: Console
+    config: LoadConfig,
+    gateway_url: str,
+    credentials: Credentials,
+    console: Console,
+    processes: Mapping[str, int] | None = None,
 ) -> RunFacts:
-    """Create the merchants, run warm-up and measured arrivals, wait for journeys to end."""
+    """Create the merchants, run warm-up and measured arrivals, wait for journeys to end,
+    then the floor phase; `processes` (name -> pid of a session leader) are sampled all along,
+    with the generator itself."""
     run_id = secrets.token_hex(4)
     ttl = int(config.warmup + config.duration + config.success_timeout) + 3600
     lanes = max(1, math.ceil(config.max_connections / CONNECTIONS_PER_LANE))
@@ -127,7 +143,39 @@ async def run_load(
             run_id,
             request_timeout=config.request_timeout,
         )
-        return await _arrivals(config, journeys, recorder, console)
+        sampler = Sampler({**(processes or {}), GENERATOR: os.getpid()})
+        async with sampler.running():
+            facts = await _arrivals(config, journeys, recorder, console)
+            floor = None
+            if config.floor_duration > 0:
+                floor = await _floor(config, journeys, credentials, ttl, console)
+        return replace(facts, floor=floor, process_samples=sampler.samples)
+
+
+async def _floor(
+    config: LoadConfig, journeys: Journeys, credentials: Credentials, ttl: int, console: Console
+) -> FloorFacts:
+    """As many GETs of the floor's constant payment as `floor_concurrency` callers can make
+    back to back (a closed loop: the most the gateway's door sustains), each caller with its
+    own merchant token so that no per-merchant limit is what is measured."""
+    recorder = Recorder()
+    caller_of = replace(journeys, recorder=recorder)
+    start = time.monotonic()
+    window = (start + FLOOR_WARMUP_S, start + FLOOR_WARMUP_S + config.floor_duration)
+    clients = journeys.clients
+
+    async def caller(number: int) -> None:
+        token = credentials.token(f"bench-floor-{number}", ttl_seconds=ttl)
+        headers = {"Authorization": f"Bearer {token}", FLOOR_HEADER: "1"}
+        client = clients[number % len(clients)]
+        while (now := time.monotonic()) < window[1]:
+            path = f"/api/v1/payments/{FLOOR_PAYMENT_ID}"
+            await caller_of.call(client, FLOOR, now >= window[0], now, "GET", path, headers=headers)
+
+    seconds = FLOOR_WARMUP_S + config.floor_duration
+    with console.status(f"floor: {config.floor_concurrency} callers for {seconds:g} s…"):
+        await asyncio.gather(*(caller(n) for n in range(config.floor_concurrency)))
+    return FloorFacts(window=window, requests=recorder.requests, examples=recorder.examples)
 
 
 async def _arrivals(
@@ -184,6 +232,7 @@ async def _arrivals(
         start_lags=measured_lags,
         dropped=dropped,
         unfinished=unfinished,
+        unscored=recorder.unscored,
         examples=recorder.examples,
     )
 

@@ -106,6 +106,11 @@ PAGES_STREAM_REGEX = "^/checkout/[^/]+/stream$"
 # Untranscodable /api/ requests (gRPC content type on a REST path) land on this cluster, which
 # answers UNIMPLEMENTED; the route exists for the filters that run before the transcoder.
 REST_FALLBACK_SERVICE = "orchestrator"
+# The benchmark's floor (tools/bench/floor.py), only in a stack the benchmark starts: a
+# GetPayment that carries this header goes to a trivial server instead of the orchestrator.
+BENCH_FLOOR_CLUSTER = "bench-floor"
+BENCH_FLOOR_HEADER = "x-bench-floor"
+BENCH_FLOOR_METHOD = "/paygate.payments.v1.PaymentService/GetPayment"
 
 # HTTP status of a reply Envoy makes itself -> google.rpc.Code in its JSON body, and the
 # message to use where Envoy's own body is empty or meaningless to a merchant.
@@ -200,6 +205,13 @@ class ReadyCluster:
 
 
 @dataclass(frozen=True)
+class BenchFloor:
+    cluster: str
+    header: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Flavor:
     """The values one rendering decides; everything else is the same everywhere."""
 
@@ -238,6 +250,8 @@ class Flavor:
     rate_limit_domain: str | Helm
     rate_limit_timeout: str | Helm
     rate_limit_failure_mode_deny: bool | Helm
+    # The benchmark's floor route (render_envoy_config's bench_floor_addr); never in the chart.
+    bench_floor: BenchFloor | None = None
 
 
 def _bool(value: str) -> bool:
@@ -360,9 +374,12 @@ def render_envoy_config(
     descriptor_path: Path,
     *,
     more_copies: Mapping[str, Sequence[int]] | None = None,
+    bench_floor_addr: str | None = None,
 ) -> str:
     """The local stack's Envoy configuration for these settings and this descriptor set.
-    `more_copies`: cluster name -> the ports of further copies of its service, on its host."""
+    `more_copies`: cluster name -> the ports of further copies of its service, on its host.
+    `bench_floor_addr` (host:port, the benchmark's stack only; never read from the
+    environment, so no deployment can turn it on) adds the floor's route and cluster."""
     secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
@@ -379,6 +396,9 @@ def render_envoy_config(
         replace(cluster, more_ports=tuple((more_copies or {}).get(cluster.name, ())))
         for cluster in clusters
     ]
+    if bench_floor_addr:
+        host, _, port = bench_floor_addr.rpartition(":")
+        clusters.append(Cluster(name=BENCH_FLOOR_CLUSTER, host=host, port=int(port)))
     return _render(
         Flavor(
             listen_host=env.get("GATEWAY_HOST") or "127.0.0.1",
@@ -424,6 +444,13 @@ def render_envoy_config(
             rate_limit_domain=RATE_LIMIT_DOMAIN,
             rate_limit_timeout=f"{_int(env, 'RATE_LIMIT_TIMEOUT_MS', 50) / 1000}s",
             rate_limit_failure_mode_deny=False,
+            bench_floor=(
+                BenchFloor(
+                    cluster=BENCH_FLOOR_CLUSTER, header=BENCH_FLOOR_HEADER, path=BENCH_FLOOR_METHOD
+                )
+                if bench_floor_addr
+                else None
+            ),
         )
     )
 

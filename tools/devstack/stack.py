@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import sys
 import threading
 import time
@@ -76,6 +77,7 @@ START_TIMEOUT = {"infra": 60.0, "external": 30.0, "once": 300.0, "service": 60.0
 # Seconds each tier gets to stop before SIGKILL; services get their drain time on top.
 STOP_TIMEOUT = {"service": 5.0, "envoy": 10.0, "infra": 15.0}
 INFRA_NAMES = ("postgres", "redis", "kafka", "smtp")
+BENCH_FLOOR = "bench-floor"
 # The stack's SMTP server keeps every message it receives here, one file each (a Maildir).
 MAIL_DIR = "mail"
 
@@ -97,8 +99,11 @@ class Stack:
         environ: Mapping[str, str] | None = None,
         runner: ModuleRunner | None = None,
         production: bool = False,
+        bench_floor: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
+        # The benchmark's floor server (tools/bench/floor.py) and its Envoy route.
+        self.bench_floor = bench_floor
         self.runner: ModuleRunner = runner or CheckoutPython()
         self.logs_dir = self.state_dir / "logs"
         self.seed = seed
@@ -270,7 +275,8 @@ class Stack:
         # All spawned before any is probed: forking while gRPC threads work makes gRPC warn.
         spawned = [self._spawn_service(copy) for copy in self.copies.values()]
         await _together(*(self._service_ready(component, child) for component, child in spawned))
-        await self._start_envoy()
+        floor = await self._start_bench_floor() if self.bench_floor else None
+        await self._start_envoy(floor)
 
     async def _start_postgres(self) -> None:
         if "postgres" in self.external:
@@ -500,7 +506,23 @@ class Stack:
             )
         self._ready(component, child)
 
-    async def _start_envoy(self) -> None:
+    async def _start_bench_floor(self) -> str:
+        """The benchmark's trivial server, on a free port; its address for Envoy's route."""
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        target = f"{LOOPBACK}:{port}"
+        component = self._begin(BENCH_FLOOR, target)
+        env = {"PATH": os.environ.get("PATH", os.defpath), "SERVER_HOST": LOOPBACK}
+        argv, env, cwd = self.runner.command("bench.floor", (), env | {"SERVER_PORT": str(port)})
+        child = self._spawn(BENCH_FLOOR, "service", argv, env=env, cwd=cwd)
+        await self._until_ready(
+            BENCH_FLOOR, lambda: probes.grpc_serving(target), START_TIMEOUT["service"]
+        )
+        self._ready(component, child)
+        return target
+
+    async def _start_envoy(self, bench_floor: str | None = None) -> None:
         component = self._begin("envoy", self.gateway_url)
         descriptors = self.runner.descriptors()
         if not descriptors.exists():
@@ -508,7 +530,12 @@ class Stack:
         config = self.state_dir / "envoy.yaml"
         try:
             config.write_text(
-                render_envoy_config(self.env, descriptors, more_copies=self._more_copies())
+                render_envoy_config(
+                    self.env,
+                    descriptors,
+                    more_copies=self._more_copies(),
+                    bench_floor_addr=bench_floor,
+                )
             )
         except ValueError as exc:
             raise StackError(f"cannot render the Envoy configuration: {exc}") from None
@@ -548,6 +575,11 @@ class Stack:
     def pid(self, name: str) -> int:
         """The process id the stack started `name` as (a wrapper's, when a runner wraps it)."""
         return self._children[name].pid
+
+    def pids(self) -> dict[str, int]:
+        """The process id of every long-lived part this stack runs (services, Envoy and the
+        infrastructure), by name; each leads a session holding whatever it started."""
+        return {n: c.pid for n, c in self._children.items() if self._kinds[n] != "once"}
 
     def exit_code(self, name: str, timeout: float) -> int | None:
         """`name`'s exit status once it has exited within `timeout` seconds, else None."""

@@ -71,6 +71,7 @@ async def build_app(settings: Settings) -> ServiceApp:
             channels.get(settings.fraud_addr),
             timeout_ms=settings.fraud_timeout_ms,
             fail_policy=settings.fraud_fail_policy,
+            max_in_flight=settings.fraud_max_in_flight,
         ),
     )
     idempotency = IdempotencyStore(pool, settings.secret("idempotency_fingerprint_key").encode())

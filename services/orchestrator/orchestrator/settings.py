@@ -28,6 +28,9 @@ class Settings(config.Settings):
     # Deadline of the fraud check on each payment, and what to do when it is missed.
     fraud_timeout_ms: int = Field(default=50, ge=1, le=5000)
     fraud_fail_policy: Literal["open", "closed"] = "open"
+    # Fraud checks waiting for the scorer at once; more payments are shed (503, Retry-After)
+    # rather than queued into missing their deadline (providers/fraud.py).
+    fraud_max_in_flight: int = Field(default=64, ge=1, le=10_000)
     card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"
 
     # Outbox: published events are kept this long (for audit and debugging), then purged.

@@ -2,17 +2,35 @@
 
 The check sits on every payment's path, so it gets a deadline of tens of milliseconds. When
 the scorer is slow or down, FRAUD_FAIL_POLICY decides: "open" lets the payment through
-(ALLOW, marked UNAVAILABLE), "closed" fails it. Either way the fallback is counted.
+(decision UNAVAILABLE, signal `fraud_check_unavailable`, both on the payment), "closed" fails
+it. Either way the fallback is counted (`fraud_check_fallbacks_total`).
+
+Overload must never switch screening off (issue 13): a deadline missed because this gateway is
+saturated says nothing about the payment or the scorer. So the client sheds instead, before
+anything is stored (UNAVAILABLE with Retry-After, HTTP 503 through Envoy; the idempotency key
+is released, so the same request may be retried), and counts it (`fraud_check_shed_total`):
+
+- at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
+- when a check misses its deadline while the gateway is busy: other checks were in flight, or
+  this process learned of the miss late (its event loop was behind by more than half the
+  deadline, or LATE_S).
+
+A deadline missed promptly with nothing else in flight is asked once more (ATTEMPTS; counted in
+`fraud_check_retried_total`): a scorer that misses twice is slow or hung, and the policy applies;
+so it does at once to a scorer that cannot be reached at all. (The scorer may then count the
+retried payment twice in its velocity windows: a small bias towards caution.)
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
+from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -23,6 +41,25 @@ FALLBACKS = Counter(
     "Fraud checks that did not answer in time, by the policy applied",
     ["policy", "reason"],
 )
+RETRIED = Counter(
+    "fraud_check_retried_total",
+    "Fraud checks asked again after missing their deadline alone and on time",
+)
+SHED = Counter(
+    "fraud_check_shed_total",
+    "Payments refused with UNAVAILABLE (Retry-After) rather than let through unscored",
+    ["reason"],
+)
+# Seconds a shed caller is told to wait: the backlog behind a 50 ms deadline clears in less.
+RETRY_AFTER_S = 1
+OVERLOADED = "OVERLOADED"
+# A missed deadline reported this much later than the deadline means our own event loop is
+# behind: the gateway is saturated (at least this, or half the deadline).
+LATE_S = 0.025
+# A check that missed its deadline alone and on time is asked once more before the policy
+# applies: a scorer starved of CPU for an instant (a busy machine) answers the second time; a
+# hung one misses both.
+ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -66,14 +103,37 @@ class FraudQuery:
 
 
 class FraudClient:
-    def __init__(self, channel: grpc.aio.Channel, *, timeout_ms: int, fail_policy: str) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_ms: int,
+        fail_policy: str,
+        max_in_flight: int = 64,
+    ) -> None:
         if fail_policy not in ("open", "closed"):
             raise ValueError("FRAUD_FAIL_POLICY must be 'open' or 'closed'")
+        if max_in_flight < 1:
+            raise ValueError("FRAUD_MAX_IN_FLIGHT must be at least 1")
         self._stub = fraud_pb2_grpc.FraudServiceStub(channel)
         self._timeout = timeout_ms / 1000
         self._policy = fail_policy
+        self._max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def check(self, query: FraudQuery) -> Assessment:
+        """The scorer's verdict; the policy's fallback if the scorer is slow or down; raises
+        Unavailable (shed, nothing stored) when the gateway is too busy to wait for it."""
+        if self.in_flight >= self._max_in_flight:
+            raise _shed("in_flight")
+        others = self.in_flight
+        self.in_flight += 1
+        try:
+            return await self._check(query, others=others)
+        finally:
+            self.in_flight -= 1
+
+    async def _check(self, query: FraudQuery, *, others: int) -> Assessment:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -95,10 +155,22 @@ class FraudClient:
             ),
             occurred_at=now,
         )
-        try:
-            reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            return self._fallback(exc.code().name.lower())
+        for attempt in range(ATTEMPTS):
+            started = time.monotonic()
+            try:
+                reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return self._fallback(exc.code().name.lower())
+                late = time.monotonic() - started - self._timeout
+                if others:
+                    raise _shed("deadline_while_busy") from exc
+                if late > max(LATE_S, self._timeout / 2):
+                    raise _shed("deadline_while_late") from exc
+                if attempt + 1 == ATTEMPTS:
+                    return self._fallback("deadline_exceeded")
+                RETRIED.inc()
         return Assessment(
             score=reply.score,
             decision=fraud_pb2.CheckTransactionResponse.Decision.Name(reply.decision),
@@ -111,3 +183,13 @@ class FraudClient:
         if self._policy == "closed":
             return Assessment(0, "BLOCK", (Signal("fraud_check_unavailable", 0, reason),))
         return Assessment(0, "UNAVAILABLE", (Signal("fraud_check_unavailable", 0, reason),))
+
+
+def _shed(reason: str) -> Unavailable:
+    SHED.labels(reason=reason).inc()
+    log.warning("payment shed: fraud screening is saturated", reason=reason)
+    return Unavailable(
+        "the gateway is at capacity and will not let a payment through unscored: retry shortly",
+        reason=OVERLOADED,
+        retry_after_s=RETRY_AFTER_S,
+    )
