@@ -3,6 +3,8 @@ all behind the service's one Envoy cluster."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from devstack.config import (
     parse_replicas,
 )
 from devstack.envoy import PAGES_CLUSTER, STREAM_CLUSTER, render_envoy_config
+from devstack.stack import Stack, StackError
 from gateway_core.services import BY_NAME, SERVICES
 
 SECRET = "x" * 32
@@ -79,3 +82,28 @@ def test_envoy_balances_over_every_copy_of_a_service(tmp_path: Path) -> None:
     assert len(ports(STREAM_CLUSTER)) == 2
     assert len(ports("reconciliation")) == 1
     assert len(ports(PAGES_CLUSTER)) == 1
+
+
+def test_starting_a_stack_leaves_the_callers_event_loop_alone(tmp_path: Path) -> None:
+    """A test session starts a second stack (REPLICAS) after its event loop is set up: the
+    start must not unset the loop the rest of the session runs on. Here the start fails on a
+    taken port, from inside its own event loop."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        previous: asyncio.AbstractEventLoop | None = policy.get_event_loop()
+    except RuntimeError:
+        previous = None
+    ours = asyncio.new_event_loop()
+    policy.set_event_loop(ours)
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            stack = Stack(tmp_path, ports="fixed", seed=False, environ={"GATEWAY_PORT": port})
+            with pytest.raises(StackError, match="already in use"):
+                stack.start()
+        assert policy.get_event_loop() is ours
+    finally:
+        policy.set_event_loop(previous)
+        ours.close()

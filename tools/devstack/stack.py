@@ -164,7 +164,10 @@ class Stack:
             self._claim_state_dir()
             self.phase = "starting"
             self._save()
-            asyncio.run(self._start())
+            # A loop of its own that never becomes the thread's current one: asyncio.run would
+            # unset the caller's (a test session's, which starts a second stack mid-session).
+            with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+                runner.run(self._start())
         except BaseException as exc:
             self.error = str(exc) if isinstance(exc, StackError) else repr(exc)
             self._close_view()
