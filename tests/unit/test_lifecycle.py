@@ -12,6 +12,7 @@ import pytest
 from gateway_core.errors import Aborted, FailedPrecondition, InvalidArgument
 from orchestrator.connectors.card import emi
 from orchestrator.domain.ledger import AccountKind
+from orchestrator.domain.payment import Payment, Refund
 from orchestrator.domain.states import OPEN, Status
 from orchestrator.lifecycle import (
     Claim,
@@ -28,14 +29,13 @@ from orchestrator.lifecycle import (
     SetColumns,
     decide,
 )
-from orchestrator.records import PaymentRecord, RefundRecord
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-MakePayment = Callable[..., PaymentRecord]
+MakePayment = Callable[..., Payment]
 
 
-def refund(amount: int, status: str = "PROCESSED", kind: str = "REFUND") -> RefundRecord:
-    return RefundRecord(
+def refund(amount: int, status: str = "PROCESSED", kind: str = "REFUND") -> Refund:
+    return Refund(
         refund_id=f"RFD_{amount}_{status}",
         payment_id="PAY_TEST1",
         merchant_id="MER_TEST1",

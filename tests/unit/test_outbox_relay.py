@@ -45,6 +45,7 @@ from gateway_core.kafka import EventProducer, OutgoingMessage, ensure_topics
 from orchestrator.domain.states import Status
 from orchestrator.outbox import RELAY_LOCK_KEY, LeadershipLost, OutboxRelay
 from orchestrator.repository import NewPayment, Repository
+from orchestrator.servicers.wire import encode_event
 from paygate.events.v1 import events_pb2
 
 TOPIC = "payments.events"
@@ -328,7 +329,7 @@ async def read_topic(bootstrap: str) -> list[Consumed]:
 async def test_events_written_while_the_broker_is_down_are_delivered_once_it_is_up(
     pool: asyncpg.Pool, settings: Settings, broker: Broker
 ) -> None:
-    repo = Repository(pool, TOPIC)
+    repo = Repository(pool, TOPIC, encode_event)
     merchant = await repo.create_merchant(
         merchant_id=new_id("MER"),
         name="Outbox Test Store",
@@ -482,7 +483,7 @@ async def test_a_relay_whose_lock_connection_died_stops_publishing_and_the_stand
 ) -> None:
     await broker.start()
     await ensure_topics([broker.bootstrap], {TOPIC: PARTITIONS})
-    repo = Repository(pool, TOPIC)
+    repo = Repository(pool, TOPIC, encode_event)
     merchant = await repo.create_merchant(
         merchant_id=new_id("MER"),
         name="Outbox Leader Store",

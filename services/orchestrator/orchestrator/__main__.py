@@ -31,6 +31,7 @@ from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
 from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
+from orchestrator.servicers.wire import encode_event
 from orchestrator.settings import Settings, get_settings
 from paygate.callbacks.v1 import callbacks_pb2_grpc
 from paygate.disputes.v1 import disputes_pb2_grpc
@@ -52,7 +53,7 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
     channels = _ProviderChannels(app)
-    repo = Repository(pool, events_topic=settings.kafka_topic_payments)
+    repo = Repository(pool, settings.kafka_topic_payments, encode_event)
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )

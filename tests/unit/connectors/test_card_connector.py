@@ -24,17 +24,17 @@ from orchestrator.connectors.base import (
 from orchestrator.connectors.card import CardConnector, CardDetails, emi
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
+from orchestrator.domain.payment import Merchant, Payment
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.vault import CardMeta, VaultClient
-from orchestrator.records import MerchantRecord, PaymentRecord
 from paygate.payments.v1 import payments_pb2
 from paygate.vault.v1 import vault_pb2
 
-MakePayment = Callable[..., PaymentRecord]
+MakePayment = Callable[..., Payment]
 
 ROUTING = RoutingTable.load(BY_NAME["orchestrator"].directory / "config" / "card-routing.yaml")
-MERCHANT = MerchantRecord(
+MERCHANT = Merchant(
     merchant_id="MER_TEST1",
     name="Test shop",
     email="",
@@ -106,7 +106,7 @@ class Books:
     switched: list[str] = field(default_factory=list)
     passed_over: list[tuple[str, str]] = field(default_factory=list)
     claims: int = 0
-    claimable: PaymentRecord | None = None
+    claimable: Payment | None = None
 
     async def switch_provider(self, payment_id: str, provider: str) -> None:
         self.switched.append(provider)
@@ -114,7 +114,7 @@ class Books:
     async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
         self.passed_over.append((provider, status))
 
-    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> Payment | None:
         self.claims += 1
         claimed, self.claimable = self.claimable, None
         return claimed
@@ -151,7 +151,7 @@ RAW = validate_card("4111111111111111", "12", "2030", "123", datetime.now(UTC))
 
 async def started(
     cards: CardConnector, make_payment: MakePayment, details: CardDetails, amount: int = 20_000
-) -> tuple[PaymentRecord, Any]:
+) -> tuple[Payment, Any]:
     start = request(details, amount)
     prepared = await cards.prepare(start)
     payment = make_payment(

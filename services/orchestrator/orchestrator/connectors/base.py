@@ -22,7 +22,7 @@ from orchestrator.providers.base import Outcome, ProviderResult
 from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import MerchantRecord, PaymentRecord
+    from orchestrator.domain.payment import Merchant, Payment
 
 # Records one violation of a request: (field, rule it breaks).
 Reporter = Callable[[str, str], None]
@@ -38,7 +38,7 @@ class StartRequest:
     """A validated request to take a payment, as the connector sees it."""
 
     payment_id: str
-    merchant: MerchantRecord
+    merchant: Merchant
     user_id: str
     amount_paisa: int
     currency: str
@@ -129,7 +129,7 @@ class PaymentBooks(Protocol):
         or SKIPPED (not tried: its circuit breaker was open). A PaymentAttempt records it."""
         ...
 
-    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> Payment | None:
         """REQUIRES_ACTION -> PENDING, once: the payment, or None when another report did it."""
         ...
 
@@ -157,44 +157,42 @@ class PaymentConnector(Protocol):
         ...
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         """Start the stored, screened payment at the provider. `step_up`: fraud screening asks
         for the strongest customer authentication the method has."""
         ...
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         """Where the payment stands at the provider (PENDING when there is nothing to ask)."""
         ...
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         """Stop an open payment at its provider. SUCCESS: the customer had already paid;
         FAILED, EXPIRED or NOT_FOUND: nothing was or can be taken; PENDING: still open."""
         ...
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult: ...
+    async def capture(self, payment: Payment) -> ProviderResult: ...
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         """Release a held authorization. SUCCESS once the customer has their money back."""
         ...
 
     async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
+        self, payment: Payment, refund_id: str, amount_paisa: int
     ) -> ProviderResult: ...
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         """A success reported after the payment closed only held the customer's money (an
         authorization): voiding it is the whole reversal, no refund is owed."""
         ...
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         """A provider's signed, parsed report about this payment."""
         ...
 
 
-def result_from_callback(payment: PaymentRecord, provider: str, doc: Mapping[str, Any]) -> Step:
+def result_from_callback(payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
     """The common callback: the payment's own provider reports its outcome."""
     if payment.provider != provider:
         raise FailedPrecondition(

@@ -7,13 +7,14 @@ the scorer is slow or down, FRAUD_FAIL_POLICY decides: "open" lets the payment t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from gateway_core.logging import get_logger
+from orchestrator.domain.payment import FraudSignal, FraudVerdict
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 log = get_logger(__name__)
@@ -23,28 +24,6 @@ FALLBACKS = Counter(
     "Fraud checks that did not answer in time, by the policy applied",
     ["policy", "reason"],
 )
-
-
-@dataclass(frozen=True)
-class Signal:
-    name: str
-    points: int
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Assessment:
-    score: int
-    decision: str  # ALLOW, REVIEW, BLOCK, or UNAVAILABLE (the scorer did not answer)
-    signals: tuple[Signal, ...] = field(default=())
-
-    @property
-    def blocks(self) -> bool:
-        return self.decision == "BLOCK"
-
-    @property
-    def wants_step_up(self) -> bool:
-        return self.decision == "REVIEW"
 
 
 @dataclass(frozen=True)
@@ -73,7 +52,7 @@ class FraudClient:
         self._timeout = timeout_ms / 1000
         self._policy = fail_policy
 
-    async def check(self, query: FraudQuery) -> Assessment:
+    async def check(self, query: FraudQuery) -> FraudVerdict:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -99,15 +78,15 @@ class FraudClient:
             reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             return self._fallback(exc.code().name.lower())
-        return Assessment(
+        return FraudVerdict(
             score=reply.score,
             decision=fraud_pb2.CheckTransactionResponse.Decision.Name(reply.decision),
-            signals=tuple(Signal(s.name, s.points, s.detail) for s in reply.signals),
+            signals=tuple(FraudSignal(s.name, s.points, s.detail) for s in reply.signals),
         )
 
-    def _fallback(self, reason: str) -> Assessment:
+    def _fallback(self, reason: str) -> FraudVerdict:
         FALLBACKS.labels(policy=self._policy, reason=reason).inc()
         log.warning("fraud check unavailable", policy=self._policy, reason=reason)
         if self._policy == "closed":
-            return Assessment(0, "BLOCK", (Signal("fraud_check_unavailable", 0, reason),))
-        return Assessment(0, "UNAVAILABLE", (Signal("fraud_check_unavailable", 0, reason),))
+            return FraudVerdict(0, "BLOCK", (FraudSignal("fraud_check_unavailable", 0, reason),))
+        return FraudVerdict(0, "UNAVAILABLE", (FraudSignal("fraud_check_unavailable", 0, reason),))

@@ -15,6 +15,7 @@ from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.connectors.card import emi
 from orchestrator.connectors.registry import CONNECTOR_TYPES
+from orchestrator.domain.payment import Merchant
 from orchestrator.domain.states import OPEN
 from orchestrator.domain.validation import (
     validate_cancel,
@@ -25,7 +26,6 @@ from orchestrator.domain.validation import (
 )
 from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
 from orchestrator.processing import PaymentProcessor, PaymentStart
-from orchestrator.records import MerchantRecord
 from orchestrator.repository import PaymentFilter, Repository
 from orchestrator.servicers.wire import payment_message, refund_message
 from orchestrator.settings import Settings
@@ -240,7 +240,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         refund = await self._repo.find_refund(refund_id)
         return refund_message(refund) if refund is not None else None
 
-    async def _active_merchant(self, caller: Caller) -> MerchantRecord:
+    async def _active_merchant(self, caller: Caller) -> Merchant:
         merchant = await self._repo.get_merchant(caller.merchant_id)
         if merchant is None or merchant.status != "ACTIVE":
             raise PermissionDenied(
@@ -257,7 +257,7 @@ def _scope(context: RpcContext) -> str | None:
 
 
 def _payment_start(
-    request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord, settings: Settings
+    request: payments_pb2.CreatePaymentRequest, merchant: Merchant, settings: Settings
 ) -> PaymentStart:
     method = payments_pb2.PaymentMethod.Name(request.payment_method)
     return PaymentStart(

@@ -1,22 +1,23 @@
-"""The one home of the orchestrator's protobuf mapping: stored records to wire messages, for
-the servicers' answers and the outbox's events."""
+"""The one home of the orchestrator's protobuf mapping: the domain model to wire messages, for
+the servicers' answers and the outbox's event payloads."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestrator.connectors.upi.link import qr_png_data_url
+from orchestrator.domain.payment import Dispute, Merchant, Payment, Refund
 from orchestrator.domain.states import Status
-from orchestrator.records import DisputeRecord, MerchantRecord, PaymentRecord, RefundRecord
 from paygate.disputes.v1 import disputes_pb2
+from paygate.events.v1 import events_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 
 
-def merchant_message(record: MerchantRecord) -> merchants_pb2.Merchant:
+def merchant_message(record: Merchant) -> merchants_pb2.Merchant:
     return merchants_pb2.Merchant(
         merchant_id=record.merchant_id,
         name=record.name,
@@ -28,7 +29,7 @@ def merchant_message(record: MerchantRecord) -> merchants_pb2.Merchant:
     )
 
 
-def refund_message(record: RefundRecord) -> payments_pb2.Refund:
+def refund_message(record: Refund) -> payments_pb2.Refund:
     refund = payments_pb2.Refund(
         refund_id=record.refund_id,
         payment_id=record.payment_id,
@@ -48,7 +49,7 @@ def refund_message(record: RefundRecord) -> payments_pb2.Refund:
     return refund
 
 
-def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_pb2.Payment:
+def payment_message(record: Payment, *, with_qr: bool = True) -> payments_pb2.Payment:
     """The wire form. The QR code is derived from the link, not stored; events skip it."""
     payment = payments_pb2.Payment(
         payment_id=record.payment_id,
@@ -76,10 +77,10 @@ def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_
     json_format.ParseDict(
         record.payment_details, payment.payment_details, ignore_unknown_fields=True
     )
-    if record.fraud_decision:
-        payment.fraud.score = record.fraud_score or 0
-        payment.fraud.decision = record.fraud_decision
-        payment.fraud.signals.extend(f"{s['name']}:{s['points']}" for s in record.fraud_signals)
+    if record.fraud is not None:
+        payment.fraud.score = record.fraud.score
+        payment.fraud.decision = record.fraud.decision
+        payment.fraud.signals.extend(f"{s.name}:{s.points}" for s in record.fraud.signals)
     if record.payment_details.get("last4"):
         payment.card.last4 = record.payment_details["last4"]
         payment.card.brand = record.payment_details.get("brand", "")
@@ -118,7 +119,7 @@ def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_
     return payment
 
 
-def dispute_message(record: DisputeRecord) -> disputes_pb2.Dispute:
+def dispute_message(record: Dispute) -> disputes_pb2.Dispute:
     dispute = disputes_pb2.Dispute(
         dispute_id=record.dispute_id,
         payment_id=record.payment_id,
@@ -144,6 +145,37 @@ def dispute_message(record: DisputeRecord) -> disputes_pb2.Dispute:
     if record.resolved_at is not None:
         dispute.resolved_at.CopyFrom(_ts(record.resolved_at))
     return dispute
+
+
+def encode_event(
+    *,
+    event_id: str,
+    event_type: str,
+    payment: Payment,
+    sequence: int,
+    refund: Refund | None = None,
+    dispute: Dispute | None = None,
+) -> bytes:
+    """An outbox event's payload (`outbox.EventEncoder`): the events.v1.Event as JSON with
+    proto field names. Events carry no QR code: it is derived from the link on reading."""
+    event = events_pb2.Event(
+        event_id=event_id,
+        type=event_type,
+        occurred_at=_ts(datetime.now(UTC)),
+        merchant_id=payment.merchant_id,
+        payment_id=payment.payment_id,
+        payment=payment_message(payment, with_qr=False),
+        sequence=sequence,
+        refund=refund_message(refund) if refund is not None else None,
+        dispute=dispute_message(dispute) if dispute is not None else None,
+    )
+    text = json_format.MessageToJson(
+        event,
+        preserving_proto_field_name=True,
+        indent=None,
+        always_print_fields_with_no_presence=False,
+    )
+    return text.encode()
 
 
 def _ts(moment: datetime) -> Timestamp:

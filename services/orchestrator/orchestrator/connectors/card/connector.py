@@ -42,7 +42,7 @@ from orchestrator.providers.vault import CardMeta, VaultClient
 from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 log = get_logger(__name__)
 CARD_FIELD = "payment_details.card."
@@ -159,7 +159,7 @@ class CardConnector:
         return saved
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         """3-D Secure first (`step_up`, a fraud REVIEW, forces a challenge); frictionless goes
         straight on to authorization."""
@@ -202,14 +202,12 @@ class CardConnector:
             )
         return await self._authorize(payment, three_ds)
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         if provider == ACS_PROVIDER:
             return await self._on_authentication(payment, doc)
         return result_from_callback(payment, provider, doc)
 
-    async def _on_authentication(self, payment: PaymentRecord, doc: Mapping[str, Any]) -> Step:
+    async def _on_authentication(self, payment: Payment, doc: Mapping[str, Any]) -> Step:
         """The ACS's signed report of a challenge. Only the first report proceeds, and only one
         about this payment's own challenge: the 3-D Secure transaction id stored when the
         payment went to REQUIRES_ACTION (the provider and the amount are checked by the flow
@@ -241,7 +239,7 @@ class CardConnector:
         )
         return await self._authorize(claimed, three_ds)
 
-    async def _authorize(self, payment: PaymentRecord, three_ds: ThreeDs) -> Step:
+    async def _authorize(self, payment: Payment, three_ds: ThreeDs) -> Step:
         """Authorization at each routed acquirer in turn, past those that are unavailable."""
         token = payment.payment_details["card_token"]
         brand = payment.payment_details.get("brand", "")
@@ -299,17 +297,17 @@ class CardConnector:
 
     # A payment that exists
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         if payment.status == Status.REQUIRES_ACTION:
             return ProviderResult(Outcome.PENDING)  # nothing is authorized before 3-D Secure
         return await self._acquirer.status(payment.provider, payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         # Nothing is authorized before 3-D Secure completes, and a challenge finished after the
         # cancel finds the payment no longer REQUIRES_ACTION.
         return await self._acquirer.status(payment.provider, payment.payment_id)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         return await self._acquirer.capture(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
@@ -318,16 +316,14 @@ class CardConnector:
             currency=payment.currency,
         )
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         return await self._acquirer.void(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
         )
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._acquirer.refund(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
@@ -337,6 +333,6 @@ class CardConnector:
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         # A manual-capture card payment's success is an authorization: nothing was captured.
         return payment.capture_method == "MANUAL"

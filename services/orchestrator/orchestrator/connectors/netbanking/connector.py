@@ -25,7 +25,7 @@ from orchestrator.providers.base import ProviderResult, ProviderTimeout
 from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 _BANK_CODE = re.compile(r"[A-Z]{4}")
 INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
@@ -41,7 +41,7 @@ class NetBankingDetails:
         return {"bank_code": self.bank_code}
 
     @classmethod
-    def of(cls, payment: PaymentRecord) -> NetBankingDetails:
+    def of(cls, payment: Payment) -> NetBankingDetails:
         return cls(payment.payment_details["bank_code"])
 
 
@@ -80,7 +80,7 @@ class NetBankingConnector:
         return Prepared(provider=PROVIDER_NAME, details=details.stored())
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         details = request.details
         assert isinstance(details, NetBankingDetails)
@@ -108,21 +108,19 @@ class NetBankingConnector:
             INQUIRY_AFTER_REDIRECT,
         )
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         return await self._bank.status(NetBankingDetails.of(payment).bank_code, payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         return await self._bank.cancel(NetBankingDetails.of(payment).bank_code, payment.payment_id)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._bank.refund(
             bank_code=NetBankingDetails.of(payment).bank_code,
             payment_id=payment.payment_id,
@@ -131,10 +129,8 @@ class NetBankingConnector:
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return False
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)

@@ -25,7 +25,7 @@ from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 WALLETS = frozenset({"PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY"})
 _PHONE = re.compile(r"[6-9]\d{9}")
@@ -41,7 +41,7 @@ class WalletDetails:
         return {"wallet": self.wallet, "phone": self.phone}
 
     @classmethod
-    def of(cls, payment: PaymentRecord) -> WalletDetails:
+    def of(cls, payment: Payment) -> WalletDetails:
         return cls(payment.payment_details["wallet"], payment.payment_details.get("phone", ""))
 
 
@@ -88,7 +88,7 @@ class WalletConnector:
         )
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         details = request.details
         assert isinstance(details, WalletDetails)
@@ -115,24 +115,22 @@ class WalletConnector:
             )
         return Apply(result, f"{details.wallet} debit")
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         return await self._wallet.status(WalletDetails.of(payment).wallet, payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         # A debit is instant: it happened or it did not.
         return await self.status(payment)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         # The debit took the money at authorization; capture is ours alone.
         return ProviderResult(Outcome.SUCCESS, payment.external_txn_id)
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         # The wallet debited at authorization: the void is a full refund, deduped by its id.
         return await self.refund(payment, f"VOID_{payment.payment_id}", payment.amount_paisa)
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._wallet.refund(
             wallet=WalletDetails.of(payment).wallet,
             wallet_txn_id=payment.external_txn_id,
@@ -142,10 +140,8 @@ class WalletConnector:
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return False  # a debit took the money: it is refunded
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
