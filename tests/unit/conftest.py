@@ -18,6 +18,7 @@ import pytest
 from devstack import postgres
 from devstack.postgres import ScratchServer
 from devstack.process import Child, stop_together
+from orchestrator.connectors.card import CardDetails
 from orchestrator.domain.payment import FraudVerdict, Payment
 from orchestrator.domain.states import Status
 
@@ -81,7 +82,7 @@ def make_payment() -> Callable[..., Payment]:
             "description": "",
             "callback_url": "",
             "metadata": {},
-            "payment_details": {},
+            "payment_details": CardDetails(card_token=""),
             "payment_url": "",
             "capture_method": "AUTOMATIC",
             "provider": "razorpay",

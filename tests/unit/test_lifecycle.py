@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway_core.errors import Aborted, FailedPrecondition, InvalidArgument
-from orchestrator.connectors.card import emi
+from orchestrator.connectors.card import CardDetails, emi
 from orchestrator.domain.ledger import AccountKind
 from orchestrator.domain.payment import Payment, Refund
 from orchestrator.domain.states import OPEN, Status
@@ -83,7 +83,13 @@ def test_a_no_cost_emi_capture_posts_the_discount_chosen_at_creation(
     payment = make_payment(
         status=Status.PENDING,
         amount_paisa=600_000,
-        payment_details={"brand": "VISA", **emi.stored_terms(plan)},
+        payment_details=CardDetails(
+            card_token="tok_1",
+            brand="VISA",
+            emi_plan_id=plan.plan_id,
+            emi_tenure_months=plan.tenure_months,
+            emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+        ),
     )
     decision = decide(payment, Report(Status.SUCCESS, "authorized", NOW))
     entries = [e.entry for e in decision.effects if isinstance(e, Post)]

@@ -14,7 +14,7 @@ from gateway_core.server import ServiceApp, run_service
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from orchestrator import ledger_store
 from orchestrator.connectors.base import provider_callback_url
-from orchestrator.connectors.registry import build_connectors
+from orchestrator.connectors.registry import DETAILS_TYPES, build_connectors
 from orchestrator.connectors.upi.client import PROVIDER_NAME as UPI_PROVIDER
 from orchestrator.disputes import Disputes
 from orchestrator.idempotency import IdempotencyStore
@@ -53,7 +53,7 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
     channels = _ProviderChannels(app)
-    repo = Repository(pool, settings.kafka_topic_payments, encode_event)
+    repo = Repository(pool, settings.kafka_topic_payments, encode_event, DETAILS_TYPES)
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )

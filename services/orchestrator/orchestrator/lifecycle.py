@@ -19,7 +19,6 @@ from typing import Any
 
 from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, invalid_field
 from gateway_core.fees import Fee
-from orchestrator.connectors.card.emi import terms_of
 from orchestrator.domain.ledger import (
     JournalEntry,
     capture_entry,
@@ -276,7 +275,7 @@ def _capture_postings(payment: Payment, provider: str) -> list[Effect]:
             )
         )
     ]
-    terms = terms_of(payment.payment_details, payment.amount_paisa)
+    terms = payment.payment_details.emi_terms(payment.amount_paisa)
     if terms is not None and terms.merchant_discount_paisa:
         postings.append(
             Post(

@@ -40,9 +40,9 @@ from orchestrator.connectors.base import (
     AwaitCustomer,
     Fail,
     InquireLater,
-    MethodDetails,
     NoChange,
     PaymentConnector,
+    RequestDetails,
     RequireAction,
     StartRequest,
     Step,
@@ -104,7 +104,7 @@ class PaymentStart:
     amount_paisa: int
     currency: str
     method: str  # the PaymentMethod name, which names its connector
-    details: MethodDetails  # the connector's typed details (a raw card is never stored)
+    details: RequestDetails  # the connector's typed request details (a raw card is never stored)
     description: str
     callback_url: str
     metadata: dict[str, str]
@@ -191,7 +191,7 @@ class PaymentProcessor:
             description=start.description,
             callback_url=start.callback_url,
             metadata=start.metadata,
-            payment_details=dict(prepared.details),
+            payment_details=prepared.details,
             capture_method=start.capture_method,
             payment_url=prepared.payment_url,
             provider=prepared.provider,
@@ -258,7 +258,7 @@ class PaymentProcessor:
                 Status.REQUIRES_ACTION,
                 step.reason,
                 strict=False,
-                changes={"payment_details": dict(step.details)},
+                changes={"payment_details": step.details},
                 inquire_after=step.inquire_after,
             )
             return moved.record

@@ -9,7 +9,7 @@ here.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,10 +19,12 @@ import asyncpg
 from gateway_core.errors import GatewayError, NotFound, invalid_field
 from gateway_core.fees import Fee
 from orchestrator import ledger_store, outbox
+from orchestrator.connectors.base import DetailsType
 from orchestrator.domain.payment import (
     Dispute,
     FraudVerdict,
     Merchant,
+    MethodDetails,
     Payment,
     Refund,
 )
@@ -46,7 +48,14 @@ from orchestrator.lifecycle import (
     SetColumns,
     decide,
 )
-from orchestrator.rows import fraud_columns, merchant_from_row, payment_from_row, refund_from_row
+from orchestrator.rows import (
+    Row,
+    column_value,
+    fraud_columns,
+    merchant_from_row,
+    payment_from_row,
+    refund_from_row,
+)
 
 _PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
@@ -63,7 +72,7 @@ class NewPayment:
     description: str
     callback_url: str
     metadata: dict[str, str]
-    payment_details: dict[str, str]
+    payment_details: MethodDetails
     capture_method: str
     payment_url: str
     provider: str
@@ -93,11 +102,18 @@ class Transition:
 
 class Repository:
     def __init__(
-        self, pool: asyncpg.Pool, events_topic: str, encode_event: outbox.EventEncoder
+        self,
+        pool: asyncpg.Pool,
+        events_topic: str,
+        encode_event: outbox.EventEncoder,
+        details_types: Mapping[str, DetailsType],
     ) -> None:
+        """`encode_event` writes the outbox payloads (the wire form); `details_types`: what
+        each payment method keeps as its details (connectors.registry.DETAILS_TYPES)."""
         self._pool = pool
         self._topic = events_topic
         self._encode_event = encode_event
+        self._details_types = details_types
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -168,7 +184,7 @@ class Repository:
                 new.description,
                 new.callback_url,
                 new.metadata,
-                new.payment_details,
+                new.payment_details.encode(),
                 new.capture_method,
                 new.payment_url,
                 new.provider,
@@ -348,7 +364,7 @@ class Repository:
             f" ORDER BY created_at DESC, payment_id DESC LIMIT ${len(args)}",
             *args,
         )
-        records = [payment_from_row(r) for r in rows[:limit]]
+        records = [self._payment_from_row(r) for r in rows[:limit]]
         next_token = _encode_cursor(records[-1]) if len(rows) > limit else ""
         return records, next_token
 
@@ -523,7 +539,7 @@ class Repository:
             limit,
             lease,
         )
-        return [payment_from_row(r) for r in rows]
+        return [self._payment_from_row(r) for r in rows]
 
     async def _persist(
         self, conn: asyncpg.Connection, payment: Payment, decision: Decision
@@ -650,6 +666,10 @@ class Repository:
             dispute=dispute,
         )
 
+    def _payment_from_row(self, row: Row, **children: Sequence[Row]) -> Payment:
+        details_type = self._details_types[row["payment_method"]]
+        return payment_from_row(row, details_type, **children)
+
     async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> Payment:
         record = await self._load(conn, payment_id, None)
         assert record is not None
@@ -684,7 +704,7 @@ class Repository:
             " WHERE payment_id = $1 ORDER BY attempt_number",
             payment_id,
         )
-        return payment_from_row(
+        return self._payment_from_row(
             row, history=steps, refunds=refunds, disputes=disputes, attempts=attempts
         )
 
@@ -698,7 +718,7 @@ def _set_clause(changes: Mapping[str, Any], *, start: int) -> tuple[str, list[An
     args: list[Any] = []
     for offset, (column, value) in enumerate(sorted(changes.items())):
         parts.append(f"{column} = ${start + offset}")
-        args.append(value)  # the pool's codec turns dicts into jsonb
+        args.append(column_value(value))
     return ", ".join(parts), args
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orchestrator.connectors.base import DetailsType
 from orchestrator.domain.disputes import DisputeStatus
 from orchestrator.domain.payment import (
     Dispute,
     FraudSignal,
     FraudVerdict,
     Merchant,
+    MethodDetails,
     Payment,
     PaymentAttempt,
     Refund,
@@ -73,6 +75,12 @@ def fraud_from_row(row: Row) -> FraudVerdict | None:
     )
 
 
+def column_value(value: object) -> object:
+    """A domain value as its column takes it: a method's details as their stored JSON (the
+    pool's codec turns dicts into jsonb)."""
+    return value.encode() if isinstance(value, MethodDetails) else value
+
+
 def fraud_columns(
     verdict: FraudVerdict | None,
 ) -> tuple[int | None, str | None, list[dict[str, Any]]]:
@@ -85,18 +93,21 @@ def fraud_columns(
 
 def payment_from_row(
     row: Row,
+    details_type: DetailsType,
     *,
     history: Sequence[Row] = (),
     refunds: Sequence[Row] = (),
     disputes: Sequence[Row] = (),
     attempts: Sequence[Row] = (),
 ) -> Payment:
-    """A payments row and the rows of its children, each list in its stored order."""
+    """A payments row and the rows of its children, each list in its stored order;
+    `details_type`: how the payment's method keeps its details."""
     values = {
         name: row[name] for name in Payment.__dataclass_fields__ if name not in _PAYMENT_GROUPED
     }
     values["status"] = Status(values["status"])
     values["currency"] = values["currency"].strip()
+    values["payment_details"] = details_type.decode(row["payment_details"])
     return Payment(
         **values,
         fraud=fraud_from_row(row),

@@ -21,15 +21,17 @@ from orchestrator import ledger_store
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsType,
     Prepared,
     Reporter,
     RequireAction,
     StartRequest,
     Step,
     result_from_callback,
+    stored_fields,
 )
 from orchestrator.connectors.registry import Connectors
-from orchestrator.domain.payment import FraudVerdict, Merchant, Payment
+from orchestrator.domain.payment import EmiTerms, FraudVerdict, Merchant, Payment
 from orchestrator.domain.states import Status
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.providers.base import Outcome, ProviderResult
@@ -46,6 +48,21 @@ FAILED = ProviderResult(Outcome.FAILED, failure_reason="declined")
 @dataclass(frozen=True)
 class FakeDetails:
     reference: str = "ref"
+    redirect_url: str = ""
+
+    def encode(self) -> dict[str, str]:
+        return stored_fields(reference=self.reference, redirect_url=self.redirect_url)
+
+    @classmethod
+    def decode(cls, stored: Mapping[str, str]) -> FakeDetails:
+        return cls(stored.get("reference", ""), stored.get("redirect_url", ""))
+
+    def emi_terms(self, amount_paisa: int) -> EmiTerms | None:
+        return None
+
+
+# The fakes' details stand in for those of the methods they play.
+FAKE_DETAILS: Mapping[str, DetailsType] = {"UPI": FakeDetails, "WALLET": FakeDetails}
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Scripted:
     """A connector that answers what the test scripted, and notes what it was asked."""
 
     method: ClassVar[str] = "UPI"
+    details_type: ClassVar[DetailsType] = FakeDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -79,7 +97,7 @@ class Scripted:
         self.calls.append("prepare")
         if self.refuse_start is not None:
             raise self.refuse_start
-        return Prepared(provider="fakepay", details={"reference": "ref"})
+        return Prepared(provider="fakepay", details=FakeDetails())
 
     async def initiate(
         self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
@@ -152,7 +170,7 @@ async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="module")
 async def merchant(pool: asyncpg.Pool) -> Merchant:
-    repo = Repository(pool, "payments.events", encode_event)
+    repo = Repository(pool, "payments.events", encode_event, FAKE_DETAILS)
     merchant_id = new_id("MER")
     return await repo.create_merchant(
         merchant_id=merchant_id, name="Test shop", email="", vpa="shop@paygate", category="5411"
@@ -190,7 +208,7 @@ async def engine(
     *connectors: Scripted,
     fraud: Fraud | None = None,
 ) -> Engine:
-    repo = Repository(pool, "payments.events", encode_event)
+    repo = Repository(pool, "payments.events", encode_event, FAKE_DETAILS)
     processor = PaymentProcessor(
         repo,
         database,
@@ -232,7 +250,7 @@ async def test_a_payment_the_provider_holds_waits_for_the_customer_with_an_inqui
 async def test_a_redirect_is_shown_as_the_next_action(
     pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
-    step = RequireAction("go to the bank", {"reference": "ref", "redirect_url": "https://bank/p"})
+    step = RequireAction("go to the bank", FakeDetails(redirect_url="https://bank/p"))
     flow = await engine(pool, database, merchant, Scripted(step=step))
     payment = await flow.start("UPI")
     assert payment.status == Status.REQUIRES_ACTION

@@ -15,22 +15,36 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from gateway_core.errors import FailedPrecondition
 from orchestrator.providers.base import Outcome, ProviderResult
 from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.domain.payment import Merchant, Payment
+    from orchestrator.domain.payment import Merchant, MethodDetails, Payment
+
+D = TypeVar("D")
 
 # Records one violation of a request: (field, rule it breaks).
 Reporter = Callable[[str, str], None]
 
 
 # A method's typed payment details as the merchant sent them (validated): each connector
-# defines its own frozen dataclass (UpiDetails, CardDetails, ...) and reads only its own.
-MethodDetails: TypeAlias = object
+# defines its own frozen dataclass (UpiDetails, CardInput, ...) and reads only its own.
+RequestDetails: TypeAlias = object
+
+
+class DetailsType(Protocol):
+    """A connector's stored details class (`MethodDetails`), read back from its stored form."""
+
+    def decode(self, stored: Mapping[str, str]) -> MethodDetails: ...
+
+
+def stored_fields(**fields: str) -> dict[str, str]:
+    """A details' stored form: the fields that are set (an unset one is absent, not "", so the
+    wire shows only what the payment has)."""
+    return {name: value for name, value in fields.items() if value}
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ class StartRequest:
     user_id: str
     amount_paisa: int
     currency: str
-    details: MethodDetails
+    details: RequestDetails
     description: str
     callback_url: str
     metadata: Mapping[str, str]
@@ -55,7 +69,7 @@ class Prepared:
     A connector may subclass it to carry what its `initiate` needs (a wallet's balance)."""
 
     provider: str
-    details: Mapping[str, str]
+    details: MethodDetails
     payment_url: str = ""
     fraud_facts: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,7 +102,7 @@ class RequireAction:
     `details` (the stored details plus what the provider's page needs) kept on the payment."""
 
     reason: str
-    details: Mapping[str, str]
+    details: MethodDetails
     inquire_after: timedelta | None = None
 
 
@@ -138,6 +152,7 @@ class PaymentConnector(Protocol):
     """One payment method at its provider(s). Class-level facts first, then the calls."""
 
     method: ClassVar[str]  # the PaymentMethod name: "UPI", "CARD", ...
+    details_type: ClassVar[DetailsType]  # what its payments keep (connectors/<method>/details.py)
     manual_capture: ClassVar[bool]  # an authorization can be held for a later capture
     offers_emi: ClassVar[bool]
 
@@ -147,7 +162,7 @@ class PaymentConnector(Protocol):
         ...
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> MethodDetails:
+    def read_details(given: payments_pb2.PaymentDetails) -> RequestDetails:
         """The request's details, typed (after `validate_details` passed)."""
         ...
 
@@ -190,6 +205,16 @@ class PaymentConnector(Protocol):
     async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         """A provider's signed, parsed report about this payment."""
         ...
+
+
+def kept_details(payment: Payment, kind: type[D]) -> D:
+    """The payment's details, as the connector of its method keeps them."""
+    details = payment.payment_details
+    if not isinstance(details, kind):
+        raise TypeError(
+            f"payment {payment.payment_id} keeps {type(details).__name__}, not {kind.__name__}"
+        )
+    return details
 
 
 def result_from_callback(payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:

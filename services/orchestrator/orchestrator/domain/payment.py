@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from orchestrator.domain.disputes import HOLDS_MONEY, DisputeStatus
 from orchestrator.domain.states import Status
@@ -23,6 +24,28 @@ class Merchant:
     category: str
     status: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class EmiTerms:
+    """The EMI plan a card payment chose at creation, as its authorization and capture use it."""
+
+    tenure_months: int
+    merchant_discount_paisa: int  # what a no-cost plan costs the merchant (0 otherwise)
+
+
+@runtime_checkable
+class MethodDetails(Protocol):
+    """A payment method's details as the payment keeps them: each connector's own dataclass
+    (connectors/<method>/details.py), encoded to the stored JSON and decoded back by it."""
+
+    def encode(self) -> dict[str, str]:
+        """The stored form (only the fields that are set), which the wire form also reads."""
+        ...
+
+    def emi_terms(self, amount_paisa: int) -> EmiTerms | None:
+        """The EMI plan the payment chose (None: none, or a method without EMI)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,7 @@ class Payment:
     description: str
     callback_url: str
     metadata: dict[str, str]
-    payment_details: dict[str, str]
+    payment_details: MethodDetails
     payment_url: str
     capture_method: str
     provider: str

@@ -73,17 +73,16 @@ def payment_message(record: Payment, *, with_qr: bool = True) -> payments_pb2.Pa
         created_at=_ts(record.created_at),
         updated_at=_ts(record.updated_at),
     )
-    # Stored details may carry provider extras (redirect_url) that are not wire fields.
-    json_format.ParseDict(
-        record.payment_details, payment.payment_details, ignore_unknown_fields=True
-    )
+    details = record.payment_details.encode()
+    # The stored details carry more than the wire's fields (last4, redirect_url, EMI terms).
+    json_format.ParseDict(details, payment.payment_details, ignore_unknown_fields=True)
     if record.fraud is not None:
         payment.fraud.score = record.fraud.score
         payment.fraud.decision = record.fraud.decision
         payment.fraud.signals.extend(f"{s.name}:{s.points}" for s in record.fraud.signals)
-    if record.payment_details.get("last4"):
-        payment.card.last4 = record.payment_details["last4"]
-        payment.card.brand = record.payment_details.get("brand", "")
+    if details.get("last4"):
+        payment.card.last4 = details["last4"]
+        payment.card.brand = details.get("brand", "")
     if record.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
         payment.captured_amount_paisa = record.amount_paisa
     payment.refunded_amount_paisa = record.refunded_paisa
@@ -98,9 +97,9 @@ def payment_message(record: Payment, *, with_qr: bool = True) -> payments_pb2.Pa
         )
         for a in record.attempts
     )
-    if record.status == Status.REQUIRES_ACTION and record.payment_details.get("redirect_url"):
+    if record.status == Status.REQUIRES_ACTION and details.get("redirect_url"):
         payment.next_action.type = "REDIRECT"
-        payment.next_action.redirect_url = record.payment_details["redirect_url"]
+        payment.next_action.redirect_url = details["redirect_url"]
     if record.expires_at is not None:
         payment.expires_at.CopyFrom(_ts(record.expires_at))
     if record.processed_at is not None:

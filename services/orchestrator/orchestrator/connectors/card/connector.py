@@ -14,15 +14,16 @@ discount are kept in the payment's details, and the authorization and the captur
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway_core.cards import ValidCard, validate_card
+from gateway_core.cards import validate_card
 from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.connectors.base import (
     Apply,
+    DetailsType,
     InquireLater,
     NoChange,
     PaymentBooks,
@@ -31,10 +32,12 @@ from orchestrator.connectors.base import (
     RequireAction,
     StartRequest,
     Step,
+    kept_details,
     result_from_callback,
 )
 from orchestrator.connectors.card import emi
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
+from orchestrator.connectors.card.details import CardDetails, CardInput
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
@@ -49,19 +52,9 @@ CARD_FIELD = "payment_details.card."
 INQUIRY_AFTER_TIMEOUT = timedelta(seconds=2)
 
 
-@dataclass(frozen=True)
-class CardDetails:
-    """Exactly one of a card (tokenized by the vault first, never stored; its number and CVV
-    are gateway_core.cards primitives that never print themselves) or a saved card's token."""
-
-    card: ValidCard | None = None
-    holder_name: str = ""
-    card_token: str = ""
-    emi_plan_id: str = ""
-
-
 class CardConnector:
     method: ClassVar[str] = "CARD"
+    details_type: ClassVar[DetailsType] = CardDetails
     manual_capture: ClassVar[bool] = True
     offers_emi: ClassVar[bool] = True
 
@@ -93,7 +86,7 @@ class CardConnector:
             bad("payment_details", "give exactly one of card (card details) or card_token")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> CardDetails:
+    def read_details(given: payments_pb2.PaymentDetails) -> CardInput:
         """Raises InvalidArgument naming `payment_details.card.*` for a card that fails the
         checks the vault makes too (Luhn, network, expiry, CVV)."""
         card = (
@@ -108,7 +101,7 @@ class CardConnector:
             if given.card.card_number
             else None
         )
-        return CardDetails(
+        return CardInput(
             card=card,
             holder_name=given.card.holder_name,
             card_token=given.card_token,
@@ -119,9 +112,9 @@ class CardConnector:
 
     async def prepare(self, request: StartRequest) -> Prepared:
         details = request.details
-        assert isinstance(details, CardDetails)
+        assert isinstance(details, CardInput)
         card = await self._card_for(request, details)
-        stored = {"card_token": card.token, "last4": card.last4, "brand": card.brand}
+        stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
         if details.emi_plan_id:
             plan = emi.choose(
                 details.emi_plan_id,
@@ -129,14 +122,19 @@ class CardConnector:
                 card.brand,
                 f"payment_details.{emi.PLAN_ID}",
             )
-            stored |= emi.stored_terms(plan)
+            stored = replace(
+                stored,
+                emi_plan_id=plan.plan_id,
+                emi_tenure_months=plan.tenure_months,
+                emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+            )
         return Prepared(
             provider=self._routing.route(card.brand, request.amount_paisa)[0],
             details=stored,
             fraud_facts={"card_fingerprint": card.fingerprint},
         )
 
-    async def _card_for(self, request: StartRequest, details: CardDetails) -> CardMeta:
+    async def _card_for(self, request: StartRequest, details: CardInput) -> CardMeta:
         """The vault card a payment uses: tokenize a raw card, or look up a saved token."""
         merchant_id = request.merchant.merchant_id
         if details.card is not None:
@@ -163,9 +161,9 @@ class CardConnector:
     ) -> Step:
         """3-D Secure first (`step_up`, a fraud REVIEW, forces a challenge); frictionless goes
         straight on to authorization."""
-        token = payment.payment_details["card_token"]
+        details = kept_details(payment, CardDetails)
         secret = await self._vault.detokenize(
-            token, payment_id=payment.payment_id, reason="3ds_authentication"
+            details.card_token, payment_id=payment.payment_id, reason="3ds_authentication"
         )
         try:
             three_ds = await self._acquirer.authenticate(
@@ -189,11 +187,11 @@ class CardConnector:
         if three_ds.challenge_url:
             return RequireAction(
                 "the cardholder must complete a 3-D Secure challenge",
-                {
-                    **payment.payment_details,
-                    "redirect_url": three_ds.challenge_url,
-                    "three_ds_transaction_id": three_ds.transaction_id,
-                },
+                replace(
+                    details,
+                    redirect_url=three_ds.challenge_url,
+                    three_ds_transaction_id=three_ds.transaction_id,
+                ),
             )
         if not three_ds.authenticated:
             return Apply(
@@ -212,7 +210,7 @@ class CardConnector:
         about this payment's own challenge: the 3-D Secure transaction id stored when the
         payment went to REQUIRES_ACTION (the provider and the amount are checked by the flow
         engine before)."""
-        stored = payment.payment_details.get("three_ds_transaction_id", "")
+        stored = kept_details(payment, CardDetails).three_ds_transaction_id
         if not stored or doc.get("three_ds_transaction_id") != stored:
             raise FailedPrecondition(
                 "the callback's 3-D Secure transaction is not this payment's challenge",
@@ -241,10 +239,10 @@ class CardConnector:
 
     async def _authorize(self, payment: Payment, three_ds: ThreeDs) -> Step:
         """Authorization at each routed acquirer in turn, past those that are unavailable."""
-        token = payment.payment_details["card_token"]
-        brand = payment.payment_details.get("brand", "")
-        terms = emi.terms_of(payment.payment_details, payment.amount_paisa)
-        for gateway in self._routing.route(brand, payment.amount_paisa):
+        details = kept_details(payment, CardDetails)
+        token = details.card_token
+        terms = details.emi_terms(payment.amount_paisa)
+        for gateway in self._routing.route(details.brand, payment.amount_paisa):
             if not self._breaker.allow(gateway):
                 await self._books.pass_over(payment.payment_id, gateway, "SKIPPED")
                 continue

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     AwaitCustomer,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
     RequireAction,
     StartRequest,
     Step,
+    kept_details,
     never_held,
     result_from_callback,
 )
 from orchestrator.connectors.netbanking.client import PROVIDER_NAME, NetBankingClient
+from orchestrator.connectors.netbanking.details import NetBankingDetails
 from orchestrator.providers.base import ProviderResult, ProviderTimeout
 from paygate.payments.v1 import payments_pb2
 
@@ -33,20 +36,9 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 INQUIRY_AFTER_REDIRECT = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
-class NetBankingDetails:
-    bank_code: str  # 4 letters, e.g. HDFC
-
-    def stored(self) -> dict[str, str]:
-        return {"bank_code": self.bank_code}
-
-    @classmethod
-    def of(cls, payment: Payment) -> NetBankingDetails:
-        return cls(payment.payment_details["bank_code"])
-
-
 class NetBankingConnector:
     method: ClassVar[str] = "NET_BANKING"
+    details_type: ClassVar[DetailsType] = NetBankingDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -77,7 +69,7 @@ class NetBankingConnector:
                 "payment_details.bank_code",
                 f"is not a bank we take payments for; one of {', '.join(sorted(banks))}",
             )
-        return Prepared(provider=PROVIDER_NAME, details=details.stored())
+        return Prepared(provider=PROVIDER_NAME, details=details)
 
     async def initiate(
         self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
@@ -104,15 +96,19 @@ class NetBankingConnector:
             return Fail("provider_unavailable")
         return RequireAction(
             "the customer must authorise the payment on the bank's page",
-            {**payment.payment_details, "redirect_url": redirect.redirect_url},
+            replace(kept_details(payment, NetBankingDetails), redirect_url=redirect.redirect_url),
             INQUIRY_AFTER_REDIRECT,
         )
 
     async def status(self, payment: Payment) -> ProviderResult:
-        return await self._bank.status(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+        return await self._bank.status(
+            kept_details(payment, NetBankingDetails).bank_code, payment.payment_id
+        )
 
     async def withdraw(self, payment: Payment) -> ProviderResult:
-        return await self._bank.cancel(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+        return await self._bank.cancel(
+            kept_details(payment, NetBankingDetails).bank_code, payment.payment_id
+        )
 
     async def capture(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
@@ -122,7 +118,7 @@ class NetBankingConnector:
 
     async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._bank.refund(
-            bank_code=NetBankingDetails.of(payment).bank_code,
+            bank_code=kept_details(payment, NetBankingDetails).bank_code,
             payment_id=payment.payment_id,
             refund_id=refund_id,
             amount_paisa=amount_paisa,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +10,7 @@ from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
@@ -20,6 +20,7 @@ from orchestrator.connectors.base import (
     result_from_callback,
 )
 from orchestrator.connectors.upi.client import PROVIDER_NAME, UpiCoreClient
+from orchestrator.connectors.upi.details import UpiDetails
 from orchestrator.connectors.upi.link import is_valid_vpa, pay_link
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from paygate.payments.v1 import payments_pb2
@@ -34,17 +35,9 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 INQUIRY_AFTER_START = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
-class UpiDetails:
-    vpa: str
-    flow: str = "INTENT"  # INTENT (the customer's app opens the link) or COLLECT
-
-    def stored(self) -> dict[str, str]:
-        return {"vpa": self.vpa, "upi_flow": self.flow}
-
-
 class UpiConnector:
     method: ClassVar[str] = "UPI"
+    details_type: ClassVar[DetailsType] = UpiDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -83,7 +76,7 @@ class UpiConnector:
         )
         return Prepared(
             provider=PROVIDER_NAME,
-            details=details.stored(),
+            details=details,
             payment_url=link,
             fraud_facts={"vpa": details.vpa},
         )
@@ -146,4 +139,4 @@ class UpiConnector:
         return result_from_callback(payment, provider, doc)
 
 
-__all__ = ["UpiConnector", "UpiDetails"]
+__all__ = ["UpiConnector"]

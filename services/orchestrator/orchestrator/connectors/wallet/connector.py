@@ -13,14 +13,17 @@ from gateway_core.errors import Unavailable
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
     StartRequest,
     Step,
+    kept_details,
     result_from_callback,
 )
 from orchestrator.connectors.wallet.client import WalletClient, provider_name
+from orchestrator.connectors.wallet.details import WalletDetails
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from paygate.payments.v1 import payments_pb2
 
@@ -33,25 +36,13 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
-class WalletDetails:
-    wallet: str  # one of WALLETS
-    phone: str  # the customer's 10-digit mobile number, their wallet's id
-
-    def stored(self) -> dict[str, str]:
-        return {"wallet": self.wallet, "phone": self.phone}
-
-    @classmethod
-    def of(cls, payment: Payment) -> WalletDetails:
-        return cls(payment.payment_details["wallet"], payment.payment_details.get("phone", ""))
-
-
-@dataclass(frozen=True)
 class _Funded(Prepared):
     balance_paisa: int = 0
 
 
 class WalletConnector:
     method: ClassVar[str] = "WALLET"
+    details_type: ClassVar[DetailsType] = WalletDetails
     manual_capture: ClassVar[bool] = True
     offers_emi: ClassVar[bool] = False
 
@@ -83,7 +74,7 @@ class WalletConnector:
             ) from exc
         return _Funded(
             provider=provider_name(details.wallet),
-            details=details.stored(),
+            details=details,
             balance_paisa=balance,
         )
 
@@ -116,7 +107,9 @@ class WalletConnector:
         return Apply(result, f"{details.wallet} debit")
 
     async def status(self, payment: Payment) -> ProviderResult:
-        return await self._wallet.status(WalletDetails.of(payment).wallet, payment.payment_id)
+        return await self._wallet.status(
+            kept_details(payment, WalletDetails).wallet, payment.payment_id
+        )
 
     async def withdraw(self, payment: Payment) -> ProviderResult:
         # A debit is instant: it happened or it did not.
@@ -132,7 +125,7 @@ class WalletConnector:
 
     async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._wallet.refund(
-            wallet=WalletDetails.of(payment).wallet,
+            wallet=kept_details(payment, WalletDetails).wallet,
             wallet_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
             refund_id=refund_id,
