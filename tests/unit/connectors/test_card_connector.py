@@ -16,6 +16,8 @@ from gateway_core.errors import FailedPrecondition, InvalidArgument, PermissionD
 from gateway_core.services import BY_NAME
 from orchestrator.connectors.base import (
     Apply,
+    CardFields,
+    DetailsInput,
     InquireLater,
     NoChange,
     RequireAction,
@@ -28,7 +30,6 @@ from orchestrator.domain.payment import EmiTerms, Merchant, Payment
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.vault import CardMeta, VaultClient
-from paygate.payments.v1 import payments_pb2
 from paygate.vault.v1 import vault_pb2
 
 MakePayment = Callable[..., Payment]
@@ -161,25 +162,25 @@ async def started(
 
 
 def test_exactly_one_way_to_pay_by_card_is_accepted() -> None:
-    def problems(details: payments_pb2.PaymentDetails) -> list[str]:
+    def problems(details: DetailsInput) -> list[str]:
         found: list[str] = []
         CardConnector.validate_details(details, lambda name, rule: found.append(name))
         return found
 
-    raw = payments_pb2.CardDetails(card_number="4111111111111111")
-    assert problems(payments_pb2.PaymentDetails()) == ["payment_details"]
-    assert problems(payments_pb2.PaymentDetails(card=raw, card_token="tok_1")) == [
-        "payment_details"
-    ]
-    assert problems(payments_pb2.PaymentDetails(card=raw)) == []
-    assert problems(payments_pb2.PaymentDetails(card_token="tok_1")) == []
+    raw = CardFields(card_number="4111111111111111")
+    assert problems(DetailsInput()) == ["payment_details"]
+    assert problems(DetailsInput(card=raw, card_token="tok_1")) == ["payment_details"]
+    assert problems(DetailsInput(card=raw)) == []
+    assert problems(DetailsInput(card_token="tok_1")) == []
 
 
 def test_a_card_is_read_into_primitives_that_never_print_its_number_or_cvv() -> None:
-    given = payments_pb2.CardDetails(
+    given = CardFields(
         card_number="4111 1111 1111 1111", expiry_month="12", expiry_year="2030", cvv="987"
     )
-    details = CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+    assert "4111" not in repr(given)
+    assert "987" not in repr(given)
+    details = CardConnector.read_details(DetailsInput(card=given))
     assert details.card is not None
     assert details.card.number.last4 == "1111"
     assert "4111" not in repr(details)
@@ -187,11 +188,9 @@ def test_a_card_is_read_into_primitives_that_never_print_its_number_or_cvv() -> 
 
 
 def test_a_bad_card_is_refused_naming_its_field() -> None:
-    given = payments_pb2.CardDetails(
-        card_number="4111111111111112", expiry_month="12", expiry_year="2030"
-    )
+    given = CardFields(card_number="4111111111111112", expiry_month="12", expiry_year="2030")
     with pytest.raises(InvalidArgument) as info:
-        CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+        CardConnector.read_details(DetailsInput(card=given))
     assert [v.field for v in info.value.field_violations] == ["payment_details.card.card_number"]
 
 

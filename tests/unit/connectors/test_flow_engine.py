@@ -21,6 +21,7 @@ from orchestrator import ledger_store
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
     DetailsType,
     Prepared,
     Reporter,
@@ -39,7 +40,6 @@ from orchestrator.providers.fraud import FraudClient, FraudQuery
 from orchestrator.repository import Repository
 from orchestrator.servicers.wire import encode_event, payment_message
 from orchestrator.settings import Settings
-from paygate.payments.v1 import payments_pb2
 
 SUCCESS = ProviderResult(Outcome.SUCCESS, "TXN_1", {"rrn": "R1"})
 FAILED = ProviderResult(Outcome.FAILED, failure_reason="declined")
@@ -86,11 +86,11 @@ class Scripted:
     calls: list[str] = field(default_factory=list)
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         pass
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> FakeDetails:
+    def read_details(given: DetailsInput) -> FakeDetails:
         return FakeDetails()
 
     async def prepare(self, request: StartRequest) -> Prepared:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from gateway_core.errors import FailedPrecondition
 from orchestrator.providers.base import Outcome, ProviderResult
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
     from orchestrator.domain.payment import Merchant, MethodDetails, Payment
@@ -28,6 +27,33 @@ D = TypeVar("D")
 
 # Records one violation of a request: (field, rule it breaks).
 Reporter = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class CardFields:
+    """A raw card as the request gave it (checked and tokenized before anything else sees it).
+    The number and CVV are left out of the repr, so the object never prints them."""
+
+    card_number: str = field(default="", repr=False)
+    expiry_month: str = ""
+    expiry_year: str = ""
+    cvv: str = field(default="", repr=False)
+    holder_name: str = ""
+
+
+@dataclass(frozen=True)
+class DetailsInput:
+    """The request's `payment_details` as the servicer read them off the wire ("" when not
+    given): what a connector validates and reads its typed details from."""
+
+    vpa: str = ""
+    upi_flow: str = ""
+    wallet: str = ""
+    phone: str = ""
+    bank_code: str = ""
+    card_token: str = ""
+    card: CardFields = field(default_factory=CardFields)
+    emi_plan_id: str = ""
 
 
 # A method's typed payment details as the merchant sent them (validated): each connector
@@ -157,12 +183,12 @@ class PaymentConnector(Protocol):
     offers_emi: ClassVar[bool]
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         """Report every rule the request's details break."""
         ...
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> RequestDetails:
+    def read_details(given: DetailsInput) -> RequestDetails:
         """The request's details, typed (after `validate_details` passed)."""
         ...
 

@@ -17,17 +17,17 @@ from orchestrator.connectors.card import emi
 from orchestrator.connectors.registry import CONNECTOR_TYPES
 from orchestrator.domain.payment import Merchant
 from orchestrator.domain.states import OPEN
-from orchestrator.domain.validation import (
+from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
+from orchestrator.processing import PaymentProcessor, PaymentStart
+from orchestrator.repository import PaymentFilter, Repository
+from orchestrator.servicers.validation import (
     validate_cancel,
     validate_capture,
     validate_create_payment,
     validate_emi_query,
     validate_refund,
 )
-from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
-from orchestrator.processing import PaymentProcessor, PaymentStart
-from orchestrator.repository import PaymentFilter, Repository
-from orchestrator.servicers.wire import payment_message, refund_message
+from orchestrator.servicers.wire import details_input, payment_message, refund_message
 from orchestrator.settings import Settings
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
@@ -266,7 +266,7 @@ def _payment_start(
         amount_paisa=request.amount_paisa,
         currency=request.currency,
         method=method,
-        details=CONNECTOR_TYPES[method].read_details(request.payment_details),
+        details=CONNECTOR_TYPES[method].read_details(details_input(request.payment_details)),
         description=request.description,
         callback_url=request.callback_url,
         metadata=dict(request.metadata),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from orchestrator.connectors.base import CardFields, DetailsInput
 from orchestrator.connectors.upi.link import qr_png_data_url
 from orchestrator.domain.payment import Dispute, Merchant, Payment, Refund
 from orchestrator.domain.states import Status
@@ -15,6 +16,27 @@ from paygate.disputes.v1 import disputes_pb2
 from paygate.events.v1 import events_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
+
+
+def details_input(given: payments_pb2.PaymentDetails) -> DetailsInput:
+    """A request's payment details for the connectors, which know no protobuf."""
+    card = given.card
+    return DetailsInput(
+        vpa=given.vpa,
+        upi_flow=given.upi_flow,
+        wallet=given.wallet,
+        phone=given.phone,
+        bank_code=given.bank_code,
+        card_token=given.card_token,
+        card=CardFields(
+            card_number=card.card_number,
+            expiry_month=card.expiry_month,
+            expiry_year=card.expiry_year,
+            cvv=card.cvv,
+            holder_name=card.holder_name,
+        ),
+        emi_plan_id=given.emi_plan_id,
+    )
 
 
 def merchant_message(record: Merchant) -> merchants_pb2.Merchant:

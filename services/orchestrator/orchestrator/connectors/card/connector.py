@@ -23,6 +23,7 @@ from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailabl
 from gateway_core.logging import get_logger
 from orchestrator.connectors.base import (
     Apply,
+    DetailsInput,
     DetailsType,
     InquireLater,
     NoChange,
@@ -42,7 +43,6 @@ from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.vault import CardMeta, VaultClient
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
     from orchestrator.domain.payment import Payment
@@ -78,7 +78,7 @@ class CardConnector:
         self._default_return_url = default_return_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         # The card's own fields (Luhn, expiry, CVV) are checked by the vault, which alone may
         # look at them; here only which of the two ways to pay by card was chosen.
         has_card = bool(given.card.card_number)
@@ -86,7 +86,7 @@ class CardConnector:
             bad("payment_details", "give exactly one of card (card details) or card_token")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> CardInput:
+    def read_details(given: DetailsInput) -> CardInput:
         """Raises InvalidArgument naming `payment_details.card.*` for a card that fails the
         checks the vault makes too (Luhn, network, expiry, CVV)."""
         card = (

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     AwaitCustomer,
+    DetailsInput,
     DetailsType,
     Fail,
     Prepared,
@@ -25,7 +26,6 @@ from orchestrator.connectors.base import (
 from orchestrator.connectors.netbanking.client import PROVIDER_NAME, NetBankingClient
 from orchestrator.connectors.netbanking.details import NetBankingDetails
 from orchestrator.providers.base import ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
     from orchestrator.domain.payment import Payment
@@ -50,12 +50,12 @@ class NetBankingConnector:
         self._default_return_url = default_return_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not _BANK_CODE.fullmatch(given.bank_code):
             bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICIC, SBIN")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> NetBankingDetails:
+    def read_details(given: DetailsInput) -> NetBankingDetails:
         return NetBankingDetails(bank_code=given.bank_code)
 
     async def prepare(self, request: StartRequest) -> Prepared:

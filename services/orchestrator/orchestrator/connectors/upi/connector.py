@@ -10,6 +10,7 @@ from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
     DetailsType,
     Fail,
     Prepared,
@@ -23,7 +24,6 @@ from orchestrator.connectors.upi.client import PROVIDER_NAME, UpiCoreClient
 from orchestrator.connectors.upi.details import UpiDetails
 from orchestrator.connectors.upi.link import is_valid_vpa, pay_link
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
     from orchestrator.domain.payment import Payment
@@ -46,7 +46,7 @@ class UpiConnector:
         self._callback_url = callback_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not given.vpa:
             bad("payment_details.vpa", "is required for UPI payments")
         elif not is_valid_vpa(given.vpa):
@@ -55,7 +55,7 @@ class UpiConnector:
             bad("payment_details.upi_flow", "must be INTENT or COLLECT")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> UpiDetails:
+    def read_details(given: DetailsInput) -> UpiDetails:
         return UpiDetails(vpa=given.vpa, flow=given.upi_flow or "INTENT")
 
     async def prepare(self, request: StartRequest) -> Prepared:

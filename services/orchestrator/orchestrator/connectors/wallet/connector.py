@@ -13,6 +13,7 @@ from gateway_core.errors import Unavailable
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
     DetailsType,
     Fail,
     Prepared,
@@ -25,7 +26,6 @@ from orchestrator.connectors.base import (
 from orchestrator.connectors.wallet.client import WalletClient, provider_name
 from orchestrator.connectors.wallet.details import WalletDetails
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
     from orchestrator.domain.payment import Payment
@@ -50,7 +50,7 @@ class WalletConnector:
         self._wallet = client
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not given.wallet:
             bad("payment_details.wallet", f"is required: one of {', '.join(sorted(WALLETS))}")
         elif given.wallet not in WALLETS:
@@ -59,7 +59,7 @@ class WalletConnector:
             bad("payment_details.phone", "must be a 10-digit Indian mobile number")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> WalletDetails:
+    def read_details(given: DetailsInput) -> WalletDetails:
         return WalletDetails(wallet=given.wallet, phone=given.phone)
 
     async def prepare(self, request: StartRequest) -> Prepared:
