@@ -243,6 +243,17 @@ def kept_details(payment: Payment, kind: type[D]) -> D:
     return details
 
 
+class DetailMissing(ValueError):
+    """A payment was stored without a detail its connector cannot act without (a bug, a hand
+    edit): calls about that payment fail, and no other payment's."""
+
+
+def required_detail(payment: Payment, name: str, value: str) -> str:
+    if not value:
+        raise DetailMissing(f"payment {payment.payment_id} has no stored {name}")
+    return value
+
+
 def result_from_callback(payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
     """The common callback: the payment's own provider reports its outcome."""
     if payment.provider != provider:

@@ -34,6 +34,7 @@ from orchestrator.connectors.base import (
     StartRequest,
     Step,
     kept_details,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.card import emi
@@ -162,8 +163,9 @@ class CardConnector:
         """3-D Secure first (`step_up`, a fraud REVIEW, forces a challenge); frictionless goes
         straight on to authorization."""
         details = kept_details(payment, CardDetails)
+        token = required_detail(payment, "card_token", details.card_token)
         secret = await self._vault.detokenize(
-            details.card_token, payment_id=payment.payment_id, reason="3ds_authentication"
+            token, payment_id=payment.payment_id, reason="3ds_authentication"
         )
         try:
             three_ds = await self._acquirer.authenticate(
@@ -240,7 +242,7 @@ class CardConnector:
     async def _authorize(self, payment: Payment, three_ds: ThreeDs) -> Step:
         """Authorization at each routed acquirer in turn, past those that are unavailable."""
         details = kept_details(payment, CardDetails)
-        token = details.card_token
+        token = required_detail(payment, "card_token", details.card_token)
         terms = details.emi_terms(payment.amount_paisa)
         for gateway in self._routing.route(details.brand, payment.amount_paisa):
             if not self._breaker.allow(gateway):

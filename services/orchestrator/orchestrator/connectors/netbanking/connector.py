@@ -21,6 +21,7 @@ from orchestrator.connectors.base import (
     Step,
     kept_details,
     never_held,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.netbanking.client import PROVIDER_NAME, NetBankingClient
@@ -101,14 +102,10 @@ class NetBankingConnector:
         )
 
     async def status(self, payment: Payment) -> ProviderResult:
-        return await self._bank.status(
-            kept_details(payment, NetBankingDetails).bank_code, payment.payment_id
-        )
+        return await self._bank.status(_bank_code(payment), payment.payment_id)
 
     async def withdraw(self, payment: Payment) -> ProviderResult:
-        return await self._bank.cancel(
-            kept_details(payment, NetBankingDetails).bank_code, payment.payment_id
-        )
+        return await self._bank.cancel(_bank_code(payment), payment.payment_id)
 
     async def capture(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
@@ -118,7 +115,7 @@ class NetBankingConnector:
 
     async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._bank.refund(
-            bank_code=kept_details(payment, NetBankingDetails).bank_code,
+            bank_code=_bank_code(payment),
             payment_id=payment.payment_id,
             refund_id=refund_id,
             amount_paisa=amount_paisa,
@@ -130,3 +127,7 @@ class NetBankingConnector:
 
     async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
+
+
+def _bank_code(payment: Payment) -> str:
+    return required_detail(payment, "bank_code", kept_details(payment, NetBankingDetails).bank_code)

@@ -21,6 +21,7 @@ from orchestrator.connectors.base import (
     StartRequest,
     Step,
     kept_details,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.wallet.client import WalletClient, provider_name
@@ -107,9 +108,7 @@ class WalletConnector:
         return Apply(result, f"{details.wallet} debit")
 
     async def status(self, payment: Payment) -> ProviderResult:
-        return await self._wallet.status(
-            kept_details(payment, WalletDetails).wallet, payment.payment_id
-        )
+        return await self._wallet.status(_wallet(payment), payment.payment_id)
 
     async def withdraw(self, payment: Payment) -> ProviderResult:
         # A debit is instant: it happened or it did not.
@@ -125,7 +124,7 @@ class WalletConnector:
 
     async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._wallet.refund(
-            wallet=kept_details(payment, WalletDetails).wallet,
+            wallet=_wallet(payment),
             wallet_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
             refund_id=refund_id,
@@ -138,3 +137,7 @@ class WalletConnector:
 
     async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
+
+
+def _wallet(payment: Payment) -> str:
+    return required_detail(payment, "wallet", kept_details(payment, WalletDetails).wallet)
