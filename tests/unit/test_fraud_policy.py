@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from gateway_core.auth import RpcContext
+from gateway_core.grpc_client import insecure_channel
 from orchestrator.providers.fraud import FALLBACKS, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -33,7 +34,8 @@ async def scorer() -> AsyncIterator[tuple[SlowScorer, grpc.aio.Channel]]:
     fraud_pb2_grpc.add_FraudServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    # The channel the orchestrator uses: failed calls raise gateway_core's typed errors.
+    channel = insecure_channel(f"127.0.0.1:{port}")
     try:
         yield servicer, channel
     finally:

@@ -57,8 +57,7 @@ async def build_app(settings: Settings) -> ServiceApp:
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )
-    # typed_errors=False until the provider clients catch gateway_core's typed errors (issue 12).
-    vault_channel = service_channel(settings.vault_addr, vault_identity, typed_errors=False)
+    vault_channel = service_channel(settings.vault_addr, vault_identity)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
     processor = PaymentProcessor(
@@ -150,7 +149,7 @@ class _ProviderChannels:
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = insecure_channel(address, typed_errors=False)
+            self._channels[address] = insecure_channel(address)
         return self._channels[address]
 
     async def _close(self) -> None:

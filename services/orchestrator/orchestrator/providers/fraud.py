@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
+from gateway_core.errors import GatewayError
 from gateway_core.logging import get_logger
 from orchestrator.domain.payment import FraudSignal, FraudVerdict
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
@@ -76,8 +77,8 @@ class FraudClient:
         )
         try:
             reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            return self._fallback(exc.code().name.lower())
+        except GatewayError as exc:
+            return self._fallback(exc.grpc_code.name.lower())
         return FraudVerdict(
             score=reply.score,
             decision=fraud_pb2.CheckTransactionResponse.Decision.Name(reply.decision),
