@@ -2,9 +2,10 @@
 disputes (unanswered ones past respond_by are lost; answers the provider missed are resent).
 
 Each loop is a ServiceApp background task (restarted with backoff if it crashes). Several
-orchestrator replicas may run them at once: due payments are leased to one worker at a time
-(`Repository.claim_due_inquiries`, `claim_expired`), and every change goes through locked,
-idempotent transitions, so doing the same work twice changes nothing.
+orchestrator replicas may run them at once: due payments and stale refunds are leased to one
+worker at a time (`Repository.claim_due_inquiries`, `claim_expired`, `claim_stale_refunds`),
+and every change goes through locked, idempotent transitions, so doing the same work twice
+changes nothing.
 
 One payment never holds up the others: each due payment is worked on in its own task, a
 bounded number at a time, and one whose work fails is logged, counted and left alone for a
@@ -35,6 +36,9 @@ CONCURRENCY = 10
 # A claimed payment is hidden from other workers this long: longer than a whole round (a
 # batch worked CONCURRENCY at a time, each a few provider deadlines), so no two overlap.
 LEASE = timedelta(minutes=5)
+# A stale refund is asked about again this long after a retry took it: longer than a round (a
+# batch settled CONCURRENCY at a time, one provider deadline each).
+REFUND_LEASE = timedelta(seconds=30)
 FIRST_BACKOFF = timedelta(seconds=2)
 MAX_BACKOFF = timedelta(minutes=10)
 
@@ -96,7 +100,7 @@ class Jobs:
         return len(due)
 
     async def retry_refunds(self) -> int:
-        stale = await self._repo.stale_pending_refunds(BATCH)
+        stale = await self._repo.claim_stale_refunds(BATCH, REFUND_LEASE)
         limit = asyncio.Semaphore(CONCURRENCY)
 
         async def settle(payment: Payment, refund: Refund) -> None:

@@ -465,16 +465,23 @@ class Repository:
         self, refund_id: str, *, processed: bool, external_refund_id: str, failure_reason: str
     ) -> tuple[Payment, Refund]:
         """Record the provider's answer on a PENDING refund and carry out what follows
-        (`lifecycle.RefundSettled`). A second call is a no-op."""
+        (`lifecycle.RefundSettled`). A second call is a no-op.
+
+        A callback, an inquiry and the retry job of any replica may settle one refund at once:
+        its status is read under its row lock (taken after the payment's, the order every
+        writer uses), so only the first settles it and the others find it final."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT payment_id, status FROM refunds WHERE refund_id = $1", refund_id
+            payment_id = await conn.fetchval(
+                "SELECT payment_id FROM refunds WHERE refund_id = $1", refund_id
             )
-            if row is None:
+            if payment_id is None:
                 raise NotFound(f"refund {refund_id} not found", reason="REFUND_NOT_FOUND")
-            payment = await self._load(conn, row["payment_id"], None, lock=True)
+            payment = await self._load(conn, payment_id, None, lock=True)
             assert payment is not None
-            if row["status"] != "PENDING":
+            status = await conn.fetchval(
+                "SELECT status FROM refunds WHERE refund_id = $1 FOR UPDATE", refund_id
+            )
+            if status != "PENDING":
                 return payment, _find_refund(payment, refund_id)
             await conn.execute(
                 "UPDATE refunds SET status = $2, external_refund_id = $3, failure_reason = $4,"
@@ -506,12 +513,21 @@ class Repository:
             payment, complete = await self._persist(conn, payment, decision)
             return payment, _find_refund(payment, refund_id) if complete else None
 
-    async def stale_pending_refunds(self, limit: int) -> list[tuple[Payment, Refund]]:
-        """Refunds still PENDING a while after they were asked for (the provider was silent)."""
+    async def claim_stale_refunds(
+        self, limit: int, lease: timedelta
+    ) -> list[tuple[Payment, Refund]]:
+        """Refunds still PENDING a while after they were asked for (the provider was silent),
+        leased to this worker until now + `lease`: SKIP LOCKED passes over the ones another
+        replica is claiming, and the lease hides them from every replica's next rounds."""
         rows = await self._pool.fetch(
-            "SELECT refund_id, payment_id FROM refunds WHERE status = 'PENDING'"
-            " AND created_at < now() - interval '10 seconds' ORDER BY created_at LIMIT $1",
+            "UPDATE refunds r SET next_retry_at = now() + $2 FROM ("
+            " SELECT refund_id FROM refunds WHERE status = 'PENDING'"
+            " AND created_at < now() - interval '10 seconds'"
+            " AND (next_retry_at IS NULL OR next_retry_at <= now())"
+            " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+            " WHERE r.refund_id = due.refund_id RETURNING r.refund_id, r.payment_id",
             limit,
+            lease,
         )
         found: list[tuple[Payment, Refund]] = []
         for row in rows:

@@ -107,7 +107,8 @@ class PaymentWatcher:
 
 
 class SessionExpiry:
-    """Expires OPEN sessions past their expires_at, each with its event."""
+    """Expires OPEN sessions past their expires_at, each with its event; safe with several
+    replicas (`Repository.expire_due`)."""
 
     def __init__(self, repo: Repository, interval: float = EXPIRY_INTERVAL_SECONDS) -> None:
         self._repo = repo
@@ -115,6 +116,12 @@ class SessionExpiry:
 
     async def run(self) -> None:
         while True:
-            for session_id in await self._repo.due_for_expiry():
-                await self._repo.expire(session_id)
+            await self.expire_due()
             await asyncio.sleep(self._interval)
+
+    async def expire_due(self) -> int:
+        """One round; returns how many sessions this replica expired."""
+        expired = 0
+        while batch := await self._repo.expire_due(BATCH_SIZE):
+            expired += len(batch)
+        return expired

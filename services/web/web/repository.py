@@ -210,13 +210,29 @@ class Repository:
             )
         return current
 
-    async def due_for_expiry(self, limit: int = 100) -> list[str]:
-        rows = await self._pool.fetch(
-            "SELECT checkout_session_id FROM checkout_sessions"
-            " WHERE status = 'OPEN' AND expires_at <= now() ORDER BY expires_at LIMIT $1",
-            limit,
-        )
-        return [r["checkout_session_id"] for r in rows]
+    async def expire_due(self, limit: int = 100) -> list[Session]:
+        """OPEN sessions past their expires_at -> EXPIRED, each with its event, in one
+        transaction. SKIP LOCKED passes over the sessions another replica is expiring or a
+        payment is completing, so replicas share the work and none waits on (or fails over) a
+        session closed under it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"""
+                UPDATE checkout_sessions SET status = 'EXPIRED', closed_at = now()
+                FROM (
+                    SELECT checkout_session_id AS due_id FROM checkout_sessions
+                    WHERE status = 'OPEN' AND expires_at <= now()
+                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+                ) due
+                WHERE checkout_session_id = due.due_id
+                RETURNING {_COLUMNS}
+                """,  # noqa: S608 - only _COLUMNS is interpolated
+                limit,
+            )
+            sessions = [session_from_row(row) for row in rows]
+            for session in sessions:
+                await self._announce(conn, EVENT_EXPIRED, session)
+        return sessions
 
     async def _close(
         self, checkout_session_id: str, status: Status, payment_id: str | None
@@ -237,13 +253,17 @@ class Repository:
                 return None
             session = session_from_row(row)
             event_type = EVENT_COMPLETED if status is Status.COMPLETE else EVENT_EXPIRED
-            await conn.execute(
-                "INSERT INTO outbox (event_key, payload) VALUES ($1, $2)",
-                session.checkout_session_id,
-                self._event(event_type, session),
-            )
-            await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            await self._announce(conn, event_type, session)
         return session
+
+    async def _announce(self, conn: asyncpg.Connection, event_type: str, session: Session) -> None:
+        """The session's event, in the caller's transaction (the outbox relay publishes it)."""
+        await conn.execute(
+            "INSERT INTO outbox (event_key, payload) VALUES ($1, $2)",
+            session.checkout_session_id,
+            self._event(event_type, session),
+        )
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     def _event(self, event_type: str, session: Session) -> bytes:
         occurred = _timestamp(session.closed_at or datetime.now(UTC))
