@@ -48,14 +48,15 @@ $(HELM_STAMP): requirements-helm.txt $(STAMP)
 	@touch $@
 
 REDOCLY := $(NODE_DIR)/node_modules/.bin/redocly
-gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology
+gen: $(STAMP) $(NODE_STAMP) $(WEB_NODE_STAMP)  ## generate Python code, Envoy's descriptor set, the OpenAPI description and API docs from protos/, the chart's service topology and Envoy configuration
 	$(PY) tools/gen_protos.py
 	$(PY) tools/chart_topology.py
+	$(PY) -m devstack.envoy --chart --out helm/payment-gateway/files/envoy.yaml
 	$(PY) tools/openapi_spec.py gen/descriptors.pb gen/openapi.json $(IMAGE_VERSION)
 	@$(REDOCLY) build-docs gen/openapi.json --inlineBundle --title "Payment gateway API" \
 	  -o gen/api-docs.html > /dev/null 2>&1 || { echo "redocly build-docs failed"; exit 1; }
 
-run: gen  ## start the whole stack in the foreground (Ctrl-C stops it)
+run: gen  ## start the whole stack in the foreground (Ctrl-C stops it); REPLICAS=orchestrator=2,webhook=2 runs copies
 	$(PY) -m devstack run
 
 run-dev: run  ## the seed's name for `make run`
@@ -65,7 +66,7 @@ run-dev: run  ## the seed's name for `make run`
 run-prod: gen  ## the local stack with production settings (refuses development secrets, no demo data)
 	$(PY) -m devstack --state-dir .stack-prod run --production
 
-up: gen  ## start the whole stack in the background
+up: gen  ## start the whole stack in the background; REPLICAS=orchestrator=2,webhook=2 runs copies
 	$(PY) -m devstack up
 
 down:  ## stop a stack started with `make up`
@@ -174,7 +175,7 @@ recon: gen  ## reconcile a day by hand: make recon PROVIDER=<provider or method>
 CHART := helm/payment-gateway/Chart.yaml
 IMAGE_VERSION = $(shell awk -F'"' '/^appVersion:/ {print $$2}' $(CHART))
 IMAGE ?= paygate/payment-gateway:$(IMAGE_VERSION)
-image:  ## build the application image (docker/podman, or buildah; BASE=local: no registry)
+image: gen  ## build the application image (docker/podman, or buildah; BASE=local: no registry)
 	IMAGE=$(IMAGE) VERSION=$(IMAGE_VERSION) BASE=$(BASE) tools/image/build.sh
 
 image-test: gen image  ## run migrations and every service from the image (buildah) and the end-to-end smoke

@@ -61,8 +61,14 @@ def abuse_settings(state_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """PostgreSQL, Valkey, Tansu, every service and Envoy; logs under the session's tmp dir."""
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """PostgreSQL, Valkey, Tansu, every service and Envoy; logs under the session's tmp dir.
+
+    A module that parametrizes it indirectly with a REPLICAS value (`"orchestrator=2"`) gets a
+    stack running that many copies of those services (tests/e2e/test_replicas.py); pytest
+    groups such tests and starts that stack once for them."""
     # Tests assert outcomes, not timing: a generous fraud deadline keeps a loaded CI machine
     # from turning a scored payment into a fail-open one (tests/unit/test_fraud_policy.py
     # covers the deadline itself).
@@ -78,6 +84,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SANDBOX_CHARGEBACK_DELAY_MS": "1000",
         "SANDBOX_DISPUTE_DECISION_DELAY_MS": "1000",
     }
+    if replicas := getattr(request, "param", ""):
+        environ["REPLICAS"] = replicas
     # The stack runs its own SMTP server, whose mailbox (stack.mail_dir) the receipt tests read,
     # whatever SMTP server the shell points at.
     for name in SMTP_VARIABLES:

@@ -12,18 +12,27 @@ import base64
 import importlib.util
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import chart_topology
 import helm_python as helm
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
+from devstack.envoy import (
+    CHART_CONFIG,
+    envoy_command,
+    render_chart_template,
+    render_envoy_config,
+)
 from gateway_core.config import published_secret_values
 from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo
@@ -120,7 +129,9 @@ PRODUCTION_VALUES: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[Any]:
-    chart_topology.write()  # what `make gen` writes: the registry, as the chart reads it
+    # What `make gen` writes: the registry and Envoy's configuration, as the chart reads them.
+    chart_topology.write()
+    CHART_CONFIG.write_text(render_chart_template())
     with helm.Chart.load(CHART) as loaded:
         yield loaded
 
@@ -738,6 +749,8 @@ def test_envoy_routes_every_public_service_and_no_internal_one(defaults: list[Ma
         *by_grpc,
         *pages,
         "health",
+        "/api/v1/openapi.json",
+        "/docs",
         "payment-stream",
         upload,
         "rest",
@@ -813,14 +826,15 @@ def envoy_binary() -> str | None:
 
 def test_envoy_accepts_the_rendered_config(defaults: list[Manifest], tmp_path: Path) -> None:
     envoy = envoy_binary()
-    descriptors = REPO_ROOT / "gen" / "descriptors.pb"
-    if envoy is None or not descriptors.exists():
-        pytest.skip("needs the envoy binary and gen/descriptors.pb: run `make gen` first")
+    generated = [REPO_ROOT / "gen" / name for name in (*PUBLIC_DOCUMENT_FILES, "descriptors.pb")]
+    if envoy is None or not all(path.exists() for path in generated):
+        pytest.skip("needs the envoy binary and gen/ (descriptors, OpenAPI, docs): run `make gen`")
     key = base64.urlsafe_b64encode(b"a-test-secret-of-thirty-two-bytes").rstrip(b"=").decode()
     (tmp_path / "jwks.json").write_text(
         json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": key}]})
     )
-    shutil.copyfile(descriptors, tmp_path / "descriptors.pb")
+    for path in generated:  # what the init container copies from the app image
+        shutil.copyfile(path, tmp_path / path.name)
     text = of_kind(defaults, "ConfigMap")[component("envoy")]["data"]["envoy.yaml"]
     config = tmp_path / "envoy.yaml"
     config.write_text(text.replace("/etc/envoy/runtime/", f"{tmp_path}/"))
@@ -836,59 +850,230 @@ def test_envoy_accepts_the_rendered_config(defaults: list[Manifest], tmp_path: P
     assert "Deprecated field" not in output, output[-4000:]
 
 
-def without(config: dict[str, Any], *paths: tuple[str, ...]) -> dict[str, Any]:
-    """A deep copy of `config` with the values at `paths` removed (where the two Envoys differ
-    on purpose: key material, file paths, sizing)."""
-    copy: dict[str, Any] = json.loads(json.dumps(config))
-    for path in paths:
-        node = copy
-        for key in path[:-1]:
-            node = node[key]
-        node.pop(path[-1], None)
-    return copy
+PUBLIC_DOCUMENT_FILES = ("openapi.json", "api-docs.html")
 
 
-def test_envoy_is_kept_in_step_with_the_local_gateway(
-    defaults: list[Manifest], tmp_path: Path
+def route_table(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    routes = http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    return {route["name"]: route for route in routes}
+
+
+def http_filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    filters = http_connection_manager(config)["http_filters"]
+    typed: dict[str, Any] = next(f["typed_config"] for f in filters if f["name"] == name)
+    return typed
+
+
+def test_the_chart_and_the_local_stack_run_the_same_front_door(
+    defaults: list[Manifest],
 ) -> None:
-    from devstack.envoy import render_envoy_config  # the local stack's renderer
-
-    local = yaml.safe_load(render_envoy_config({"JWT_SECRET": "x" * 32}, tmp_path / "d.pb"))
+    """Both render gateway-envoy/envoy.yaml.j2: the same filters in the same order, the same
+    routes (the documents included), token rules, role rules and JSON error replies."""
+    descriptors = REPO_ROOT / "gen" / "descriptors.pb"  # `make gen` built the documents beside it
+    local = yaml.safe_load(render_envoy_config({"JWT_SECRET": "x" * 32}, descriptors))
     chart = envoy_config(defaults)
     ours, theirs = http_connection_manager(chart), http_connection_manager(local)
-    for key in (
-        "codec_type",
-        "normalize_path",
-        "merge_slashes",
-        "path_with_escaped_slashes_action",
-        "common_http_protocol_options",
-        "local_reply_config",
-        "access_log",
-    ):
-        assert ours[key] == theirs[key], key
-    assert ours["route_config"]["virtual_hosts"] == theirs["route_config"]["virtual_hosts"]
+
     assert [f["name"] for f in ours["http_filters"]] == [f["name"] for f in theirs["http_filters"]]
-    differs_on_purpose: dict[str, list[tuple[str, ...]]] = {
-        "envoy.filters.http.jwt_authn": [
-            ("providers", "paygate", "local_jwks"),
-            ("providers", "paygate_stream", "local_jwks"),
+    assert set(route_table(chart)) == set(route_table(local))
+    for name in ("envoy.filters.http.rbac", "rbac_grpc", "envoy.filters.http.header_mutation"):
+        assert http_filter(chart, name) == http_filter(local, name), name
+    jwt = http_filter(chart, "envoy.filters.http.jwt_authn")
+    assert jwt["rules"] == http_filter(local, "envoy.filters.http.jwt_authn")["rules"]
+    for key in ("local_reply_config", "access_log", "normalize_path", "merge_slashes"):
+        assert ours[key] == theirs[key], key
+    # The chart adds a listener for Prometheus, which reaches the admin API through a cluster.
+    assert {c["name"] for c in chart["static_resources"]["clusters"]} == {
+        c["name"] for c in local["static_resources"]["clusters"]
+    } | {"envoy_admin"}
+
+
+def test_the_chart_envoy_serves_the_openapi_description_and_docs_without_a_token(
+    defaults: list[Manifest],
+) -> None:
+    config = envoy_config(defaults)
+    routes = route_table(config)
+    for path, name, content_type in (
+        ("/api/v1/openapi.json", "openapi.json", "application/json"),
+        ("/docs", "api-docs.html", "text/html; charset=utf-8"),
+    ):
+        route = routes[path]
+        assert route["match"] == {"path": path}
+        assert route["direct_response"]["status"] == 200
+        assert route["direct_response"]["body"] == {"filename": f"/etc/envoy/runtime/{name}"}
+        headers = {
+            h["header"]["key"]: h["header"]["value"] for h in route["response_headers_to_add"]
+        }
+        assert headers["content-type"] == content_type
+        # No JWT is required on the path (jwt_authn takes the first matching rule), and RBAC
+        # lets anyone through to it.
+        rules = http_filter(config, "envoy.filters.http.jwt_authn")["rules"]
+        public_rule = rules.index({"match": {"path": path}})
+        assert all(
+            not path.startswith(rule["match"].get("prefix", "\0")) for rule in rules[:public_rule]
+        )
+        public = http_filter(config, "envoy.filters.http.rbac")["rules"]["policies"]["public"]
+        assert {"url_path": {"path": {"exact": path}}} in public["permissions"]
+        assert public["principals"] == [{"any": True}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_chart_envoy_serves_the_documents_and_demands_a_token_elsewhere(
+    defaults: list[Manifest], tmp_path: Path
+) -> None:
+    """The chart's rendered configuration, run by real Envoy on loopback ports with the files
+    its init container would write: the documents answer without a token, the API does not."""
+    generated = [REPO_ROOT / "gen" / name for name in (*PUBLIC_DOCUMENT_FILES, "descriptors.pb")]
+    if envoy_binary() is None or not all(path.exists() for path in generated):
+        pytest.skip("needs the envoy binary and gen/ (descriptors, OpenAPI, docs): run `make gen`")
+    for path in generated:
+        shutil.copyfile(path, tmp_path / path.name)
+    key = base64.urlsafe_b64encode(b"a-test-secret-of-thirty-two-bytes").rstrip(b"=").decode()
+    (tmp_path / "jwks.json").write_text(
+        json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": key}]})
+    )
+    text = of_kind(defaults, "ConfigMap")[component("envoy")]["data"]["envoy.yaml"]
+    config = yaml.safe_load(text.replace("/etc/envoy/runtime/", f"{tmp_path}/"))
+    # Loopback and free ports instead of the pod's 0.0.0.0:8080, :9090 and admin :9901.
+    public, admin = free_port(), free_port()
+    config["admin"]["address"]["socket_address"]["port_value"] = admin
+    for listener in config["static_resources"]["listeners"]:
+        port = public if listener["name"] == "public" else free_port()
+        listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "envoy_admin":
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"] = admin
+    config_path = tmp_path / "envoy.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "envoy.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(envoy_command(config_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{public}", timeout=5) as client:
+            for _ in range(200):
+                assert process.poll() is None, log.read_text()[-4000:]
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"Envoy did not answer /health:\n{log.read_text()[-4000:]}")
+
+            spec = client.get("/api/v1/openapi.json")
+            assert spec.status_code == 200
+            assert spec.headers["content-type"] == "application/json"
+            assert spec.json() == json.loads((REPO_ROOT / "gen" / "openapi.json").read_text())
+            docs = client.get("/docs")
+            assert docs.status_code == 200
+            assert docs.headers["content-type"].startswith("text/html")
+            assert docs.content == (REPO_ROOT / "gen" / "api-docs.html").read_bytes()
+            refused = client.get("/api/v1/payments/pay_1")
+            assert refused.status_code == 401
+            assert refused.json()["code"] == 16  # UNAUTHENTICATED, in the API's error shape
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_envoys_init_container_copies_the_documents_from_the_app_image(
+    defaults: list[Manifest], tmp_path: Path
+) -> None:
+    """What the chart's Envoy serves at /api/v1/openapi.json and /docs: the app image's
+    `make gen` output (/app/gen), copied into the runtime volume before Envoy starts."""
+    gen = REPO_ROOT / "gen"
+    if not all((gen / name).exists() for name in (*PUBLIC_DOCUMENT_FILES, "descriptors.pb")):
+        pytest.skip("needs gen/ (descriptors, OpenAPI, docs): run `make gen`")
+    spec = pod_spec(of_kind(defaults, "Deployment")[component("envoy")])
+    script = spec["initContainers"][0]["args"][0]
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script.replace("/etc/envoy/runtime", str(runtime)).replace("/app/gen", str(gen)),
         ],
-        "envoy.filters.http.grpc_json_transcoder": [("proto_descriptor",)],
-        "envoy.filters.http.health_check": [("cluster_min_healthy_percentages",)],
-        "envoy.filters.http.local_ratelimit": [("token_bucket",)],
-    }
-    for mine, local_filter in zip(ours["http_filters"], theirs["http_filters"], strict=True):
-        paths = differs_on_purpose.get(mine["name"], [])
-        assert without(mine["typed_config"], *paths) == without(
-            local_filter["typed_config"], *paths
-        ), mine["name"]
-    ready = ours["http_filters"][1]["typed_config"]["cluster_min_healthy_percentages"]
-    local_ready = theirs["http_filters"][1]["typed_config"]["cluster_min_healthy_percentages"]
-    assert set(ready) == set(local_ready)
-    clusters = {c["name"]: c for c in chart["static_resources"]["clusters"]}
-    for cluster in local["static_resources"]["clusters"]:
-        assert cluster["health_checks"] == clusters[cluster["name"]]["health_checks"]
-        assert cluster["common_lb_config"] == clusters[cluster["name"]]["common_lb_config"]
+        env={
+            "PATH": "/usr/bin:/bin",
+            "JWT_SECRET": "an-install-secret-of-more-than-32-bytes",
+            "DESCRIPTORS_SOURCE": str(gen / "descriptors.pb"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in PUBLIC_DOCUMENT_FILES:
+        assert (runtime / name).read_bytes() == (gen / name).read_bytes(), name
+    volume = next(v for v in spec["volumes"] if v["name"] == "runtime")
+    written = sum(path.stat().st_size for path in runtime.iterdir())
+    assert volume["emptyDir"]["sizeLimit"] == "16Mi"
+    assert written < 16 << 20
+
+
+def test_the_chart_envoy_follows_the_install_values(chart: Any) -> None:
+    manifests = render(
+        chart,
+        {
+            "ratelimit": {"enabled": False},
+            "webhook": {"enabled": False},
+            "envoy": {
+                "localRateLimit": {"enabled": False},
+                "routeTimeout": "12s",
+                "limits": {"maxRequestBytes": 2048},
+                "readyMinHealthyPercent": 50,
+                "xffNumTrustedHops": 1,
+            },
+            "config": {"jwt": {"issuer": "issuer-x", "audience": "aud-y"}},
+        },
+    )
+    config = envoy_config(manifests)
+    manager = http_connection_manager(config)
+    names = [f["name"] for f in manager["http_filters"]]
+    assert "envoy.filters.http.ratelimit" not in names
+    assert "envoy.filters.http.local_ratelimit" not in names
+    assert "rate_limits" not in manager["route_config"]["virtual_hosts"][0]
+    clusters = {c["name"] for c in config["static_resources"]["clusters"]}
+    assert not clusters & {"ratelimit", "webhook", "webhook-stream"}
+    routes = route_table(config)
+    assert "payment-stream" not in routes
+    assert "paygate.webhooks.v1.WebhookService" not in routes
+    assert routes["paygate.payments.v1.PaymentService"]["route"]["timeout"] == "12s"
+    assert http_filter(config, "envoy.filters.http.buffer")["max_request_bytes"] == 2048
+    ready = http_filter(config, "envoy.filters.http.health_check")
+    assert ready["cluster_min_healthy_percentages"]["orchestrator"] == {"value": 50}
+    assert "webhook" not in ready["cluster_min_healthy_percentages"]
+    assert manager["xff_num_trusted_hops"] == 1
+    provider = http_filter(config, "envoy.filters.http.jwt_authn")["providers"]["paygate"]
+    assert (provider["issuer"], provider["audiences"]) == ("issuer-x", ["aud-y"])
+
+
+def test_the_chart_envoy_configuration_is_build_output_of_the_one_template(
+    tmp_path: Path,
+) -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "files/envoy.yaml"],
+        cwd=CHART,
+        capture_output=True,
+        check=False,
+    )
+    assert tracked.returncode != 0, "files/envoy.yaml is build output: it must not be committed"
+    assert CHART_CONFIG.read_text() == render_chart_template()
+
+    copy = tmp_path / "payment-gateway"
+    shutil.copytree(CHART, copy)
+    (copy / "files" / "envoy.yaml").unlink()
+    with helm.Chart.load(copy) as bare, pytest.raises(helm.HelmRenderError, match="make gen"):
+        bare.render(None, name=RELEASE, namespace=NAMESPACE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,3 +64,15 @@ def test_the_image_runs_as_the_user_the_chart_pins() -> None:
     assert f"--uid {uid}" in runtime
     for label in ("version", "revision", "source"):
         assert f"org.opencontainers.image.{label}=" in runtime
+
+
+def test_the_image_carries_the_documents_the_charts_envoy_serves() -> None:
+    """Envoy's init container copies /app/gen/{openapi.json,api-docs.html} into its runtime
+    volume (test_helm_chart runs its script): the build context admits them and the build puts
+    them there."""
+    admitted = (ROOT / ".containerignore").read_text().splitlines()
+    build = (ROOT / "Containerfile").read_text().split("\nFROM ", 2)[1]
+    assert "COPY gen/openapi.json gen/api-docs.html gen/" in build
+    assert "mv gen /app/gen" in build.split("COPY gen/openapi.json", 1)[1]
+    for name in ("openapi.json", "api-docs.html"):
+        assert f"!gen/{name}" in admitted

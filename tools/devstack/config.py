@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,10 +48,61 @@ BROKER_STORAGE_PORT = 19093
 # stack at the user's own SMTP server (e.g. a mail catcher), as the issue asks.
 SMTP_VARIABLES = ("SMTP_HOST", "SMTP_PORT")
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+# REPLICAS=orchestrator=2,webhook=2 runs that many copies of those services. The sandbox stays
+# one: its simulated providers keep their books in memory, and two copies would be two banks.
+REPLICAS_VARIABLE = "REPLICAS"
+SINGLE_COPY = frozenset({"sandbox"})
+MAX_REPLICAS = 8
+# With fixed ports, copy k (from 0) of a service listens on its ports + k * this.
+REPLICA_PORT_STEP = 100
+# The variable that moves a service's plain HTTP listener, by its name in the registry.
+HTTP_PORT_VARIABLES = {"stream": "WEBHOOK_STREAM_PORT", "pages": "WEB_HTTP_PORT"}
 
 
 class StackConfigError(ValueError):
     """The environment asks for a stack that cannot run (bad STACK_EXTERNAL, taken ports)."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One process of a service: the first copy has the service's name, the next `name-2`..."""
+
+    name: str
+    service: ServiceInfo
+    index: int  # 0 for the first copy
+    grpc_port: int
+    metrics_port: int
+    http_port: int  # its plain HTTP listener (the stream, the pages); 0 if it has none
+
+
+def copy_name(service: ServiceInfo, index: int) -> str:
+    return service.name if index == 0 else f"{service.name}-{index + 1}"
+
+
+def parse_replicas(env: Mapping[str, str]) -> dict[str, int]:
+    """How many copies of each service the stack runs: REPLICAS (`orchestrator=2,webhook=2`),
+    one of each service it does not name."""
+    counts = {s.name: 1 for s in SERVICES}
+    for part in env.get(REPLICAS_VARIABLE, "").split(","):
+        if not part.strip():
+            continue
+        name, _, count = (p.strip() for p in part.partition("="))
+        if name not in counts:
+            raise StackConfigError(
+                f"{REPLICAS_VARIABLE} names unknown service {name!r}: use name=count pairs of"
+                f" {', '.join(counts)}"
+            )
+        if not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise StackConfigError(
+                f"{REPLICAS_VARIABLE}: {name} wants a count from 1 to {MAX_REPLICAS}, got {count!r}"
+            )
+        if name in SINGLE_COPY and int(count) > 1:
+            raise StackConfigError(
+                f"{REPLICAS_VARIABLE}: {name} runs as one copy (its simulated providers keep"
+                " their books in memory)"
+            )
+        counts[name] = int(count)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -67,6 +118,17 @@ class Ports:
     webhook_stream: int  # the webhook service's WebSocket listener (behind Envoy)
     web_http: int  # the web service's pages: checkout and dashboard (behind Envoy)
     smtp: int  # the stack's own SMTP server (unused when SMTP is external)
+    # The copies after the first of each service run with REPLICAS, with their own ports.
+    extra_copies: tuple[Copy, ...] = ()
+
+    def copies(self) -> list[Copy]:
+        """Every service process the stack runs, the first copy of each service first."""
+        http = {"stream": self.webhook_stream, "pages": self.web_http}
+        first = [
+            Copy(s.name, s, 0, *self.services[s.name], http.get(s.http_listener, 0))
+            for s in SERVICES
+        ]
+        return first + list(self.extra_copies)
 
     def by_owner(self) -> dict[str, int]:
         """Every port with who listens on it, for messages about taken ports."""
@@ -85,6 +147,11 @@ class Ports:
         for name, (grpc_port, metrics_port) in self.services.items():
             owners[name] = grpc_port
             owners[f"{name} (metrics)"] = metrics_port
+        for copy in self.extra_copies:
+            owners[copy.name] = copy.grpc_port
+            owners[f"{copy.name} (metrics)"] = copy.metrics_port
+            if copy.http_port:
+                owners[f"{copy.name} ({copy.service.http_listener})"] = copy.http_port
         return owners
 
 
@@ -137,12 +204,29 @@ def external_parts(
     return frozenset(named)
 
 
-def fixed_ports(env: Mapping[str, str]) -> Ports:
-    """The well-known local ports (chosen to miss the system's 5432, 6379, 9092)."""
+def fixed_ports(env: Mapping[str, str], replicas: Mapping[str, int] | None = None) -> Ports:
+    """The well-known local ports (chosen to miss the system's 5432, 6379, 9092); copy k of a
+    service REPLICAS asks for more of listens REPLICA_PORT_STEP * k above the first."""
     defaults = local_defaults()
     gateway = env.get("GATEWAY_PORT", "").strip() or str(defaults.gateway_port)
     if not gateway.isdigit():
         raise StackConfigError(f"GATEWAY_PORT must be a port number, got {gateway!r}")
+    http = {"stream": defaults.webhook_stream_port, "pages": defaults.web_http_port}
+    extra = []
+    for service in SERVICES:
+        for index in range(1, (replicas or {}).get(service.name, 1)):
+            step = REPLICA_PORT_STEP * index
+            http_port = http.get(service.http_listener, 0)
+            extra.append(
+                Copy(
+                    copy_name(service, index),
+                    service,
+                    index,
+                    service.default_port + step,
+                    service.default_metrics_port + step,
+                    http_port + step if http_port else 0,
+                )
+            )
     return Ports(
         postgres=defaults.db_port,
         redis=defaults.redis_port,
@@ -155,10 +239,11 @@ def fixed_ports(env: Mapping[str, str]) -> Ports:
         webhook_stream=defaults.webhook_stream_port,
         web_http=defaults.web_http_port,
         smtp=defaults.smtp_port,
+        extra_copies=tuple(extra),
     )
 
 
-def ephemeral_ports() -> Ports:
+def ephemeral_ports(replicas: Mapping[str, int] | None = None) -> Ports:
     """Free ports for everything, so a test stack never collides with anything else."""
     names = [
         "postgres",
@@ -172,7 +257,12 @@ def ephemeral_ports() -> Ports:
         "web_http",
         "smtp",
     ]
-    count = len(names) + 2 * len(SERVICES)
+    extra = [
+        (service, index)
+        for service in SERVICES
+        for index in range(1, (replicas or {}).get(service.name, 1))
+    ]
+    count = len(names) + 2 * len(SERVICES) + 3 * len(extra)
     with ExitStack() as held:
         # Every socket stays bound until all are chosen, so no port is handed out twice.
         sockets = [held.enter_context(socket.socket()) for _ in range(count)]
@@ -193,7 +283,22 @@ def ephemeral_ports() -> Ports:
         webhook_stream=infra["webhook_stream"],
         web_http=infra["web_http"],
         smtp=infra["smtp"],
+        extra_copies=tuple(
+            Copy(copy_name(service, index), service, index, grpc_port, metrics_port, http_port)
+            for (service, index), (grpc_port, metrics_port, http_port) in zip(
+                extra, _each_copy_ports(rest, [s.http_listener for s, _ in extra]), strict=True
+            )
+        ),
     )
+
+
+def _each_copy_ports(free: Iterator[int], listeners: list[str]) -> list[tuple[int, int, int]]:
+    """(gRPC, metrics, HTTP) ports for each extra copy; HTTP 0 for a service without one."""
+    chosen = []
+    for listener in listeners:
+        grpc_port, metrics_port, http_port = next(free), next(free), next(free)
+        chosen.append((grpc_port, metrics_port, http_port if listener else 0))
+    return chosen
 
 
 def check_free(ports: Mapping[str, int]) -> None:

@@ -1,10 +1,18 @@
-"""Render Envoy's configuration from the environment and the service registry.
+"""Render Envoy's configuration: the one source of the local stack's and the Helm chart's.
 
 The template (`gateway-envoy/envoy.yaml.j2`) holds the shape of the front door; this module
-decides the values: listen address, JWT settings, one cluster per routed service (from each
-service's `*_ADDR`), the public gRPC services the transcoder maps, and the rate limits.
+decides the values, in two flavors of the same template:
+
+- the local stack's (`render_envoy_config`): listen address, JWT settings, one cluster per
+  routed service (from each service's `*_ADDR`, plus the ports of its further local copies,
+  REPLICAS), the rate limits, all from the environment;
+- the chart's (`render_chart_template`, `make gen` writes it to the gitignored
+  helm/payment-gateway/files/envoy.yaml): what differs per install (ports, JWT issuer, limits,
+  timeouts, which services are enabled) is left as Helm actions for the chart's `tpl`; the rest
+  (routes, filters, RBAC rules, error replies) is fixed here, as it is locally.
 
     python -m devstack.envoy --descriptor gen/descriptors.pb > envoy.yaml
+    python -m devstack.envoy --chart --out helm/payment-gateway/files/envoy.yaml
 """
 
 from __future__ import annotations
@@ -16,8 +24,8 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import jinja2
@@ -28,6 +36,11 @@ from gateway_core.server import MAX_UPLOAD_BYTES
 from gateway_core.services import BY_NAME, REPO_ROOT, SERVICES, ServiceInfo, grpc_target
 
 TEMPLATE = REPO_ROOT / "gateway-envoy" / "envoy.yaml.j2"
+CHART_CONFIG = REPO_ROOT / "helm" / "payment-gateway" / "files" / "envoy.yaml"
+# In the chart, Envoy's init container writes the JWKS (from JWT_SECRET) and copies the
+# descriptor set, the OpenAPI description and the docs page from the app image here.
+CHART_RUNTIME_DIR = "/etc/envoy/runtime"
+CHART_ADMIN_PORT = 9901
 
 # Headers only Envoy may set, from the verified JWT or the transcoder: any client-sent copy
 # is dropped before authentication.
@@ -47,11 +60,20 @@ ADMIN_GRPC_SERVICES = (
     "paygate.reconciliation.v1.ReconciliationService",
 )
 ADMIN_REST_PREFIX = "/api/v1/admin/"
+
+
+@dataclass(frozen=True)
+class Document:
+    path: str
+    file: str
+    type: str
+
+
 # Served by Envoy itself from files of `make gen`, to anyone (no token): the API's description
 # and its docs page.
 PUBLIC_DOCUMENTS = (
-    {"path": "/api/v1/openapi.json", "file": "openapi.json", "type": "application/json"},
-    {"path": "/docs", "file": "api-docs.html", "type": "text/html; charset=utf-8"},
+    Document(path="/api/v1/openapi.json", file="openapi.json", type="application/json"),
+    Document(path="/docs", file="api-docs.html", type="text/html; charset=utf-8"),
 )
 # Reachable without a bearer token: providers sign each callback, and the orchestrator
 # verifies that signature over the raw body. REST path first, then its gRPC service path.
@@ -106,15 +128,57 @@ ERROR_MAPPINGS: tuple[tuple[int, int, str | None], ...] = (
 
 
 @dataclass(frozen=True)
+class Helm:
+    """A value the chart decides per install: a Go-template pipeline, printed as a Helm action
+    for the chart's `tpl` (`tojson` prints it through Helm's `toJson`)."""
+
+    pipeline: str
+
+    def __str__(self) -> str:
+        return "{{ " + self.pipeline + " }}"
+
+
+# Where a block of the configuration exists: always or never (the local stack decides at
+# render time), or as a chart value decides (wrapped in a Helm `if`).
+Condition = bool | Helm
+
+
+def when(body: str, condition: Condition) -> str:
+    """The template's `{% filter when(condition) %}`: the block, none of it, or the block
+    inside a Helm `if`. Helm's `{{-` eats the newline before the action, so the YAML lines of
+    the block stay as they are."""
+    if isinstance(condition, Helm):
+        return f"{{{{- if {condition.pipeline} }}}}\n{body}{{{{- end }}}}\n"
+    return body if condition else ""
+
+
+def to_json(value: object) -> str:
+    """A YAML-safe scalar: JSON, or a Helm value through `toJson`."""
+    if isinstance(value, Helm):
+        return str(Helm(f"{value.pipeline} | toJson"))
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
-    host: str
-    port: int
+    host: str | Helm
+    port: int | Helm
     # Served over HTTP/1.1 and health-checked with GET (the stream) rather than gRPC.
     http_health_path: str = ""
+    enabled: Condition = True
+    # Further copies of the service on the same host (the local stack's REPLICAS): Envoy
+    # balances over every copy and health-checks each.
+    more_ports: tuple[int, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int | Helm, ...]:
+        return (self.port, *self.more_ports)
 
     @property
     def is_ip(self) -> bool:
+        if isinstance(self.host, Helm):
+            return False
         try:
             ipaddress.ip_address(self.host)
         except ValueError:
@@ -126,6 +190,54 @@ class Cluster:
 class GrpcRoute:
     service: str
     cluster: str
+    enabled: Condition = True
+
+
+@dataclass(frozen=True)
+class ReadyCluster:
+    name: str
+    enabled: Condition = True
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """The values one rendering decides; everything else is the same everywhere."""
+
+    listen_host: str
+    listen_port: int
+    admin_port: int
+    # A listener that serves only /stats/prometheus (the chart's scrapers), or none.
+    metrics_port: int | Helm | None
+    xff_num_trusted_hops: int | Helm
+    max_connections: int | Helm
+    jwt_issuer: str | Helm
+    jwt_audience: str | Helm
+    jwt_max_lifetime_s: int | Helm
+    # The JWKS inline (the local stack) or a file written at start-up (the chart).
+    jwks: str
+    jwks_file: str
+    descriptor_path: str
+    documents: list[Document]
+    grpc_routes: list[GrpcRoute]
+    clusters: list[Cluster]
+    ready_clusters: list[ReadyCluster]
+    ready_percent: int | Helm
+    stream_enabled: Condition
+    pages_enabled: Condition
+    # Durations as Envoy reads them ("30s").
+    upstream_timeout: str | Helm
+    request_headers_timeout: str | Helm
+    request_idle_timeout: str | Helm
+    health_check_interval: str | Helm
+    max_request_bytes: int | Helm
+    max_upload_bytes: int | Helm
+    local_rate_limit_enabled: Condition
+    local_rps: int | Helm
+    local_burst: int | Helm
+    rate_limit_enabled: Condition
+    rate_limit_domain: str | Helm
+    rate_limit_timeout: str | Helm
+    rate_limit_failure_mode_deny: bool | Helm
 
 
 def _bool(value: str) -> bool:
@@ -208,8 +320,49 @@ def jwt_max_lifetime_seconds(env: Mapping[str, str]) -> int:
     return int(lifetime.total_seconds())
 
 
-def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
-    """Envoy's YAML configuration for these settings and this descriptor set."""
+def _render(flavor: Flavor) -> str:
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 (YAML, not HTML: every string goes through `tojson`)
+    )
+    template.filters["tojson"] = to_json
+    template.filters["when"] = when
+    # Shallow on purpose (not asdict): the lists keep their Cluster/GrpcRoute/Document items.
+    values = {f.name: getattr(flavor, f.name) for f in fields(flavor)}
+    return template.get_template(TEMPLATE.name).render(
+        **values,
+        jwt_metadata_key=JWT_METADATA_KEY,
+        stripped_headers=STRIPPED_HEADERS,
+        admin_prefixes=[ADMIN_REST_PREFIX, *(f"/{s}/" for s in ADMIN_GRPC_SERVICES)],
+        authenticated_prefixes=["/api/", "/paygate."],
+        signed_callback_prefixes=SIGNED_CALLBACK_PREFIXES,
+        admin_services=ADMIN_GRPC_SERVICES,
+        error_mappings=ERROR_MAPPINGS,
+        rest_fallback_cluster=REST_FALLBACK_SERVICE,
+        stream_cluster=STREAM_CLUSTER,
+        stream_path_regex=STREAM_PATH_REGEX,
+        stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
+        pages_cluster=PAGES_CLUSTER,
+        pages_prefixes=PAGES_PREFIXES,
+        pages_stream_regex=PAGES_STREAM_REGEX,
+        file_upload_paths=FILE_UPLOAD_PATHS,
+        file_services=FILE_SERVICES,
+        rate_limit_cluster=RATE_LIMIT_SERVICE,
+    )
+
+
+def render_envoy_config(
+    env: Mapping[str, str],
+    descriptor_path: Path,
+    *,
+    more_copies: Mapping[str, Sequence[int]] | None = None,
+) -> str:
+    """The local stack's Envoy configuration for these settings and this descriptor set.
+    `more_copies`: cluster name -> the ports of further copies of its service, on its host."""
     secret = jwt_secret(env)
     rate_limit_enabled = _bool(env.get("RATE_LIMIT_ENABLED", "true") or "true")
     local_rps = _int(env, "RATE_LIMIT_LOCAL_RPS", 1000)
@@ -222,67 +375,141 @@ def render_envoy_config(env: Mapping[str, str], descriptor_path: Path) -> str:
     clusters.append(_pages_cluster(env))
     if rate_limit_enabled:
         clusters.append(_cluster(BY_NAME[RATE_LIMIT_SERVICE], env))
-    grpc_routes = [GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services]
-    public_services = [route.service for route in grpc_routes]
+    clusters = [
+        replace(cluster, more_ports=tuple((more_copies or {}).get(cluster.name, ())))
+        for cluster in clusters
+    ]
+    return _render(
+        Flavor(
+            listen_host=env.get("GATEWAY_HOST") or "127.0.0.1",
+            listen_port=_int(env, "GATEWAY_PORT", 8080),
+            admin_port=_int(env, "ENVOY_ADMIN_PORT", 19901),
+            # The admin API is on loopback already and serves /stats/prometheus itself.
+            metrics_port=None,
+            xff_num_trusted_hops=0,
+            max_connections=50000,
+            jwt_issuer=env.get("JWT_ISSUER") or "payment-gateway",
+            jwt_audience=env.get("JWT_AUDIENCE") or "payments-api",
+            jwt_max_lifetime_s=jwt_max_lifetime_seconds(env),
+            jwks=hs256_jwks(secret),
+            jwks_file="",
+            descriptor_path=str(Path(descriptor_path).resolve()),
+            # The OpenAPI description and its rendered docs, built next to the descriptor set
+            # (`make gen`); each route exists only when its file does.
+            documents=[
+                Document(path=doc.path, file=str(path.resolve()), type=doc.type)
+                for doc in PUBLIC_DOCUMENTS
+                if (path := Path(descriptor_path).parent / doc.file).is_file()
+            ],
+            grpc_routes=[
+                GrpcRoute(service=g, cluster=s.name) for s in routed for g in s.grpc_services
+            ],
+            clusters=clusters,
+            # /ready reflects the services that serve routes; the limiter fails open, so its
+            # absence degrades nothing a client would notice and must not take the door down.
+            ready_clusters=[ReadyCluster(s.name) for s in routed],
+            ready_percent=100,
+            stream_enabled=True,
+            pages_enabled=True,
+            upstream_timeout=f"{_int(env, 'ENVOY_UPSTREAM_TIMEOUT_S', 30)}s",
+            request_headers_timeout=f"{_int(env, 'ENVOY_REQUEST_HEADERS_TIMEOUT_S', 10)}s",
+            request_idle_timeout=f"{_int(env, 'ENVOY_REQUEST_IDLE_TIMEOUT_S', 60)}s",
+            health_check_interval=f"{_int(env, 'ENVOY_HEALTH_CHECK_INTERVAL_S', 2)}s",
+            max_request_bytes=_int(env, "ENVOY_MAX_REQUEST_BYTES", 1 << 20),
+            max_upload_bytes=_int(env, "ENVOY_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES),
+            local_rate_limit_enabled=True,
+            local_rps=local_rps,
+            local_burst=_int(env, "RATE_LIMIT_LOCAL_BURST", local_rps),
+            rate_limit_enabled=rate_limit_enabled,
+            rate_limit_domain=RATE_LIMIT_DOMAIN,
+            rate_limit_timeout=f"{_int(env, 'RATE_LIMIT_TIMEOUT_MS', 50) / 1000}s",
+            rate_limit_failure_mode_deny=False,
+        )
+    )
 
-    template = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 (YAML, not HTML: every string goes through `tojson`)
-    ).get_template(TEMPLATE.name)
-    return template.render(
-        listen_host=env.get("GATEWAY_HOST") or "127.0.0.1",
-        listen_port=_int(env, "GATEWAY_PORT", 8080),
-        admin_port=_int(env, "ENVOY_ADMIN_PORT", 19901),
-        jwt_issuer=env.get("JWT_ISSUER") or "payment-gateway",
-        jwt_audience=env.get("JWT_AUDIENCE") or "payments-api",
-        jwt_max_lifetime_s=jwt_max_lifetime_seconds(env),
-        jwks=hs256_jwks(secret),
-        jwt_metadata_key=JWT_METADATA_KEY,
-        stripped_headers=STRIPPED_HEADERS,
-        admin_prefixes=[ADMIN_REST_PREFIX, *(f"/{s}/" for s in ADMIN_GRPC_SERVICES)],
-        authenticated_prefixes=["/api/", "/paygate."],
-        signed_callback_prefixes=SIGNED_CALLBACK_PREFIXES,
-        admin_services=ADMIN_GRPC_SERVICES,
-        error_mappings=ERROR_MAPPINGS,
-        grpc_routes=grpc_routes,
-        public_services=public_services,
-        rest_fallback_cluster=REST_FALLBACK_SERVICE,
-        stream_cluster=STREAM_CLUSTER,
-        stream_path_regex=STREAM_PATH_REGEX,
-        stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
-        pages_cluster=PAGES_CLUSTER,
-        pages_prefixes=PAGES_PREFIXES,
-        pages_stream_regex=PAGES_STREAM_REGEX,
-        clusters=clusters,
-        # /ready reflects the services that serve routes; the limiter fails open, so its
-        # absence degrades nothing a client would notice and must not take the door down.
-        ready_clusters=[s.name for s in routed],
-        upstream_timeout_s=_int(env, "ENVOY_UPSTREAM_TIMEOUT_S", 30),
-        request_headers_timeout_s=_int(env, "ENVOY_REQUEST_HEADERS_TIMEOUT_S", 10),
-        request_idle_timeout_s=_int(env, "ENVOY_REQUEST_IDLE_TIMEOUT_S", 60),
-        max_request_bytes=_int(env, "ENVOY_MAX_REQUEST_BYTES", 1 << 20),
-        max_upload_bytes=_int(env, "ENVOY_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES),
-        file_upload_paths=FILE_UPLOAD_PATHS,
-        file_services=FILE_SERVICES,
-        health_check_interval_s=_int(env, "ENVOY_HEALTH_CHECK_INTERVAL_S", 2),
-        rate_limit_enabled=rate_limit_enabled,
-        rate_limit_domain=RATE_LIMIT_DOMAIN,
-        rate_limit_cluster=RATE_LIMIT_SERVICE,
-        rate_limit_timeout_ms=_int(env, "RATE_LIMIT_TIMEOUT_MS", 50),
-        local_rps=local_rps,
-        local_burst=_int(env, "RATE_LIMIT_LOCAL_BURST", local_rps),
-        descriptor_path=str(Path(descriptor_path).resolve()),
-        # The OpenAPI description and its rendered docs, built next to the descriptor set
-        # (`make gen`); each route exists only when its file does.
-        documents=[
-            doc | {"file": str(path.resolve())}
-            for doc in PUBLIC_DOCUMENTS
-            if (path := Path(descriptor_path).parent / doc["file"]).is_file()
-        ],
+
+def _chart_enabled(service: ServiceInfo) -> Helm:
+    return Helm(
+        f'include "pg.serviceEnabled" (dict "root" $ "svc" (dict "key" "{service.chart_key}"))'
+    )
+
+
+def _chart_cluster(name: str, service: ServiceInfo, port: str, health_path: str = "") -> Cluster:
+    """A cluster on the service's headless Service: every ready pod is a host, health-checked.
+    `port` names the port in the chart's .Values.ports."""
+    component = f'include "pg.componentName" (dict "root" $ "component" "{service.name}")'
+    return Cluster(
+        name=name,
+        host=Helm(
+            f'printf "%s-headless.%s.svc.%s" ({component}) $.Release.Namespace'
+            " $.Values.clusterDomain"
+        ),
+        port=Helm(f"$.Values.ports.{port}"),
+        http_health_path=health_path,
+        enabled=_chart_enabled(service),
+    )
+
+
+def render_chart_template() -> str:
+    """The chart's Envoy configuration: a template for its `tpl`, values from values.yaml."""
+    routed = [s for s in SERVICES if s.public]
+    webhook, web = BY_NAME[STREAM_SERVICE], BY_NAME[PAGES_SERVICE]
+    ratelimit = BY_NAME[RATE_LIMIT_SERVICE]
+    envoy = "$.Values.envoy"
+    return _render(
+        Flavor(
+            listen_host="0.0.0.0",  # the pod's port: its Service decides the exposure
+            listen_port=8080,
+            admin_port=CHART_ADMIN_PORT,
+            metrics_port=Helm("$.Values.ports.metrics"),
+            xff_num_trusted_hops=Helm(f"{envoy}.xffNumTrustedHops"),
+            max_connections=Helm(f"{envoy}.maxDownstreamConnections"),
+            jwt_issuer=Helm("$.Values.config.jwt.issuer"),
+            jwt_audience=Helm("$.Values.config.jwt.audience"),
+            # Checked as the services check JWT_MAX_LIFETIME: a bad value fails the render.
+            jwt_max_lifetime_s=Helm(
+                'include "pg.durationSeconds"'
+                ' (list $.Values.config.jwt.maxLifetime "config.jwt.maxLifetime")'
+            ),
+            jwks="",
+            jwks_file=f"{CHART_RUNTIME_DIR}/jwks.json",
+            descriptor_path=f"{CHART_RUNTIME_DIR}/descriptors.pb",
+            documents=[
+                Document(path=doc.path, file=f"{CHART_RUNTIME_DIR}/{doc.file}", type=doc.type)
+                for doc in PUBLIC_DOCUMENTS
+            ],
+            grpc_routes=[
+                GrpcRoute(service=g, cluster=s.name, enabled=_chart_enabled(s))
+                for s in routed
+                for g in s.grpc_services
+            ],
+            clusters=[
+                *(_chart_cluster(s.name, s, "grpc") for s in routed),
+                # Their plain HTTP listeners: the port the registry names in .Values.ports.
+                _chart_cluster(STREAM_CLUSTER, webhook, webhook.http_listener, STREAM_HEALTH_PATH),
+                _chart_cluster(PAGES_CLUSTER, web, web.http_listener, PAGES_HEALTH_PATH),
+                _chart_cluster(RATE_LIMIT_SERVICE, ratelimit, "grpc"),
+            ],
+            ready_clusters=[ReadyCluster(s.name, _chart_enabled(s)) for s in routed],
+            # A headless Service has many hosts: "at least this percent of them is healthy".
+            ready_percent=Helm(f"{envoy}.readyMinHealthyPercent"),
+            stream_enabled=_chart_enabled(webhook),
+            pages_enabled=_chart_enabled(web),
+            upstream_timeout=Helm(f"{envoy}.routeTimeout"),
+            request_headers_timeout=Helm(f"{envoy}.limits.requestHeadersTimeout"),
+            request_idle_timeout=Helm(f"{envoy}.limits.requestIdleTimeout"),
+            health_check_interval=Helm(f"{envoy}.healthCheckInterval"),
+            # `int`: Helm reads large YAML numbers as floats and would print 1.048576e+06.
+            max_request_bytes=Helm(f"int {envoy}.limits.maxRequestBytes"),
+            max_upload_bytes=Helm(f"int {envoy}.limits.maxUploadBytes"),
+            local_rate_limit_enabled=Helm(f"{envoy}.localRateLimit.enabled"),
+            local_rps=Helm(f"{envoy}.localRateLimit.requestsPerSecond"),
+            local_burst=Helm(f"{envoy}.localRateLimit.burst"),
+            rate_limit_enabled=_chart_enabled(ratelimit),
+            rate_limit_domain=Helm(f"{envoy}.globalRateLimit.domain"),
+            rate_limit_timeout=Helm(f"{envoy}.globalRateLimit.timeout"),
+            rate_limit_failure_mode_deny=Helm(f"{envoy}.globalRateLimit.failureModeDeny"),
+        )
     )
 
 
@@ -328,9 +555,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m devstack.envoy", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--descriptor", type=Path, default=REPO_ROOT / "gen" / "descriptors.pb")
+    parser.add_argument(
+        "--chart",
+        action="store_true",
+        help="the Helm chart's template (values.yaml decides at install), not the local stack's",
+    )
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
-    config = render_envoy_config(os.environ, args.descriptor)
+    config = (
+        render_chart_template() if args.chart else render_envoy_config(os.environ, args.descriptor)
+    )
     if args.out:
         args.out.write_text(config)
     else:

@@ -32,7 +32,9 @@ from rich.markup import escape
 from devstack import postgres, probes
 from devstack.config import (
     DEFAULT_STATE_DIR,
+    HTTP_PORT_VARIABLES,
     LOOPBACK,
+    Copy,
     PortMode,
     StackConfigError,
     check_free,
@@ -40,6 +42,7 @@ from devstack.config import (
     ephemeral_ports,
     external_parts,
     fixed_ports,
+    parse_replicas,
     production_secret_problems,
     provision_env,
     read_environment,
@@ -49,8 +52,10 @@ from devstack.config import (
 )
 from devstack.display import Component, StatusView
 from devstack.envoy import (
+    PAGES_CLUSTER,
     PAGES_HEALTH_PATH,
     PAGES_SERVICE,
+    STREAM_CLUSTER,
     STREAM_HEALTH_PATH,
     STREAM_SERVICE,
     envoy_command,
@@ -58,7 +63,7 @@ from devstack.envoy import (
 )
 from devstack.process import Child, RunAs, pid_alive, stop_together, tail
 from devstack.runner import CheckoutPython, ModuleRunner
-from gateway_core.services import BY_NAME, SERVICES, ServiceInfo
+from gateway_core.services import BY_NAME
 
 STATE_FILE = "stack.json"
 BROKER_BUCKET = "tansu"
@@ -101,13 +106,22 @@ class Stack:
         base = read_environment(environ)
         try:
             self.external = external_parts(base, os.environ if environ is None else environ)
-            self.ports = fixed_ports(base) if ports == "fixed" else ephemeral_ports()
+            # REPLICAS (`orchestrator=2,webhook=2`): copies of a service, each its own process
+            # with its own ports, behind one Envoy cluster (docs/scaling.md).
+            self.replicas = parse_replicas(base)
+            self.ports = (
+                fixed_ports(base, self.replicas)
+                if ports == "fixed"
+                else ephemeral_ports(self.replicas)
+            )
             # Each database service's own login role; the stack env's DB_USERNAME is the
             # administrator that provisions them (and what `dsn` connects as).
             self._roles = service_roles(base, self.external)
         except StackConfigError as exc:
             raise StackError(str(exc)) from None
         self.port_mode = ports
+        # Every service process by its component name: `orchestrator`, `orchestrator-2`, …
+        self.copies: dict[str, Copy] = {copy.name: copy for copy in self.ports.copies()}
         self.env = stack_env(base, self.ports, self.external, production=production)
         if production and (problems := production_secret_problems(self.env)):
             raise StackError(f"production settings: {problems}")
@@ -254,7 +268,7 @@ class Stack:
             orchestrator = service_env(self.env, BY_NAME["orchestrator"], self._roles)
             await self._run_module_once("seed", "orchestrator.seed", env=orchestrator)
         # All spawned before any is probed: forking while gRPC threads work makes gRPC warn.
-        spawned = [self._spawn_service(s) for s in SERVICES]
+        spawned = [self._spawn_service(copy) for copy in self.copies.values()]
         await _together(*(self._service_ready(component, child) for component, child in spawned))
         await self._start_envoy()
 
@@ -454,35 +468,33 @@ class Stack:
         await self._until_exited(child, START_TIMEOUT["once"])
         self._ready(component, None)
 
-    def _spawn_service(
-        self, service: ServiceInfo, *, append: bool = False
-    ) -> tuple[Component, Child]:
-        grpc_port, metrics_port = self.ports.services[service.name]
-        component = self._begin(service.name, f"{LOOPBACK}:{grpc_port}")
-        env = service_env(self.env, service, self._roles) | {
+    def _spawn_service(self, copy: Copy, *, append: bool = False) -> tuple[Component, Child]:
+        component = self._begin(copy.name, f"{LOOPBACK}:{copy.grpc_port}")
+        env = service_env(self.env, copy.service, self._roles) | {
             "SERVER_HOST": LOOPBACK,
-            "SERVER_PORT": str(grpc_port),
-            "METRICS_PORT": str(metrics_port),
+            "SERVER_PORT": str(copy.grpc_port),
+            "METRICS_PORT": str(copy.metrics_port),
             "PYTHONUNBUFFERED": "1",
         }
-        argv, env, cwd = self.runner.command(service.module, (), env)
-        return component, self._spawn(
-            service.name, "service", argv, env=env, cwd=cwd, append=append
-        )
+        if copy.http_port:
+            env[HTTP_PORT_VARIABLES[copy.service.http_listener]] = str(copy.http_port)
+        argv, env, cwd = self.runner.command(copy.service.module, (), env)
+        return component, self._spawn(copy.name, "service", argv, env=env, cwd=cwd, append=append)
 
     async def _service_ready(self, component: Component, child: Child) -> None:
-        target = f"{LOOPBACK}:{self.ports.services[component.name][0]}"
+        copy = self.copies[component.name]
+        target = f"{LOOPBACK}:{copy.grpc_port}"
         await self._until_ready(
             component.name, lambda: probes.grpc_serving(target), START_TIMEOUT["service"]
         )
-        if component.name == STREAM_SERVICE:
+        if copy.service.name == STREAM_SERVICE:
             # Its WebSocket listener serves once its event feed is live.
-            health = f"http://{LOOPBACK}:{self.ports.webhook_stream}{STREAM_HEALTH_PATH}"
+            health = f"http://{LOOPBACK}:{copy.http_port}{STREAM_HEALTH_PATH}"
             await self._until_ready(
                 component.name, lambda: probes.http_ok(health), START_TIMEOUT["service"]
             )
-        if component.name == PAGES_SERVICE:
-            pages = f"http://{LOOPBACK}:{self.ports.web_http}{PAGES_HEALTH_PATH}"
+        if copy.service.name == PAGES_SERVICE:
+            pages = f"http://{LOOPBACK}:{copy.http_port}{PAGES_HEALTH_PATH}"
             await self._until_ready(
                 component.name, lambda: probes.http_ok(pages), START_TIMEOUT["service"]
             )
@@ -495,11 +507,24 @@ class Stack:
             raise StackError(f"{descriptors} is missing: run `make gen` first")
         config = self.state_dir / "envoy.yaml"
         try:
-            config.write_text(render_envoy_config(self.env, descriptors))
+            config.write_text(
+                render_envoy_config(self.env, descriptors, more_copies=self._more_copies())
+            )
         except ValueError as exc:
             raise StackError(f"cannot render the Envoy configuration: {exc}") from None
         child = await self._spawn_envoy()
         self._ready(component, child)
+
+    def _more_copies(self) -> dict[str, list[int]]:
+        """Envoy cluster -> the ports of the service's copies after the first (on its host)."""
+        clusters: dict[str, list[int]] = {}
+        for copy in self.ports.extra_copies:
+            clusters.setdefault(copy.service.name, []).append(copy.grpc_port)
+            if copy.service.name == STREAM_SERVICE:
+                clusters.setdefault(STREAM_CLUSTER, []).append(copy.http_port)
+            if copy.service.name == PAGES_SERVICE:
+                clusters.setdefault(PAGES_CLUSTER, []).append(copy.http_port)
+        return clusters
 
     async def _spawn_envoy(self, *, append: bool = False) -> Child:
         argv = envoy_command(self.state_dir / "envoy.yaml")
@@ -536,7 +561,7 @@ class Stack:
 
     async def revive(self, name: str) -> None:
         """Start a crashed service again (its log goes on) and return once it serves."""
-        component, child = self._spawn_service(BY_NAME[name], append=True)
+        component, child = self._spawn_service(self.copies[name], append=True)
         await self._service_ready(component, child)
         if "envoy" in self._children:
             # And once Envoy routes to it again (its health check sees it serving): a request
@@ -558,7 +583,7 @@ class Stack:
     async def start_again(self, name: str) -> None:
         """Start a part `kill` stopped, on its stored data (its log goes on), and return once
         it serves."""
-        if name in BY_NAME:
+        if name in self.copies:
             await self.revive(name)
         elif name == "postgres" and self._postgres is not None:
             await self._spawn_postgres(self._postgres)

@@ -1,11 +1,18 @@
-{{/* Envoy's rendered configuration (files/envoy.yaml is the template). */}}
+{{/*
+Envoy's rendered configuration. files/envoy.yaml is build output: `make gen` renders it from the
+one source of Envoy's configuration, gateway-envoy/envoy.yaml.j2 (tools/devstack/envoy.py,
+render_chart_template), the same template the local stack renders; what differs per install is
+left in it as Helm actions on values.yaml (envoy.*, config.jwt.*, ports.*, <service>.enabled).
+*/}}
 {{- define "pg.envoyConfig" -}}
-{{- tpl (.Files.Get "files/envoy.yaml") . -}}
+{{- tpl (.Files.Get "files/envoy.yaml" | required "files/envoy.yaml is missing: run `make gen` (it renders Envoy's configuration from gateway-envoy/envoy.yaml.j2)") . -}}
 {{- end -}}
 
 {{/*
 Written by Envoy's init container from the app image: the JWKS derived from JWT_SECRET (so an
-existingSecret needs only JWT_SECRET) and the descriptor set matching the services' protos.
+existingSecret needs only JWT_SECRET), the descriptor set matching the services' protos, and the
+OpenAPI description and API docs page Envoy serves at /api/v1/openapi.json and /docs (built with
+them by `make gen`).
 JWT_SECRET passes the services' rules first (gateway_core.config; no APP_ENV here means
 production): an unset, short or published key stops the pod before Envoy trusts it.
 */}}
@@ -22,6 +29,8 @@ os.umask(0o027)
 with open("/etc/envoy/runtime/jwks.json", "w") as out:
     json.dump(jwks, out)
 shutil.copyfile(os.environ["DESCRIPTORS_SOURCE"], "/etc/envoy/runtime/descriptors.pb")
+for name in ("openapi.json", "api-docs.html"):
+    shutil.copyfile(f"/app/gen/{name}", f"/etc/envoy/runtime/{name}")
 print("envoy runtime files written")
 {{- end -}}
 
@@ -40,22 +49,4 @@ gateway_core.config.parse_duration reads it. Call with (list <value> <name for e
 {{- fail (printf "%s must be a positive whole number of s, m or h (3600s, 90m, 24h), got %q" (index . 1) $raw) -}}
 {{- end -}}
 {{- $seconds -}}
-{{- end -}}
-
-{{/* Fragments of files/envoy.yaml, the counterparts of the local template's macros. */}}
-{{- define "pg.envoy.restClient" -}}
-{or_filter: {filters: [{header_filter: {header: {name: content-type, string_match: {prefix: application/grpc}, invert_match: true, treat_missing_header_as_empty: true}}}, {header_filter: {header: {name: x-envoy-original-path, present_match: true}}}]}}
-{{- end -}}
-
-{{- define "pg.envoy.jwtRejected" -}}
-{extension_filter: {name: envoy.access_loggers.extension_filters.cel, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter, expression: "response.code == 403 && response.code_details.startsWith('jwt_authn_access_denied')"}}}
-{{- end -}}
-
-{{- define "pg.envoy.pathPrefix" -}}
-{url_path: {path: {prefix: {{ . | quote }}}}}
-{{- end -}}
-
-{{/* (list <jwt metadata key> <role>) */}}
-{{- define "pg.envoy.roleIs" -}}
-{sourced_metadata: {metadata_source: DYNAMIC, metadata_matcher: {filter: envoy.filters.http.jwt_authn, path: [{key: {{ index . 0 | quote }}}, {key: role}], value: {string_match: {exact: {{ index . 1 | quote }}}}}}}
 {{- end -}}

@@ -253,9 +253,3 @@ and remembered, so the migrations hook Secret and the release Secret carry the s
 {{- end -}}
 {{- get $known .key -}}
 {{- end -}}
-
-{{/* The buffer filter's per-route limit for routes that take a file as their body (envoy.yaml);
-     the argument is .Values.envoy. */}}
-{{- define "payment-gateway.envoyUploadLimit" -}}
-envoy.filters.http.buffer: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: {max_request_bytes: {{ int .limits.maxUploadBytes }}}}
-{{- end -}}
