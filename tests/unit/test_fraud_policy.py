@@ -77,6 +77,7 @@ async def test_a_slow_scorer_gets_the_policy_and_is_counted(
     assert fallbacks(policy) == before + 1
 
 
-def test_an_unknown_policy_is_refused() -> None:
+async def test_an_unknown_policy_is_refused() -> None:
+    # Async: a grpc.aio channel needs a running loop, whatever earlier tests left behind.
     with pytest.raises(ValueError, match="FRAUD_FAIL_POLICY"):
         FraudClient(grpc.aio.insecure_channel("127.0.0.1:1"), timeout_ms=10, fail_policy="maybe")
