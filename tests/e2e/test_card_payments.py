@@ -64,7 +64,8 @@ async def test_frictionless_card_payment_succeeds_with_masked_card_data(
     assert payment["gateway_response"]["eci"] == "05"
     assert payment["gateway_response"]["auth_code"]
     assert payment["payment_details"]["card_token"].startswith("tok_")
-    assert "card" not in payment["payment_details"]
+    # Neither the raw card nor another method's empty fields.
+    assert set(payment["payment_details"]) == {"card_token"}
     assert (payment["fees_paisa"], payment["tax_paisa"]) == (400, 72)  # 2 % + 18 % GST
     assert "4242424242424242" not in str(payment)
 

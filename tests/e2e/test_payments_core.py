@@ -162,6 +162,8 @@ async def test_wallet_with_balance_succeeds_at_once_with_fee_gst_and_cashback(
     assert payment["provider"] == "paytm"
     assert (payment["fees_paisa"], payment["tax_paisa"]) == (190, 34)
     assert int(payment["gateway_response"]["cashback_paisa"]) > 0
+    # Only the method's own details: no empty vpa, upi_flow, bank_code or card_token.
+    assert payment["payment_details"] == {"wallet": "PAYTM", "phone": "9999999999"}
     money = await balance(api, merchant)
     assert money["payable_paisa"] == str(10000 - 190 - 34)
     assert (money["fees_paisa"], money["tax_paisa"]) == ("190", "34")
@@ -201,6 +203,8 @@ async def test_net_banking_redirects_then_the_bank_callback_completes_it(
         assert submitted.headers["location"].startswith("https://merchant.example/return")
     done = await wait_for(api, merchant, payment["payment_id"], "SUCCESS", within=5)
     assert done["fees_paisa"] == 475  # 1.9 % of ₹250
+    # The bank's page is not a request field: only the bank code shows.
+    assert done["payment_details"] == {"bank_code": "HDFC"}
 
 
 async def test_net_banking_failure_at_the_bank_fails_the_payment(

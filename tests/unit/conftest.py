@@ -18,8 +18,9 @@ import pytest
 from devstack import postgres
 from devstack.postgres import ScratchServer
 from devstack.process import Child, stop_together
+from orchestrator.connectors.card import CardDetails
+from orchestrator.domain.payment import FraudVerdict, Payment
 from orchestrator.domain.states import Status
-from orchestrator.records import PaymentRecord
 
 START_SECONDS = 30
 
@@ -63,10 +64,10 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratc
 
 
 @pytest.fixture
-def make_payment() -> Callable[..., PaymentRecord]:
+def make_payment() -> Callable[..., Payment]:
     """A stored payment, built in memory (for tests of code that only reads one)."""
 
-    def make(**overrides: Any) -> PaymentRecord:
+    def make(**overrides: Any) -> Payment:
         now = datetime.now(UTC)
         values: dict[str, Any] = {
             "payment_id": "PAY_TEST1",
@@ -81,7 +82,7 @@ def make_payment() -> Callable[..., PaymentRecord]:
             "description": "",
             "callback_url": "",
             "metadata": {},
-            "payment_details": {},
+            "payment_details": CardDetails(card_token=""),
             "payment_url": "",
             "capture_method": "AUTOMATIC",
             "provider": "razorpay",
@@ -89,9 +90,7 @@ def make_payment() -> Callable[..., PaymentRecord]:
             "gateway_response": {},
             "failure_reason": "",
             "version": 1,
-            "fraud_score": 0,
-            "fraud_decision": "ALLOW",
-            "fraud_signals": [],
+            "fraud": FraudVerdict(0, "ALLOW"),
             "expires_at": now + timedelta(minutes=15),
             "processed_at": None,
             "created_at": now,
@@ -101,6 +100,6 @@ def make_payment() -> Callable[..., PaymentRecord]:
             "job_failures": 0,
         }
         values.update(overrides)
-        return PaymentRecord(**values)
+        return Payment(**values)
 
     return make

@@ -17,9 +17,11 @@ from gateway_core.db import create_pool
 from gateway_core.errors import Unavailable
 from gateway_core.fees import DEFAULT_PRICING
 from gateway_core.ids import new_id
+from orchestrator.connectors.registry import DETAILS_TYPES
 from orchestrator.disputes import RENOTIFY_AFTER, Disputes
 from orchestrator.providers.disputes import DisputeDeskClient
 from orchestrator.repository import Repository
+from orchestrator.servicers.wire import encode_event
 
 PROVIDER = "razorpay"
 
@@ -92,7 +94,7 @@ async def open_dispute(pool: asyncpg.Pool) -> tuple[str, str]:
 
 def disputes_with(pool: asyncpg.Pool, desk: FlakyDesk) -> Disputes:
     return Disputes(
-        Repository(pool, events_topic="payments.events"),
+        Repository(pool, "payments.events", encode_event, DETAILS_TYPES),
         DEFAULT_PRICING,
         desk=lambda provider: desk,  # type: ignore[arg-type,return-value]
         callback_url=lambda provider: f"http://gateway.test/{provider}",

@@ -11,6 +11,7 @@ import pytest
 
 from gateway_core.auth import RpcContext
 from gateway_core.errors import Unavailable
+from gateway_core.grpc_client import insecure_channel
 from orchestrator.providers.fraud import FALLBACKS, RETRIED, SHED, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -38,7 +39,8 @@ async def scorer() -> AsyncIterator[tuple[SlowScorer, grpc.aio.Channel]]:
     fraud_pb2_grpc.add_FraudServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    # The channel the orchestrator uses: failed calls raise gateway_core's typed errors.
+    channel = insecure_channel(f"127.0.0.1:{port}")
     try:
         yield servicer, channel
     finally:
@@ -174,6 +176,7 @@ async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_thro
     assert fallbacks("open") == fell_back
 
 
-def test_an_unknown_policy_is_refused() -> None:
+async def test_an_unknown_policy_is_refused() -> None:
+    # Async: a grpc.aio channel needs a running loop, whatever earlier tests left behind.
     with pytest.raises(ValueError, match="FRAUD_FAIL_POLICY"):
         FraudClient(grpc.aio.insecure_channel("127.0.0.1:1"), timeout_ms=10, fail_policy="maybe")

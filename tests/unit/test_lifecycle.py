@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway_core.errors import Aborted, FailedPrecondition, InvalidArgument
-from orchestrator.connectors.card import emi
+from orchestrator.connectors.card import CardDetails, emi
 from orchestrator.domain.ledger import AccountKind
+from orchestrator.domain.payment import Payment, Refund
 from orchestrator.domain.states import OPEN, Status
 from orchestrator.lifecycle import (
     Claim,
@@ -28,14 +29,13 @@ from orchestrator.lifecycle import (
     SetColumns,
     decide,
 )
-from orchestrator.records import PaymentRecord, RefundRecord
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-MakePayment = Callable[..., PaymentRecord]
+MakePayment = Callable[..., Payment]
 
 
-def refund(amount: int, status: str = "PROCESSED", kind: str = "REFUND") -> RefundRecord:
-    return RefundRecord(
+def refund(amount: int, status: str = "PROCESSED", kind: str = "REFUND") -> Refund:
+    return Refund(
         refund_id=f"RFD_{amount}_{status}",
         payment_id="PAY_TEST1",
         merchant_id="MER_TEST1",
@@ -83,7 +83,13 @@ def test_a_no_cost_emi_capture_posts_the_discount_chosen_at_creation(
     payment = make_payment(
         status=Status.PENDING,
         amount_paisa=600_000,
-        payment_details={"brand": "VISA", **emi.stored_terms(plan)},
+        payment_details=CardDetails(
+            card_token="tok_1",
+            brand="VISA",
+            emi_plan_id=plan.plan_id,
+            emi_tenure_months=plan.tenure_months,
+            emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+        ),
     )
     decision = decide(payment, Report(Status.SUCCESS, "authorized", NOW))
     entries = [e.entry for e in decision.effects if isinstance(e, Post)]

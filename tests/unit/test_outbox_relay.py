@@ -42,9 +42,12 @@ from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, OutgoingMessage, ensure_topics
+from orchestrator.connectors.registry import DETAILS_TYPES
+from orchestrator.connectors.upi import UpiDetails
 from orchestrator.domain.states import Status
 from orchestrator.outbox import RELAY_LOCK_KEY, LeadershipLost, OutboxRelay
 from orchestrator.repository import NewPayment, Repository
+from orchestrator.servicers.wire import encode_event
 from paygate.events.v1 import events_pb2
 
 TOPIC = "payments.events"
@@ -235,7 +238,7 @@ def new_payment(merchant_id: str, n: int) -> NewPayment:
         description=f"outbox relay test {n}",
         callback_url="",
         metadata={"order_id": f"ORD-{n}"},
-        payment_details={"vpa": f"payer{n}@upi"},
+        payment_details=UpiDetails(vpa=f"payer{n}@upi"),
         capture_method="AUTOMATIC",
         payment_url="",
         provider="sandbox_acquirer",
@@ -328,7 +331,7 @@ async def read_topic(bootstrap: str) -> list[Consumed]:
 async def test_events_written_while_the_broker_is_down_are_delivered_once_it_is_up(
     pool: asyncpg.Pool, settings: Settings, broker: Broker
 ) -> None:
-    repo = Repository(pool, TOPIC)
+    repo = Repository(pool, TOPIC, encode_event, DETAILS_TYPES)
     merchant = await repo.create_merchant(
         merchant_id=new_id("MER"),
         name="Outbox Test Store",
@@ -482,7 +485,7 @@ async def test_a_relay_whose_lock_connection_died_stops_publishing_and_the_stand
 ) -> None:
     await broker.start()
     await ensure_topics([broker.bootstrap], {TOPIC: PARTITIONS})
-    repo = Repository(pool, TOPIC)
+    repo = Repository(pool, TOPIC, encode_event, DETAILS_TYPES)
     merchant = await repo.create_merchant(
         merchant_id=new_id("MER"),
         name="Outbox Leader Store",

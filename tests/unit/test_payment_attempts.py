@@ -13,9 +13,11 @@ from devstack.postgres import ScratchServer
 from gateway_core.db import create_pool, migrate
 from gateway_core.ids import new_id
 from gateway_core.services import BY_NAME
+from orchestrator.connectors.card import CardDetails
+from orchestrator.connectors.registry import DETAILS_TYPES
 from orchestrator.processing import RepositoryBooks
 from orchestrator.repository import NewPayment, Repository
-from orchestrator.servicers.wire import payment_message
+from orchestrator.servicers.wire import encode_event, payment_message
 
 MIGRATIONS = BY_NAME["orchestrator"].migrations_dir
 
@@ -26,7 +28,7 @@ async def test_a_failover_is_a_second_attempt_shown_on_the_wire(
     settings = await postgres_server.database("attempts", "orchestrator")
     pool = await create_pool(settings, "orchestrator", "attempts-tests")
     try:
-        repo = Repository(pool, events_topic="payments.events")
+        repo = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
         merchant = await repo.create_merchant(
             merchant_id=new_id("MER"), name="Shop", email="", vpa="shop@pg", category="5411"
         )
@@ -41,7 +43,7 @@ async def test_a_failover_is_a_second_attempt_shown_on_the_wire(
                 description="",
                 callback_url="",
                 metadata={},
-                payment_details={"card_token": "tok_1"},
+                payment_details=CardDetails(card_token="tok_1"),
                 capture_method="AUTOMATIC",
                 payment_url="",
                 provider="razorpay",

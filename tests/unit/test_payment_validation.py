@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway_core.errors import InvalidArgument
-from orchestrator.domain.validation import (
+from orchestrator.servicers.validation import (
     validate_cancel,
     validate_capture,
     validate_create_merchant,

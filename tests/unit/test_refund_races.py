@@ -22,8 +22,11 @@ from gateway_core.config import Settings
 from gateway_core.db import create_pool
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
+from orchestrator.connectors.registry import DETAILS_TYPES
+from orchestrator.connectors.upi import UpiDetails
 from orchestrator.domain.states import Status
 from orchestrator.repository import NewPayment, Repository
+from orchestrator.servicers.wire import encode_event
 
 LEASE = timedelta(minutes=1)
 
@@ -63,7 +66,7 @@ async def pending_refund(repo: Repository, amount_paisa: int = 10_000) -> tuple[
             description="",
             callback_url="",
             metadata={},
-            payment_details={"vpa": "success@upi"},
+            payment_details=UpiDetails(vpa="success@upi"),
             capture_method="AUTOMATIC",
             payment_url="",
             provider="upi",
@@ -113,7 +116,7 @@ async def test_two_settlements_racing_on_one_pending_refund_settle_it_once(
     """A provider callback says PROCESSED while a retry on another replica says FAILED: both
     found the refund PENDING before either committed. The first to get the lock settles it;
     the other changes nothing (no second event, no FAILED over a booked refund)."""
-    repo = Repository(pool, events_topic="payments.events")
+    repo = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
     payment_id, refund_id = await pending_refund(repo)
 
     holder = await pool.acquire()
@@ -167,8 +170,8 @@ async def stale(pool: asyncpg.Pool, refund_id: str) -> None:
 async def test_two_replicas_retry_jobs_never_claim_the_same_stale_refund(
     pool: asyncpg.Pool,
 ) -> None:
-    replica_a = Repository(pool, events_topic="payments.events")
-    replica_b = Repository(pool, events_topic="payments.events")
+    replica_a = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
+    replica_b = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
     refund_ids = set()
     for _ in range(6):
         _, refund_id = await pending_refund(replica_a)
@@ -191,7 +194,7 @@ async def test_two_replicas_retry_jobs_never_claim_the_same_stale_refund(
 async def test_a_refund_whose_lease_ran_out_is_claimed_again_and_a_settled_one_never(
     pool: asyncpg.Pool,
 ) -> None:
-    repo = Repository(pool, events_topic="payments.events")
+    repo = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
     _, silent = await pending_refund(repo)
     _, settled = await pending_refund(repo)
     for refund_id in (silent, settled):

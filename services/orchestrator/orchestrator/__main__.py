@@ -14,7 +14,7 @@ from gateway_core.server import ServiceApp, run_service
 from gateway_core.service_auth import ServiceIdentity, service_channel
 from orchestrator import ledger_store
 from orchestrator.connectors.base import provider_callback_url
-from orchestrator.connectors.registry import build_connectors
+from orchestrator.connectors.registry import DETAILS_TYPES, build_connectors
 from orchestrator.connectors.upi.client import PROVIDER_NAME as UPI_PROVIDER
 from orchestrator.disputes import Disputes
 from orchestrator.idempotency import IdempotencyStore
@@ -31,6 +31,7 @@ from orchestrator.servicers.merchants import MerchantServicer
 from orchestrator.servicers.payment_methods import PaymentMethodServicer
 from orchestrator.servicers.payments import PaymentServicer
 from orchestrator.servicers.settlement_ledger import SettlementLedgerServicer, service_keys
+from orchestrator.servicers.wire import encode_event
 from orchestrator.settings import Settings, get_settings
 from paygate.callbacks.v1 import callbacks_pb2_grpc
 from paygate.disputes.v1 import disputes_pb2_grpc
@@ -52,12 +53,11 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_dependency_check("postgres", lambda: check_pool(pool))
 
     channels = _ProviderChannels(app)
-    repo = Repository(pool, events_topic=settings.kafka_topic_payments)
+    repo = Repository(pool, settings.kafka_topic_payments, encode_event, DETAILS_TYPES)
     vault_identity = ServiceIdentity(
         "orchestrator", settings.secret("orchestrator_service_key"), audience="tokenization-vault"
     )
-    # typed_errors=False until the provider clients catch gateway_core's typed errors (issue 12).
-    vault_channel = service_channel(settings.vault_addr, vault_identity, typed_errors=False)
+    vault_channel = service_channel(settings.vault_addr, vault_identity)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
     processor = PaymentProcessor(
@@ -150,7 +150,7 @@ class _ProviderChannels:
 
     def get(self, address: str) -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = insecure_channel(address, typed_errors=False)
+            self._channels[address] = insecure_channel(address)
         return self._channels[address]
 
     async def _close(self) -> None:

@@ -29,7 +29,7 @@ from gateway_core.errors import (
 from gateway_core.fees import Pricing, dispute_fee
 from gateway_core.ids import new_id
 from gateway_core.logging import get_logger
-from orchestrator import ledger_store, outbox
+from orchestrator import ledger_store
 from orchestrator.domain.disputes import (
     EVENT_FOR_STATUS,
     RESOLVED,
@@ -40,13 +40,13 @@ from orchestrator.domain.disputes import (
     reason_text,
 )
 from orchestrator.domain.ledger import dispute_opened_entry, dispute_won_entry
+from orchestrator.domain.payment import Dispute, Payment
 from orchestrator.domain.states import CAPTURED
 from orchestrator.idempotency import bind_effects
 from orchestrator.providers.base import ProviderNotFound, ProviderTimeout
 from orchestrator.providers.disputes import DisputeDeskClient
-from orchestrator.records import DisputeRecord, PaymentRecord
 from orchestrator.repository import Repository
-from orchestrator.servicers.wire import dispute_message, payment_message
+from orchestrator.rows import dispute_from_row
 
 log = get_logger(__name__)
 
@@ -74,8 +74,8 @@ _LOCKED_CASE = "SELECT * FROM disputes WHERE provider = $1 AND provider_referenc
 @dataclass(frozen=True)
 class DisputeResult:
     applied: bool  # False: a replay, or news the dispute already had
-    dispute: DisputeRecord
-    payment: PaymentRecord
+    dispute: Dispute
+    payment: Payment
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Disputes:
             # Under the payment's lock: a concurrent copy of this callback waits, then finds it.
             known = await conn.fetchrow(_LOCKED_CASE, provider, case)
             if known is not None:
-                return DisputeResult(False, DisputeRecord.from_row(known), payment)
+                return DisputeResult(False, dispute_from_row(known), payment)
             if payment.provider != provider:
                 raise FailedPrecondition(
                     f"payment {payment_id} is not served by {provider}", reason="PROVIDER_MISMATCH"
@@ -174,7 +174,7 @@ class Disputes:
                 fee.tax_paisa,
             )
             assert row is not None
-            dispute = DisputeRecord.from_row(row)
+            dispute = dispute_from_row(row)
             await ledger_store.post_entry(
                 conn,
                 dispute_opened_entry(
@@ -205,7 +205,7 @@ class Disputes:
             row = await conn.fetchrow(_LOCKED_CASE, provider, case)
             if row is None or row["payment_id"] != payment_id:
                 raise NotFound(f"{provider} raised no dispute {case}", reason="DISPUTE_NOT_FOUND")
-            dispute = DisputeRecord.from_row(row)
+            dispute = dispute_from_row(row)
             if amount != dispute.amount_paisa:
                 raise FailedPrecondition(
                     "the callback's amount differs from the dispute's", reason="AMOUNT_MISMATCH"
@@ -222,7 +222,7 @@ class Disputes:
 
     async def submit_evidence(
         self, dispute_id: str, merchant_id: str | None, evidence: Mapping[str, str]
-    ) -> DisputeRecord:
+    ) -> Dispute:
         async with self._pool.acquire() as conn, conn.transaction():
             # Whose it is first: another merchant's id is 404 whatever the evidence says.
             dispute = await self._locked(conn, dispute_id, merchant_id)
@@ -247,7 +247,7 @@ class Disputes:
         await self.notify_provider(dispute)
         return await self.get(dispute_id, merchant_id)
 
-    async def accept(self, dispute_id: str, merchant_id: str | None) -> DisputeRecord:
+    async def accept(self, dispute_id: str, merchant_id: str | None) -> Dispute:
         async with self._pool.acquire() as conn, conn.transaction():
             dispute = await self._locked(conn, dispute_id, merchant_id)
             await self._answerable(conn, dispute, "accepting it is")
@@ -261,7 +261,7 @@ class Disputes:
         await self.notify_provider(dispute)
         return await self.get(dispute_id, merchant_id)
 
-    async def notify_provider(self, dispute: DisputeRecord) -> bool:
+    async def notify_provider(self, dispute: Dispute) -> bool:
         """Tell the provider the merchant's answer; True once it acknowledged."""
         desk = self._desk(dispute.provider)
         try:
@@ -298,16 +298,16 @@ class Disputes:
 
     # Reads
 
-    async def get(self, dispute_id: str, merchant_id: str | None) -> DisputeRecord:
+    async def get(self, dispute_id: str, merchant_id: str | None) -> Dispute:
         """NotFound also when it is another merchant's: ids of others' disputes reveal nothing."""
         row = await self._pool.fetchrow(_DISPUTE, dispute_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
-        return DisputeRecord.from_row(row)
+        return dispute_from_row(row)
 
     async def list(
         self, where: DisputeFilter, *, page_size: int, page_token: str
-    ) -> tuple[list[DisputeRecord], str]:
+    ) -> tuple[list[Dispute], str]:
         if page_size < 0:
             raise invalid_field("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -340,7 +340,7 @@ class Disputes:
         args.append(limit + 1)
         sql += f" ORDER BY created_at DESC, dispute_id DESC LIMIT ${len(args)}"
         rows = await self._pool.fetch(sql, *args)
-        records = [DisputeRecord.from_row(r) for r in rows[:limit]]
+        records = [dispute_from_row(r) for r in rows[:limit]]
         token = _encode_cursor(records[-1]) if len(rows) > limit else ""
         return records, token
 
@@ -356,7 +356,7 @@ class Disputes:
                 BATCH,
             )
             for row in rows:
-                dispute = await self._move(conn, DisputeRecord.from_row(row), DisputeStatus.LOST)
+                dispute = await self._move(conn, dispute_from_row(row), DisputeStatus.LOST)
                 log.info("dispute lost unanswered", dispute_id=dispute.dispute_id)
         return len(rows)
 
@@ -381,21 +381,21 @@ class Disputes:
         )
         sent = 0
         for row in rows:
-            sent += await self.notify_provider(DisputeRecord.from_row(row))
+            sent += await self.notify_provider(dispute_from_row(row))
         return sent
 
     # Inside a transaction
 
     async def _locked(
         self, conn: asyncpg.Connection, dispute_id: str, merchant_id: str | None
-    ) -> DisputeRecord:
+    ) -> Dispute:
         row = await conn.fetchrow(_LOCKED_DISPUTE, dispute_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
-        return DisputeRecord.from_row(row)
+        return dispute_from_row(row)
 
     @staticmethod
-    async def _answerable(conn: asyncpg.Connection, dispute: DisputeRecord, what: str) -> None:
+    async def _answerable(conn: asyncpg.Connection, dispute: Dispute, what: str) -> None:
         if dispute.status is not DisputeStatus.NEEDS_RESPONSE:
             raise FailedPrecondition(
                 f"dispute {dispute.dispute_id} is {dispute.status}: {what} accepted only while it"
@@ -414,10 +414,10 @@ class Disputes:
     async def _move(
         self,
         conn: asyncpg.Connection,
-        dispute: DisputeRecord,
+        dispute: Dispute,
         target: DisputeStatus,
         **changes: Any,
-    ) -> DisputeRecord:
+    ) -> Dispute:
         ensure_transition(dispute.status, target)
         # Column names come from this module's callers, never from a request.
         sets = "".join(f", {column} = ${i + 4}" for i, column in enumerate(changes))
@@ -430,7 +430,7 @@ class Disputes:
             *changes.values(),
         )
         assert row is not None
-        moved = DisputeRecord.from_row(row)
+        moved = dispute_from_row(row)
         if target is DisputeStatus.WON:
             await ledger_store.post_entry(
                 conn,
@@ -446,17 +446,10 @@ class Disputes:
         await self._announce(conn, moved)
         return moved
 
-    async def _announce(self, conn: asyncpg.Connection, dispute: DisputeRecord) -> PaymentRecord:
+    async def _announce(self, conn: asyncpg.Connection, dispute: Dispute) -> Payment:
         """The dispute's event, with its payment as it is now (it shows its disputes)."""
         payment = await self._repo.reload(conn, dispute.payment_id)
-        await outbox.enqueue(
-            conn,
-            topic=self._repo.events_topic,
-            event_type=EVENT_FOR_STATUS[dispute.status],
-            payment=payment_message(payment, with_qr=False),
-            sequence=payment.version,
-            dispute=dispute_message(dispute),
-        )
+        await self._repo.announce(conn, EVENT_FOR_STATUS[dispute.status], payment, dispute=dispute)
         return payment
 
 
@@ -484,7 +477,7 @@ def _rfc3339(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _encode_cursor(record: DisputeRecord) -> str:
+def _encode_cursor(record: Dispute) -> str:
     raw = f"{record.created_at.isoformat()}|{record.dispute_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

@@ -23,10 +23,10 @@ from prometheus_client import Counter
 from gateway_core.errors import Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.disputes import Disputes
+from orchestrator.domain.payment import Payment, Refund
 from orchestrator.idempotency import IdempotencyStore
 from orchestrator.processing import PaymentProcessor
 from orchestrator.providers.base import ProviderTimeout
-from orchestrator.records import PaymentRecord, RefundRecord
 from orchestrator.repository import Repository
 
 log = get_logger(__name__)
@@ -103,7 +103,7 @@ class Jobs:
         stale = await self._repo.claim_stale_refunds(BATCH, REFUND_LEASE)
         limit = asyncio.Semaphore(CONCURRENCY)
 
-        async def settle(payment: PaymentRecord, refund: RefundRecord) -> None:
+        async def settle(payment: Payment, refund: Refund) -> None:
             async with limit:
                 try:
                     await self._processor.settle_refund(payment, refund)
@@ -117,12 +117,12 @@ class Jobs:
     async def _each_payment(
         self,
         job: str,
-        payments: Sequence[PaymentRecord],
-        work: Callable[[PaymentRecord], Awaitable[object]],
+        payments: Sequence[Payment],
+        work: Callable[[Payment], Awaitable[object]],
     ) -> None:
         limit = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(payment: PaymentRecord) -> None:
+        async def one(payment: Payment) -> None:
             async with limit:
                 try:
                     await work(payment)
@@ -142,7 +142,7 @@ class Jobs:
 
         await asyncio.gather(*(one(payment) for payment in payments))
 
-    async def _failed(self, job: str, kind: str, payment: PaymentRecord) -> None:
+    async def _failed(self, job: str, kind: str, payment: Payment) -> None:
         JOB_FAILURES.labels(job=job, kind=kind).inc()
         try:
             await self._repo.job_failed(payment.payment_id, backoff(payment.job_failures))

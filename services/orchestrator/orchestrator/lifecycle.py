@@ -19,13 +19,13 @@ from typing import Any
 
 from gateway_core.errors import Aborted, FailedPrecondition, GatewayError, invalid_field
 from gateway_core.fees import Fee
-from orchestrator.connectors.card.emi import terms_of
 from orchestrator.domain.ledger import (
     JournalEntry,
     capture_entry,
     emi_discount_entry,
     refund_entry,
 )
+from orchestrator.domain.payment import Payment, Refund
 from orchestrator.domain.states import (
     CAPTURED,
     CLOSED_UNPAID,
@@ -36,7 +36,6 @@ from orchestrator.domain.states import (
     can_transition,
     ensure_transition,
 )
-from orchestrator.records import PaymentRecord, RefundRecord
 
 # Columns a status change may set alongside the status.
 CHANGEABLE = frozenset(
@@ -102,7 +101,7 @@ class RefundAsked:
 class RefundSettled:
     """The provider's answer on a refund, already recorded on `refund` (PROCESSED/FAILED)."""
 
-    refund: RefundRecord
+    refund: Refund
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class Decision:
         return next((e for e in self.effects if isinstance(e, Enter)), None)
 
 
-def decide(payment: PaymentRecord, event: Event) -> Decision:
+def decide(payment: Payment, event: Event) -> Decision:
     if isinstance(event, Report):
         return _report(payment, event)
     if isinstance(event, Claim):
@@ -207,7 +206,7 @@ def decide(payment: PaymentRecord, event: Event) -> Decision:
     return _late_success(payment, event)
 
 
-def _report(payment: PaymentRecord, event: Report) -> Decision:
+def _report(payment: Payment, event: Report) -> Decision:
     if event.only_from is not None and payment.status not in event.only_from:
         return Decision.nothing()
     if payment.status == event.target or (
@@ -218,7 +217,7 @@ def _report(payment: PaymentRecord, event: Report) -> Decision:
     return Decision(_enter(payment, event.target, event.reason, event.changes, inquiry))
 
 
-def _claim(payment: PaymentRecord, event: Claim) -> Decision:
+def _claim(payment: Payment, event: Claim) -> Decision:
     if payment.status in IN_OPERATION:
         raise Aborted(
             f"payment {payment.payment_id} is {payment.status}: another operation is at the "
@@ -235,7 +234,7 @@ def _claim(payment: PaymentRecord, event: Claim) -> Decision:
 
 
 def _enter(
-    payment: PaymentRecord,
+    payment: Payment,
     target: Status,
     reason: str,
     changes: Mapping[str, Any],
@@ -262,7 +261,7 @@ def _enter(
     return tuple(effects)
 
 
-def _capture_postings(payment: PaymentRecord, provider: str) -> list[Effect]:
+def _capture_postings(payment: Payment, provider: str) -> list[Effect]:
     """The capture journal, and a no-cost EMI's discount as the card chose it at creation."""
     postings: list[Effect] = [
         Post(
@@ -276,7 +275,7 @@ def _capture_postings(payment: PaymentRecord, provider: str) -> list[Effect]:
             )
         )
     ]
-    terms = terms_of(payment.payment_details, payment.amount_paisa)
+    terms = payment.payment_details.emi_terms(payment.amount_paisa)
     if terms is not None and terms.merchant_discount_paisa:
         postings.append(
             Post(
@@ -292,13 +291,13 @@ def _capture_postings(payment: PaymentRecord, provider: str) -> list[Effect]:
     return postings
 
 
-def refundable_paisa(payment: PaymentRecord) -> int:
+def refundable_paisa(payment: Payment) -> int:
     """What may still be refunded: the capture less refunds processed or in flight, less what
     disputes took (or may keep) back for the customer."""
     return payment.amount_paisa - payment.refund_reserved_paisa - payment.disputed_paisa
 
 
-def _refund_asked(payment: PaymentRecord, event: RefundAsked) -> Decision:
+def _refund_asked(payment: Payment, event: RefundAsked) -> Decision:
     if payment.status not in CAPTURED:
         raise FailedPrecondition(
             f"only captured payments can be refunded; this one is {payment.status}",
@@ -320,7 +319,7 @@ def _refund_asked(payment: PaymentRecord, event: RefundAsked) -> Decision:
     )
 
 
-def _refund_settled(payment: PaymentRecord, event: RefundSettled) -> Decision:
+def _refund_settled(payment: Payment, event: RefundSettled) -> Decision:
     refund = event.refund
     if refund.status != "PROCESSED":
         return Decision((PublishRefund("refund.failed", refund.refund_id),))
@@ -347,7 +346,7 @@ def _refund_settled(payment: PaymentRecord, event: RefundSettled) -> Decision:
     return Decision(tuple(effects))
 
 
-def _late_success(payment: PaymentRecord, event: LateSuccess) -> Decision:
+def _late_success(payment: Payment, event: LateSuccess) -> Decision:
     """Book what happened and open the refund that gives it back. The payment stays closed (a
     CANCELLING one becomes CANCELLED: the merchant's cancel stands); the capture is posted
     without a fee (the merchant never sold anything) and the fee shown goes to zero."""

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import Protocol
 
 import asyncpg
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Gauge
 
@@ -23,9 +22,7 @@ from gateway_core.errors import Unavailable
 from gateway_core.ids import new_id
 from gateway_core.kafka import EventProducer, PublishError
 from gateway_core.logging import get_logger
-from paygate.disputes.v1 import disputes_pb2
-from paygate.events.v1 import events_pb2
-from paygate.payments.v1 import payments_pb2
+from orchestrator.domain.payment import Dispute, Payment, Refund
 
 NOTIFY_CHANNEL = "orchestrator_outbox"
 # The Kafka record header carrying the W3C trace context of the request that wrote the event.
@@ -72,52 +69,39 @@ _CONNECTION_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, 
 log = get_logger(__name__)
 
 
-def encode_event(
-    *,
-    event_type: str,
-    payment: payments_pb2.Payment,
-    sequence: int,
-    event_id: str,
-    refund: payments_pb2.Refund | None = None,
-    dispute: disputes_pb2.Dispute | None = None,
-) -> bytes:
-    event = events_pb2.Event(
-        event_id=event_id,
-        type=event_type,
-        occurred_at=_now(),
-        merchant_id=payment.merchant_id,
-        payment_id=payment.payment_id,
-        payment=payment,
-        sequence=sequence,
-        refund=refund,
-        dispute=dispute,
-    )
-    text = json_format.MessageToJson(
-        event,
-        preserving_proto_field_name=True,
-        indent=None,
-        always_print_fields_with_no_presence=False,
-    )
-    return text.encode()
+class EventEncoder(Protocol):
+    """Writes an event's payload (the wire form is the servicers' business: servicers/wire.py)."""
+
+    def __call__(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        payment: Payment,
+        sequence: int,
+        refund: Refund | None = None,
+        dispute: Dispute | None = None,
+    ) -> bytes: ...
 
 
 async def enqueue(
     conn: asyncpg.Connection,
     *,
     topic: str,
+    encode: EventEncoder,
     event_type: str,
-    payment: payments_pb2.Payment,
+    payment: Payment,
     sequence: int,
-    refund: payments_pb2.Refund | None = None,
-    dispute: disputes_pb2.Dispute | None = None,
+    refund: Refund | None = None,
+    dispute: Dispute | None = None,
 ) -> str:
     """Add an event to the outbox inside the caller's transaction; returns its event id."""
     event_id = new_id("EVT")
-    payload = encode_event(
+    payload = encode(
+        event_id=event_id,
         event_type=event_type,
         payment=payment,
         sequence=sequence,
-        event_id=event_id,
         refund=refund,
         dispute=dispute,
     )
@@ -140,12 +124,6 @@ def current_traceparent() -> str:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     return carrier.get(TRACEPARENT, "")
-
-
-def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC))
-    return stamp
 
 
 class LeadershipLost(RuntimeError):

@@ -40,18 +40,18 @@ from orchestrator.connectors.base import (
     AwaitCustomer,
     Fail,
     InquireLater,
-    MethodDetails,
     NoChange,
     PaymentConnector,
+    RequestDetails,
     RequireAction,
     StartRequest,
     Step,
 )
 from orchestrator.connectors.registry import Connectors
+from orchestrator.domain.payment import Merchant, Payment, Refund
 from orchestrator.domain.states import CLOSED_UNPAID, IN_OPERATION, OPEN, Status
 from orchestrator.providers.base import Outcome, ProviderNotFound, ProviderResult, ProviderTimeout
 from orchestrator.providers.fraud import FraudClient, FraudQuery
-from orchestrator.records import MerchantRecord, PaymentRecord, RefundRecord
 from orchestrator.repository import NewPayment, Repository
 from orchestrator.settings import Settings
 
@@ -99,12 +99,12 @@ class ProviderRefused(Exception):
 class PaymentStart:
     """A validated request to take a payment, in domain terms."""
 
-    merchant: MerchantRecord
+    merchant: Merchant
     user_id: str
     amount_paisa: int
     currency: str
     method: str  # the PaymentMethod name, which names its connector
-    details: MethodDetails  # the connector's typed details (a raw card is never stored)
+    details: RequestDetails  # the connector's typed request details (a raw card is never stored)
     description: str
     callback_url: str
     metadata: dict[str, str]
@@ -116,7 +116,7 @@ class PaymentStart:
 @dataclass(frozen=True)
 class CallbackResult:
     applied: bool
-    payment: PaymentRecord
+    payment: Payment
 
 
 class RepositoryBooks:
@@ -131,7 +131,7 @@ class RepositoryBooks:
     async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
         await self._repo.pass_over(payment_id, provider, status)
 
-    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> Payment | None:
         claimed = await self._repo.transition(payment_id, Status.PENDING, reason, strict=False)
         return claimed.record if claimed.applied else None
 
@@ -164,7 +164,7 @@ class PaymentProcessor:
 
     # Starting payments
 
-    async def start(self, start: PaymentStart) -> PaymentRecord:
+    async def start(self, start: PaymentStart) -> Payment:
         """Prepare at the connector (refusals create nothing), store the screened payment,
         then start it at the provider."""
         connector = self._connectors[start.method]
@@ -191,7 +191,7 @@ class PaymentProcessor:
             description=start.description,
             callback_url=start.callback_url,
             metadata=start.metadata,
-            payment_details=dict(prepared.details),
+            payment_details=prepared.details,
             capture_method=start.capture_method,
             payment_url=prepared.payment_url,
             provider=prepared.provider,
@@ -236,7 +236,7 @@ class PaymentProcessor:
         )
         return replace(new, fraud=assessment)
 
-    async def _take(self, payment: PaymentRecord, step: Step) -> PaymentRecord:
+    async def _take(self, payment: Payment, step: Step) -> Payment:
         """Do what a connector asked."""
         if isinstance(step, Apply):
             extra = {"provider": step.provider} if step.provider else {}
@@ -258,7 +258,7 @@ class PaymentProcessor:
                 Status.REQUIRES_ACTION,
                 step.reason,
                 strict=False,
-                changes={"payment_details": dict(step.details)},
+                changes={"payment_details": step.details},
                 inquire_after=step.inquire_after,
             )
             return moved.record
@@ -272,7 +272,7 @@ class PaymentProcessor:
         assert isinstance(step, InquireLater | NoChange)
         return await self._repo.get_payment(payment.payment_id, None)
 
-    async def _fail(self, record: PaymentRecord, failure_reason: str) -> PaymentRecord:
+    async def _fail(self, record: Payment, failure_reason: str) -> Payment:
         moved = await self._repo.transition(
             record.payment_id,
             Status.FAILED,
@@ -283,7 +283,7 @@ class PaymentProcessor:
         )
         return moved.record
 
-    async def _refused(self, record: PaymentRecord, error: GatewayError) -> PaymentRecord:
+    async def _refused(self, record: Payment, error: GatewayError) -> Payment:
         """The provider refused to start the payment outright: nothing was taken."""
         log.warning(
             "provider refused the payment",
@@ -301,7 +301,7 @@ class PaymentProcessor:
         result: ProviderResult,
         source: str,
         extra_changes: dict[str, Any] | None = None,
-    ) -> PaymentRecord:
+    ) -> Payment:
         """Apply a provider's outcome to an open payment. A success reported for a payment
         the gateway has closed (or is cancelling) is reversed: the customer gets it back."""
         current = await self._repo.get_payment(payment_id, None)
@@ -337,11 +337,11 @@ class PaymentProcessor:
 
     async def _reverse(
         self,
-        payment: PaymentRecord,
+        payment: Payment,
         result: ProviderResult,
         source: str,
         extra_changes: dict[str, Any],
-    ) -> PaymentRecord:
+    ) -> Payment:
         """The customer paid after the gateway closed the payment: give the money back, and
         book it, so the gateway's books and the provider's agree."""
         log.warning(
@@ -371,8 +371,8 @@ class PaymentProcessor:
         return await self._repo.get_payment(payment.payment_id, None)
 
     async def _release_late_authorization(
-        self, payment: PaymentRecord, changes: dict[str, Any], reason: str
-    ) -> PaymentRecord:
+        self, payment: Payment, changes: dict[str, Any], reason: str
+    ) -> Payment:
         """An authorization only (nothing captured): voiding it is the whole reversal."""
         held = replace(
             payment,
@@ -448,9 +448,7 @@ class PaymentProcessor:
 
     # Merchant actions
 
-    async def capture(
-        self, payment_id: str, merchant_id: str | None, amount_paisa: int
-    ) -> PaymentRecord:
+    async def capture(self, payment_id: str, merchant_id: str | None, amount_paisa: int) -> Payment:
         payment = await self._repo.get_payment(payment_id, merchant_id)
         if amount_paisa and amount_paisa != payment.amount_paisa:
             raise invalid_field(
@@ -480,7 +478,7 @@ class PaymentProcessor:
                 metadata={"provider_code": refused.code},
             ) from refused
 
-    async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> PaymentRecord:
+    async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
         held = await self._repo.claim_operation(
             payment_id,
             merchant_id,
@@ -504,7 +502,7 @@ class PaymentProcessor:
                 metadata={"provider_code": refused.code},
             ) from refused
 
-    async def _finish_capture(self, payment: PaymentRecord) -> PaymentRecord:
+    async def _finish_capture(self, payment: Payment) -> Payment:
         """Capture a CAPTURING payment at the provider (again, when resolving: providers
         dedupe). Unknown outcome: it stays CAPTURING. Refused: back to AUTHORIZED."""
         try:
@@ -538,7 +536,7 @@ class PaymentProcessor:
         )
         raise ProviderRefused("capture", result.failure_reason)
 
-    async def _finish_cancel(self, payment: PaymentRecord) -> PaymentRecord:
+    async def _finish_cancel(self, payment: Payment) -> Payment:
         """Cancel a CANCELLING payment at the provider, then close it. A held authorization is
         voided (refused: back to AUTHORIZED); an open payment is withdrawn, and if the customer
         had paid already the money is reversed. Unknown outcome: it stays CANCELLING."""
@@ -593,7 +591,7 @@ class PaymentProcessor:
         amount_paisa: int | None,
         reason: str,
         metadata: dict[str, str],
-    ) -> RefundRecord:
+    ) -> Refund:
         payment, refund = await self._repo.reserve_refund(
             refund_id=new_id("RFD"),
             payment_id=payment_id,
@@ -604,7 +602,7 @@ class PaymentProcessor:
         )
         return await self.settle_refund(payment, refund)
 
-    async def settle_refund(self, payment: PaymentRecord, refund: RefundRecord) -> RefundRecord:
+    async def settle_refund(self, payment: Payment, refund: Refund) -> Refund:
         """Ask the provider to pay a PENDING refund; providers dedupe by refund id, so a
         retry after a timeout is safe. A timeout leaves it PENDING for the retry job."""
         try:
@@ -638,7 +636,7 @@ class PaymentProcessor:
 
     # Status inquiry and expiry (run by the background jobs)
 
-    async def inquire(self, payment: PaymentRecord) -> PaymentRecord:
+    async def inquire(self, payment: Payment) -> Payment:
         """Find out where a payment with an unknown outcome stands: ask the provider about an
         open one; repeat the operation a CAPTURING or CANCELLING one is waiting on."""
         if payment.status in IN_OPERATION:
@@ -655,7 +653,7 @@ class PaymentProcessor:
         await self._ask_again(payment)
         return payment
 
-    async def _resolve_operation(self, leased: PaymentRecord) -> PaymentRecord:
+    async def _resolve_operation(self, leased: Payment) -> Payment:
         # The payment as it stands now, not as it was leased: the operation may have finished
         # and another begun meanwhile, and only the current one may be repeated.
         payment = await self._repo.get_payment(leased.payment_id, None)
@@ -678,12 +676,12 @@ class PaymentProcessor:
             await self._ask_again(payment)
         return settled
 
-    async def _ask_again(self, payment: PaymentRecord) -> None:
+    async def _ask_again(self, payment: Payment) -> None:
         attempts = await self._repo.inquiry_attempts(payment.payment_id)
         delay = min(timedelta(seconds=2**attempts), MAX_INQUIRY_INTERVAL)
         await self._repo.schedule_inquiry(payment.payment_id, delay)
 
-    async def expire(self, payment: PaymentRecord) -> PaymentRecord:
+    async def expire(self, payment: Payment) -> Payment:
         """Close a payment past its expires_at.
 
         An open payment is first withdrawn at the provider, so the customer can no longer pay
@@ -715,7 +713,7 @@ class PaymentProcessor:
         )
         return moved.record
 
-    async def _expire_authorization(self, payment: PaymentRecord) -> PaymentRecord:
+    async def _expire_authorization(self, payment: Payment) -> Payment:
         try:
             held = await self._repo.claim_operation(
                 payment.payment_id,
@@ -746,16 +744,16 @@ class PaymentProcessor:
 
     # Provider calls, through the payment's connector
 
-    def _connector(self, payment: PaymentRecord) -> PaymentConnector:
+    def _connector(self, payment: Payment) -> PaymentConnector:
         return self._connectors[payment.payment_method]
 
-    async def _provider_status(self, payment: PaymentRecord) -> ProviderResult:
+    async def _provider_status(self, payment: Payment) -> ProviderResult:
         try:
             return await self._connector(payment).status(payment)
         except (InvalidArgument, FailedPrecondition) as exc:
             return _unknown_to_provider(payment, exc)
 
-    async def _provider_cancel(self, payment: PaymentRecord) -> ProviderResult:
+    async def _provider_cancel(self, payment: Payment) -> ProviderResult:
         """Stop an open payment at its provider. SUCCESS: the customer had already paid;
         FAILED, EXPIRED or NOT_FOUND: nothing was or can be taken; PENDING: still open."""
         try:
@@ -764,7 +762,7 @@ class PaymentProcessor:
             return _unknown_to_provider(payment, exc)
 
 
-def _unknown_to_provider(payment: PaymentRecord, error: GatewayError) -> ProviderResult:
+def _unknown_to_provider(payment: Payment, error: GatewayError) -> ProviderResult:
     """The provider cannot even read a question about the payment (an unknown bank, say): it
     holds no such payment."""
     log.warning(
@@ -775,7 +773,7 @@ def _unknown_to_provider(payment: PaymentRecord, error: GatewayError) -> Provide
     return ProviderResult(Outcome.NOT_FOUND)
 
 
-def _unpaid(payment: PaymentRecord) -> bool:
+def _unpaid(payment: Payment) -> bool:
     """Closed (or being cancelled) before the customer's money arrived. A payment that was
     ever AUTHORIZED had its money, and a void gave it back: a success reported for it now
     repeats that authorization and must not be reversed a second time."""
@@ -786,7 +784,7 @@ def _unpaid(payment: PaymentRecord) -> bool:
     )
 
 
-def _may_still_start(payment: PaymentRecord) -> bool:
+def _may_still_start(payment: Payment) -> bool:
     """True while the payment's first provider calls may still be under way: it is (or was,
     when its cancel began) CREATED or PENDING, and young. A REQUIRES_ACTION payment's start is
     over; it waits for the customer."""

@@ -9,7 +9,7 @@ here.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +19,15 @@ import asyncpg
 from gateway_core.errors import GatewayError, NotFound, invalid_field
 from gateway_core.fees import Fee
 from orchestrator import ledger_store, outbox
+from orchestrator.connectors.base import DetailsType
+from orchestrator.domain.payment import (
+    Dispute,
+    FraudVerdict,
+    Merchant,
+    MethodDetails,
+    Payment,
+    Refund,
+)
 from orchestrator.domain.states import (
     EVENT_FOR_STATUS,
     Status,
@@ -39,16 +48,14 @@ from orchestrator.lifecycle import (
     SetColumns,
     decide,
 )
-from orchestrator.providers.fraud import Assessment
-from orchestrator.records import (
-    AttemptRecord,
-    DisputeRecord,
-    MerchantRecord,
-    PaymentRecord,
-    RefundRecord,
-    TransitionRecord,
+from orchestrator.rows import (
+    Row,
+    column_value,
+    fraud_columns,
+    merchant_from_row,
+    payment_from_row,
+    refund_from_row,
 )
-from orchestrator.servicers.wire import payment_message, refund_message
 
 _PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
 _LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
@@ -65,13 +72,13 @@ class NewPayment:
     description: str
     callback_url: str
     metadata: dict[str, str]
-    payment_details: dict[str, str]
+    payment_details: MethodDetails
     capture_method: str
     payment_url: str
     provider: str
     expires_at: datetime | None
     fee: Fee = field(default_factory=lambda: Fee(0, 0))
-    fraud: Assessment | None = None
+    fraud: FraudVerdict | None = None
     # The status inquiries' safety net: a handler that dies before the provider answered
     # leaves the payment where the inquiry job will find it.
     next_inquiry_at: datetime | None = None
@@ -89,36 +96,42 @@ class PaymentFilter:
 class Transition:
     """The outcome of asking for a status change."""
 
-    record: PaymentRecord
+    record: Payment
     applied: bool  # False: the payment was already there, or the move is not allowed now
 
 
 class Repository:
-    def __init__(self, pool: asyncpg.Pool, events_topic: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        events_topic: str,
+        encode_event: outbox.EventEncoder,
+        details_types: Mapping[str, DetailsType],
+    ) -> None:
+        """`encode_event` writes the outbox payloads (the wire form); `details_types`: what
+        each payment method keeps as its details (connectors.registry.DETAILS_TYPES)."""
         self._pool = pool
         self._topic = events_topic
+        self._encode_event = encode_event
+        self._details_types = details_types
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
-    @property
-    def events_topic(self) -> str:
-        return self._topic
-
-    async def lock_payment(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord | None:
+    async def lock_payment(self, conn: asyncpg.Connection, payment_id: str) -> Payment | None:
         """The payment under a row lock held until the caller's transaction ends (refunds and
         disputes of one payment take it, so what they take back can never exceed the capture)."""
         return await self._load(conn, payment_id, None, lock=True)
 
-    async def reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:
+    async def reload(self, conn: asyncpg.Connection, payment_id: str) -> Payment:
         return await self._reload(conn, payment_id)
 
     # Merchants
 
     async def create_merchant(
         self, *, merchant_id: str, name: str, email: str, vpa: str, category: str
-    ) -> MerchantRecord:
+    ) -> Merchant:
         row = await self._pool.fetchrow(
             "INSERT INTO merchants (merchant_id, name, email, vpa, category)"
             " VALUES ($1, $2, $3, $4, $5) RETURNING *",
@@ -129,27 +142,27 @@ class Repository:
             category,
         )
         assert row is not None
-        return MerchantRecord.from_row(row)
+        return merchant_from_row(row)
 
-    async def get_merchant(self, merchant_id: str) -> MerchantRecord | None:
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
         row = await self._pool.fetchrow(
             "SELECT * FROM merchants WHERE merchant_id = $1", merchant_id
         )
-        return MerchantRecord.from_row(row) if row else None
+        return merchant_from_row(row) if row else None
 
-    async def list_merchants(self, *, limit: int, after_id: str) -> list[MerchantRecord]:
+    async def list_merchants(self, *, limit: int, after_id: str) -> list[Merchant]:
         rows = await self._pool.fetch(
             "SELECT * FROM merchants WHERE merchant_id > $1 ORDER BY merchant_id LIMIT $2",
             after_id,
             limit,
         )
-        return [MerchantRecord.from_row(r) for r in rows]
+        return [merchant_from_row(r) for r in rows]
 
     # Payments
 
     async def create_payment(
         self, new: NewPayment, *, then: tuple[Status, str] | None = None
-    ) -> PaymentRecord:
+    ) -> Payment:
         """Insert a payment in CREATED with its event and optionally move it on at once, in
         one transaction: a half-created payment is never visible. It is the request's first
         durable effect, so its Idempotency-Key is bound to the payment here."""
@@ -171,16 +184,14 @@ class Repository:
                 new.description,
                 new.callback_url,
                 new.metadata,
-                new.payment_details,
+                new.payment_details.encode(),
                 new.capture_method,
                 new.payment_url,
                 new.provider,
                 new.expires_at,
                 new.fee.fee_paisa,
                 new.fee.tax_paisa,
-                new.fraud.score if new.fraud else None,
-                new.fraud.decision if new.fraud else None,
-                [s.__dict__ for s in new.fraud.signals] if new.fraud else [],
+                *fraud_columns(new.fraud),
                 new.next_inquiry_at,
             )
             await conn.execute(
@@ -195,7 +206,7 @@ class Repository:
                 record, _ = await self._persist(conn, record, moved)
             return record
 
-    async def get_payment(self, payment_id: str, merchant_id: str | None) -> PaymentRecord:
+    async def get_payment(self, payment_id: str, merchant_id: str | None) -> Payment:
         """The payment with its history; NotFound also when it belongs to another merchant,
         so ids of other merchants' payments reveal nothing."""
         async with self._pool.acquire() as conn:
@@ -204,13 +215,13 @@ class Repository:
             raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
         return record
 
-    async def find_payment(self, payment_id: str) -> PaymentRecord | None:
+    async def find_payment(self, payment_id: str) -> Payment | None:
         async with self._pool.acquire() as conn:
             return await self._load(conn, payment_id, None)
 
-    async def find_refund(self, refund_id: str) -> RefundRecord | None:
+    async def find_refund(self, refund_id: str) -> Refund | None:
         row = await self._pool.fetchrow("SELECT * FROM refunds WHERE refund_id = $1", refund_id)
-        return RefundRecord.from_row(row) if row is not None else None
+        return refund_from_row(row) if row is not None else None
 
     async def transition(
         self,
@@ -260,7 +271,7 @@ class Repository:
         refusal: Callable[[Status], GatewayError],
         reason: str,
         inquire_after: timedelta,
-    ) -> PaymentRecord:
+    ) -> Payment:
         """Hold the payment for a capture, cancel or void: CAPTURING or CANCELLING, under the
         row lock, so of two concurrent operations exactly one gets it and the other a 409.
 
@@ -326,7 +337,7 @@ class Repository:
 
     async def list_payments(
         self, merchant_id: str, flt: PaymentFilter, *, limit: int, page_token: str
-    ) -> tuple[list[PaymentRecord], str]:
+    ) -> tuple[list[Payment], str]:
         """Newest first; the cursor is the (created_at, payment_id) of the page's last row."""
         clauses = ["merchant_id = $1"]
         args: list[Any] = [merchant_id]
@@ -353,13 +364,13 @@ class Repository:
             f" ORDER BY created_at DESC, payment_id DESC LIMIT ${len(args)}",
             *args,
         )
-        records = [PaymentRecord.from_row(r) for r in rows[:limit]]
+        records = [self._payment_from_row(r) for r in rows[:limit]]
         next_token = _encode_cursor(records[-1]) if len(rows) > limit else ""
         return records, next_token
 
     # Background work queues
 
-    async def claim_due_inquiries(self, limit: int, lease: timedelta) -> list[PaymentRecord]:
+    async def claim_due_inquiries(self, limit: int, lease: timedelta) -> list[Payment]:
         """Payments whose outcome is unknown and due for a status inquiry, leased to this
         worker so other replicas skip them (see `_claim_for_job`)."""
         return await self._claim_for_job(
@@ -370,7 +381,7 @@ class Repository:
             lease,
         )
 
-    async def claim_expired(self, limit: int, lease: timedelta) -> list[PaymentRecord]:
+    async def claim_expired(self, limit: int, lease: timedelta) -> list[Payment]:
         """Open payments and held authorizations past their expires_at, leased likewise."""
         return await self._claim_for_job(
             "expires_at < now() AND status IN"
@@ -435,7 +446,7 @@ class Repository:
         amount_paisa: int | None,
         reason: str,
         metadata: Mapping[str, str],
-    ) -> tuple[PaymentRecord, RefundRecord]:
+    ) -> tuple[Payment, Refund]:
         """Record a PENDING refund if the payment still has that much to refund.
 
         The payment row lock serialises concurrent refunds, so their total can never exceed
@@ -452,7 +463,7 @@ class Repository:
 
     async def finish_refund(
         self, refund_id: str, *, processed: bool, external_refund_id: str, failure_reason: str
-    ) -> tuple[PaymentRecord, RefundRecord]:
+    ) -> tuple[Payment, Refund]:
         """Record the provider's answer on a PENDING refund and carry out what follows
         (`lifecycle.RefundSettled`). A second call is a no-op.
 
@@ -487,7 +498,7 @@ class Repository:
 
     async def record_reversal(
         self, payment_id: str, refund_id: str, reason: str, changes: Mapping[str, Any]
-    ) -> tuple[PaymentRecord, RefundRecord | None]:
+    ) -> tuple[Payment, Refund | None]:
         """A provider took the money of a payment the gateway had closed (or is cancelling):
         book it and open the refund that gives it back, in one transaction
         (`lifecycle.LateSuccess`). Returns the refund to settle, or None when the payment is
@@ -504,7 +515,7 @@ class Repository:
 
     async def claim_stale_refunds(
         self, limit: int, lease: timedelta
-    ) -> list[tuple[PaymentRecord, RefundRecord]]:
+    ) -> list[tuple[Payment, Refund]]:
         """Refunds still PENDING a while after they were asked for (the provider was silent),
         leased to this worker until now + `lease`: SKIP LOCKED passes over the ones another
         replica is claiming, and the lease hides them from every replica's next rounds."""
@@ -518,7 +529,7 @@ class Repository:
             limit,
             lease,
         )
-        found: list[tuple[PaymentRecord, RefundRecord]] = []
+        found: list[tuple[Payment, Refund]] = []
         for row in rows:
             payment = await self.get_payment(row["payment_id"], None)
             found.append((payment, _find_refund(payment, row["refund_id"])))
@@ -528,7 +539,7 @@ class Repository:
 
     async def _claim_for_job(
         self, condition: str, order_by: str, limit: int, lease: timedelta
-    ) -> list[PaymentRecord]:
+    ) -> list[Payment]:
         """Lease due rows to this worker until now + `lease`.
 
         SKIP LOCKED passes over rows another worker is claiming (or a transition holds), and
@@ -544,18 +555,18 @@ class Repository:
             limit,
             lease,
         )
-        return [PaymentRecord.from_row(r) for r in rows]
+        return [self._payment_from_row(r) for r in rows]
 
     async def _persist(
-        self, conn: asyncpg.Connection, payment: PaymentRecord, decision: Decision
-    ) -> tuple[PaymentRecord, bool]:
+        self, conn: asyncpg.Connection, payment: Payment, decision: Decision
+    ) -> tuple[Payment, bool]:
         """Carry out a Decision's effects in order, inside the caller's transaction. Returns
         the payment after them, and False when an OpenRefund found its refund already there
         (the decision was carried out before; the effects after it are skipped)."""
         payment_id = payment.payment_id
         current, fresh, complete = payment, True, True
 
-        async def latest() -> PaymentRecord:
+        async def latest() -> Payment:
             nonlocal current, fresh
             if not fresh:
                 current, fresh = await self._reload(conn, payment_id), True
@@ -618,21 +629,14 @@ class Repository:
             elif isinstance(effect, Post):
                 await ledger_store.post_entry(conn, effect.entry)
             elif isinstance(effect, PublishPayment):
-                announced = await latest()
-                await outbox.enqueue(
-                    conn,
-                    topic=self._topic,
-                    event_type=effect.event_type,
-                    payment=payment_message(announced, with_qr=False),
-                    sequence=announced.version,
-                )
+                await self.announce(conn, effect.event_type, await latest())
             else:
                 announced = await latest()
-                await self._refund_event(
+                await self.announce(
                     conn,
                     effect.event_type,
                     announced,
-                    _find_refund(announced, effect.refund_id),
+                    refund=_find_refund(announced, effect.refund_id),
                 )
         return await latest(), complete
 
@@ -643,7 +647,7 @@ class Repository:
         from_status: Status | None,
         to_status: Status,
         reason: str,
-    ) -> PaymentRecord:
+    ) -> Payment:
         await conn.execute(
             "INSERT INTO payment_status_history (payment_id, from_status, to_status, reason)"
             " VALUES ($1, $2, $3, $4)",
@@ -653,32 +657,36 @@ class Repository:
             reason,
         )
         record = await self._reload(conn, payment_id)
-        await outbox.enqueue(
-            conn,
-            topic=self._topic,
-            event_type=EVENT_FOR_STATUS[to_status],
-            payment=payment_message(record, with_qr=False),
-            sequence=record.version,
-        )
+        await self.announce(conn, EVENT_FOR_STATUS[to_status], record)
         return record
 
-    async def _refund_event(
+    async def announce(
         self,
         conn: asyncpg.Connection,
         event_type: str,
-        payment: PaymentRecord,
-        refund: RefundRecord,
+        payment: Payment,
+        *,
+        refund: Refund | None = None,
+        dispute: Dispute | None = None,
     ) -> None:
+        """Queue the payment's event (with the refund or dispute it is about) in the outbox,
+        inside the caller's transaction."""
         await outbox.enqueue(
             conn,
             topic=self._topic,
+            encode=self._encode_event,
             event_type=event_type,
-            payment=payment_message(payment, with_qr=False),
+            payment=payment,
             sequence=payment.version,
-            refund=refund_message(refund),
+            refund=refund,
+            dispute=dispute,
         )
 
-    async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> PaymentRecord:
+    def _payment_from_row(self, row: Row, **children: Sequence[Row]) -> Payment:
+        details_type = self._details_types[row["payment_method"]]
+        return payment_from_row(row, details_type, **children)
+
+    async def _reload(self, conn: asyncpg.Connection, payment_id: str) -> Payment:
         record = await self._load(conn, payment_id, None)
         assert record is not None
         return record
@@ -690,7 +698,7 @@ class Repository:
         merchant_id: str | None,
         *,
         lock: bool = False,
-    ) -> PaymentRecord | None:
+    ) -> Payment | None:
         row = await conn.fetchrow(_LOCKED_PAYMENT if lock else _PAYMENT, payment_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             return None
@@ -712,16 +720,12 @@ class Repository:
             " WHERE payment_id = $1 ORDER BY attempt_number",
             payment_id,
         )
-        return PaymentRecord.from_row(
-            row,
-            tuple(TransitionRecord(**dict(s)) for s in steps),
-            tuple(RefundRecord.from_row(r) for r in refunds),
-            tuple(DisputeRecord.from_row(d) for d in disputes),
-            tuple(AttemptRecord(**dict(a)) for a in attempts),
+        return self._payment_from_row(
+            row, history=steps, refunds=refunds, disputes=disputes, attempts=attempts
         )
 
 
-def _find_refund(payment: PaymentRecord, refund_id: str) -> RefundRecord:
+def _find_refund(payment: Payment, refund_id: str) -> Refund:
     return next(r for r in payment.refunds if r.refund_id == refund_id)
 
 
@@ -730,11 +734,11 @@ def _set_clause(changes: Mapping[str, Any], *, start: int) -> tuple[str, list[An
     args: list[Any] = []
     for offset, (column, value) in enumerate(sorted(changes.items())):
         parts.append(f"{column} = ${start + offset}")
-        args.append(value)  # the pool's codec turns dicts into jsonb
+        args.append(column_value(value))
     return ", ".join(parts), args
 
 
-def _encode_cursor(record: PaymentRecord) -> str:
+def _encode_cursor(record: Payment) -> str:
     raw = f"{record.created_at.isoformat()}|{record.payment_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

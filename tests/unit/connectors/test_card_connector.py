@@ -16,25 +16,26 @@ from gateway_core.errors import FailedPrecondition, InvalidArgument, PermissionD
 from gateway_core.services import BY_NAME
 from orchestrator.connectors.base import (
     Apply,
+    CardFields,
+    DetailsInput,
     InquireLater,
     NoChange,
     RequireAction,
     StartRequest,
 )
-from orchestrator.connectors.card import CardConnector, CardDetails, emi
+from orchestrator.connectors.card import CardConnector, CardDetails, CardInput, emi
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
+from orchestrator.domain.payment import EmiTerms, Merchant, Payment
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.vault import CardMeta, VaultClient
-from orchestrator.records import MerchantRecord, PaymentRecord
-from paygate.payments.v1 import payments_pb2
 from paygate.vault.v1 import vault_pb2
 
-MakePayment = Callable[..., PaymentRecord]
+MakePayment = Callable[..., Payment]
 
 ROUTING = RoutingTable.load(BY_NAME["orchestrator"].directory / "config" / "card-routing.yaml")
-MERCHANT = MerchantRecord(
+MERCHANT = Merchant(
     merchant_id="MER_TEST1",
     name="Test shop",
     email="",
@@ -106,7 +107,7 @@ class Books:
     switched: list[str] = field(default_factory=list)
     passed_over: list[tuple[str, str]] = field(default_factory=list)
     claims: int = 0
-    claimable: PaymentRecord | None = None
+    claimable: Payment | None = None
 
     async def switch_provider(self, payment_id: str, provider: str) -> None:
         self.switched.append(provider)
@@ -114,7 +115,7 @@ class Books:
     async def pass_over(self, payment_id: str, provider: str, status: str) -> None:
         self.passed_over.append((provider, status))
 
-    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> Payment | None:
         self.claims += 1
         claimed, self.claimable = self.claimable, None
         return claimed
@@ -132,7 +133,7 @@ def connector(vault: Vault, acquirer: Acquirer, books: Books | None = None) -> C
     )
 
 
-def request(details: CardDetails, amount: int = 20_000) -> StartRequest:
+def request(details: CardInput, amount: int = 20_000) -> StartRequest:
     return StartRequest(
         payment_id="PAY_TEST1",
         merchant=MERCHANT,
@@ -150,36 +151,36 @@ RAW = validate_card("4111111111111111", "12", "2030", "123", datetime.now(UTC))
 
 
 async def started(
-    cards: CardConnector, make_payment: MakePayment, details: CardDetails, amount: int = 20_000
-) -> tuple[PaymentRecord, Any]:
+    cards: CardConnector, make_payment: MakePayment, details: CardInput, amount: int = 20_000
+) -> tuple[Payment, Any]:
     start = request(details, amount)
     prepared = await cards.prepare(start)
     payment = make_payment(
-        amount_paisa=amount, provider=prepared.provider, payment_details=dict(prepared.details)
+        amount_paisa=amount, provider=prepared.provider, payment_details=prepared.details
     )
     return payment, await cards.initiate(start, payment, prepared, step_up=False)
 
 
 def test_exactly_one_way_to_pay_by_card_is_accepted() -> None:
-    def problems(details: payments_pb2.PaymentDetails) -> list[str]:
+    def problems(details: DetailsInput) -> list[str]:
         found: list[str] = []
         CardConnector.validate_details(details, lambda name, rule: found.append(name))
         return found
 
-    raw = payments_pb2.CardDetails(card_number="4111111111111111")
-    assert problems(payments_pb2.PaymentDetails()) == ["payment_details"]
-    assert problems(payments_pb2.PaymentDetails(card=raw, card_token="tok_1")) == [
-        "payment_details"
-    ]
-    assert problems(payments_pb2.PaymentDetails(card=raw)) == []
-    assert problems(payments_pb2.PaymentDetails(card_token="tok_1")) == []
+    raw = CardFields(card_number="4111111111111111")
+    assert problems(DetailsInput()) == ["payment_details"]
+    assert problems(DetailsInput(card=raw, card_token="tok_1")) == ["payment_details"]
+    assert problems(DetailsInput(card=raw)) == []
+    assert problems(DetailsInput(card_token="tok_1")) == []
 
 
 def test_a_card_is_read_into_primitives_that_never_print_its_number_or_cvv() -> None:
-    given = payments_pb2.CardDetails(
+    given = CardFields(
         card_number="4111 1111 1111 1111", expiry_month="12", expiry_year="2030", cvv="987"
     )
-    details = CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+    assert "4111" not in repr(given)
+    assert "987" not in repr(given)
+    details = CardConnector.read_details(DetailsInput(card=given))
     assert details.card is not None
     assert details.card.number.last4 == "1111"
     assert "4111" not in repr(details)
@@ -187,19 +188,17 @@ def test_a_card_is_read_into_primitives_that_never_print_its_number_or_cvv() -> 
 
 
 def test_a_bad_card_is_refused_naming_its_field() -> None:
-    given = payments_pb2.CardDetails(
-        card_number="4111111111111112", expiry_month="12", expiry_year="2030"
-    )
+    given = CardFields(card_number="4111111111111112", expiry_month="12", expiry_year="2030")
     with pytest.raises(InvalidArgument) as info:
-        CardConnector.read_details(payments_pb2.PaymentDetails(card=given))
+        CardConnector.read_details(DetailsInput(card=given))
     assert [v.field for v in info.value.field_violations] == ["payment_details.card.card_number"]
 
 
 async def test_a_raw_card_is_tokenized_and_only_its_token_and_display_data_are_kept() -> None:
     vault = Vault()
-    prepared = await connector(vault, Acquirer()).prepare(request(CardDetails(card=RAW)))
+    prepared = await connector(vault, Acquirer()).prepare(request(CardInput(card=RAW)))
     assert vault.tokenized == ["payment_details.card."]
-    assert dict(prepared.details) == {"card_token": "tok_1", "last4": "1111", "brand": "VISA"}
+    assert prepared.details == CardDetails(card_token="tok_1", last4="1111", brand="VISA")
     assert prepared.provider == "razorpay"
     assert prepared.fraud_facts == {"card_fingerprint": "fp_1"}
 
@@ -207,7 +206,7 @@ async def test_a_raw_card_is_tokenized_and_only_its_token_and_display_data_are_k
 async def test_another_merchants_saved_card_is_refused() -> None:
     cards = connector(Vault(owner="MER_OTHER"), Acquirer())
     with pytest.raises(PermissionDenied) as info:
-        await cards.prepare(request(CardDetails(card_token="tok_1")))
+        await cards.prepare(request(CardInput(card_token="tok_1")))
     assert info.value.reason == "TOKEN_NOT_YOURS"
 
 
@@ -215,7 +214,7 @@ async def test_a_frictionless_payment_is_authorized_at_the_first_routed_acquirer
     make_payment: MakePayment,
 ) -> None:
     vault, acquirer, books = Vault(), Acquirer(), Books()
-    _, step = await started(connector(vault, acquirer, books), make_payment, CardDetails(card=RAW))
+    _, step = await started(connector(vault, acquirer, books), make_payment, CardInput(card=RAW))
     assert isinstance(step, Apply)
     assert step.result.outcome == Outcome.SUCCESS
     assert step.provider == "razorpay"
@@ -228,7 +227,7 @@ async def test_an_unavailable_acquirer_fails_over_and_the_next_is_recorded_befor
     make_payment: MakePayment,
 ) -> None:
     books, acquirer = Books(), Acquirer(unavailable={"razorpay"})
-    _, step = await started(connector(Vault(), acquirer, books), make_payment, CardDetails(RAW))
+    _, step = await started(connector(Vault(), acquirer, books), make_payment, CardInput(RAW))
     assert isinstance(step, Apply)
     assert step.provider == "payu"
     assert books.passed_over == [("razorpay", "UNAVAILABLE")]
@@ -240,7 +239,7 @@ async def test_a_silent_acquirer_is_asked_again_and_never_failed_over(
     make_payment: MakePayment,
 ) -> None:
     acquirer = Acquirer(silent={"razorpay"})
-    _, step = await started(connector(Vault(), acquirer), make_payment, CardDetails(RAW))
+    _, step = await started(connector(Vault(), acquirer), make_payment, CardInput(RAW))
     assert isinstance(step, InquireLater)
     assert step.provider == "razorpay"
     assert acquirer.authorized == []
@@ -250,7 +249,7 @@ async def test_no_acquirer_available_fails_the_payment_naming_each(
     make_payment: MakePayment,
 ) -> None:
     acquirer, books = Acquirer(unavailable={"razorpay", "payu", "ccavenue"}), Books()
-    _, step = await started(connector(Vault(), acquirer, books), make_payment, CardDetails(RAW))
+    _, step = await started(connector(Vault(), acquirer, books), make_payment, CardInput(RAW))
     assert isinstance(step, Apply)
     assert step.result.outcome == Outcome.FAILED
     assert step.result.failure_reason == "gateways_unavailable"
@@ -275,7 +274,7 @@ async def test_an_acquirer_whose_circuit_is_open_is_skipped_untried(
         callback_url="https://gw/api/v1/provider-callbacks/acs",
         default_return_url="https://gw/health",
     )
-    _, step = await started(cards, make_payment, CardDetails(RAW))
+    _, step = await started(cards, make_payment, CardInput(RAW))
     assert isinstance(step, Apply)
     assert step.provider == "payu"
     assert books.passed_over == [("razorpay", "SKIPPED")]
@@ -286,18 +285,19 @@ async def test_a_challenge_sends_the_cardholder_to_the_acs_and_keeps_its_transac
     make_payment: MakePayment,
 ) -> None:
     _, step = await started(
-        connector(Vault(), Acquirer(challenge=True)), make_payment, CardDetails(RAW)
+        connector(Vault(), Acquirer(challenge=True)), make_payment, CardInput(RAW)
     )
     assert isinstance(step, RequireAction)
-    assert step.details["redirect_url"] == "https://acs/challenge"
-    assert step.details["three_ds_transaction_id"] == "3ds_1"
-    assert step.details["card_token"] == "tok_1"
+    assert isinstance(step.details, CardDetails)
+    assert step.details.redirect_url == "https://acs/challenge"
+    assert step.details.three_ds_transaction_id == "3ds_1"
+    assert step.details.card_token == "tok_1"
 
 
 async def test_the_acs_report_of_another_challenge_is_refused(make_payment: MakePayment) -> None:
     payment = make_payment(
         status=Status.REQUIRES_ACTION,
-        payment_details={"card_token": "tok_1", "three_ds_transaction_id": "3ds_1"},
+        payment_details=CardDetails(card_token="tok_1", three_ds_transaction_id="3ds_1"),
     )
     doc = {"status": "SUCCESS", "three_ds_transaction_id": "3ds_other"}
     with pytest.raises(FailedPrecondition) as info:
@@ -306,7 +306,7 @@ async def test_the_acs_report_of_another_challenge_is_refused(make_payment: Make
 
 
 async def test_a_passed_challenge_authorizes_once(make_payment: MakePayment) -> None:
-    details = {"card_token": "tok_1", "brand": "VISA", "three_ds_transaction_id": "3ds_1"}
+    details = CardDetails(card_token="tok_1", brand="VISA", three_ds_transaction_id="3ds_1")
     waiting = make_payment(status=Status.REQUIRES_ACTION, payment_details=details)
     books = Books(claimable=make_payment(status=Status.PENDING, payment_details=details))
     acquirer = Acquirer()
@@ -323,7 +323,7 @@ async def test_a_passed_challenge_authorizes_once(make_payment: MakePayment) -> 
 async def test_a_failed_challenge_fails_the_payment(make_payment: MakePayment) -> None:
     payment = make_payment(
         status=Status.REQUIRES_ACTION,
-        payment_details={"card_token": "tok_1", "three_ds_transaction_id": "3ds_1"},
+        payment_details=CardDetails(card_token="tok_1", three_ds_transaction_id="3ds_1"),
     )
     doc = {"status": "FAILED", "three_ds_transaction_id": "3ds_1"}
     step = await connector(Vault(), Acquirer()).on_callback(payment, ACS_PROVIDER, doc)
@@ -347,30 +347,31 @@ async def test_emi_is_chosen_once_when_the_payment_is_prepared(
     plan = next(p for p in emi.plans_for(amount) if p.merchant_discount_paisa)
     acquirer = Acquirer()
     cards = connector(Vault(), acquirer)
-    start = request(CardDetails(card=RAW, emi_plan_id=plan.plan_id), amount)
+    start = request(CardInput(card=RAW, emi_plan_id=plan.plan_id), amount)
     prepared = await cards.prepare(start)
-    assert prepared.details[emi.TENURE_MONTHS] == str(plan.tenure_months)
-    assert prepared.details[emi.MERCHANT_DISCOUNT] == str(plan.merchant_discount_paisa)
+    assert isinstance(prepared.details, CardDetails)
+    assert prepared.details.emi_tenure_months == plan.tenure_months
+    assert prepared.details.emi_merchant_discount_paisa == plan.merchant_discount_paisa
 
     def chosen_again(*args: object) -> emi.EmiPlan:
         raise AssertionError("EMI chosen a second time")
 
     monkeypatch.setattr(emi, "choose", chosen_again)
     payment = make_payment(
-        amount_paisa=amount, provider=prepared.provider, payment_details=dict(prepared.details)
+        amount_paisa=amount, provider=prepared.provider, payment_details=prepared.details
     )
     step = await cards.initiate(start, payment, prepared, step_up=False)
     assert isinstance(step, Apply)
     assert step.result.outcome == Outcome.SUCCESS
     assert acquirer.authorized == [("razorpay", plan.tenure_months)]
-    terms = emi.terms_of(payment.payment_details, amount)
-    assert terms == emi.ChosenTerms(plan.tenure_months, plan.merchant_discount_paisa)
+    terms = payment.payment_details.emi_terms(amount)
+    assert terms == EmiTerms(plan.tenure_months, plan.merchant_discount_paisa)
 
 
 async def test_an_emi_plan_the_card_cannot_have_is_refused_before_anything_exists() -> None:
     cards = connector(Vault(brand="DINERS"), Acquirer())
     with pytest.raises(InvalidArgument, match="EMI is not available on DINERS"):
-        await cards.prepare(request(CardDetails(card=RAW, emi_plan_id="emi_3m"), 600_000))
+        await cards.prepare(request(CardInput(card=RAW, emi_plan_id="emi_3m"), 600_000))
 
 
 async def test_a_payment_awaiting_its_challenge_has_nothing_to_ask_the_acquirer(

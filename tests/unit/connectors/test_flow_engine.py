@@ -21,23 +21,25 @@ from orchestrator import ledger_store
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
+    DetailsType,
     Prepared,
     Reporter,
     RequireAction,
     StartRequest,
     Step,
     result_from_callback,
+    stored_fields,
 )
 from orchestrator.connectors.registry import Connectors
+from orchestrator.domain.payment import EmiTerms, FraudVerdict, Merchant, Payment
 from orchestrator.domain.states import Status
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.providers.base import Outcome, ProviderResult
-from orchestrator.providers.fraud import Assessment, FraudClient, FraudQuery
-from orchestrator.records import MerchantRecord, PaymentRecord
+from orchestrator.providers.fraud import FraudClient, FraudQuery
 from orchestrator.repository import Repository
-from orchestrator.servicers.wire import payment_message
+from orchestrator.servicers.wire import encode_event, payment_message
 from orchestrator.settings import Settings
-from paygate.payments.v1 import payments_pb2
 
 SUCCESS = ProviderResult(Outcome.SUCCESS, "TXN_1", {"rrn": "R1"})
 FAILED = ProviderResult(Outcome.FAILED, failure_reason="declined")
@@ -46,6 +48,21 @@ FAILED = ProviderResult(Outcome.FAILED, failure_reason="declined")
 @dataclass(frozen=True)
 class FakeDetails:
     reference: str = "ref"
+    redirect_url: str = ""
+
+    def encode(self) -> dict[str, str]:
+        return stored_fields(reference=self.reference, redirect_url=self.redirect_url)
+
+    @classmethod
+    def decode(cls, stored: Mapping[str, str]) -> FakeDetails:
+        return cls(stored.get("reference", ""), stored.get("redirect_url", ""))
+
+    def emi_terms(self, amount_paisa: int) -> EmiTerms | None:
+        return None
+
+
+# The fakes' details stand in for those of the methods they play.
+FAKE_DETAILS: Mapping[str, DetailsType] = {"UPI": FakeDetails, "WALLET": FakeDetails}
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Scripted:
     """A connector that answers what the test scripted, and notes what it was asked."""
 
     method: ClassVar[str] = "UPI"
+    details_type: ClassVar[DetailsType] = FakeDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -68,55 +86,51 @@ class Scripted:
     calls: list[str] = field(default_factory=list)
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         pass
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> FakeDetails:
+    def read_details(given: DetailsInput) -> FakeDetails:
         return FakeDetails()
 
     async def prepare(self, request: StartRequest) -> Prepared:
         self.calls.append("prepare")
         if self.refuse_start is not None:
             raise self.refuse_start
-        return Prepared(provider="fakepay", details={"reference": "ref"})
+        return Prepared(provider="fakepay", details=FakeDetails())
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         self.calls.append("initiate")
         if self.refuse_initiate is not None:
             raise self.refuse_initiate
         return self.step
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         self.calls.append("status")
         return self.status_result
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         self.calls.append("withdraw")
         return self.withdraw_result
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         self.calls.append("capture")
         return self.capture_result
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         self.calls.append("void")
         return self.void_result
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         self.calls.append(f"refund {refund_id} {amount_paisa}")
         return self.refund_result
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return self.hold
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
 
 
@@ -133,9 +147,9 @@ class Fraud(FraudClient):
         self.decision = decision
         self.queries: list[FraudQuery] = []
 
-    async def check(self, query: FraudQuery) -> Assessment:
+    async def check(self, query: FraudQuery) -> FraudVerdict:
         self.queries.append(query)
-        return Assessment(score=90 if self.decision == "BLOCK" else 5, decision=self.decision)
+        return FraudVerdict(score=90 if self.decision == "BLOCK" else 5, decision=self.decision)
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +169,8 @@ async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="module")
-async def merchant(pool: asyncpg.Pool) -> MerchantRecord:
-    repo = Repository(pool, events_topic="payments.events")
+async def merchant(pool: asyncpg.Pool) -> Merchant:
+    repo = Repository(pool, "payments.events", encode_event, FAKE_DETAILS)
     merchant_id = new_id("MER")
     return await repo.create_merchant(
         merchant_id=merchant_id, name="Test shop", email="", vpa="shop@paygate", category="5411"
@@ -167,9 +181,9 @@ async def merchant(pool: asyncpg.Pool) -> MerchantRecord:
 class Engine:
     processor: PaymentProcessor
     repo: Repository
-    merchant: MerchantRecord
+    merchant: Merchant
 
-    async def start(self, method: str, *, capture_method: str = "AUTOMATIC") -> PaymentRecord:
+    async def start(self, method: str, *, capture_method: str = "AUTOMATIC") -> Payment:
         return await self.processor.start(
             PaymentStart(
                 merchant=self.merchant,
@@ -190,11 +204,11 @@ class Engine:
 async def engine(
     pool: asyncpg.Pool,
     database: Settings,
-    merchant: MerchantRecord,
+    merchant: Merchant,
     *connectors: Scripted,
     fraud: Fraud | None = None,
 ) -> Engine:
-    repo = Repository(pool, events_topic="payments.events")
+    repo = Repository(pool, "payments.events", encode_event, FAKE_DETAILS)
     processor = PaymentProcessor(
         repo,
         database,
@@ -206,7 +220,7 @@ async def engine(
 
 
 async def test_a_providers_success_completes_the_payment_with_its_fee(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     flow = await engine(pool, database, merchant, Scripted())
     payment = await flow.start("UPI")
@@ -220,7 +234,7 @@ async def test_a_providers_success_completes_the_payment_with_its_fee(
 
 
 async def test_a_payment_the_provider_holds_waits_for_the_customer_with_an_inquiry_due(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     step = AwaitCustomer("awaiting the customer", timedelta(seconds=10), "TXN_P")
     flow = await engine(pool, database, merchant, Scripted(step=step))
@@ -234,9 +248,9 @@ async def test_a_payment_the_provider_holds_waits_for_the_customer_with_an_inqui
 
 
 async def test_a_redirect_is_shown_as_the_next_action(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
-    step = RequireAction("go to the bank", {"reference": "ref", "redirect_url": "https://bank/p"})
+    step = RequireAction("go to the bank", FakeDetails(redirect_url="https://bank/p"))
     flow = await engine(pool, database, merchant, Scripted(step=step))
     payment = await flow.start("UPI")
     assert payment.status == Status.REQUIRES_ACTION
@@ -246,7 +260,7 @@ async def test_a_redirect_is_shown_as_the_next_action(
 
 
 async def test_a_refusal_before_the_payment_exists_stores_nothing(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     before = await pool.fetchval("SELECT count(*) FROM payments")
     refusal = InvalidArgument("no such customer", reason="INVALID_FIELD")
@@ -257,7 +271,7 @@ async def test_a_refusal_before_the_payment_exists_stores_nothing(
 
 
 async def test_a_provider_that_refuses_the_start_fails_the_payment(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     refusal = FailedPrecondition("account closed", reason="ACCOUNT_CLOSED")
     flow = await engine(pool, database, merchant, Scripted(refuse_initiate=refusal))
@@ -267,7 +281,7 @@ async def test_a_provider_that_refuses_the_start_fails_the_payment(
 
 
 async def test_a_payment_fraud_screening_blocks_never_reaches_the_provider(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Scripted()
     flow = await engine(pool, database, merchant, connector, fraud=Fraud("BLOCK"))
@@ -278,7 +292,7 @@ async def test_a_payment_fraud_screening_blocks_never_reaches_the_provider(
 
 
 async def test_a_method_that_holds_authorizations_is_authorized_then_captured(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Holding()
     flow = await engine(pool, database, merchant, connector)
@@ -294,7 +308,7 @@ async def test_a_method_that_holds_authorizations_is_authorized_then_captured(
 
 
 async def test_a_refused_capture_leaves_the_payment_authorized(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Holding(capture_result=ProviderResult(Outcome.FAILED, failure_reason="expired"))
     flow = await engine(pool, database, merchant, connector)
@@ -307,7 +321,7 @@ async def test_a_refused_capture_leaves_the_payment_authorized(
 
 
 async def test_manual_capture_means_nothing_to_a_method_that_cannot_hold(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     flow = await engine(pool, database, merchant, Scripted())
     payment = await flow.start("UPI", capture_method="MANUAL")
@@ -315,7 +329,7 @@ async def test_manual_capture_means_nothing_to_a_method_that_cannot_hold(
 
 
 async def test_an_inquiry_applies_what_the_provider_reports(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Scripted(step=AwaitCustomer("waiting", timedelta(seconds=10)))
     flow = await engine(pool, database, merchant, connector)
@@ -327,7 +341,7 @@ async def test_an_inquiry_applies_what_the_provider_reports(
 
 
 async def test_a_success_reported_after_a_cancel_is_refunded_as_a_reversal(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Scripted(step=AwaitCustomer("waiting", timedelta(seconds=10)))
     flow = await engine(pool, database, merchant, connector)
@@ -343,7 +357,7 @@ async def test_a_success_reported_after_a_cancel_is_refunded_as_a_reversal(
 
 
 async def test_a_late_authorization_is_voided_not_refunded(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     connector = Holding(step=AwaitCustomer("waiting", timedelta(seconds=10)), hold=True)
     flow = await engine(pool, database, merchant, connector)
@@ -356,7 +370,7 @@ async def test_a_late_authorization_is_voided_not_refunded(
 
 
 async def test_a_callback_about_another_amount_changes_nothing(
-    pool: asyncpg.Pool, database: Settings, merchant: MerchantRecord
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
     flow = await engine(
         pool, database, merchant, Scripted(step=AwaitCustomer("waiting", timedelta(seconds=10)))

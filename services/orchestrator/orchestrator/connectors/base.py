@@ -15,22 +15,62 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from gateway_core.errors import FailedPrecondition
 from orchestrator.providers.base import Outcome, ProviderResult
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import MerchantRecord, PaymentRecord
+    from orchestrator.domain.payment import Merchant, MethodDetails, Payment
+
+D = TypeVar("D")
 
 # Records one violation of a request: (field, rule it breaks).
 Reporter = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class CardFields:
+    """A raw card as the request gave it (checked and tokenized before anything else sees it).
+    The number and CVV are left out of the repr, so the object never prints them."""
+
+    card_number: str = field(default="", repr=False)
+    expiry_month: str = ""
+    expiry_year: str = ""
+    cvv: str = field(default="", repr=False)
+    holder_name: str = ""
+
+
+@dataclass(frozen=True)
+class DetailsInput:
+    """The request's `payment_details` as the servicer read them off the wire ("" when not
+    given): what a connector validates and reads its typed details from."""
+
+    vpa: str = ""
+    upi_flow: str = ""
+    wallet: str = ""
+    phone: str = ""
+    bank_code: str = ""
+    card_token: str = ""
+    card: CardFields = field(default_factory=CardFields)
+    emi_plan_id: str = ""
+
+
 # A method's typed payment details as the merchant sent them (validated): each connector
-# defines its own frozen dataclass (UpiDetails, CardDetails, ...) and reads only its own.
-MethodDetails: TypeAlias = object
+# defines its own frozen dataclass (UpiDetails, CardInput, ...) and reads only its own.
+RequestDetails: TypeAlias = object
+
+
+class DetailsType(Protocol):
+    """A connector's stored details class (`MethodDetails`), read back from its stored form."""
+
+    def decode(self, stored: Mapping[str, str]) -> MethodDetails: ...
+
+
+def stored_fields(**fields: str) -> dict[str, str]:
+    """A details' stored form: the fields that are set (an unset one is absent, not "", so the
+    wire shows only what the payment has)."""
+    return {name: value for name, value in fields.items() if value}
 
 
 @dataclass(frozen=True)
@@ -38,11 +78,11 @@ class StartRequest:
     """A validated request to take a payment, as the connector sees it."""
 
     payment_id: str
-    merchant: MerchantRecord
+    merchant: Merchant
     user_id: str
     amount_paisa: int
     currency: str
-    details: MethodDetails
+    details: RequestDetails
     description: str
     callback_url: str
     metadata: Mapping[str, str]
@@ -55,7 +95,7 @@ class Prepared:
     A connector may subclass it to carry what its `initiate` needs (a wallet's balance)."""
 
     provider: str
-    details: Mapping[str, str]
+    details: MethodDetails
     payment_url: str = ""
     fraud_facts: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,7 +128,7 @@ class RequireAction:
     `details` (the stored details plus what the provider's page needs) kept on the payment."""
 
     reason: str
-    details: Mapping[str, str]
+    details: MethodDetails
     inquire_after: timedelta | None = None
 
 
@@ -129,7 +169,7 @@ class PaymentBooks(Protocol):
         or SKIPPED (not tried: its circuit breaker was open). A PaymentAttempt records it."""
         ...
 
-    async def claim_for_authorization(self, payment_id: str, reason: str) -> PaymentRecord | None:
+    async def claim_for_authorization(self, payment_id: str, reason: str) -> Payment | None:
         """REQUIRES_ACTION -> PENDING, once: the payment, or None when another report did it."""
         ...
 
@@ -138,16 +178,17 @@ class PaymentConnector(Protocol):
     """One payment method at its provider(s). Class-level facts first, then the calls."""
 
     method: ClassVar[str]  # the PaymentMethod name: "UPI", "CARD", ...
+    details_type: ClassVar[DetailsType]  # what its payments keep (connectors/<method>/details.py)
     manual_capture: ClassVar[bool]  # an authorization can be held for a later capture
     offers_emi: ClassVar[bool]
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         """Report every rule the request's details break."""
         ...
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> MethodDetails:
+    def read_details(given: DetailsInput) -> RequestDetails:
         """The request's details, typed (after `validate_details` passed)."""
         ...
 
@@ -157,44 +198,63 @@ class PaymentConnector(Protocol):
         ...
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         """Start the stored, screened payment at the provider. `step_up`: fraud screening asks
         for the strongest customer authentication the method has."""
         ...
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         """Where the payment stands at the provider (PENDING when there is nothing to ask)."""
         ...
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         """Stop an open payment at its provider. SUCCESS: the customer had already paid;
         FAILED, EXPIRED or NOT_FOUND: nothing was or can be taken; PENDING: still open."""
         ...
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult: ...
+    async def capture(self, payment: Payment) -> ProviderResult: ...
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         """Release a held authorization. SUCCESS once the customer has their money back."""
         ...
 
     async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
+        self, payment: Payment, refund_id: str, amount_paisa: int
     ) -> ProviderResult: ...
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         """A success reported after the payment closed only held the customer's money (an
         authorization): voiding it is the whole reversal, no refund is owed."""
         ...
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         """A provider's signed, parsed report about this payment."""
         ...
 
 
-def result_from_callback(payment: PaymentRecord, provider: str, doc: Mapping[str, Any]) -> Step:
+def kept_details(payment: Payment, kind: type[D]) -> D:
+    """The payment's details, as the connector of its method keeps them."""
+    details = payment.payment_details
+    if not isinstance(details, kind):
+        raise TypeError(
+            f"payment {payment.payment_id} keeps {type(details).__name__}, not {kind.__name__}"
+        )
+    return details
+
+
+class DetailMissing(ValueError):
+    """A payment was stored without a detail its connector cannot act without (a bug, a hand
+    edit): calls about that payment fail, and no other payment's."""
+
+
+def required_detail(payment: Payment, name: str, value: str) -> str:
+    if not value:
+        raise DetailMissing(f"payment {payment.payment_id} has no stored {name}")
+    return value
+
+
+def result_from_callback(payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
     """The common callback: the payment's own provider reports its outcome."""
     if payment.provider != provider:
         raise FailedPrecondition(

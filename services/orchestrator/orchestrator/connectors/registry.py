@@ -8,7 +8,12 @@ from pathlib import Path
 import grpc
 
 from gateway_core.errors import InvalidArgument
-from orchestrator.connectors.base import PaymentBooks, PaymentConnector, provider_callback_url
+from orchestrator.connectors.base import (
+    DetailsType,
+    PaymentBooks,
+    PaymentConnector,
+    provider_callback_url,
+)
 from orchestrator.connectors.card import CardConnector
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
@@ -29,6 +34,10 @@ CONNECTOR_TYPES: Mapping[str, type[PaymentConnector]] = {
     for connector in (UpiConnector, CardConnector, WalletConnector, NetBankingConnector)
 }
 METHODS: tuple[str, ...] = tuple(CONNECTOR_TYPES)
+# What each method's payments keep, by PaymentMethod name.
+DETAILS_TYPES: Mapping[str, DetailsType] = {
+    method: connector.details_type for method, connector in CONNECTOR_TYPES.items()
+}
 MANUAL_CAPTURE_METHODS: tuple[str, ...] = tuple(
     sorted(method for method, connector in CONNECTOR_TYPES.items() if connector.manual_capture)
 )

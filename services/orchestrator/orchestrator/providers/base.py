@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import grpc
 
-from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable, from_rpc_error
+from gateway_core.errors import FailedPrecondition, GatewayError, InvalidArgument, Unavailable
 
 T = TypeVar("T")
 
@@ -53,24 +53,23 @@ class ProviderNotFound(Exception):
 
 
 async def call_provider(name: str, call: Awaitable[T]) -> T:
-    """Await a provider RPC and translate transport failures.
+    """Await a provider RPC and say what its failure means for the payment.
 
-    A deadline means "unknown", never "failed": the money may have moved. The provider's own
-    refusals of our request (bad argument, wrong state) keep their meaning, and so does "no
-    such transaction" (ProviderNotFound).
+    The channel's interceptor (gateway_core.grpc_client) has already turned a failed call into
+    the typed error the provider sent. A deadline means "unknown", never "failed": the money
+    may have moved. The provider's own refusals of our request (bad argument, wrong state) keep
+    their meaning, and so does "no such transaction" (ProviderNotFound).
     """
     try:
         return await call
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
+    except GatewayError as exc:
+        code = exc.grpc_code
         if code in _OUTCOME_UNKNOWN:
             raise ProviderTimeout(f"{name} did not answer in time ({code.name})") from exc
         if code == grpc.StatusCode.NOT_FOUND:
             raise ProviderNotFound(f"{name} does not know this transaction") from exc
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-            error = from_rpc_error(exc)
-            if isinstance(error, InvalidArgument | FailedPrecondition):
-                raise error from exc
+        if isinstance(exc, InvalidArgument | FailedPrecondition):
+            raise
         raise Unavailable(
             f"{name} is unavailable; retry shortly", reason="PROVIDER_UNAVAILABLE"
         ) from exc

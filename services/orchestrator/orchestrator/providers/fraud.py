@@ -24,14 +24,15 @@ retried payment twice in its velocity windows: a small bias towards caution.)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
-from gateway_core.errors import Unavailable
+from gateway_core.errors import GatewayError, Unavailable
 from gateway_core.logging import get_logger
+from orchestrator.domain.payment import FraudSignal, FraudVerdict
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
 log = get_logger(__name__)
@@ -60,28 +61,6 @@ LATE_S = 0.025
 # applies: a scorer starved of CPU for an instant (a busy machine) answers the second time; a
 # hung one misses both.
 ATTEMPTS = 2
-
-
-@dataclass(frozen=True)
-class Signal:
-    name: str
-    points: int
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Assessment:
-    score: int
-    decision: str  # ALLOW, REVIEW, BLOCK, or UNAVAILABLE (the scorer did not answer)
-    signals: tuple[Signal, ...] = field(default=())
-
-    @property
-    def blocks(self) -> bool:
-        return self.decision == "BLOCK"
-
-    @property
-    def wants_step_up(self) -> bool:
-        return self.decision == "REVIEW"
 
 
 @dataclass(frozen=True)
@@ -121,7 +100,7 @@ class FraudClient:
         self._max_in_flight = max_in_flight
         self.in_flight = 0
 
-    async def check(self, query: FraudQuery) -> Assessment:
+    async def check(self, query: FraudQuery) -> FraudVerdict:
         """The scorer's verdict; the policy's fallback if the scorer is slow or down; raises
         Unavailable (shed, nothing stored) when the gateway is too busy to wait for it."""
         if self.in_flight >= self._max_in_flight:
@@ -133,7 +112,7 @@ class FraudClient:
         finally:
             self.in_flight -= 1
 
-    async def _check(self, query: FraudQuery, *, others: int) -> Assessment:
+    async def _check(self, query: FraudQuery, *, others: int) -> FraudVerdict:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -160,9 +139,9 @@ class FraudClient:
             try:
                 reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
                 break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
-                    return self._fallback(exc.code().name.lower())
+            except GatewayError as exc:
+                if exc.grpc_code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return self._fallback(exc.grpc_code.name.lower())
                 late = time.monotonic() - started - self._timeout
                 if others:
                     raise _shed("deadline_while_busy") from exc
@@ -171,18 +150,18 @@ class FraudClient:
                 if attempt + 1 == ATTEMPTS:
                     return self._fallback("deadline_exceeded")
                 RETRIED.inc()
-        return Assessment(
+        return FraudVerdict(
             score=reply.score,
             decision=fraud_pb2.CheckTransactionResponse.Decision.Name(reply.decision),
-            signals=tuple(Signal(s.name, s.points, s.detail) for s in reply.signals),
+            signals=tuple(FraudSignal(s.name, s.points, s.detail) for s in reply.signals),
         )
 
-    def _fallback(self, reason: str) -> Assessment:
+    def _fallback(self, reason: str) -> FraudVerdict:
         FALLBACKS.labels(policy=self._policy, reason=reason).inc()
         log.warning("fraud check unavailable", policy=self._policy, reason=reason)
         if self._policy == "closed":
-            return Assessment(0, "BLOCK", (Signal("fraud_check_unavailable", 0, reason),))
-        return Assessment(0, "UNAVAILABLE", (Signal("fraud_check_unavailable", 0, reason),))
+            return FraudVerdict(0, "BLOCK", (FraudSignal("fraud_check_unavailable", 0, reason),))
+        return FraudVerdict(0, "UNAVAILABLE", (FraudSignal("fraud_check_unavailable", 0, reason),))
 
 
 def _shed(reason: str) -> Unavailable:

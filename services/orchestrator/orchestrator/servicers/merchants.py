@@ -15,8 +15,8 @@ from gateway_core.auth import RpcContext, caller_from_context, require_admin
 from gateway_core.errors import AlreadyExists, NotFound, PermissionDenied, invalid_field
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
-from orchestrator.domain.validation import validate_create_merchant
 from orchestrator.repository import Repository
+from orchestrator.servicers.validation import validate_create_merchant
 from orchestrator.servicers.wire import merchant_message
 from orchestrator.settings import Settings
 from paygate.merchants.v1 import merchants_pb2, merchants_pb2_grpc

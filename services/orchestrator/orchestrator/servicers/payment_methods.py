@@ -15,8 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway_core.auth import RpcContext, caller_from_context
 from gateway_core.errors import NotFound
 from gateway_core.ids import new_id
-from orchestrator.domain.validation import validate_tokenize, validate_user_id
 from orchestrator.providers.vault import VaultClient
+from orchestrator.servicers.validation import validate_tokenize, validate_user_id
 from paygate.payments.v1 import payment_methods_pb2, payment_methods_pb2_grpc, payments_pb2
 
 

@@ -15,19 +15,19 @@ from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.connectors.card import emi
 from orchestrator.connectors.registry import CONNECTOR_TYPES
+from orchestrator.domain.payment import Merchant
 from orchestrator.domain.states import OPEN
-from orchestrator.domain.validation import (
+from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
+from orchestrator.processing import PaymentProcessor, PaymentStart
+from orchestrator.repository import PaymentFilter, Repository
+from orchestrator.servicers.validation import (
     validate_cancel,
     validate_capture,
     validate_create_payment,
     validate_emi_query,
     validate_refund,
 )
-from orchestrator.idempotency import IdempotencyStore, Recover, idempotency_key
-from orchestrator.processing import PaymentProcessor, PaymentStart
-from orchestrator.records import MerchantRecord
-from orchestrator.repository import PaymentFilter, Repository
-from orchestrator.servicers.wire import payment_message, refund_message
+from orchestrator.servicers.wire import details_input, payment_message, refund_message
 from orchestrator.settings import Settings
 from paygate.payments.v1 import payments_pb2, payments_pb2_grpc
 
@@ -240,7 +240,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         refund = await self._repo.find_refund(refund_id)
         return refund_message(refund) if refund is not None else None
 
-    async def _active_merchant(self, caller: Caller) -> MerchantRecord:
+    async def _active_merchant(self, caller: Caller) -> Merchant:
         merchant = await self._repo.get_merchant(caller.merchant_id)
         if merchant is None or merchant.status != "ACTIVE":
             raise PermissionDenied(
@@ -257,7 +257,7 @@ def _scope(context: RpcContext) -> str | None:
 
 
 def _payment_start(
-    request: payments_pb2.CreatePaymentRequest, merchant: MerchantRecord, settings: Settings
+    request: payments_pb2.CreatePaymentRequest, merchant: Merchant, settings: Settings
 ) -> PaymentStart:
     method = payments_pb2.PaymentMethod.Name(request.payment_method)
     return PaymentStart(
@@ -266,7 +266,7 @@ def _payment_start(
         amount_paisa=request.amount_paisa,
         currency=request.currency,
         method=method,
-        details=CONNECTOR_TYPES[method].read_details(request.payment_details),
+        details=CONNECTOR_TYPES[method].read_details(details_input(request.payment_details)),
         description=request.description,
         callback_url=request.callback_url,
         metadata=dict(request.metadata),

@@ -1,22 +1,45 @@
-"""The one home of the orchestrator's protobuf mapping: stored records to wire messages, for
-the servicers' answers and the outbox's events."""
+"""The one home of the orchestrator's protobuf mapping: the domain model to wire messages, for
+the servicers' answers and the outbox's event payloads."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from orchestrator.connectors.base import CardFields, DetailsInput
 from orchestrator.connectors.upi.link import qr_png_data_url
+from orchestrator.domain.payment import Dispute, Merchant, Payment, Refund
 from orchestrator.domain.states import Status
-from orchestrator.records import DisputeRecord, MerchantRecord, PaymentRecord, RefundRecord
 from paygate.disputes.v1 import disputes_pb2
+from paygate.events.v1 import events_pb2
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payments_pb2
 
 
-def merchant_message(record: MerchantRecord) -> merchants_pb2.Merchant:
+def details_input(given: payments_pb2.PaymentDetails) -> DetailsInput:
+    """A request's payment details for the connectors, which know no protobuf."""
+    card = given.card
+    return DetailsInput(
+        vpa=given.vpa,
+        upi_flow=given.upi_flow,
+        wallet=given.wallet,
+        phone=given.phone,
+        bank_code=given.bank_code,
+        card_token=given.card_token,
+        card=CardFields(
+            card_number=card.card_number,
+            expiry_month=card.expiry_month,
+            expiry_year=card.expiry_year,
+            cvv=card.cvv,
+            holder_name=card.holder_name,
+        ),
+        emi_plan_id=given.emi_plan_id,
+    )
+
+
+def merchant_message(record: Merchant) -> merchants_pb2.Merchant:
     return merchants_pb2.Merchant(
         merchant_id=record.merchant_id,
         name=record.name,
@@ -28,7 +51,7 @@ def merchant_message(record: MerchantRecord) -> merchants_pb2.Merchant:
     )
 
 
-def refund_message(record: RefundRecord) -> payments_pb2.Refund:
+def refund_message(record: Refund) -> payments_pb2.Refund:
     refund = payments_pb2.Refund(
         refund_id=record.refund_id,
         payment_id=record.payment_id,
@@ -48,7 +71,7 @@ def refund_message(record: RefundRecord) -> payments_pb2.Refund:
     return refund
 
 
-def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_pb2.Payment:
+def payment_message(record: Payment, *, with_qr: bool = True) -> payments_pb2.Payment:
     """The wire form. The QR code is derived from the link, not stored; events skip it."""
     payment = payments_pb2.Payment(
         payment_id=record.payment_id,
@@ -72,17 +95,16 @@ def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_
         created_at=_ts(record.created_at),
         updated_at=_ts(record.updated_at),
     )
-    # Stored details may carry provider extras (redirect_url) that are not wire fields.
-    json_format.ParseDict(
-        record.payment_details, payment.payment_details, ignore_unknown_fields=True
-    )
-    if record.fraud_decision:
-        payment.fraud.score = record.fraud_score or 0
-        payment.fraud.decision = record.fraud_decision
-        payment.fraud.signals.extend(f"{s['name']}:{s['points']}" for s in record.fraud_signals)
-    if record.payment_details.get("last4"):
-        payment.card.last4 = record.payment_details["last4"]
-        payment.card.brand = record.payment_details.get("brand", "")
+    details = record.payment_details.encode()
+    # The stored details carry more than the wire's fields (last4, redirect_url, EMI terms).
+    json_format.ParseDict(details, payment.payment_details, ignore_unknown_fields=True)
+    if record.fraud is not None:
+        payment.fraud.score = record.fraud.score
+        payment.fraud.decision = record.fraud.decision
+        payment.fraud.signals.extend(f"{s.name}:{s.points}" for s in record.fraud.signals)
+    if details.get("last4"):
+        payment.card.last4 = details["last4"]
+        payment.card.brand = details.get("brand", "")
     if record.status in (Status.SUCCESS, Status.PARTIALLY_REFUNDED, Status.REFUNDED):
         payment.captured_amount_paisa = record.amount_paisa
     payment.refunded_amount_paisa = record.refunded_paisa
@@ -97,9 +119,9 @@ def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_
         )
         for a in record.attempts
     )
-    if record.status == Status.REQUIRES_ACTION and record.payment_details.get("redirect_url"):
+    if record.status == Status.REQUIRES_ACTION and details.get("redirect_url"):
         payment.next_action.type = "REDIRECT"
-        payment.next_action.redirect_url = record.payment_details["redirect_url"]
+        payment.next_action.redirect_url = details["redirect_url"]
     if record.expires_at is not None:
         payment.expires_at.CopyFrom(_ts(record.expires_at))
     if record.processed_at is not None:
@@ -118,7 +140,7 @@ def payment_message(record: PaymentRecord, *, with_qr: bool = True) -> payments_
     return payment
 
 
-def dispute_message(record: DisputeRecord) -> disputes_pb2.Dispute:
+def dispute_message(record: Dispute) -> disputes_pb2.Dispute:
     dispute = disputes_pb2.Dispute(
         dispute_id=record.dispute_id,
         payment_id=record.payment_id,
@@ -144,6 +166,37 @@ def dispute_message(record: DisputeRecord) -> disputes_pb2.Dispute:
     if record.resolved_at is not None:
         dispute.resolved_at.CopyFrom(_ts(record.resolved_at))
     return dispute
+
+
+def encode_event(
+    *,
+    event_id: str,
+    event_type: str,
+    payment: Payment,
+    sequence: int,
+    refund: Refund | None = None,
+    dispute: Dispute | None = None,
+) -> bytes:
+    """An outbox event's payload (`outbox.EventEncoder`): the events.v1.Event as JSON with
+    proto field names. Events carry no QR code: it is derived from the link on reading."""
+    event = events_pb2.Event(
+        event_id=event_id,
+        type=event_type,
+        occurred_at=_ts(datetime.now(UTC)),
+        merchant_id=payment.merchant_id,
+        payment_id=payment.payment_id,
+        payment=payment_message(payment, with_qr=False),
+        sequence=sequence,
+        refund=refund_message(refund) if refund is not None else None,
+        dispute=dispute_message(dispute) if dispute is not None else None,
+    )
+    text = json_format.MessageToJson(
+        event,
+        preserving_proto_field_name=True,
+        indent=None,
+        always_print_fields_with_no_presence=False,
+    )
+    return text.encode()
 
 
 def _ts(moment: datetime) -> Timestamp:

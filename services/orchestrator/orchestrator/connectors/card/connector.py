@@ -14,15 +14,17 @@ discount are kept in the payment's details, and the authorization and the captur
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway_core.cards import ValidCard, validate_card
+from gateway_core.cards import validate_card
 from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.connectors.base import (
     Apply,
+    DetailsInput,
+    DetailsType,
     InquireLater,
     NoChange,
     PaymentBooks,
@@ -31,37 +33,29 @@ from orchestrator.connectors.base import (
     RequireAction,
     StartRequest,
     Step,
+    kept_details,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.card import emi
 from orchestrator.connectors.card.client import ACS_PROVIDER, AcquirerClient, ThreeDs
+from orchestrator.connectors.card.details import CardDetails, CardInput
 from orchestrator.connectors.card.routing import CircuitBreaker, RoutingTable
 from orchestrator.domain.states import Status
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
 from orchestrator.providers.vault import CardMeta, VaultClient
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 log = get_logger(__name__)
 CARD_FIELD = "payment_details.card."
 INQUIRY_AFTER_TIMEOUT = timedelta(seconds=2)
 
 
-@dataclass(frozen=True)
-class CardDetails:
-    """Exactly one of a card (tokenized by the vault first, never stored; its number and CVV
-    are gateway_core.cards primitives that never print themselves) or a saved card's token."""
-
-    card: ValidCard | None = None
-    holder_name: str = ""
-    card_token: str = ""
-    emi_plan_id: str = ""
-
-
 class CardConnector:
     method: ClassVar[str] = "CARD"
+    details_type: ClassVar[DetailsType] = CardDetails
     manual_capture: ClassVar[bool] = True
     offers_emi: ClassVar[bool] = True
 
@@ -85,7 +79,7 @@ class CardConnector:
         self._default_return_url = default_return_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         # The card's own fields (Luhn, expiry, CVV) are checked by the vault, which alone may
         # look at them; here only which of the two ways to pay by card was chosen.
         has_card = bool(given.card.card_number)
@@ -93,7 +87,7 @@ class CardConnector:
             bad("payment_details", "give exactly one of card (card details) or card_token")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> CardDetails:
+    def read_details(given: DetailsInput) -> CardInput:
         """Raises InvalidArgument naming `payment_details.card.*` for a card that fails the
         checks the vault makes too (Luhn, network, expiry, CVV)."""
         card = (
@@ -108,7 +102,7 @@ class CardConnector:
             if given.card.card_number
             else None
         )
-        return CardDetails(
+        return CardInput(
             card=card,
             holder_name=given.card.holder_name,
             card_token=given.card_token,
@@ -119,9 +113,9 @@ class CardConnector:
 
     async def prepare(self, request: StartRequest) -> Prepared:
         details = request.details
-        assert isinstance(details, CardDetails)
+        assert isinstance(details, CardInput)
         card = await self._card_for(request, details)
-        stored = {"card_token": card.token, "last4": card.last4, "brand": card.brand}
+        stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
         if details.emi_plan_id:
             plan = emi.choose(
                 details.emi_plan_id,
@@ -129,14 +123,19 @@ class CardConnector:
                 card.brand,
                 f"payment_details.{emi.PLAN_ID}",
             )
-            stored |= emi.stored_terms(plan)
+            stored = replace(
+                stored,
+                emi_plan_id=plan.plan_id,
+                emi_tenure_months=plan.tenure_months,
+                emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+            )
         return Prepared(
             provider=self._routing.route(card.brand, request.amount_paisa)[0],
             details=stored,
             fraud_facts={"card_fingerprint": card.fingerprint},
         )
 
-    async def _card_for(self, request: StartRequest, details: CardDetails) -> CardMeta:
+    async def _card_for(self, request: StartRequest, details: CardInput) -> CardMeta:
         """The vault card a payment uses: tokenize a raw card, or look up a saved token."""
         merchant_id = request.merchant.merchant_id
         if details.card is not None:
@@ -159,11 +158,12 @@ class CardConnector:
         return saved
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         """3-D Secure first (`step_up`, a fraud REVIEW, forces a challenge); frictionless goes
         straight on to authorization."""
-        token = payment.payment_details["card_token"]
+        details = kept_details(payment, CardDetails)
+        token = required_detail(payment, "card_token", details.card_token)
         secret = await self._vault.detokenize(
             token, payment_id=payment.payment_id, reason="3ds_authentication"
         )
@@ -189,11 +189,11 @@ class CardConnector:
         if three_ds.challenge_url:
             return RequireAction(
                 "the cardholder must complete a 3-D Secure challenge",
-                {
-                    **payment.payment_details,
-                    "redirect_url": three_ds.challenge_url,
-                    "three_ds_transaction_id": three_ds.transaction_id,
-                },
+                replace(
+                    details,
+                    redirect_url=three_ds.challenge_url,
+                    three_ds_transaction_id=three_ds.transaction_id,
+                ),
             )
         if not three_ds.authenticated:
             return Apply(
@@ -202,19 +202,17 @@ class CardConnector:
             )
         return await self._authorize(payment, three_ds)
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         if provider == ACS_PROVIDER:
             return await self._on_authentication(payment, doc)
         return result_from_callback(payment, provider, doc)
 
-    async def _on_authentication(self, payment: PaymentRecord, doc: Mapping[str, Any]) -> Step:
+    async def _on_authentication(self, payment: Payment, doc: Mapping[str, Any]) -> Step:
         """The ACS's signed report of a challenge. Only the first report proceeds, and only one
         about this payment's own challenge: the 3-D Secure transaction id stored when the
         payment went to REQUIRES_ACTION (the provider and the amount are checked by the flow
         engine before)."""
-        stored = payment.payment_details.get("three_ds_transaction_id", "")
+        stored = kept_details(payment, CardDetails).three_ds_transaction_id
         if not stored or doc.get("three_ds_transaction_id") != stored:
             raise FailedPrecondition(
                 "the callback's 3-D Secure transaction is not this payment's challenge",
@@ -241,12 +239,12 @@ class CardConnector:
         )
         return await self._authorize(claimed, three_ds)
 
-    async def _authorize(self, payment: PaymentRecord, three_ds: ThreeDs) -> Step:
+    async def _authorize(self, payment: Payment, three_ds: ThreeDs) -> Step:
         """Authorization at each routed acquirer in turn, past those that are unavailable."""
-        token = payment.payment_details["card_token"]
-        brand = payment.payment_details.get("brand", "")
-        terms = emi.terms_of(payment.payment_details, payment.amount_paisa)
-        for gateway in self._routing.route(brand, payment.amount_paisa):
+        details = kept_details(payment, CardDetails)
+        token = required_detail(payment, "card_token", details.card_token)
+        terms = details.emi_terms(payment.amount_paisa)
+        for gateway in self._routing.route(details.brand, payment.amount_paisa):
             if not self._breaker.allow(gateway):
                 await self._books.pass_over(payment.payment_id, gateway, "SKIPPED")
                 continue
@@ -299,17 +297,17 @@ class CardConnector:
 
     # A payment that exists
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         if payment.status == Status.REQUIRES_ACTION:
             return ProviderResult(Outcome.PENDING)  # nothing is authorized before 3-D Secure
         return await self._acquirer.status(payment.provider, payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         # Nothing is authorized before 3-D Secure completes, and a challenge finished after the
         # cancel finds the payment no longer REQUIRES_ACTION.
         return await self._acquirer.status(payment.provider, payment.payment_id)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         return await self._acquirer.capture(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
@@ -318,16 +316,14 @@ class CardConnector:
             currency=payment.currency,
         )
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         return await self._acquirer.void(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
         )
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._acquirer.refund(
             gateway=payment.provider,
             acquirer_txn_id=payment.external_txn_id,
@@ -337,6 +333,6 @@ class CardConnector:
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         # A manual-capture card payment's success is an authorization: nothing was captured.
         return payment.capture_method == "MANUAL"

@@ -10,7 +10,6 @@ Rates are exact fractions; only the results are rounded, half up, to whole paisa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -75,38 +74,8 @@ def choose(plan_id: str, amount_paisa: int, brand: str, field: str) -> EmiPlan:
     )
 
 
-# Where a card payment keeps the plan chosen when it was created (its details), so the
-# authorization and the capture's discount journal use that choice and never choose again.
+# The request field naming the plan (and the key a card payment's details keep it under).
 PLAN_ID = "emi_plan_id"
-TENURE_MONTHS = "emi_tenure_months"
-MERCHANT_DISCOUNT = "emi_merchant_discount_paisa"
-
-
-def stored_terms(plan: EmiPlan) -> dict[str, str]:
-    """The chosen plan, as a payment's details keep it."""
-    return {
-        PLAN_ID: plan.plan_id,
-        TENURE_MONTHS: str(plan.tenure_months),
-        MERCHANT_DISCOUNT: str(plan.merchant_discount_paisa),
-    }
-
-
-@dataclass(frozen=True)
-class ChosenTerms:
-    tenure_months: int
-    merchant_discount_paisa: int
-
-
-def terms_of(details: Mapping[str, str], amount_paisa: int) -> ChosenTerms | None:
-    """The plan a payment chose at creation (None: no EMI). A payment created before the
-    choice was kept has only its plan id: its plan is looked up once more, as it was then."""
-    plan_id = details.get(PLAN_ID, "")
-    if not plan_id:
-        return None
-    if TENURE_MONTHS in details:
-        return ChosenTerms(int(details[TENURE_MONTHS]), int(details.get(MERCHANT_DISCOUNT, "0")))
-    plan = choose(plan_id, amount_paisa, details.get("brand", ""), f"payment_details.{PLAN_ID}")
-    return ChosenTerms(plan.tenure_months, plan.merchant_discount_paisa)
 
 
 def _factor(tenure: Tenure) -> Fraction:

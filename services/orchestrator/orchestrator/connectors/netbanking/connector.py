@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     AwaitCustomer,
+    DetailsInput,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
     RequireAction,
     StartRequest,
     Step,
+    kept_details,
     never_held,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.netbanking.client import PROVIDER_NAME, NetBankingClient
+from orchestrator.connectors.netbanking.details import NetBankingDetails
 from orchestrator.providers.base import ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 _BANK_CODE = re.compile(r"[A-Z]{4}")
 INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
@@ -33,20 +37,9 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 INQUIRY_AFTER_REDIRECT = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
-class NetBankingDetails:
-    bank_code: str  # 4 letters, e.g. HDFC
-
-    def stored(self) -> dict[str, str]:
-        return {"bank_code": self.bank_code}
-
-    @classmethod
-    def of(cls, payment: PaymentRecord) -> NetBankingDetails:
-        return cls(payment.payment_details["bank_code"])
-
-
 class NetBankingConnector:
     method: ClassVar[str] = "NET_BANKING"
+    details_type: ClassVar[DetailsType] = NetBankingDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -58,12 +51,12 @@ class NetBankingConnector:
         self._default_return_url = default_return_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not _BANK_CODE.fullmatch(given.bank_code):
             bad("payment_details.bank_code", "must be a 4-letter bank code, e.g. HDFC, ICIC, SBIN")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> NetBankingDetails:
+    def read_details(given: DetailsInput) -> NetBankingDetails:
         return NetBankingDetails(bank_code=given.bank_code)
 
     async def prepare(self, request: StartRequest) -> Prepared:
@@ -77,10 +70,10 @@ class NetBankingConnector:
                 "payment_details.bank_code",
                 f"is not a bank we take payments for; one of {', '.join(sorted(banks))}",
             )
-        return Prepared(provider=PROVIDER_NAME, details=details.stored())
+        return Prepared(provider=PROVIDER_NAME, details=details)
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         details = request.details
         assert isinstance(details, NetBankingDetails)
@@ -104,37 +97,37 @@ class NetBankingConnector:
             return Fail("provider_unavailable")
         return RequireAction(
             "the customer must authorise the payment on the bank's page",
-            {**payment.payment_details, "redirect_url": redirect.redirect_url},
+            replace(kept_details(payment, NetBankingDetails), redirect_url=redirect.redirect_url),
             INQUIRY_AFTER_REDIRECT,
         )
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
-        return await self._bank.status(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+    async def status(self, payment: Payment) -> ProviderResult:
+        return await self._bank.status(_bank_code(payment), payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
-        return await self._bank.cancel(NetBankingDetails.of(payment).bank_code, payment.payment_id)
+    async def withdraw(self, payment: Payment) -> ProviderResult:
+        return await self._bank.cancel(_bank_code(payment), payment.payment_id)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._bank.refund(
-            bank_code=NetBankingDetails.of(payment).bank_code,
+            bank_code=_bank_code(payment),
             payment_id=payment.payment_id,
             refund_id=refund_id,
             amount_paisa=amount_paisa,
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return False
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
+
+
+def _bank_code(payment: Payment) -> str:
+    return required_detail(payment, "bank_code", kept_details(payment, NetBankingDetails).bank_code)

@@ -1,5 +1,6 @@
 """UPI payments through the UPI switch (UPI Core)."""
 
-from orchestrator.connectors.upi.connector import UpiConnector, UpiDetails
+from orchestrator.connectors.upi.connector import UpiConnector
+from orchestrator.connectors.upi.details import UpiDetails
 
 __all__ = ["UpiConnector", "UpiDetails"]

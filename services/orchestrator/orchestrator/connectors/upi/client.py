@@ -9,7 +9,7 @@ from datetime import datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway_core.errors import DeadlineExceeded, Unavailable
+from gateway_core.errors import DeadlineExceeded, GatewayError, Unavailable
 from orchestrator.providers.base import (
     Outcome,
     ProviderNotFound,
@@ -49,8 +49,8 @@ class UpiCoreClient:
             reply = await self._stub.ValidateVpa(
                 upi_pb2.ValidateVpaRequest(vpa=vpa), timeout=LOOKUP_TIMEOUT_SECONDS
             )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        except GatewayError as exc:
+            if isinstance(exc, DeadlineExceeded):
                 raise DeadlineExceeded(
                     "the UPI network did not answer the VPA lookup in time; retry",
                     reason="PROVIDER_TIMEOUT",

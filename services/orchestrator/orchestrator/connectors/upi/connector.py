@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +10,8 @@ from gateway_core.errors import Unavailable, invalid_field
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
@@ -20,12 +21,12 @@ from orchestrator.connectors.base import (
     result_from_callback,
 )
 from orchestrator.connectors.upi.client import PROVIDER_NAME, UpiCoreClient
+from orchestrator.connectors.upi.details import UpiDetails
 from orchestrator.connectors.upi.link import is_valid_vpa, pay_link
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 FLOWS = frozenset({"", "INTENT", "COLLECT"})
 # The switch may or may not have a transaction it did not answer about: ask again soon.
@@ -34,17 +35,9 @@ INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
 INQUIRY_AFTER_START = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
-class UpiDetails:
-    vpa: str
-    flow: str = "INTENT"  # INTENT (the customer's app opens the link) or COLLECT
-
-    def stored(self) -> dict[str, str]:
-        return {"vpa": self.vpa, "upi_flow": self.flow}
-
-
 class UpiConnector:
     method: ClassVar[str] = "UPI"
+    details_type: ClassVar[DetailsType] = UpiDetails
     manual_capture: ClassVar[bool] = False
     offers_emi: ClassVar[bool] = False
 
@@ -53,7 +46,7 @@ class UpiConnector:
         self._callback_url = callback_url
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not given.vpa:
             bad("payment_details.vpa", "is required for UPI payments")
         elif not is_valid_vpa(given.vpa):
@@ -62,7 +55,7 @@ class UpiConnector:
             bad("payment_details.upi_flow", "must be INTENT or COLLECT")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> UpiDetails:
+    def read_details(given: DetailsInput) -> UpiDetails:
         return UpiDetails(vpa=given.vpa, flow=given.upi_flow or "INTENT")
 
     async def prepare(self, request: StartRequest) -> Prepared:
@@ -83,13 +76,13 @@ class UpiConnector:
         )
         return Prepared(
             provider=PROVIDER_NAME,
-            details=details.stored(),
+            details=details,
             payment_url=link,
             fraud_facts={"vpa": details.vpa},
         )
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         details = request.details
         assert isinstance(details, UpiDetails)
@@ -122,32 +115,28 @@ class UpiConnector:
             result.external_txn_id,
         )
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
+    async def status(self, payment: Payment) -> ProviderResult:
         return await self._upi.status(payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         return await self._upi.cancel(payment.payment_id)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         raise never_held(self.method)
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._upi.refund(
             payment_id=payment.payment_id, refund_id=refund_id, amount_paisa=amount_paisa
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return False
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
 
 
-__all__ = ["UpiConnector", "UpiDetails"]
+__all__ = ["UpiConnector"]

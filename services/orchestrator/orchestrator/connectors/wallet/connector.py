@@ -13,36 +13,27 @@ from gateway_core.errors import Unavailable
 from orchestrator.connectors.base import (
     Apply,
     AwaitCustomer,
+    DetailsInput,
+    DetailsType,
     Fail,
     Prepared,
     Reporter,
     StartRequest,
     Step,
+    kept_details,
+    required_detail,
     result_from_callback,
 )
 from orchestrator.connectors.wallet.client import WalletClient, provider_name
+from orchestrator.connectors.wallet.details import WalletDetails
 from orchestrator.providers.base import Outcome, ProviderResult, ProviderTimeout
-from paygate.payments.v1 import payments_pb2
 
 if TYPE_CHECKING:
-    from orchestrator.records import PaymentRecord
+    from orchestrator.domain.payment import Payment
 
 WALLETS = frozenset({"PAYTM", "PHONEPE", "GOOGLE_PAY", "AMAZON_PAY"})
 _PHONE = re.compile(r"[6-9]\d{9}")
 INQUIRY_AFTER_TIMEOUT = timedelta(seconds=1)
-
-
-@dataclass(frozen=True)
-class WalletDetails:
-    wallet: str  # one of WALLETS
-    phone: str  # the customer's 10-digit mobile number, their wallet's id
-
-    def stored(self) -> dict[str, str]:
-        return {"wallet": self.wallet, "phone": self.phone}
-
-    @classmethod
-    def of(cls, payment: PaymentRecord) -> WalletDetails:
-        return cls(payment.payment_details["wallet"], payment.payment_details.get("phone", ""))
 
 
 @dataclass(frozen=True)
@@ -52,6 +43,7 @@ class _Funded(Prepared):
 
 class WalletConnector:
     method: ClassVar[str] = "WALLET"
+    details_type: ClassVar[DetailsType] = WalletDetails
     manual_capture: ClassVar[bool] = True
     offers_emi: ClassVar[bool] = False
 
@@ -59,7 +51,7 @@ class WalletConnector:
         self._wallet = client
 
     @staticmethod
-    def validate_details(given: payments_pb2.PaymentDetails, bad: Reporter) -> None:
+    def validate_details(given: DetailsInput, bad: Reporter) -> None:
         if not given.wallet:
             bad("payment_details.wallet", f"is required: one of {', '.join(sorted(WALLETS))}")
         elif given.wallet not in WALLETS:
@@ -68,7 +60,7 @@ class WalletConnector:
             bad("payment_details.phone", "must be a 10-digit Indian mobile number")
 
     @staticmethod
-    def read_details(given: payments_pb2.PaymentDetails) -> WalletDetails:
+    def read_details(given: DetailsInput) -> WalletDetails:
         return WalletDetails(wallet=given.wallet, phone=given.phone)
 
     async def prepare(self, request: StartRequest) -> Prepared:
@@ -83,12 +75,12 @@ class WalletConnector:
             ) from exc
         return _Funded(
             provider=provider_name(details.wallet),
-            details=details.stored(),
+            details=details,
             balance_paisa=balance,
         )
 
     async def initiate(
-        self, request: StartRequest, payment: PaymentRecord, prepared: Prepared, *, step_up: bool
+        self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
     ) -> Step:
         details = request.details
         assert isinstance(details, WalletDetails)
@@ -115,26 +107,24 @@ class WalletConnector:
             )
         return Apply(result, f"{details.wallet} debit")
 
-    async def status(self, payment: PaymentRecord) -> ProviderResult:
-        return await self._wallet.status(WalletDetails.of(payment).wallet, payment.payment_id)
+    async def status(self, payment: Payment) -> ProviderResult:
+        return await self._wallet.status(_wallet(payment), payment.payment_id)
 
-    async def withdraw(self, payment: PaymentRecord) -> ProviderResult:
+    async def withdraw(self, payment: Payment) -> ProviderResult:
         # A debit is instant: it happened or it did not.
         return await self.status(payment)
 
-    async def capture(self, payment: PaymentRecord) -> ProviderResult:
+    async def capture(self, payment: Payment) -> ProviderResult:
         # The debit took the money at authorization; capture is ours alone.
         return ProviderResult(Outcome.SUCCESS, payment.external_txn_id)
 
-    async def void(self, payment: PaymentRecord) -> ProviderResult:
+    async def void(self, payment: Payment) -> ProviderResult:
         # The wallet debited at authorization: the void is a full refund, deduped by its id.
         return await self.refund(payment, f"VOID_{payment.payment_id}", payment.amount_paisa)
 
-    async def refund(
-        self, payment: PaymentRecord, refund_id: str, amount_paisa: int
-    ) -> ProviderResult:
+    async def refund(self, payment: Payment, refund_id: str, amount_paisa: int) -> ProviderResult:
         return await self._wallet.refund(
-            wallet=WalletDetails.of(payment).wallet,
+            wallet=_wallet(payment),
             wallet_txn_id=payment.external_txn_id,
             payment_id=payment.payment_id,
             refund_id=refund_id,
@@ -142,10 +132,12 @@ class WalletConnector:
             currency=payment.currency,
         )
 
-    def late_success_is_hold(self, payment: PaymentRecord) -> bool:
+    def late_success_is_hold(self, payment: Payment) -> bool:
         return False  # a debit took the money: it is refunded
 
-    async def on_callback(
-        self, payment: PaymentRecord, provider: str, doc: Mapping[str, Any]
-    ) -> Step:
+    async def on_callback(self, payment: Payment, provider: str, doc: Mapping[str, Any]) -> Step:
         return result_from_callback(payment, provider, doc)
+
+
+def _wallet(payment: Payment) -> str:
+    return required_detail(payment, "wallet", kept_details(payment, WalletDetails).wallet)

@@ -13,6 +13,7 @@ from gateway_core import limits
 from gateway_core.limits import FieldProblems
 from orchestrator.connectors.registry import CONNECTOR_TYPES, MANUAL_CAPTURE_METHODS, METHODS
 from orchestrator.connectors.upi.link import is_valid_vpa
+from orchestrator.servicers.wire import details_input
 from paygate.merchants.v1 import merchants_pb2
 from paygate.payments.v1 import payment_methods_pb2, payments_pb2
 
@@ -42,7 +43,7 @@ def validate_create_payment(
     if connector is None:
         bad("payment_method", f"is required: one of {', '.join(METHODS)}")
     else:
-        connector.validate_details(request.payment_details, bad)
+        connector.validate_details(details_input(request.payment_details), bad)
 
     manual = request.capture_method == payments_pb2.Payment.MANUAL
     if manual and (connector is None or not connector.manual_capture):
