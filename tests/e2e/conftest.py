@@ -21,6 +21,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.config import SMTP_VARIABLES
+from devstack.fraud_scoring import write_clock_free_scoring
 from devstack.runner import IMAGE_VARIABLE, ImagePython
 from devstack.stack import Stack, StackError
 from gateway_core.tokens import mint_token as sign_token
@@ -98,6 +99,7 @@ def stack(
             runner = cleanup.enter_context(ImagePython(image, state_dir))
         else:
             environ.update(abuse_settings(state_dir))
+            environ.update(write_clock_free_scoring(state_dir))
         local = Stack(
             state_dir,
             ports="ephemeral",

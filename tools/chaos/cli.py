@@ -36,6 +36,7 @@ from chaos.faults import FaultLog, run_faults
 from chaos.load import Load, LoadSettings, Merchant, Observations
 from chaos.schedule import CATALOGUE, Timing, plan_faults, plan_journeys
 from devstack.config import SMTP_VARIABLES
+from devstack.fraud_scoring import write_clock_free_scoring
 from devstack.stack import Stack, StackError
 from devstack.webhook_receiver import HOST as RECEIVER_HOST
 from devstack.webhook_receiver import WebhookReceiver
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if {p.fault for p in planned} != set(CATALOGUE):
         console.print("[yellow]the duration is too short for every fault of the catalogue[/]")
     state_dir = Path(tempfile.mkdtemp(prefix="paygate-chaos-"))
-    environ = {**os.environ, **STACK_SETTINGS}
+    environ = {**os.environ, **STACK_SETTINGS, **write_clock_free_scoring(state_dir)}
     for name in SMTP_VARIABLES:
         environ.pop(name, None)
     try:

@@ -89,7 +89,9 @@ async def main() -> None:
     else:
         http = None
         try:
-            scorer = load_scorer()
+            scorer = load_scorer(
+                Path(settings.fraud_model_path) if settings.fraud_model_path else None
+            )
         except ModelUnavailable as exc:
             log.error("fraud model unusable, scoring with rules only", error=str(exc))
             scorer = None

@@ -12,6 +12,8 @@ from gateway_core.config import load_settings
 
 class Settings(config.Settings):
     fraud_ml_api_url: str = ""
+    # A model file to score with instead of the newest committed one (`make fraud-model` output).
+    fraud_model_path: str = ""
     fraud_rules_config_path: str = "./services/fraud/config/fraud-rules.yaml"
     max_fraud_score: int = Field(default=100, ge=1)
     block_threshold: int = Field(default=80, ge=0)
