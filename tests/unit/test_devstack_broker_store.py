@@ -14,7 +14,7 @@ import httpx
 import localbucket
 import pytest
 
-from devstack.broker_store import ConditionalWriteHandler
+from devstack.broker_store import ConditionalWriteHandler, bound_etag_cache
 
 BUCKET = "tansu"
 
@@ -148,3 +148,20 @@ def test_a_read_racing_writes_answers_a_body_and_its_own_etag(store: str) -> Non
         stop.set()
         for writer in writers:
             writer.join()
+
+
+def test_the_etag_cache_stays_bounded_and_etags_stay_right(store: str) -> None:
+    bound_etag_cache(maxsize=16)
+    bodies = {f"{store}/records/{n:020d}.batch": f"batch {n}".encode() for n in range(100)}
+    for url, body in bodies.items():
+        assert put(url, body, **{"If-None-Match": "*"}).status_code == 200
+    assert len(localbucket._etag_cache) <= 16
+    # An ETag fallen out of the cache is the file's MD5 again, and conditions still hold.
+    for url, body in bodies.items():
+        answer = httpx.get(url, timeout=10)
+        assert answer.headers["ETag"].strip('"') == hashlib.md5(body).hexdigest()  # noqa: S324
+    assert len(localbucket._etag_cache) <= 16
+    first = next(iter(bodies))
+    etag = httpx.get(first, timeout=10).headers["ETag"]
+    assert put(first, b"replaced", **{"If-Match": etag}).status_code == 200
+    assert put(first, b"stale", **{"If-Match": etag}).status_code == 412

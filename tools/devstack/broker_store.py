@@ -21,6 +21,7 @@ import argparse
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,37 @@ import localbucket
 
 # Every object write of the store: a condition is checked and its file replaced as one step.
 _WRITES = threading.Lock()
+
+# ETags the store keeps in memory. LocalBucket caches one per object it ever wrote or listed and
+# never forgets any: the broker writes a batch object per produce, so the store grew by about
+# 4 MiB a minute under load. The newest few thousand cover every partition's watermark and the
+# batches a consumer is reading; an older one is computed again from its file when asked.
+ETAG_CACHE_SIZE = 4096
+
+
+class _RecentEtags(OrderedDict[str, tuple[tuple[int, int, int, int], str]]):
+    """LocalBucket's ETag cache (it reads and writes it under its own lock), holding only the
+    `maxsize` most recently used entries."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        if key in self:
+            self.move_to_end(key)
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: tuple[tuple[int, int, int, int], str]) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+def bound_etag_cache(maxsize: int = ETAG_CACHE_SIZE) -> None:
+    """Replace LocalBucket's unbounded ETag cache with one of at most `maxsize` entries."""
+    localbucket._etag_cache = _RecentEtags(maxsize)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -156,6 +188,7 @@ def main() -> None:
     for bucket in args.bucket:
         (data_root / bucket).mkdir(parents=True, exist_ok=True)
     ConditionalWriteHandler.data_root = data_root
+    bound_etag_cache()
     server = ThreadingHTTPServer((args.host, args.port), ConditionalWriteHandler)
     server.daemon_threads = True
     try:
