@@ -103,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="use this running gateway instead of starting a stack (e.g. http://127.0.0.1:8080)",
     )
     parser.add_argument(
+        "--broker",
+        choices=("durable", "memory"),
+        default="durable",
+        help="the started stack's broker log: on the durable local store, as `make run` keeps it "
+        "(default), or in memory, as a gateway whose Kafka runs elsewhere sees it: the local "
+        "store is Python and costs more per event than anything else in the stack",
+    )
+    parser.add_argument(
         "--jwt-secret",
         help="with --gateway: the gateway's JWT_SECRET (default: JWT_SECRET from the "
         "environment or .env)",
@@ -161,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jwt_secret and not args.gateway:
         parser.error("--jwt-secret only goes with --gateway (a started stack has its own)")
+    if args.broker != "durable" and args.gateway:
+        parser.error("--broker only goes with a started stack, not with --gateway")
     return args
 
 
@@ -200,7 +210,9 @@ def _external(
     settings = get_settings()
     secret = args.jwt_secret or settings.jwt_secret.get_secret_value()
     credentials = Credentials(secret, settings.jwt_issuer, settings.jwt_audience)
-    return _measure(args, config, args.gateway.rstrip("/"), credentials, machine, console, "given")
+    return _measure(
+        args, config, args.gateway.rstrip("/"), credentials, machine, console, "given", None
+    )
 
 
 def _own_stack(
@@ -217,6 +229,7 @@ def _own_stack(
             seed=False,
             keep_data=False,
             bench_floor=config.floor_duration > 0,
+            durable_broker=args.broker == "durable",
         )
         stack.start(progress=True)  # stops what it started if it fails or is interrupted
     except StackError as exc:
@@ -231,7 +244,15 @@ def _own_stack(
         env = stack.env
         credentials = Credentials(env["JWT_SECRET"], env["JWT_ISSUER"], env["JWT_AUDIENCE"])
         code = _measure(
-            args, config, stack.gateway_url, credentials, machine, console, "started", stack.pids()
+            args,
+            config,
+            stack.gateway_url,
+            credentials,
+            machine,
+            console,
+            "started",
+            args.broker,
+            stack.pids(),
         )
         finished = code == EXIT_OK
         return code
@@ -253,6 +274,7 @@ def _measure(
     machine: dict[str, object],
     console: Console,
     stack: str,
+    broker: str | None,
     processes: Mapping[str, int] | None = None,
 ) -> int:
     try:
@@ -262,7 +284,7 @@ def _measure(
         return EXIT_SETUP
     facts = replace(
         facts,
-        config={**facts.config, "gateway": gateway_url, "stack": stack},
+        config={**facts.config, "gateway": gateway_url, "stack": stack, "broker": broker},
         machine=machine,
         git=git_info(REPO_ROOT),
     )

@@ -281,6 +281,7 @@ def render_report(report: Mapping[str, Any], console: Console) -> None:
         f"offered [bold]{offered['rate_per_s']:g}/s[/] for {report['duration_s']:g} s "
         f"({offered['arrivals']} arrivals, warm-up {config.get('warmup', 0):g} s not measured), "
         f"spread over {config.get('merchants')} merchants; gateway {config.get('gateway')}"
+        + (f", broker log {config['broker']}" if config.get("broker") else "")
     )
     console.print(
         f"achieved [bold]{_rate(throughput['journeys_per_s'])} journeys/s[/] reaching SUCCESS, "

@@ -100,10 +100,14 @@ class Stack:
         runner: ModuleRunner | None = None,
         production: bool = False,
         bench_floor: bool = False,
+        durable_broker: bool = True,
     ) -> None:
         self.state_dir = state_dir.resolve()
         # The benchmark's floor server (tools/bench/floor.py) and its Envoy route.
         self.bench_floor = bench_floor
+        # False: the broker keeps its log in memory (`make bench BENCH_BROKER=memory`), to
+        # measure the gateway without the local store production does not run.
+        self.durable_broker = durable_broker
         self.runner: ModuleRunner = runner or CheckoutPython()
         self.logs_dir = self.state_dir / "logs"
         self.seed = seed
@@ -380,8 +384,10 @@ class Stack:
             )
             await probes.create_topics(self.kafka_bootstrap, topics)
             return
-        await self._start_broker_storage()
-        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, on localbucket)")
+        if self.durable_broker:
+            await self._start_broker_storage()
+        engine = "on localbucket" if self.durable_broker else "in memory"
+        component = self._begin("kafka", f"{LOOPBACK}:{self.ports.kafka} (tansu, {engine})")
         child = await self._spawn_broker()
         await probes.create_topics(self.kafka_bootstrap, topics)
         self._ready(component, child)
@@ -411,7 +417,7 @@ class Stack:
         options = {
             "listener-url": url,
             "advertised-listener-url": url,
-            "storage-engine": f"s3://{BROKER_BUCKET}/",
+            "storage-engine": f"{'s3' if self.durable_broker else 'memory'}://{BROKER_BUCKET}/",
         }
         # The store accepts any key pair; Tansu reads the endpoint and keys from these variables.
         storage = {
