@@ -64,6 +64,13 @@ def test_qr_code_decodes_back_to_exactly_the_link() -> None:
     assert data_url.startswith(prefix)
     image = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :])))
     assert image.format == "PNG"
+    # Eight pixels a module, the four-module quiet zone included: a version-3 code is 29 + 8.
+    assert image.size[0] == image.size[1]
+    assert image.size[0] % 8 == 0
+    assert image.size[0] // 8 >= 21 + 8
+    assert image.getpixel((0, 0))
+    assert image.getpixel((4 * 8 - 1, 4 * 8 - 1))
+    assert not image.convert("1").getpixel((4 * 8, 4 * 8))  # a finder pattern's dark corner
     decoded = zxingcpp.read_barcodes(image)
     assert [d.text for d in decoded] == [link]
 
