@@ -296,3 +296,49 @@ async def test_a_database_that_refuses_connections_is_a_retryable_error(
     finally:
         await unreachable.close()
     is_retryable_unavailable(info.value, "DATABASE_UNAVAILABLE")
+
+
+async def statements_of_release(pool: asyncpg.Pool, work: str) -> list[str]:
+    """The statements a pooled connection sends from `work` until it is back in the pool."""
+    sent: list[str] = []
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+        await conn.execute(work)
+    return [q for q in sent if q != work]
+
+
+async def test_a_connection_without_session_state_goes_back_without_a_reset(
+    single: asyncpg.Pool,
+) -> None:
+    assert await statements_of_release(single, "SELECT 1") == []
+    # A transaction left open is still rolled back on release.
+    async with single.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TABLE IF NOT EXISTS left_open (n int)")
+    async with single.acquire() as conn:
+        assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+
+
+@pytest.mark.parametrize(
+    ("work", "left_behind"),
+    [
+        (
+            "SELECT pg_try_advisory_lock(4242)",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+        ),
+        ("LISTEN some_channel", "SELECT count(*) FROM pg_listening_channels()"),
+        (
+            "SET statement_timeout = 1234",
+            "SELECT count(*) FROM pg_settings WHERE name = 'statement_timeout'"
+            " AND setting = '1234'",
+        ),
+    ],
+)
+async def test_a_connection_with_session_state_is_reset_before_anyone_else_gets_it(
+    single: asyncpg.Pool, work: str, left_behind: str
+) -> None:
+    assert await statements_of_release(single, work) != []
+    async with single.acquire() as conn:
+        assert await conn.fetchval(left_behind) == 0
+    # ... and the reset is paid once, not by every later user of the connection.
+    assert await statements_of_release(single, "SELECT 1") == []

@@ -92,33 +92,80 @@ _NO_CONNECTION = "the database is busy (no connection free in time); retry the r
 _LOST = "the database cannot be reached right now; retry the request"
 
 
+# Statements that leave state in the session rather than in a transaction: a session advisory
+# lock, LISTEN, a session SET, a cursor or prepared statement by name, a temporary table.
+_SESSION_STATE = re.compile(
+    r"pg_(?:try_)?advisory_lock(?:_shared)?\s*\("
+    r"|\A\s*(?:set\s+(?!local\b)|listen\b|declare\b|prepare\b|create\s+temp)",
+    re.IGNORECASE,
+)
+
+
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
     """asyncpg's connection, whose statement timeouts raise DatabaseTimeout. Transactions and
-    pool methods run their statements through these methods too."""
+    pool methods run their statements through these methods too.
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().execute(*args, **kwargs)
+    Going back to the pool, asyncpg resets every connection with a round trip of four
+    statements (unlock all advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL): the most
+    frequent statement of the stack, for connections that almost never hold such state. Here
+    only a connection that ran a statement leaving state in its session gets that reset; an
+    open transaction is rolled back on release either way (asyncpg always does that part).
+    """
 
-    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().executemany(*args, **kwargs)
+    _session_state = False
 
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().fetch(*args, **kwargs)
+    def _note_session_state(self, query: object) -> None:
+        if isinstance(query, str) and _SESSION_STATE.search(query):
+            self._session_state = True
 
-    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().fetchval(*args, **kwargs)
+    def get_reset_query(self) -> str:
+        return super().get_reset_query() if self._session_state else ""
 
-    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().fetchrow(*args, **kwargs)
+    async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncpg's
+        await super().reset(timeout=timeout)
+        self._session_state = False
 
-    async def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
         with _database_errors_as(_STATEMENT_TIMED_OUT, self):
-            return await super().fetchmany(*args, **kwargs)
+            return await super().execute(query, *args, **kwargs)
+
+    async def executemany(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(command)
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
+            return await super().executemany(command, *args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
+            return await super().fetch(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
+            return await super().fetchval(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
+            return await super().fetchrow(query, *args, **kwargs)
+
+    async def fetchmany(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        with _database_errors_as(_STATEMENT_TIMED_OUT, self):
+            return await super().fetchmany(query, *args, **kwargs)
+
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        self._session_state = True
+        await super().add_listener(channel, callback)
+
+    async def prepare(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        return await super().prepare(query, *args, **kwargs)
+
+    def cursor(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._note_session_state(query)
+        return super().cursor(query, *args, **kwargs)
 
     def transaction(
         self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
