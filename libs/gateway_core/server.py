@@ -56,6 +56,10 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     # Accept the keepalive pings that gateway_core.grpc_client channels send every 30 s.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # Callers balance over the pods a headless name resolves to, but resolve it again only when
+    # a connection ends: asking clients to reconnect every few minutes (calls in flight finish
+    # first) lets a scale-out's new pods take their share.
+    ("grpc.max_connection_age_ms", 300_000),
 )
 # sysexits.h: the process exits because its configuration is wrong (os.EX_CONFIG, POSIX only).
 EX_CONFIG = 78

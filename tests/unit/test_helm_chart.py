@@ -330,8 +330,10 @@ def test_service_addresses_point_at_the_in_cluster_services(defaults: list[Manif
         host, port = data[service.addr_env].rsplit(":", 1)
         service_name = host.split(".")[0]
         assert host == f"{service_name}.{NAMESPACE}.svc.cluster.local"
-        assert service_name == component(service.name)
-        assert service_name in services
+        # Headless: the name resolves to every ready pod, which the callers' round-robin
+        # channels spread their calls over (gateway_core.grpc_client).
+        assert service_name == f"{component(service.name)}-headless"
+        assert services[service_name]["spec"]["clusterIP"] == "None"
         assert port == str(GRPC_PORT)
     for key in ("DB_HOST", "DB_PORT", "DB_DATABASE", "DB_SSL_MODE", "REDIS_HOST", "REDIS_PORT"):
         assert data[key]
@@ -778,8 +780,9 @@ def test_envoy_refuses_large_bodies_and_slow_clients_as_the_local_stack_does(
     manager = http_connection_manager(envoy_config(defaults))
     assert manager["request_headers_timeout"] == "10s"
     filters = [f["name"] for f in manager["http_filters"]]
-    assert filters.index("envoy.filters.http.buffer") == (
-        filters.index("envoy.filters.http.grpc_json_transcoder") - 1
+    # Before every filter that may pause a request (the JWT check, both rate limits).
+    assert filters.index("envoy.filters.http.buffer") < filters.index(
+        "envoy.filters.http.jwt_authn"
     )
     buffer = next(f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer")
     assert buffer["typed_config"]["max_request_bytes"] == 1 << 20

@@ -101,14 +101,16 @@ back with fromYaml). (dict "root" $ "svc" <registry entry>)
 
 {{/*
 The in-cluster gRPC address other services dial for a registry entry, or its externalAddress.
-Empty when the service is neither deployed nor given an external address.
+Empty when the service is neither deployed nor given an external address. The headless Service:
+its name resolves to every ready pod, and the callers' channels balance round robin over them
+(a ClusterIP pins each caller's one HTTP/2 connection to one pod).
 */}}
 {{- define "pg.serviceAddress" -}}
 {{- $v := include "pg.serviceValues" . | fromYaml -}}
 {{- if $v.externalAddress -}}
 {{- $v.externalAddress -}}
 {{- else if include "pg.serviceEnabled" . -}}
-{{- printf "%s.%s.svc.%s:%d" (include "pg.componentName" (dict "root" .root "component" .svc.name)) .root.Release.Namespace .root.Values.clusterDomain (int .root.Values.ports.grpc) -}}
+{{- printf "%s-headless.%s.svc.%s:%d" (include "pg.componentName" (dict "root" .root "component" .svc.name)) .root.Release.Namespace .root.Values.clusterDomain (int .root.Values.ports.grpc) -}}
 {{- end -}}
 {{- end -}}
 
