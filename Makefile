@@ -137,14 +137,16 @@ token: $(STAMP)  ## print a JWT: make token MERCHANT=<id> ROLE=merchant|admin [T
 helm-lint: gen $(HELM_STAMP)  ## lint, render and schema-check the Helm chart (installs requirements-helm.txt, ~350 MB)
 	$(PY) -m pytest -q -rs tests/unit/test_helm_chart.py
 
-# BENCH_RATE, BENCH_DURATION, BENCH_WARMUP, BENCH_MERCHANTS, BENCH_OUT, BENCH_GATEWAY (a running
-# gateway instead of a new stack), BENCH_BROKER (durable or memory: where the started stack's
-# broker keeps its log) and BENCH_ARGS (any other option) pass through.
+# BENCH_RATE, BENCH_DURATION, BENCH_WARMUP, BENCH_MERCHANTS, BENCH_GET_DURATION (the GET phase;
+# 0: none), BENCH_OUT, BENCH_GATEWAY (a running gateway instead of a new stack), BENCH_BROKER
+# (durable or memory: where the started stack's broker keeps its log) and BENCH_ARGS (any other
+# option) pass through.
 bench: gen  ## run the load benchmark (starts its own stack)
 	$(PY) -m bench $(if $(BENCH_RATE),--rate $(BENCH_RATE)) \
 	  $(if $(BENCH_DURATION),--duration $(BENCH_DURATION)) \
 	  $(if $(BENCH_WARMUP),--warmup $(BENCH_WARMUP)) \
 	  $(if $(BENCH_MERCHANTS),--merchants $(BENCH_MERCHANTS)) \
+	  $(if $(BENCH_GET_DURATION),--get-duration $(BENCH_GET_DURATION)) \
 	  $(if $(BENCH_OUT),--out $(BENCH_OUT)) \
 	  $(if $(BENCH_GATEWAY),--gateway $(BENCH_GATEWAY)) \
 	  $(if $(BENCH_BROKER),--broker $(BENCH_BROKER)) $(BENCH_ARGS)

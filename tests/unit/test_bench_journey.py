@@ -80,6 +80,7 @@ async def test_a_journey_creates_then_polls_until_success() -> None:
     assert journey.error is None
     assert journey.polls == 3
     assert journey.last_status == "SUCCESS"
+    assert journey.payment_id == "PAY_1"  # the GET phase reads it again
     assert [r.op for r in recorder.requests] == [CREATE, GET, GET, GET]
     assert all(r.error is None and r.measured for r in recorder.requests)
     # Polls are on the cadence: about 3 intervals from the creation to SUCCESS.

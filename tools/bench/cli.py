@@ -88,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--merchants",
         type=_positive_int,
         default=defaults.merchants,
-        help="merchants the load is spread over; the gateway limits each to 100 requests/s "
-        "(default %(default)s)",
+        help="merchants the load is spread over; the gateway limits each to 100 requests/s, "
+        "so the GET phase needs at least its target rate / 100 (default %(default)s)",
     )
     parser.add_argument(
         "--out",
@@ -148,6 +148,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="HTTP connections to the gateway at most (default %(default)s)",
     )
     tuning.add_argument(
+        "--get-duration",
+        type=_not_negative,
+        default=defaults.get_duration,
+        help="seconds of the GET phase after the journeys: the payments that reached SUCCESS, "
+        "read back to back, each with its merchant's token (0: none) (default %(default)s)",
+    )
+    tuning.add_argument(
+        "--get-concurrency",
+        type=_positive_int,
+        default=defaults.get_concurrency,
+        help="callers of the GET phase, spread round robin over the merchants "
+        "(default %(default)s)",
+    )
+    tuning.add_argument(
         "--floor-duration",
         type=_not_negative,
         default=defaults.floor_duration,
@@ -187,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         max_in_flight=args.max_in_flight,
         max_connections=args.max_connections,
+        get_duration=args.get_duration,
+        get_concurrency=args.get_concurrency,
         # A gateway we did not start has no floor route.
         floor_duration=0.0 if args.gateway else args.floor_duration,
         floor_concurrency=args.floor_concurrency,

@@ -55,6 +55,7 @@ class JourneyRecord:
     error: str | None  # None: reached SUCCESS
     polls: int
     last_status: str | None
+    payment_id: str | None = None  # once created
 
 
 UNSCORED = "UNAVAILABLE"  # the fraud verdict of a payment let through unscored
@@ -130,10 +131,11 @@ class Journeys:
 
     async def run(self, index: int, due: float, measured: bool) -> None:
         """The whole journey of arrival `index`, due at clock time `due`."""
-        merchant = self.merchants[index % len(self.merchants)]
+        merchant = self.merchant_of(index)
         client = self.clients[index % len(self.clients)]
         polls = 0
         status: str | None = None
+        payment_id: str | None = None
         error: str | None
         try:
             created = await self.call(
@@ -151,18 +153,23 @@ class Journeys:
             elif not isinstance(created.get("payment_id"), str):
                 error = "create answered without payment_id"
             else:
+                payment_id = created["payment_id"]
                 status = str(created.get("status"))
                 fraud = created.get("fraud")
                 if measured and isinstance(fraud, dict) and fraud.get("decision") == UNSCORED:
                     self.recorder.unscored += 1
                 polls, status, error = await self._poll(
-                    client, created["payment_id"], merchant, measured, status
+                    client, payment_id, merchant, measured, status
                 )
         except Exception as exc:  # a bug in the generator must not kill the run
             error = f"generator error ({type(exc).__name__})"
         self.recorder.journey(
-            JourneyRecord(index, measured, due, self.clock(), error, polls, status)
+            JourneyRecord(index, measured, due, self.clock(), error, polls, status, payment_id)
         )
+
+    def merchant_of(self, index: int) -> Merchant:
+        """The merchant iteration `index` acts as (round robin): it owns the payment."""
+        return self.merchants[index % len(self.merchants)]
 
     async def _poll(
         self,

@@ -28,16 +28,41 @@ DROPPED = "dropped (generator at --max-in-flight)"
 # Above this, the generator itself was late starting iterations: say so.
 LAG_WARNING_MS = 20.0
 PER_MERCHANT_LIMIT = 100.0  # the gateway's default per-merchant limit (requests/s)
+# The closed-loop phases after the journeys (bench.phases), in the order they run, with their
+# label in the processes table; a phase's key is also the operation its requests are recorded as.
+GET_PHASE = "get_phase"
 FLOOR = "floor"
+PHASE_LABELS = {GET_PHASE: "get", FLOOR: "floor"}
+# Above this share of its per-merchant ceiling, a phase is close to measuring the limiter.
+NEAR_LIMIT = 0.8
 
 
 @dataclass(frozen=True)
-class FloorFacts:
-    """The floor phase: GETs of a constant payment from a trivial server behind the same Envoy."""
+class PhaseFacts:
+    """A closed-loop phase: the GET phase (real payments) or the floor (a constant payment from
+    a trivial server behind the same Envoy)."""
 
     window: tuple[float, float]  # measured, clock seconds
     requests: Sequence[RequestRecord]
     examples: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GetPhaseFacts:
+    """The GET phase: the journeys' SUCCESS payments, each read with its merchant's token."""
+
+    phase: PhaseFacts
+    payments: int  # distinct payments the callers read
+    callers_per_merchant: Mapping[str, int]
+
+    @property
+    def per_merchant_ceiling_per_s(self) -> float | None:
+        """The phase's rate at which its busiest merchant reaches the per-merchant limit, the
+        callers going at the same pace."""
+        busiest = max(self.callers_per_merchant.values(), default=0)
+        if not busiest:
+            return None
+        return PER_MERCHANT_LIMIT * sum(self.callers_per_merchant.values()) / busiest
 
 
 @dataclass(frozen=True)
@@ -58,7 +83,8 @@ class RunFacts:
     examples: Mapping[str, str] = field(default_factory=dict)
     machine: Mapping[str, Any] = field(default_factory=dict)
     git: Mapping[str, Any] = field(default_factory=dict)
-    floor: FloorFacts | None = None
+    get_phase: GetPhaseFacts | None = None
+    floor: PhaseFacts | None = None
     process_samples: Sequence[Sample] = ()
 
 
@@ -119,36 +145,62 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
         "error_examples": dict(facts.examples),
         "fraud": {"unscored_creates": facts.unscored},
     }
-    report["floor"] = _floor(facts.floor, report["throughput"]["journeys_per_s"])
-    report["processes"] = _processes(facts, requests_per_s, report["floor"])
+    report[GET_PHASE] = _get_phase(facts.get_phase)
+    report[FLOOR] = _floor(facts.floor, report["throughput"]["journeys_per_s"])
+    phases = {GET_PHASE: facts.get_phase.phase if facts.get_phase else None, FLOOR: facts.floor}
+    report["processes"] = _processes(facts, requests_per_s, phases, report)
     report["notes"] = _notes(report)
     return report
 
 
-def _floor(floor: FloorFacts | None, journeys_per_s: float) -> dict[str, Any] | None:
-    if floor is None:
-        return None
-    begin, end = floor.window
-    measured = [r for r in floor.requests if r.measured and r.end <= end]
+def _phase(phase: PhaseFacts) -> dict[str, Any]:
+    """What every closed-loop phase reports: its rates over the measured window (requests
+    started in it and answered by its end), latency and errors."""
+    begin, end = phase.window
+    seconds = max(end - begin, 1e-9)
+    measured = [r for r in phase.requests if r.measured and r.end <= end]
     ok = sum(1 for r in measured if r.error is None)
-    ok_per_s = ok / max(end - begin, 1e-9)
     return {
         "duration_s": round(end - begin, 3),
-        "requests_per_s": round(len(measured) / max(end - begin, 1e-9), 3),
-        "ok_requests_per_s": round(ok_per_s, 3),
+        "requests_per_s": round(len(measured) / seconds, 3),
+        "ok_requests_per_s": round(ok / seconds, 3),
         "operation": OperationStats.of(Outcome(r.end - r.due, r.error) for r in measured).to_json(),
-        "journeys_per_s_over_floor_requests_per_s": (
-            round(journeys_per_s / ok_per_s, 5) if ok_per_s else None
-        ),
-        "error_examples": dict(floor.examples),
+        "error_examples": dict(phase.examples),
     }
 
 
+def _get_phase(facts: GetPhaseFacts | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    ceiling = facts.per_merchant_ceiling_per_s
+    return {
+        **_phase(facts.phase),
+        "payments": facts.payments,
+        "merchants": len(facts.callers_per_merchant),
+        "callers": sum(facts.callers_per_merchant.values()),
+        "per_merchant_ceiling_per_s": None if ceiling is None else round(ceiling, 1),
+    }
+
+
+def _floor(floor: PhaseFacts | None, journeys_per_s: float) -> dict[str, Any] | None:
+    if floor is None:
+        return None
+    out = _phase(floor)
+    ok_per_s = out["ok_requests_per_s"]
+    out["journeys_per_s_over_floor_requests_per_s"] = (
+        round(journeys_per_s / ok_per_s, 5) if ok_per_s else None
+    )
+    return out
+
+
 def _processes(
-    facts: RunFacts, requests_per_s: float, floor: Mapping[str, Any] | None
+    facts: RunFacts,
+    requests_per_s: float,
+    phases: Mapping[str, PhaseFacts | None],
+    report: Mapping[str, Any],
 ) -> dict[str, Any]:
     """CPU per HTTP request and memory of each process of the stack, in the journeys' window
-    and (CPU only) in the floor's."""
+    and (CPU only) in each closed-loop phase's, per request with 200 OK of that phase."""
     if not facts.process_samples:
         return {}
     journeys = summarize(facts.process_samples, facts.window, requests_per_s)
@@ -156,15 +208,15 @@ def _processes(
         "journeys": journeys,
         "journeys_total_cpu_ms_per_request": total_cpu_ms_per_request(journeys),
     }
-    if facts.floor is not None and floor is not None:
-        during_floor = summarize(
-            facts.process_samples, facts.floor.window, floor["ok_requests_per_s"]
-        )
-        out["floor"] = {
+    for key, phase in phases.items():
+        if phase is None:
+            continue
+        during = summarize(facts.process_samples, phase.window, report[key]["ok_requests_per_s"])
+        out[key] = {
             name: {k: v[k] for k in ("cpu_percent_of_one_core", "cpu_ms_per_request")}
-            for name, v in during_floor.items()
+            for name, v in during.items()
         }
-        out["floor_total_cpu_ms_per_request"] = total_cpu_ms_per_request(during_floor)
+        out[f"{key}_total_cpu_ms_per_request"] = total_cpu_ms_per_request(during)
     return out
 
 
@@ -193,6 +245,17 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
             "Each merchant sent close to the gateway's default limit of "
             f"{PER_MERCHANT_LIMIT:.0f} requests/s: use more --merchants for higher rates."
         )
+    notes.extend(_get_phase_notes(report))
+    for key, label in PHASE_LABELS.items():
+        phase = report[key]
+        phase_limited = phase["operation"]["errors_by_kind"].get("HTTP 429", 0) if phase else 0
+        if phase_limited:
+            notes.append(
+                f"{phase_limited} requests of the {label} phase were rate limited "
+                "(HTTP 429): they count as errors. Besides each merchant's limit, Envoy's own "
+                "bucket (RATE_LIMIT_LOCAL_RPS) and the global limit "
+                "(services/ratelimit/config/limits.yaml) cap all merchants together."
+            )
     lag = report["generator"]["start_lag_ms"]
     if lag and lag["p99"] > LAG_WARNING_MS:
         notes.append(
@@ -213,6 +276,23 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
             "journeys were already running; they count as time-to-SUCCESS errors."
         )
     return notes
+
+
+def _get_phase_notes(report: Mapping[str, Any]) -> list[str]:
+    get = report[GET_PHASE]
+    if get is None:
+        if report["config"].get("get_duration"):
+            return ["The GET phase did not run: no journey reached SUCCESS, so no payment to GET."]
+        return []
+    ceiling = get["per_merchant_ceiling_per_s"]
+    if ceiling is not None and get["ok_requests_per_s"] > NEAR_LIMIT * ceiling:
+        return [
+            f"The GET phase reached {get['ok_requests_per_s']:.0f} of the {ceiling:.0f} GET/s "
+            f"its {get['callers']} callers over {get['merchants']} merchants may send under the "
+            f"per-merchant limit of {PER_MERCHANT_LIMIT:.0f} requests/s: use more --merchants "
+            "(at least the target rate / 100) to measure the gateway rather than the limiter."
+        ]
+    return []
 
 
 # -- the machine and the code ----------------------------------------------------------------
@@ -348,32 +428,67 @@ def render_report(report: Mapping[str, Any], console: Console) -> None:
             + (f"; its own CPU {cpu:g}% of one core" if cpu is not None else "")
             + "[/]"
         )
+    _render_get_phase(report, console)
     _render_floor(report, console)
     _render_processes(report, console)
     for note in _as_list(report.get("notes")):
         console.print(f"[yellow]note:[/] {escape(note)}")
 
 
+def _render_get_phase(report: Mapping[str, Any], console: Console) -> None:
+    get = report.get(GET_PHASE)
+    if not get:
+        return
+    _render_phase(
+        GET_PHASE,
+        f"GET phase (GET /api/v1/payments/{{id}} of {get['payments']} SUCCESS payments, "
+        f"{get['callers']} callers over {get['merchants']} merchants, {get['duration_s']:g} s)",
+        get,
+        console,
+    )
+    ceiling = get["per_merchant_ceiling_per_s"]
+    if ceiling is not None:
+        console.print(
+            f"[dim]the per-merchant limit ({PER_MERCHANT_LIMIT:.0f}/s) lets these callers "
+            f"send {ceiling:.0f} GET/s in all[/]"
+        )
+
+
 def _render_floor(report: Mapping[str, Any], console: Console) -> None:
-    floor = report.get("floor")
+    floor = report.get(FLOOR)
     if not floor:
         return
-    operation = floor["operation"]
-    latency = operation["latency_ms"] or {}
-    ratio = floor["journeys_per_s_over_floor_requests_per_s"]
-    console.print(
-        f"floor (trivial gRPC handler behind the same Envoy, {floor['duration_s']:g} s): "
-        f"[bold]{_rate(floor['ok_requests_per_s'])} req/s[/] with 200 OK, "
-        f"{operation['errors']} errors, p50 {_ms(latency.get('p50'))} ms, "
-        f"p99 {_ms(latency.get('p99'))} ms"
+    _render_phase(
+        FLOOR,
+        f"floor (trivial gRPC handler behind the same Envoy, {floor['duration_s']:g} s)",
+        floor,
+        console,
     )
+    ratio = floor["journeys_per_s_over_floor_requests_per_s"]
     console.print(
         f"journeys/s ÷ floor req/s = {_rate(report['throughput']['journeys_per_s'])} ÷ "
         f"{_rate(floor['ok_requests_per_s'])} = "
         + (f"[bold]{ratio:.4f}[/]" if ratio is not None else "-")
     )
-    for kind, example in floor["error_examples"].items():
-        console.print(f"[yellow]floor error {escape(kind)}:[/] {escape(example[:160])}")
+
+
+def _render_phase(key: str, title: str, phase: Mapping[str, Any], console: Console) -> None:
+    """A closed-loop phase's line, then its errors by kind with the first answer of each (its
+    requests are recorded with the phase's key as their operation)."""
+    operation = phase["operation"]
+    latency = operation["latency_ms"] or {}
+    console.print(
+        f"{escape(title)}: [bold]{_rate(phase['ok_requests_per_s'])} req/s[/] with 200 OK, "
+        f"{operation['errors']} errors; ms "
+        + ", ".join(f"{k} {_ms(latency.get(k))}" for k in ("p50", "p90", "p99", "max"))
+    )
+    examples: Mapping[str, str] = phase["error_examples"]
+    for kind, count in operation["errors_by_kind"].items():
+        example = examples.get(f"{key}: {kind}", "")
+        console.print(
+            f"[yellow]  error {escape(kind)}: {count}[/]"
+            + (f", first answer {escape(example[:160])}" if example else "")
+        )
 
 
 def _render_processes(report: Mapping[str, Any], console: Console) -> None:
@@ -381,35 +496,39 @@ def _render_processes(report: Mapping[str, Any], console: Console) -> None:
     if not processes:
         return
     journeys: Mapping[str, Any] = processes["journeys"]
-    floor: Mapping[str, Any] = processes.get("floor", {})
+    phases = [(key, label) for key, label in PHASE_LABELS.items() if key in processes]
     table = Table(
-        title="processes: CPU (% of one core, ms per HTTP request) in the journeys' window and "
-        "in the floor phase; resident memory",
+        title="processes: CPU (% of one core, ms per HTTP request) in the journeys' window"
+        + "".join(f" and in the {label} phase" for _, label in phases)
+        + "; resident memory",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
     table.add_column("process", no_wrap=True)
-    for name in ("CPU %", "ms/req", "floor CPU %", "floor ms/req", "peak MiB"):
+    columns = ["CPU %", "ms/req"]
+    columns += [f"{label} {name}" for _, label in phases for name in ("CPU %", "ms/req")]
+    for name in (*columns, "peak MiB"):
         table.add_column(name, justify="right")
     table.add_column("MiB per minute")
     for name, entry in sorted(journeys.items(), key=lambda item: item[0]):
-        during_floor = floor.get(name, {})
+        cpu = [entry]
+        cpu += [processes[key].get(name, {}) for key, _ in phases]
         table.add_row(
             name,
-            _number(entry["cpu_percent_of_one_core"]),
-            _number(entry["cpu_ms_per_request"]),
-            _number(during_floor.get("cpu_percent_of_one_core")),
-            _number(during_floor.get("cpu_ms_per_request")),
+            *(
+                _number(usage.get(figure))
+                for usage in cpu
+                for figure in ("cpu_percent_of_one_core", "cpu_ms_per_request")
+            ),
             _number(entry["peak_rss_mib"]),
             " ".join(f"{v:g}" for v in entry["rss_mib_per_minute"]),
         )
+    totals = [processes["journeys_total_cpu_ms_per_request"]]
+    totals += [processes[f"{key}_total_cpu_ms_per_request"] for key, _ in phases]
     table.add_row(
         "total",
-        "",
-        _number(processes["journeys_total_cpu_ms_per_request"]),
-        "",
-        _number(processes.get("floor_total_cpu_ms_per_request")),
+        *(cell for total in totals for cell in ("", _number(total))),
         "",
         "",
         style="bold",

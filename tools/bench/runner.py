@@ -8,7 +8,8 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -21,14 +22,16 @@ from rich.progress import BarColumn, Progress, TextColumn
 from bench.floor import HEADER as FLOOR_HEADER
 from bench.floor import PAYMENT_ID as FLOOR_PAYMENT_ID
 from bench.journey import (
+    JourneyRecord,
     Journeys,
     JourneySettings,
     Recorder,
     create_merchants,
     wait_ready,
 )
+from bench.phases import Caller, run_closed_loop, spread_callers
 from bench.procstats import GENERATOR, Sampler
-from bench.report import FLOOR, FloorFacts, RunFacts
+from bench.report import FLOOR, GET_PHASE, GetPhaseFacts, PhaseFacts, RunFacts
 from bench.schedule import arrival_offsets, run_arrivals
 from gateway_core.tokens import mint_token
 
@@ -38,8 +41,6 @@ PROGRESS_TICK_S = 0.25
 # Connections per HTTP client: small pools keep httpcore's per-request bookkeeping cheap.
 CONNECTIONS_PER_LANE = 8
 PLAIN_PROGRESS_EVERY_S = 5.0  # when the output is not a terminal
-# The floor phase's first second is not measured (connections, Envoy's first calls upstream).
-FLOOR_WARMUP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class LoadConfig:
     rate: float = 50.0
     duration: float = 30.0
     warmup: float = 3.0
-    merchants: int = 10
+    # The GET phase reads each payment with its owner's token, so the per-merchant limit
+    # (100 requests/s) caps it at 100/s per merchant: 32 merchants carry its 64 callers two
+    # each, up to 3,200 GET/s, above issue 13's 2,000.
+    merchants: int = 32
     poll_interval: float = 0.25
     success_timeout: float = 10.0
     request_timeout: float = 10.0
@@ -55,6 +59,10 @@ class LoadConfig:
     vpa: str = "success@upi"
     max_in_flight: int = 10000
     max_connections: int = 512
+    # Seconds of the GET phase after the journeys (0: none): the SUCCESS payments, read back
+    # to back, each with its merchant's token.
+    get_duration: float = 10.0
+    get_concurrency: int = 64
     # Seconds of the floor phase after the journeys (0: none; it needs a stack with the
     # floor's route, which only a stack the benchmark starts has).
     floor_duration: float = 10.0
@@ -91,8 +99,8 @@ async def run_load(
     processes: Mapping[str, int] | None = None,
 ) -> RunFacts:
     """Create the merchants, run warm-up and measured arrivals, wait for journeys to end,
-    then the floor phase; `processes` (name -> pid of a session leader) are sampled all along,
-    with the generator itself."""
+    then the GET phase and the floor phase; `processes` (name -> pid of a session leader) are
+    sampled all along, with the generator itself."""
     run_id = secrets.token_hex(4)
     ttl = int(config.warmup + config.duration + config.success_timeout) + 3600
     lanes = max(1, math.ceil(config.max_connections / CONNECTIONS_PER_LANE))
@@ -146,36 +154,67 @@ async def run_load(
         sampler = Sampler({**(processes or {}), GENERATOR: os.getpid()})
         async with sampler.running():
             facts = await _arrivals(config, journeys, recorder, console)
+            get_phase = None
+            if config.get_duration > 0:
+                get_phase = await _get_phase(config, journeys, recorder.journeys, console)
             floor = None
             if config.floor_duration > 0:
                 floor = await _floor(config, journeys, credentials, ttl, console)
-        return replace(facts, floor=floor, process_samples=sampler.samples)
+        return replace(facts, get_phase=get_phase, floor=floor, process_samples=sampler.samples)
+
+
+async def _get_phase(
+    config: LoadConfig, journeys: Journeys, done: Sequence[JourneyRecord], console: Console
+) -> GetPhaseFacts | None:
+    """GETs of the payments the journeys brought to SUCCESS (warm-up ones included), back to
+    back by `get_concurrency` callers, each with the token of the merchant that owns its
+    payments (another merchant's token gets 404). None when there is no such payment."""
+    payments: dict[str, list[str]] = {}
+    headers: dict[str, Mapping[str, str]] = {}
+    for journey in done:
+        if journey.error is None and journey.payment_id is not None:
+            merchant = journeys.merchant_of(journey.index)
+            payments.setdefault(merchant.merchant_id, []).append(journey.payment_id)
+            headers[merchant.merchant_id] = merchant.headers
+    spread = spread_callers(payments, config.get_concurrency)
+    if not spread:
+        console.print("[yellow]GET phase skipped: no journey reached SUCCESS[/]")
+        return None
+    clients = journeys.clients
+    callers = [
+        Caller(
+            clients[number % len(clients)],
+            headers[merchant_id],
+            [f"/api/v1/payments/{payment_id}" for payment_id in ids],
+        )
+        for number, (merchant_id, ids) in enumerate(spread)
+    ]
+    phase = await run_closed_loop(
+        GET_PHASE, callers, config.get_duration, journeys, console, "GET phase"
+    )
+    return GetPhaseFacts(
+        phase=phase,
+        payments=sum(len(ids) for ids in payments.values()),
+        callers_per_merchant=Counter(merchant_id for merchant_id, _ in spread),
+    )
 
 
 async def _floor(
     config: LoadConfig, journeys: Journeys, credentials: Credentials, ttl: int, console: Console
-) -> FloorFacts:
+) -> PhaseFacts:
     """As many GETs of the floor's constant payment as `floor_concurrency` callers can make
-    back to back (a closed loop: the most the gateway's door sustains), each caller with its
-    own merchant token so that no per-merchant limit is what is measured."""
-    recorder = Recorder()
-    caller_of = replace(journeys, recorder=recorder)
-    start = time.monotonic()
-    window = (start + FLOOR_WARMUP_S, start + FLOOR_WARMUP_S + config.floor_duration)
+    back to back (the most the gateway's door sustains), each caller with its own merchant
+    token so that no per-merchant limit is what is measured."""
     clients = journeys.clients
 
-    async def caller(number: int) -> None:
+    def caller(number: int) -> Caller:
         token = credentials.token(f"bench-floor-{number}", ttl_seconds=ttl)
         headers = {"Authorization": f"Bearer {token}", FLOOR_HEADER: "1"}
-        client = clients[number % len(clients)]
-        while (now := time.monotonic()) < window[1]:
-            path = f"/api/v1/payments/{FLOOR_PAYMENT_ID}"
-            await caller_of.call(client, FLOOR, now >= window[0], now, "GET", path, headers=headers)
+        path = f"/api/v1/payments/{FLOOR_PAYMENT_ID}"
+        return Caller(clients[number % len(clients)], headers, [path])
 
-    seconds = FLOOR_WARMUP_S + config.floor_duration
-    with console.status(f"floor: {config.floor_concurrency} callers for {seconds:g} s…"):
-        await asyncio.gather(*(caller(n) for n in range(config.floor_concurrency)))
-    return FloorFacts(window=window, requests=recorder.requests, examples=recorder.examples)
+    callers = [caller(number) for number in range(config.floor_concurrency)]
+    return await run_closed_loop(FLOOR, callers, config.floor_duration, journeys, console, "floor")
 
 
 async def _arrivals(
