@@ -580,6 +580,42 @@ async def test_a_slow_handler_keeps_its_key_by_heartbeat(pool: asyncpg.Pool, mer
     assert handler.calls == 1
 
 
+async def test_a_first_call_costs_three_statements_a_replay_one_and_a_quick_handler_no_beat(
+    store: IdempotencyStore, settings: Settings, merchant: str
+) -> None:
+    """The store's round trips on the request path: claim, bind (in the effect's transaction)
+    and complete for a first call; one for a retry that gets the stored answer; and no
+    heartbeat for a handler that finished before its first beat was due."""
+    single = await create_pool(
+        settings.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
+        "orchestrator",
+        "idempotency-count",
+    )
+    try:
+        logged: list[str] = []
+        async with single.acquire() as conn:
+            conn.add_query_logger(lambda query: logged.append(query.query))
+        counted = IdempotencyStore(single, FINGERPRINT_KEY, stale_after=timedelta(seconds=0.3))
+        handler = Handler(single)
+
+        first = await call(counted, handler, merchant=merchant)
+        await asyncio.sleep(0.3)  # three times the first beat's delay
+        first_call = [q for q in logged if "idempotency_keys" in q]
+        logged.clear()
+        replayed = await call(counted, handler, merchant=merchant)
+        await asyncio.sleep(0)  # loggers are called soon after their query
+        replay = [q for q in logged if "idempotency_keys" in q]
+    finally:
+        await single.close()
+    assert replayed == first
+    assert handler.calls == 1
+    assert len(first_call) == 3, first_call
+    assert "INSERT INTO idempotency_keys" in first_call[0]
+    assert "SET resource_id" in first_call[1]
+    assert "SET state = 'completed'" in first_call[2]
+    assert len(replay) == 1, replay
+
+
 async def test_an_attempt_that_lost_its_key_cannot_commit_its_effect(
     store: IdempotencyStore, pool: asyncpg.Pool, merchant: str
 ) -> None:

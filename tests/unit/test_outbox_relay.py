@@ -432,6 +432,44 @@ async def test_events_written_while_the_broker_is_down_are_delivered_once_it_is_
         assert [e.sequence for e in events] == list(range(1, len(steps) + 1)), payment_id
 
 
+async def test_an_idle_relay_is_woken_by_a_new_event_not_by_its_poll(
+    pool: asyncpg.Pool, settings: Settings, broker: Broker
+) -> None:
+    """The outbox insert notifies the relay's channel at commit: a relay polling only every
+    minute publishes a new event within seconds."""
+    await broker.start()
+    await ensure_topics([broker.bootstrap], {TOPIC: PARTITIONS})
+    repo = Repository(pool, TOPIC, encode_event, DETAILS_TYPES)
+    merchant = await repo.create_merchant(
+        merchant_id=new_id("MER"),
+        name="Outbox Wake Store",
+        email="",
+        vpa=f"wake-{new_id('VPA').lower()}@upi",
+        category="5411",
+    )
+    relay = OutboxRelay(
+        pool, EventProducer(settings.kafka_bootstrap_servers), poll_seconds=WAIT_SECONDS * 6
+    )
+    supervisor = Supervisor(relay)
+    first = new_payment(merchant.merchant_id, 200)
+    await repo.create_payment(first)
+    supervisor.start()
+    try:
+
+        async def published(payment_id: str) -> bool:
+            rows = await outbox_rows(pool, [payment_id])
+            return bool(rows) and all(row.published for row in rows)
+
+        await until(lambda: published(first.payment_id), "the backlog's first batch")
+        # The relay now waits for a notification (or its minute-long poll).
+        later = new_payment(merchant.merchant_id, 201)
+        await repo.create_payment(later, then=(Status.PENDING, "sent to UPI"))
+        await until(lambda: published(later.payment_id), "the woken relay to publish")
+        assert supervisor.failures == []
+    finally:
+        await supervisor.stop()
+
+
 # -- two relays, and a leader that loses its lock connection -----------------------------------
 
 LEADER_BACKOFF = 1.0  # the bootstrap's first restart delay

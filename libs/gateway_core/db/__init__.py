@@ -454,10 +454,32 @@ def _connect_args(settings: Settings) -> dict[str, object]:
 
 
 async def _register_json_codecs(conn: asyncpg.Connection) -> None:
-    for pg_type in ("json", "jsonb"):
-        await conn.set_type_codec(
-            pg_type, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
-        )
+    # In the binary format: asyncpg decodes a composite value (a table's row type, as the
+    # orchestrator reads a payment's children) only in binary, so each type in it needs a
+    # binary codec. json's binary form is its text; jsonb's is a version byte, then the text.
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=_encode_json, decoder=json.loads, format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+
+
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_json(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return _JSONB_VERSION + json.dumps(value).encode()
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"unknown jsonb binary format version {data[:1]!r}")
+    return json.loads(data[1:])
 
 
 def _check_schema_name(schema: str) -> None:

@@ -116,13 +116,24 @@ WHERE (k.state = 'completed' AND k.expires_at <= now())
 RETURNING attempt_id, resource_id
 """
 
-_LOAD = """
-SELECT state, method, request_hash, response, error_status,
-       expires_at <= now() AS expired,
-       heartbeat_at <= now() - $3::interval AS stale
+# The claim, and when it fails the key's row as it stands, in one round trip: a first call
+# gets its claim, a retry the stored answer or the reason it cannot have one. The row is read
+# from the statement's snapshot, which may predate the version the claim saw (a concurrent
+# claim, completion or heartbeat that committed meanwhile): no row then, or an older one, and
+# every such case is either a refusal the caller retries or another round of `_acquire`.
+_CLAIM_OR_LOAD = f"""
+WITH claimed AS ({_CLAIM})
+SELECT true AS claimed, attempt_id, resource_id,
+       NULL::text AS state, NULL::text AS method, NULL::bytea AS request_hash,
+       NULL::bytea AS response, NULL::bytea AS error_status,
+       NULL::boolean AS expired, NULL::boolean AS stale
+FROM claimed
+UNION ALL
+SELECT false, NULL, NULL, state, method, request_hash, response, error_status,
+       expires_at <= now(), heartbeat_at <= now() - $7::interval
 FROM idempotency_keys
-WHERE merchant_id = $1 AND idempotency_key = $2
-"""
+WHERE merchant_id = $1 AND idempotency_key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
+"""  # noqa: S608 - composed of this module's constants only
 
 # Every write of the attempt is conditional on still holding the key.
 _HEARTBEAT = """
@@ -349,12 +360,20 @@ class IdempotencyStore:
     async def _acquire(self, slot: _Slot) -> _Claimed | _Stored:
         """The claim when this call holds the key, or the stored answer to replay."""
         for _ in range(_CLAIM_ROUNDS):
-            claimed = await self._claim(slot)
-            if claimed is not None:
-                return claimed
-            row = await self._pool.fetchrow(_LOAD, slot.merchant_id, slot.key, self._stale_after)
-            if row is None:  # released or purged since the claim
+            row = await self._pool.fetchrow(
+                _CLAIM_OR_LOAD,
+                slot.merchant_id,
+                slot.key,
+                slot.method,
+                slot.request_hash,
+                uuid.uuid4(),
+                self._ttl,
+                self._stale_after,
+            )
+            if row is None:  # released or purged, or claimed by a call this one cannot see yet
                 continue
+            if row["claimed"]:
+                return _Claimed(row["attempt_id"], row["resource_id"])
             finished = row["state"] == "completed"
             if row["expired"] and (finished or row["stale"]):
                 continue
@@ -374,19 +393,6 @@ class IdempotencyStore:
             "get its answer",
             reason=REASON_IN_PROGRESS,
         )
-
-    async def _claim(self, slot: _Slot) -> _Claimed | None:
-        row = await self._pool.fetchrow(
-            _CLAIM,
-            slot.merchant_id,
-            slot.key,
-            slot.method,
-            slot.request_hash,
-            uuid.uuid4(),
-            self._ttl,
-            self._stale_after,
-        )
-        return _Claimed(row["attempt_id"], row["resource_id"]) if row is not None else None
 
     async def _attempt(
         self,
@@ -423,7 +429,14 @@ class IdempotencyStore:
         recover: Recover[M],
         resource_id: str | None,
     ) -> M:
-        beat = asyncio.create_task(self._heartbeat(attempt))
+        # The first beat is due after a third of `stale_after`: a handler that finishes
+        # before then (nearly all) costs a timer, and no task or statement.
+        loop = asyncio.get_running_loop()
+        beats: list[asyncio.Task[None]] = []
+        timer = loop.call_later(
+            self._heartbeat_seconds,
+            lambda: beats.append(loop.create_task(self._heartbeat(attempt))),
+        )
         try:
             if resource_id is not None:
                 recovered = await recover(resource_id)
@@ -436,13 +449,15 @@ class IdempotencyStore:
                     return recovered
             return await handler()
         finally:
-            beat.cancel()
-            await asyncio.wait([beat])
+            timer.cancel()
+            for beat in beats:
+                beat.cancel()
+                await asyncio.wait([beat])
 
     async def _heartbeat(self, attempt: _Attempt) -> None:
+        """Beat now, then every `_heartbeat_seconds`, until the key is lost or cancelled."""
         slot = attempt.slot
         while True:
-            await asyncio.sleep(self._heartbeat_seconds)
             try:
                 status = await self._pool.execute(
                     _HEARTBEAT, slot.merchant_id, slot.key, attempt.attempt_id
@@ -450,14 +465,15 @@ class IdempotencyStore:
             except Exception as exc:
                 # The next beat may get through; if none does, the row turns stale.
                 log.warning("idempotency heartbeat failed", method=slot.method, error=str(exc))
-                continue
-            if status == "UPDATE 0":
-                log.warning(
-                    "idempotency key taken over while its handler still runs",
-                    merchant_id=slot.merchant_id,
-                    method=slot.method,
-                )
-                return
+            else:
+                if status == "UPDATE 0":
+                    log.warning(
+                        "idempotency key taken over while its handler still runs",
+                        merchant_id=slot.merchant_id,
+                        method=slot.method,
+                    )
+                    return
+            await asyncio.sleep(self._heartbeat_seconds)
 
     async def _give_up(self, attempt: _Attempt) -> None:
         """Free the key when nothing happened yet; otherwise leave it bound for recovery."""

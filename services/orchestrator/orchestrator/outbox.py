@@ -105,16 +105,19 @@ async def enqueue(
         refund=refund,
         dispute=dispute,
     )
+    # The relay's wake-up rides on the insert (one round trip): delivered at commit, and
+    # folded into one notification per transaction however many events it wrote.
     await conn.execute(
-        "INSERT INTO outbox (event_id, topic, event_key, payload, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5)",
+        "WITH added AS (INSERT INTO outbox (event_id, topic, event_key, payload, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
+        " SELECT pg_notify($6, '') FROM added",
         event_id,
         topic,
         payment.payment_id,
         payload,
         current_traceparent(),
+        NOTIFY_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return event_id
 
 

@@ -57,8 +57,29 @@ from orchestrator.rows import (
     refund_from_row,
 )
 
-_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1"
-_LOCKED_PAYMENT = "SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE"
+# A payment and its children in one statement: each child list is an array of the child
+# table's row type, which asyncpg decodes as Records with named fields (rows.py maps them by
+# column name, as it does plain rows). asyncpg builds those composite codecs once per
+# connection and keeps them: a migration that changes a child table must run before the
+# services start (it does: migrations run at start-up), or live connections decode stale shapes.
+_PAYMENT = """
+SELECT p.*,
+    ARRAY(SELECT h FROM payment_status_history h
+          WHERE h.payment_id = p.payment_id ORDER BY h.id) AS history,
+    ARRAY(SELECT r FROM refunds r
+          WHERE r.payment_id = p.payment_id ORDER BY r.created_at, r.refund_id) AS refunds,
+    ARRAY(SELECT d FROM disputes d
+          WHERE d.payment_id = p.payment_id ORDER BY d.created_at, d.dispute_id) AS disputes,
+    ARRAY(SELECT a FROM payment_attempts a
+          WHERE a.payment_id = p.payment_id ORDER BY a.attempt_number) AS attempts
+FROM payments p
+WHERE p.payment_id = $1
+"""
+# The row lock is its own statement, before the load: under READ COMMITTED one statement
+# `... FOR UPDATE OF p` that waited for the lock would return the payment row as its holder
+# left it but the children as of the statement's start (its snapshot), missing, say, the
+# refund the holder had just added. The load after it takes a new snapshot and sees them all.
+_LOCK_PAYMENT = "SELECT merchant_id FROM payments WHERE payment_id = $1 FOR UPDATE"
 
 
 @dataclass(frozen=True)
@@ -699,29 +720,21 @@ class Repository:
         *,
         lock: bool = False,
     ) -> Payment | None:
-        row = await conn.fetchrow(_LOCKED_PAYMENT if lock else _PAYMENT, payment_id)
+        """The payment with all its children (one statement; two with `lock`: see
+        _LOCK_PAYMENT), or None when it does not exist or belongs to another merchant."""
+        if lock:
+            owner = await conn.fetchval(_LOCK_PAYMENT, payment_id)
+            if owner is None or (merchant_id is not None and owner != merchant_id):
+                return None
+        row = await conn.fetchrow(_PAYMENT, payment_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             return None
-        steps = await conn.fetch(
-            "SELECT from_status, to_status, reason, created_at FROM payment_status_history"
-            " WHERE payment_id = $1 ORDER BY id",
-            payment_id,
-        )
-        refunds = await conn.fetch(
-            "SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at, refund_id",
-            payment_id,
-        )
-        disputes = await conn.fetch(
-            "SELECT * FROM disputes WHERE payment_id = $1 ORDER BY created_at, dispute_id",
-            payment_id,
-        )
-        attempts = await conn.fetch(
-            "SELECT attempt_number, provider, status, created_at FROM payment_attempts"
-            " WHERE payment_id = $1 ORDER BY attempt_number",
-            payment_id,
-        )
         return self._payment_from_row(
-            row, history=steps, refunds=refunds, disputes=disputes, attempts=attempts
+            row,
+            history=row["history"],
+            refunds=row["refunds"],
+            disputes=row["disputes"],
+            attempts=row["attempts"],
         )
 
 

@@ -1,7 +1,9 @@
 """Storage rows to the domain model and back: the repository's only mapping.
 
-A row is what asyncpg returns for `SELECT *` (jsonb columns already decoded by the pool's
-codec); the domain objects are `orchestrator.domain.payment`'s.
+A row is what asyncpg returns for `SELECT *`, or a table's row type inside another row (the
+repository reads a payment's children as arrays of them): either way a Record read by column
+name, its jsonb columns already decoded by the pool's codec. The domain objects are
+`orchestrator.domain.payment`'s.
 """
 
 from __future__ import annotations
