@@ -266,3 +266,33 @@ async def test_a_locked_read_sees_the_children_its_lock_holder_committed(
     assert read is not None
     assert [r.refund_id for r in read.refunds] == ["RFD_held"]
     assert read.history[-1].reason == "held"
+
+
+async def test_a_child_table_changed_by_a_migration_while_serving_still_reads(
+    database: Settings,
+) -> None:
+    """A rolling upgrade migrates while the old replicas still serve: a connection that already
+    decoded the children's row types must not fail on the new shape."""
+    single = await create_pool(
+        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
+        "orchestrator",
+        "payment-read-migrated",
+    )
+    try:
+        repo = repository(single)
+        payment = await captured_card_payment(repo)
+        await repo.get_payment(payment.payment_id, payment.merchant_id)  # row types now cached
+        await single.execute("ALTER TABLE payment_attempts ADD COLUMN added_by_a_migration text")
+        try:
+            # Inside a transaction, under the row lock (a transition's read) ...
+            async with single.acquire() as conn, conn.transaction():
+                locked = await repo.lock_payment(conn, payment.payment_id)
+        finally:
+            await single.execute("ALTER TABLE payment_attempts DROP COLUMN added_by_a_migration")
+        # ... and a plain read, after the next change of shape.
+        read = await repo.get_payment(payment.payment_id, payment.merchant_id)
+    finally:
+        await single.close()
+    assert locked is not None
+    assert [a.provider for a in locked.attempts] == ["razorpay", "payu"]
+    assert [a.provider for a in read.attempts] == ["razorpay", "payu"]

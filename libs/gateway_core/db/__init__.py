@@ -72,6 +72,10 @@ def _database_errors_as(message: str, conn: asyncpg.Connection | None = None) ->
         raise DatabaseTimeout(message) from None
     except _CONNECTION_LOST:
         raise DatabaseUnavailable(_LOST) from None
+    except asyncpg.exceptions.OutdatedSchemaCacheError:
+        # A table's row type changed under a connection that had decoded it (a migration
+        # while this replica serves): the connection is fine; its caller reloads and retries.
+        raise
     except asyncpg.InternalClientError:
         # asyncpg's protocol state after the socket died mid-operation: the connection is
         # unusable, so it goes (the pool opens another) and the caller may retry.

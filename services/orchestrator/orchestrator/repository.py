@@ -726,7 +726,13 @@ class Repository:
             owner = await conn.fetchval(_LOCK_PAYMENT, payment_id)
             if owner is None or (merchant_id is not None and owner != merchant_id):
                 return None
-        row = await conn.fetchrow(_PAYMENT, payment_id)
+        try:
+            row = await conn.fetchrow(_PAYMENT, payment_id)
+        except asyncpg.exceptions.OutdatedSchemaCacheError:
+            # A migration changed a child table since this connection learned its row type (a
+            # rolling upgrade migrates while old replicas serve): learn it again, read again.
+            await conn.reload_schema_state()
+            row = await conn.fetchrow(_PAYMENT, payment_id)
         if row is None or (merchant_id is not None and row["merchant_id"] != merchant_id):
             return None
         return self._payment_from_row(
