@@ -296,3 +296,49 @@ async def test_a_child_table_changed_by_a_migration_while_serving_still_reads(
     assert locked is not None
     assert [a.provider for a in locked.attempts] == ["razorpay", "payu"]
     assert [a.provider for a in read.attempts] == ["razorpay", "payu"]
+
+
+async def test_creating_and_moving_a_payment_takes_one_statement_per_step(
+    database: Settings,
+) -> None:
+    single = await create_pool(
+        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
+        "orchestrator",
+        "payment-create-count",
+    )
+    try:
+        repo = repository(single)
+        warm = await captured_card_payment(repo)  # the connection knows the row types now
+        logged: list[str] = []
+        async with single.acquire() as conn:
+            conn.add_query_logger(lambda query: logged.append(query.query))
+        created = await repo.create_payment(
+            NewPayment(
+                payment_id=new_id("PAY"),
+                merchant_id=warm.merchant_id,
+                user_id="u",
+                amount_paisa=500,
+                currency="INR",
+                payment_method="CARD",
+                description="",
+                callback_url="",
+                metadata={},
+                payment_details=CardDetails(card_token="tok_2"),
+                capture_method="AUTOMATIC",
+                payment_url="",
+                provider="razorpay",
+                expires_at=None,
+            ),
+            then=(Status.PENDING, "sent to razorpay"),
+        )
+        await asyncio.sleep(0)  # loggers are called soon after the query, not during it
+    finally:
+        await single.close()
+    # BEGIN; the payment with its attempt and first status; read back; its event; the move to
+    # PENDING with its history row; read back; its event; COMMIT.
+    assert len(logged) == 8, logged
+    assert [(s.from_status, s.to_status) for s in created.history] == [
+        (None, Status.CREATED),
+        (Status.CREATED, Status.PENDING),
+    ]
+    assert [(a.attempt_number, a.provider) for a in created.attempts] == [(1, "razorpay")]

@@ -189,13 +189,22 @@ class Repository:
         durable effect, so its Idempotency-Key is bound to the payment here."""
         async with self._pool.acquire() as conn, conn.transaction():
             await bind_effects(conn, new.payment_id)
+            # The payment, its first attempt and its first status in one statement (one round
+            # trip, not three); the children's foreign keys are checked at its end.
             await conn.execute(
-                "INSERT INTO payments (payment_id, merchant_id, user_id, amount_paisa, currency,"
+                "WITH created AS ("
+                " INSERT INTO payments (payment_id, merchant_id, user_id, amount_paisa, currency,"
                 " payment_method, status, description, callback_url, metadata, payment_details,"
                 " capture_method, payment_url, provider, expires_at, fees_paisa, tax_paisa,"
                 " fraud_score, fraud_decision, fraud_signals, next_inquiry_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, 'CREATED', $7, $8, $9, $10, $11,"
-                " $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                " $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                " RETURNING payment_id, provider),"
+                " first_attempt AS ("
+                " INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
+                " SELECT payment_id, 1, provider, 'SERVING' FROM created)"
+                " INSERT INTO payment_status_history (payment_id, from_status, to_status, reason)"
+                " SELECT payment_id, NULL, 'CREATED', 'created' FROM created",
                 new.payment_id,
                 new.merchant_id,
                 new.user_id,
@@ -215,13 +224,8 @@ class Repository:
                 *fraud_columns(new.fraud),
                 new.next_inquiry_at,
             )
-            await conn.execute(
-                "INSERT INTO payment_attempts (payment_id, attempt_number, provider, status)"
-                " VALUES ($1, 1, $2, 'SERVING')",
-                new.payment_id,
-                new.provider,
-            )
-            record = await self._record_step(conn, new.payment_id, None, Status.CREATED, "created")
+            record = await self._reload(conn, new.payment_id)
+            await self.announce(conn, EVENT_FOR_STATUS[Status.CREATED], record)
             if then is not None:
                 moved = decide(record, Report(then[0], then[1], datetime.now(UTC), strict=True))
                 record, _ = await self._persist(conn, record, moved)
@@ -597,22 +601,23 @@ class Repository:
             if isinstance(effect, Enter):
                 sets, args = _set_clause(effect.changes, start=4)
                 extra = f", {sets}" if sets else ""
-                await conn.execute(
-                    "UPDATE payments SET status = $1, version = version + 1,"  # noqa: S608
-                    f" updated_at = now(){extra} WHERE payment_id = $2 AND version = $3",
+                # The move and its history row in one statement (one round trip, not two).
+                source, reason = f"${4 + len(args)}", f"${5 + len(args)}"
+                moved = await conn.fetchval(
+                    "WITH moved AS (UPDATE payments SET status = $1, version = version + 1,"  # noqa: S608
+                    f" updated_at = now(){extra} WHERE payment_id = $2 AND version = $3"
+                    " RETURNING payment_id)"
+                    " INSERT INTO payment_status_history (payment_id, from_status, to_status,"
+                    f" reason) SELECT payment_id, {source}, $1, {reason} FROM moved RETURNING 1",
                     effect.target.value,
                     payment_id,
                     current.version,
                     *args,
-                )
-                await conn.execute(
-                    "INSERT INTO payment_status_history (payment_id, from_status, to_status,"
-                    " reason) VALUES ($1, $2, $3, $4)",
-                    payment_id,
                     effect.source.value,
-                    effect.target.value,
                     effect.reason,
                 )
+                if moved != 1:  # the caller holds the row lock at this version
+                    raise RuntimeError(f"payment {payment_id} changed under its row lock")
                 fresh = False
             elif isinstance(effect, SetColumns):
                 sets, args = _set_clause(effect.changes, start=2)
@@ -660,26 +665,6 @@ class Repository:
                     refund=_find_refund(announced, effect.refund_id),
                 )
         return await latest(), complete
-
-    async def _record_step(
-        self,
-        conn: asyncpg.Connection,
-        payment_id: str,
-        from_status: Status | None,
-        to_status: Status,
-        reason: str,
-    ) -> Payment:
-        await conn.execute(
-            "INSERT INTO payment_status_history (payment_id, from_status, to_status, reason)"
-            " VALUES ($1, $2, $3, $4)",
-            payment_id,
-            from_status.value if from_status else None,
-            to_status.value,
-            reason,
-        )
-        record = await self._reload(conn, payment_id)
-        await self.announce(conn, EVENT_FOR_STATUS[to_status], record)
-        return record
 
     async def announce(
         self,
