@@ -1,14 +1,17 @@
 """The benchmark's closed-loop phases: how the GET phase spreads its callers, and the GET phase
-against a fake gateway (httpx.MockTransport) that hides a payment from other merchants."""
+against a fake gateway (a local aiohttp server) that hides a payment from other merchants."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-import httpx
 import pytest
+from aiohttp import web
 from bench import phases, runner
+from bench.client import Gateway
 from bench.journey import JourneyRecord, Journeys, JourneySettings, Merchant, Recorder
 from bench.phases import spread_callers
 from bench.report import GET_PHASE
@@ -34,20 +37,31 @@ def test_no_callers_without_payments() -> None:
 OWNERS = {"PAY_1": "a", "PAY_2": "a", "PAY_3": "b", "PAY_4": "c"}
 
 
-def gateway(seen: Counter[tuple[str, str]]) -> httpx.MockTransport:
-    """Answers a payment to its owner's token only, as the gateway does (404 to others), after
-    a millisecond (a real answer lets the other callers run meanwhile)."""
+@asynccontextmanager
+async def gateway(seen: Counter[tuple[str, str]]) -> AsyncIterator[Gateway]:
+    """A local server that answers a payment to its owner's token only, as the gateway does
+    (404 to others), after a millisecond; a Gateway client to it."""
 
-    async def handle(request: httpx.Request) -> httpx.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.001)
-        payment_id = request.url.path.rsplit("/", 1)[-1]
+        payment_id = request.path.rsplit("/", 1)[-1]
         token = request.headers["Authorization"].removeprefix("Bearer ")
         seen[payment_id, token] += 1
         if OWNERS.get(payment_id) != token:
-            return httpx.Response(404, json={"code": 5, "message": "payment not found"})
-        return httpx.Response(200, json={"payment_id": payment_id, "status": "SUCCESS"})
+            return web.json_response({"code": 5, "message": "payment not found"}, status=404)
+        return web.json_response({"payment_id": payment_id, "status": "SUCCESS"})
 
-    return httpx.MockTransport(handle)
+    app = web.Application()
+    app.router.add_get("/api/v1/payments/{payment_id}", handle)
+    server = web.AppRunner(app, shutdown_timeout=0.1)
+    await server.setup()
+    await web.TCPSite(server, "127.0.0.1", 0).start()
+    port = server.addresses[0][1]
+    try:
+        async with Gateway(f"http://127.0.0.1:{port}", 8, 2.0) as client:
+            yield client
+    finally:
+        await server.cleanup()
 
 
 async def test_the_get_phase_reads_each_success_payment_with_its_merchants_token(
@@ -65,8 +79,8 @@ async def test_the_get_phase_reads_each_success_payment_with_its_merchants_token
     ]
     config = runner.LoadConfig(get_duration=0.2, get_concurrency=5)
     seen: Counter[tuple[str, str]] = Counter()
-    async with httpx.AsyncClient(transport=gateway(seen), base_url="http://gw") as client:
-        journeys = Journeys([client], merchants, Recorder(), JourneySettings(), run_id="r1")
+    async with gateway(seen) as client:
+        journeys = Journeys(client, merchants, Recorder(), JourneySettings(), run_id="r1")
         facts = await runner._get_phase(config, journeys, done, Console(quiet=True))
     assert facts is not None
     assert facts.payments == 3
@@ -88,8 +102,8 @@ async def test_no_get_phase_when_no_journey_succeeded() -> None:
     merchants = [Merchant("a", {"Authorization": "Bearer a"})]
     done = [JourneyRecord(0, True, 0.0, 1.0, "ended FAILED", 1, "FAILED", "PAY_1")]
     seen: Counter[tuple[str, str]] = Counter()
-    async with httpx.AsyncClient(transport=gateway(seen), base_url="http://gw") as client:
-        journeys = Journeys([client], merchants, Recorder(), JourneySettings(), run_id="r1")
+    async with gateway(seen) as client:
+        journeys = Journeys(client, merchants, Recorder(), JourneySettings(), run_id="r1")
         facts = await runner._get_phase(runner.LoadConfig(), journeys, done, Console(quiet=True))
     assert facts is None
     assert not seen

@@ -13,13 +13,15 @@ shows up in the numbers instead of hiding them (no coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
+from bench.client import Gateway, PoolTimeout
 from gateway_core.ids import new_id
 
 CREATE = "create"
@@ -112,40 +114,31 @@ class JourneySettings:
 
 @dataclass
 class Journeys:
-    """Runs journeys against the gateway, recording into `recorder`.
+    """Runs journeys through `gateway`, recording into `recorder`."""
 
-    Iteration i goes through `clients[i % len(clients)]`: several small connection pools
-    rather than one large one, because httpcore's pool does work proportional to its
-    connections times its queued requests on every request, which made one 512-connection
-    pool the generator's bottleneck.
-    """
-
-    clients: Sequence[httpx.AsyncClient]
+    gateway: Gateway
     merchants: list[Merchant]
     recorder: Recorder
     settings: JourneySettings
     run_id: str
-    request_timeout: float = 10.0  # whole request, waiting for a connection included
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def run(self, index: int, due: float, measured: bool) -> None:
         """The whole journey of arrival `index`, due at clock time `due`."""
         merchant = self.merchant_of(index)
-        client = self.clients[index % len(self.clients)]
         polls = 0
         status: str | None = None
         payment_id: str | None = None
         error: str | None
         try:
             created = await self.call(
-                client,
                 CREATE,
                 measured,
                 due,
                 "POST",
                 "/api/v1/payments",
-                json=self._payment(index),
+                payload=self._payment(index),
                 headers={**merchant.headers, "Idempotency-Key": f"bench-{self.run_id}-{index}"},
             )
             if created is None:
@@ -158,9 +151,7 @@ class Journeys:
                 fraud = created.get("fraud")
                 if measured and isinstance(fraud, dict) and fraud.get("decision") == UNSCORED:
                     self.recorder.unscored += 1
-                polls, status, error = await self._poll(
-                    client, payment_id, merchant, measured, status
-                )
+                polls, status, error = await self._poll(payment_id, merchant, measured, status)
         except Exception as exc:  # a bug in the generator must not kill the run
             error = f"generator error ({type(exc).__name__})"
         self.recorder.journey(
@@ -173,7 +164,6 @@ class Journeys:
 
     async def _poll(
         self,
-        client: httpx.AsyncClient,
         payment_id: str,
         merchant: Merchant,
         measured: bool,
@@ -199,7 +189,6 @@ class Journeys:
                 await self.sleep(due - now)
             polls += 1
             payment = await self.call(
-                client,
                 GET,
                 measured,
                 due,
@@ -228,40 +217,38 @@ class Journeys:
 
     async def call(
         self,
-        client: httpx.AsyncClient,
         op: str,
         measured: bool,
         due: float,
         method: str,
-        url: str,
-        **kwargs: Any,
+        path: str,
+        *,
+        payload: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """One request; its JSON object on 200, else None (the failure is recorded)."""
         error: str | None = None
         example = ""
         body: dict[str, Any] | None = None
         try:
-            # httpx times each phase (connect, write, each read) on its own; this bounds
-            # the whole request.
-            async with asyncio.timeout(self.request_timeout):
-                reply = await client.request(method, url, **kwargs)
-        except httpx.PoolTimeout:
+            reply = await self.gateway.request(method, path, json=payload, headers=headers)
+        except PoolTimeout:
             error = "client pool timeout"
-        except (httpx.TimeoutException, TimeoutError):
+        except TimeoutError:
             error = "timeout"
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             error = f"connection error ({type(exc).__name__})"
         except asyncio.CancelledError:
             # The run ended with this request in flight: it counts, as unanswered.
             self.recorder.request(op, measured, due, self.clock(), UNFINISHED, "")
             raise
         else:
-            if reply.status_code != 200:
-                error = f"HTTP {reply.status_code}"
+            if reply.status != 200:
+                error = f"HTTP {reply.status}"
                 example = reply.text
             else:
                 try:
-                    parsed = reply.json()
+                    parsed = json.loads(reply.body)
                 except ValueError:
                     parsed = None
                 if isinstance(parsed, dict):
@@ -273,25 +260,25 @@ class Journeys:
         return body
 
 
-async def wait_ready(client: httpx.AsyncClient, patience: float = 10.0) -> None:
+async def wait_ready(gateway: Gateway, patience: float = 10.0) -> None:
     """Until GET /ready answers 200; SetupError after `patience` seconds."""
     deadline = time.monotonic() + patience
     last = ""
     while True:
         try:
-            reply = await client.get("/ready")
-            if reply.status_code == 200:
+            reply = await gateway.request("GET", "/ready")
+            if reply.status == 200:
                 return
-            last = f"HTTP {reply.status_code}: {reply.text[:200]}"
-        except httpx.HTTPError as exc:
+            last = f"HTTP {reply.status}: {reply.text[:200]}"
+        except (TimeoutError, aiohttp.ClientError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise SetupError(f"the gateway at {client.base_url} is not ready ({last})")
+            raise SetupError(f"the gateway at {gateway.url} is not ready ({last})")
         await asyncio.sleep(0.25)
 
 
 async def create_merchants(
-    client: httpx.AsyncClient,
+    gateway: Gateway,
     admin_headers: Mapping[str, str],
     count: int,
     run_id: str,
@@ -305,14 +292,16 @@ async def create_merchants(
             "email": f"bench-{run_id}-{number}@bench.example",
         }
         try:
-            reply = await client.post("/api/v1/admin/merchants", json=body, headers=admin_headers)
-        except httpx.HTTPError as exc:
-            raise SetupError(f"creating merchant {number} failed: {exc!r}") from None
-        if reply.status_code != 200:
-            raise SetupError(
-                f"creating merchant {number} answered HTTP {reply.status_code}: {reply.text[:500]}"
+            reply = await gateway.request(
+                "POST", "/api/v1/admin/merchants", json=body, headers=admin_headers
             )
-        merchant_id = reply.json().get("merchant_id")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise SetupError(f"creating merchant {number} failed: {exc!r}") from None
+        if reply.status != 200:
+            raise SetupError(
+                f"creating merchant {number} answered HTTP {reply.status}: {reply.text[:500]}"
+            )
+        merchant_id = json.loads(reply.body).get("merchant_id")
         if not isinstance(merchant_id, str):
             raise SetupError(f"creating merchant {number} answered without merchant_id")
         merchants.append(

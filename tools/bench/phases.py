@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import cycle
 
-import httpx
 from rich.console import Console
 
 from bench.journey import Journeys, Recorder
@@ -25,10 +24,9 @@ WARMUP_S = 1.0
 
 @dataclass(frozen=True)
 class Caller:
-    """One caller of a closed-loop phase: its client and headers, and the paths it GETs in
-    turn, round and round."""
+    """One caller of a closed-loop phase: its headers, and the paths it GETs in turn, round
+    and round."""
 
-    client: httpx.AsyncClient
     headers: Mapping[str, str]
     paths: Sequence[str]
 
@@ -55,7 +53,7 @@ async def run_closed_loop(
             if now >= window[1]:
                 return
             measured = now >= window[0]
-            await calls.call(caller.client, op, measured, now, "GET", path, headers=caller.headers)
+            await calls.call(op, measured, now, "GET", path, headers=caller.headers)
 
     with console.status(f"{status}: {len(callers)} callers for {WARMUP_S + duration:g} s…"):
         await asyncio.gather(*(call_back_to_back(caller) for caller in callers))

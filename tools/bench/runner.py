@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import os
 import secrets
 import time
@@ -15,10 +13,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from bench.client import Gateway
 from bench.floor import HEADER as FLOOR_HEADER
 from bench.floor import PAYMENT_ID as FLOOR_PAYMENT_ID
 from bench.journey import (
@@ -38,8 +36,6 @@ from gateway_core.tokens import mint_token
 # Lead time between scheduling the first arrival and its due time.
 FIRST_ARRIVAL_DELAY_S = 0.1
 PROGRESS_TICK_S = 0.25
-# Connections per HTTP client: small pools keep httpcore's per-request bookkeeping cheap.
-CONNECTIONS_PER_LANE = 8
 PLAIN_PROGRESS_EVERY_S = 5.0  # when the output is not a terminal
 
 
@@ -103,30 +99,12 @@ async def run_load(
     sampled all along, with the generator itself."""
     run_id = secrets.token_hex(4)
     ttl = int(config.warmup + config.duration + config.success_timeout) + 3600
-    lanes = max(1, math.ceil(config.max_connections / CONNECTIONS_PER_LANE))
-    per_lane = math.ceil(config.max_connections / lanes)
-    limits = httpx.Limits(max_connections=per_lane, max_keepalive_connections=per_lane)
-    # The deadline of a whole request is enforced by the journey; these bound each phase.
-    timeout = httpx.Timeout(config.request_timeout)
-    tls = httpx.create_ssl_context()  # built once: each client would load the CA bundle
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=gateway_url,
-                    timeout=timeout,
-                    limits=limits,
-                    verify=tls,
-                    trust_env=False,  # no proxy from the environment between us and the gateway
-                )
-            )
-            for _ in range(lanes)
-        ]
+    async with Gateway(gateway_url, config.max_connections, config.request_timeout) as gateway:
         with console.status(f"creating {config.merchants} merchants at {gateway_url}…"):
-            await wait_ready(clients[0])
+            await wait_ready(gateway)
             admin = {"Authorization": f"Bearer {credentials.token('bench-admin', 'admin', ttl)}"}
             merchants = await create_merchants(
-                clients[0],
+                gateway,
                 admin,
                 config.merchants,
                 run_id,
@@ -139,7 +117,7 @@ async def run_load(
         )
         recorder = Recorder()
         journeys = Journeys(
-            clients,
+            gateway,
             merchants,
             recorder,
             JourneySettings(
@@ -149,7 +127,6 @@ async def run_load(
                 vpa=config.vpa,
             ),
             run_id,
-            request_timeout=config.request_timeout,
         )
         sampler = Sampler({**(processes or {}), GENERATOR: os.getpid()})
         async with sampler.running():
@@ -180,14 +157,9 @@ async def _get_phase(
     if not spread:
         console.print("[yellow]GET phase skipped: no journey reached SUCCESS[/]")
         return None
-    clients = journeys.clients
     callers = [
-        Caller(
-            clients[number % len(clients)],
-            headers[merchant_id],
-            [f"/api/v1/payments/{payment_id}" for payment_id in ids],
-        )
-        for number, (merchant_id, ids) in enumerate(spread)
+        Caller(headers[merchant_id], [f"/api/v1/payments/{payment_id}" for payment_id in ids])
+        for merchant_id, ids in spread
     ]
     phase = await run_closed_loop(
         GET_PHASE, callers, config.get_duration, journeys, console, "GET phase"
@@ -205,13 +177,12 @@ async def _floor(
     """As many GETs of the floor's constant payment as `floor_concurrency` callers can make
     back to back (the most the gateway's door sustains), each caller with its own merchant
     token so that no per-merchant limit is what is measured."""
-    clients = journeys.clients
 
     def caller(number: int) -> Caller:
         token = credentials.token(f"bench-floor-{number}", ttl_seconds=ttl)
         headers = {"Authorization": f"Bearer {token}", FLOOR_HEADER: "1"}
         path = f"/api/v1/payments/{FLOOR_PAYMENT_ID}"
-        return Caller(clients[number % len(clients)], headers, [path])
+        return Caller(headers, [path])
 
     callers = [caller(number) for number in range(config.floor_concurrency)]
     return await run_closed_loop(FLOOR, callers, config.floor_duration, journeys, console, "floor")
