@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.cli import parse_args
+import yaml
+from bench.cli import LIFTED_PER_SECOND, door_limits_lifted, parse_args
 from bench.journey import CREATE, GET, UNFINISHED, JourneyRecord, RequestRecord
 from bench.procstats import Sample, Usage
 from bench.report import (
@@ -331,9 +333,31 @@ def test_cli_defaults() -> None:
         ["--jwt-secret", "x"],
         ["--get-duration", "-1"],
         ["--get-concurrency", "0"],
+        ["--gateway", "http://127.0.0.1:8080", "--shipped-limits"],
+        ["--gateway", "http://127.0.0.1:8080", "--broker", "memory"],
     ],
 )
 def test_cli_refuses_bad_options(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args(argv)
     assert info.value.code == 2
+
+
+def test_the_benchmarks_stack_lifts_only_the_limits_on_all_merchants_together(
+    tmp_path: Path,
+) -> None:
+    lifted = door_limits_lifted(tmp_path, {})
+    assert lifted["RATE_LIMIT_LOCAL_RPS"] == str(LIFTED_PER_SECOND)
+    limits = yaml.safe_load(Path(lifted["RATE_LIMIT_CONFIG_PATH"]).read_text())
+    by_key = {d["key"]: d["rate_limit"]["requests_per_unit"] for d in limits["descriptors"]}
+    assert by_key == {"generic_key": LIFTED_PER_SECOND, "merchant_id": 100}
+    # What the caller set stays.
+    assert door_limits_lifted(tmp_path, {"RATE_LIMIT_LOCAL_RPS": "5000"}).keys() == {
+        "RATE_LIMIT_CONFIG_PATH"
+    }
+    assert (
+        door_limits_lifted(
+            tmp_path, {"RATE_LIMIT_LOCAL_RPS": "5000", "RATE_LIMIT_CONFIG_PATH": "/x.yaml"}
+        )
+        == {}
+    )

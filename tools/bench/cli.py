@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -111,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "store is Python and costs more per event than anything else in the stack",
     )
     parser.add_argument(
+        "--shipped-limits",
+        action="store_true",
+        help="keep the shipped limits on all merchants together (each Envoy's 1,000/s bucket, "
+        "the global 2,000/s) in the started stack; by default they are lifted so that the run "
+        "measures capacity (each merchant's own limit always stays)",
+    )
+    parser.add_argument(
         "--jwt-secret",
         help="with --gateway: the gateway's JWT_SECRET (default: JWT_SECRET from the "
         "environment or .env)",
@@ -185,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--jwt-secret only goes with --gateway (a started stack has its own)")
     if args.broker != "durable" and args.gateway:
         parser.error("--broker only goes with a started stack, not with --gateway")
+    if args.shipped_limits and args.gateway:
+        parser.error("--shipped-limits only goes with a started stack, not with --gateway")
     return args
 
 
@@ -231,6 +241,32 @@ def _external(
     )
 
 
+# Far above what the machine can send: the door's totals no longer decide what is measured.
+LIFTED_PER_SECOND = 1_000_000
+
+
+def door_limits_lifted(state_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings for the benchmark's own stack in which the limits on all merchants together
+    (each Envoy's bucket, RATE_LIMIT_LOCAL_RPS, and the global limit of the ratelimit service)
+    are out of reach, so the run measures the gateway's capacity rather than a quota. Every
+    merchant keeps its own limit and every request still goes through both limiters. A value
+    the caller set in the environment is kept."""
+    from ratelimit.__main__ import DEFAULT_CONFIG
+
+    lifted: dict[str, str] = {}
+    if "RATE_LIMIT_LOCAL_RPS" not in environ:
+        lifted["RATE_LIMIT_LOCAL_RPS"] = str(LIFTED_PER_SECOND)
+    if "RATE_LIMIT_CONFIG_PATH" not in environ:
+        limits = yaml.safe_load(DEFAULT_CONFIG.read_text())
+        for descriptor in limits["descriptors"]:
+            if descriptor["key"] == "generic_key":
+                descriptor["rate_limit"]["requests_per_unit"] = LIFTED_PER_SECOND
+        path = state_dir / "limits.yaml"
+        path.write_text(yaml.safe_dump(limits))
+        lifted["RATE_LIMIT_CONFIG_PATH"] = str(path)
+    return lifted
+
+
 def _own_stack(
     args: argparse.Namespace, config: LoadConfig, machine: dict[str, object], console: Console
 ) -> int:
@@ -238,12 +274,16 @@ def _own_stack(
 
     state_dir = Path(tempfile.mkdtemp(prefix="paygate-bench-"))
     console.print(f"starting a stack in {state_dir} (ephemeral ports, no seed)…")
+    environ = dict(os.environ)
+    if not args.shipped_limits:
+        environ |= door_limits_lifted(state_dir, environ)
     try:
         stack = Stack(
             state_dir,
             ports="ephemeral",
             seed=False,
             keep_data=False,
+            environ=environ,
             bench_floor=config.floor_duration > 0,
             durable_broker=args.broker == "durable",
         )
