@@ -133,8 +133,9 @@ async def test_a_check_past_the_in_flight_bound_is_shed_at_once_not_skipped(
 async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through(
     scorer: tuple[SlowScorer, grpc.aio.Channel],
 ) -> None:
-    """A deadline missed with nothing else in flight is a slow scorer (the policy applies); one
-    missed while the gateway is busy is overload, and overload never skips screening."""
+    """A deadline missed twice with nothing else in flight is a slow scorer (the policy
+    applies); missed twice while the gateway is busy it is overload, and overload never skips
+    screening."""
     servicer, channel = scorer
     servicer.delay = 0.3
     client = FraudClient(channel, timeout_ms=50, fail_policy="open")
@@ -150,6 +151,29 @@ async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through
     assert isinstance(busy, Unavailable)
     assert busy.reason == "OVERLOADED"
     assert shed("deadline_while_busy") == before + 1
+
+
+async def test_one_stall_while_another_check_waits_is_asked_again_not_shed(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """A single late answer (a pause of a few tens of milliseconds on a busy host) at a rate
+    the stack sustains: the check is asked once more and scored, neither shed nor skipped."""
+    servicer, channel = scorer
+    servicer.first_delays = [0.0, 0.12]  # the second check's first call stalls
+    client = FraudClient(channel, timeout_ms=50, fail_policy="open")
+    busy_before, retried, fell_back = (
+        shed("deadline_while_busy"),
+        RETRIED._value.get(),
+        (fallbacks("open")),
+    )
+
+    first, second = await asyncio.gather(client.check(QUERY), client.check(QUERY))
+
+    assert [first.decision, second.decision] == ["BLOCK", "BLOCK"]
+    assert servicer.calls == 3
+    assert RETRIED._value.get() == retried + 1
+    assert shed("deadline_while_busy") == busy_before
+    assert fallbacks("open") == fell_back
 
 
 def hog_the_event_loop(seconds: float) -> None:
