@@ -54,6 +54,20 @@ async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+@pytest.fixture
+async def single(database: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of exactly one connection: what one statement leaves behind, the next sees."""
+    pool = await create_pool(
+        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
+        "orchestrator",
+        "payment-read-single",
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 def repository(pool: asyncpg.Pool) -> Repository:
     return Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
 
@@ -194,31 +208,23 @@ async def test_another_merchants_payment_is_not_found(pool: asyncpg.Pool) -> Non
         assert await repo.lock_payment(conn, new_id("PAY")) is None
 
 
-async def test_a_get_is_one_statement(database: Settings) -> None:
-    single = await create_pool(
-        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
-        "orchestrator",
-        "payment-read-count",
-    )
-    try:
-        repo = repository(single)
-        payment = await captured_card_payment(repo)
-        # Warm: the connection learns the children's row types once (asyncpg's introspection).
-        await repo.get_payment(payment.payment_id, payment.merchant_id)
-        logged: list[str] = []
-        async with single.acquire() as conn:
-            reset = conn.get_reset_query()
+async def test_a_get_is_one_statement(single: asyncpg.Pool) -> None:
+    repo = repository(single)
+    payment = await captured_card_payment(repo)
+    # Warm: the connection learns the children's row types once (asyncpg's introspection).
+    await repo.get_payment(payment.payment_id, payment.merchant_id)
+    logged: list[str] = []
+    async with single.acquire() as conn:
+        reset = conn.get_reset_query()
 
-            def log(query: LoggedQuery) -> None:
-                logged.append(query.query)
+        def log(query: LoggedQuery) -> None:
+            logged.append(query.query)
 
-            conn.add_query_logger(log)
-        logged.clear()
+        conn.add_query_logger(log)
+    logged.clear()
 
-        read = await repo.get_payment(payment.payment_id, payment.merchant_id)
-        await asyncio.sleep(0)  # loggers are called soon after the query, not during it
-    finally:
-        await single.close()
+    read = await repo.get_payment(payment.payment_id, payment.merchant_id)
+    await asyncio.sleep(0)  # loggers are called soon after the query, not during it
     statements = [q for q in logged if q != reset]  # the pool's reset on release is not ours
     assert len(statements) == 1, statements
     assert len(read.history) == 3
@@ -269,71 +275,55 @@ async def test_a_locked_read_sees_the_children_its_lock_holder_committed(
 
 
 async def test_a_child_table_changed_by_a_migration_while_serving_still_reads(
-    database: Settings,
+    single: asyncpg.Pool,
 ) -> None:
     """A rolling upgrade migrates while the old replicas still serve: a connection that already
     decoded the children's row types must not fail on the new shape."""
-    single = await create_pool(
-        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
-        "orchestrator",
-        "payment-read-migrated",
-    )
+    repo = repository(single)
+    payment = await captured_card_payment(repo)
+    await repo.get_payment(payment.payment_id, payment.merchant_id)  # row types now cached
+    await single.execute("ALTER TABLE payment_attempts ADD COLUMN added_by_a_migration text")
     try:
-        repo = repository(single)
-        payment = await captured_card_payment(repo)
-        await repo.get_payment(payment.payment_id, payment.merchant_id)  # row types now cached
-        await single.execute("ALTER TABLE payment_attempts ADD COLUMN added_by_a_migration text")
-        try:
-            # Inside a transaction, under the row lock (a transition's read) ...
-            async with single.acquire() as conn, conn.transaction():
-                locked = await repo.lock_payment(conn, payment.payment_id)
-        finally:
-            await single.execute("ALTER TABLE payment_attempts DROP COLUMN added_by_a_migration")
-        # ... and a plain read, after the next change of shape.
-        read = await repo.get_payment(payment.payment_id, payment.merchant_id)
+        # Inside a transaction, under the row lock (a transition's read) ...
+        async with single.acquire() as conn, conn.transaction():
+            locked = await repo.lock_payment(conn, payment.payment_id)
     finally:
-        await single.close()
+        await single.execute("ALTER TABLE payment_attempts DROP COLUMN added_by_a_migration")
+    # ... and a plain read, after the next change of shape.
+    read = await repo.get_payment(payment.payment_id, payment.merchant_id)
     assert locked is not None
     assert [a.provider for a in locked.attempts] == ["razorpay", "payu"]
     assert [a.provider for a in read.attempts] == ["razorpay", "payu"]
 
 
 async def test_creating_and_moving_a_payment_takes_one_statement_per_step(
-    database: Settings,
+    single: asyncpg.Pool,
 ) -> None:
-    single = await create_pool(
-        database.model_copy(update={"db_max_open_conns": 1, "db_max_idle_conns": 1}),
-        "orchestrator",
-        "payment-create-count",
+    repo = repository(single)
+    warm = await captured_card_payment(repo)  # the connection knows the row types now
+    logged: list[str] = []
+    async with single.acquire() as conn:
+        conn.add_query_logger(lambda query: logged.append(query.query))
+    created = await repo.create_payment(
+        NewPayment(
+            payment_id=new_id("PAY"),
+            merchant_id=warm.merchant_id,
+            user_id="u",
+            amount_paisa=500,
+            currency="INR",
+            payment_method="CARD",
+            description="",
+            callback_url="",
+            metadata={},
+            payment_details=CardDetails(card_token="tok_2"),
+            capture_method="AUTOMATIC",
+            payment_url="",
+            provider="razorpay",
+            expires_at=None,
+        ),
+        then=(Status.PENDING, "sent to razorpay"),
     )
-    try:
-        repo = repository(single)
-        warm = await captured_card_payment(repo)  # the connection knows the row types now
-        logged: list[str] = []
-        async with single.acquire() as conn:
-            conn.add_query_logger(lambda query: logged.append(query.query))
-        created = await repo.create_payment(
-            NewPayment(
-                payment_id=new_id("PAY"),
-                merchant_id=warm.merchant_id,
-                user_id="u",
-                amount_paisa=500,
-                currency="INR",
-                payment_method="CARD",
-                description="",
-                callback_url="",
-                metadata={},
-                payment_details=CardDetails(card_token="tok_2"),
-                capture_method="AUTOMATIC",
-                payment_url="",
-                provider="razorpay",
-                expires_at=None,
-            ),
-            then=(Status.PENDING, "sent to razorpay"),
-        )
-        await asyncio.sleep(0)  # loggers are called soon after the query, not during it
-    finally:
-        await single.close()
+    await asyncio.sleep(0)  # loggers are called soon after the query, not during it
     # BEGIN; the payment with its attempt and first status; read back; its event; the move to
     # PENDING with its history row; read back; its event; COMMIT.
     assert len(logged) == 8, logged
