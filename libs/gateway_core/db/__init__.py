@@ -14,6 +14,7 @@ the same retryable 503, instead of an internal error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -105,6 +106,12 @@ _SESSION_STATE = re.compile(
 )
 
 
+# Every statement passes here; the services send a few hundred distinct query strings.
+@functools.lru_cache(maxsize=1024)
+def _takes_session_state(query: str) -> bool:
+    return _SESSION_STATE.search(query) is not None
+
+
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
     """asyncpg's connection, whose statement timeouts raise DatabaseTimeout. Transactions and
     pool methods run their statements through these methods too.
@@ -119,7 +126,7 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
     _session_state = False
 
     def _note_session_state(self, query: object) -> None:
-        if isinstance(query, str) and _SESSION_STATE.search(query):
+        if isinstance(query, str) and _takes_session_state(query):
             self._session_state = True
 
     def get_reset_query(self) -> str:

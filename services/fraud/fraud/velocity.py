@@ -37,8 +37,8 @@ _KEY_PREFIX = "fraud:vel"
 _RECORD = """
 local now = tonumber(ARGV[1])
 local member = ARGV[2]
-local amount = tonumber(string.match(member, ':(%d+)$'))
 local function amount_of(m) return tonumber(string.match(m, ':(%d+)$')) end
+local amount = amount_of(member)
 local out = {}
 for i = 1, #KEYS / 2 do
   local key, sum_key = KEYS[2 * i - 1], KEYS[2 * i]
