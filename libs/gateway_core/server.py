@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
+from gateway_core.admission import LoopLag
 from gateway_core.config import ConfigError, Settings
 from gateway_core.errors import (
     GatewayError,
@@ -122,6 +123,9 @@ class ServiceApp:
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stop_requested = asyncio.Event()
         self._started = asyncio.Event()
+        # How far behind its event loop runs: exported as a metric, and what a service's
+        # admission control (gateway_core.admission) reads.
+        self.loop_lag = LoopLag()
         self.port: int | None = None
         self.metrics_port: int | None = None
 
@@ -191,6 +195,7 @@ class ServiceApp:
             await self.server.start()
             await self._check_dependencies()
             background.append(asyncio.create_task(self._watch_dependencies()))
+            background.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
             background.extend(
                 asyncio.create_task(self._supervise(name, run), name=name)
                 for name, run in self._background.items()

@@ -153,6 +153,7 @@ async def test_payments_waiting_on_a_busy_scorer_are_shed_with_retry_after_never
             assert error["code"] == 14  # UNAVAILABLE
             [info] = [d for d in error["details"] if d["@type"].endswith("ErrorInfo")]
             assert info["reason"] == "OVERLOADED"
+            assert info["metadata"]["cause"] == "fraud_check.deadline_while_busy"
         listed = await api.get("/api/v1/payments", headers=merchant_auth)
         assert [p["payment_id"] for p in listed.json()["payments"]] == [
             let_through[0]["payment_id"]

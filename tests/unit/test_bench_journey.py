@@ -288,6 +288,37 @@ async def test_failed_polls_are_counted_and_polling_goes_on() -> None:
     assert recorder.journeys[0].error is None
 
 
+async def test_a_refusal_is_counted_by_the_bound_that_refused_it() -> None:
+    """Load shedding's 503s say which bound refused them (the error's `cause`), so a run past
+    saturation shows where it shed; other errors keep their plain kind."""
+    fake = FakeGateway(polls_to_final=1)
+    refusals = iter(["admission.loop_lag", "fraud_check.in_flight"])
+
+    async def shedding(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and (cause := next(refusals, None)):
+            error = {
+                "code": 14,
+                "message": "the gateway is at capacity",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "OVERLOADED",
+                        "metadata": {"cause": cause},
+                    },
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retry_delay": "1s"},
+                ],
+            }
+            return web.json_response(error, status=503, headers={"Retry-After": "1"})
+        return await fake.handle(request)
+
+    recorders = [await run_one(shedding) for _ in range(3)]
+    assert [r.requests[0].error for r in recorders] == [
+        "HTTP 503 (admission.loop_lag)",
+        "HTTP 503 (fraud_check.in_flight)",
+        None,
+    ]
+
+
 async def test_latency_counts_from_when_the_request_was_due() -> None:
     """A creation that starts late (a busy generator) is charged the delay: no omission."""
     async with serving(FakeGateway(polls_to_final=1).handle) as gateway:

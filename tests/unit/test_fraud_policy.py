@@ -12,6 +12,7 @@ import pytest
 from gateway_core.auth import RpcContext
 from gateway_core.errors import Unavailable
 from gateway_core.grpc_client import insecure_channel
+from orchestrator.providers import fraud
 from orchestrator.providers.fraud import FALLBACKS, RETRIED, SHED, FraudClient, FraudQuery
 from paygate.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -198,6 +199,32 @@ async def test_a_deadline_our_busy_event_loop_hears_of_late_is_shed_not_let_thro
     assert refused.value.reason == "OVERLOADED"
     assert shed("deadline_while_late") == before + 1
     assert fallbacks("open") == fell_back
+
+
+async def test_a_scorer_that_just_answered_and_now_misses_is_congested_shed_not_skipped(
+    scorer: tuple[SlowScorer, grpc.aio.Channel],
+) -> None:
+    """On a saturated machine the scorer is up but starved: checks miss their deadline one at
+    a time, each alone in flight. A scorer that answered in time a moment ago is not down, so
+    its misses shed the payment (503) rather than let it through unscored; once it has answered
+    nothing for ANSWERED_RECENTLY_S, it is down, and the policy applies."""
+    servicer, channel = scorer
+    client = FraudClient(channel, timeout_ms=200, fail_policy="open")
+    assert (await client.check(QUERY)).decision == "BLOCK"  # answered in time
+    servicer.delay = 0.5
+    before, fell_back = shed("deadline_while_scorer_answers"), fallbacks("open")
+
+    with pytest.raises(Unavailable) as refused:
+        await client.check(QUERY)
+
+    assert refused.value.reason == "OVERLOADED"
+    assert shed("deadline_while_scorer_answers") == before + 1
+    assert fallbacks("open") == fell_back
+    # Silent since its last answer for longer than the window (two misses took 0.4 s).
+    await asyncio.sleep(fraud.ANSWERED_RECENTLY_S)
+    verdict = await client.check(QUERY)
+    assert verdict.decision == "UNAVAILABLE"
+    assert fallbacks("open") == fell_back + 1
 
 
 async def test_an_unknown_policy_is_refused() -> None:

@@ -244,7 +244,7 @@ class Journeys:
             raise
         else:
             if reply.status != 200:
-                error = f"HTTP {reply.status}"
+                error = f"HTTP {reply.status}{_cause(reply.body)}"
                 example = reply.text
             else:
                 try:
@@ -258,6 +258,21 @@ class Journeys:
                     example = reply.text
         self.recorder.request(op, measured, due, self.clock(), error, example)
         return body
+
+
+def _cause(body: bytes) -> str:
+    """ " (admission.loop_lag)" for a refusal whose error names the bound that refused it (the
+    gateway's load shedding: gateway_core.admission, the fraud check); "" otherwise."""
+    try:
+        error = json.loads(body)
+        causes = [
+            detail["metadata"]["cause"]
+            for detail in error["details"]
+            if detail.get("@type", "").endswith("ErrorInfo")
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ""
+    return f" ({causes[0]})" if causes and isinstance(causes[0], str) else ""
 
 
 async def wait_ready(gateway: Gateway, patience: float = 10.0) -> None:

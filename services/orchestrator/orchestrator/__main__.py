@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import grpc
 
+from gateway_core.admission import Admission
 from gateway_core.db import check_pool, create_pool
 from gateway_core.grpc_client import insecure_channel
 from gateway_core.kafka import EventProducer
@@ -105,7 +106,18 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_service(
         "paygate.payments.v1.PaymentService",
         payments_pb2_grpc.add_PaymentServiceServicer_to_server,
-        PaymentServicer(repo, processor, idempotency, settings),
+        PaymentServicer(
+            repo,
+            processor,
+            idempotency,
+            settings,
+            admission=Admission(
+                "payments",
+                app.loop_lag,
+                max_in_flight=settings.max_payments_in_flight,
+                max_lag_ms=settings.max_loop_lag_ms,
+            ),
+        ),
     )
     app.add_service(
         "paygate.payments.v1.PaymentMethodService",

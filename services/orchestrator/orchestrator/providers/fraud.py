@@ -8,20 +8,26 @@ it. Either way the fallback is counted (`fraud_check_fallbacks_total`).
 Overload must never switch screening off (issue 13): a deadline missed because this gateway is
 saturated says nothing about the payment or the scorer. So the client sheds instead, before
 anything is stored (UNAVAILABLE with Retry-After, HTTP 503 through Envoy; the idempotency key
-is released, so the same request may be retried), and counts it (`fraud_check_shed_total`):
+is released, so the same request may be retried; the error's metadata says `cause`:
+`fraud_check.<reason>`), and counts it (`fraud_check_shed_total`):
 
 - at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
 - at once, when this process learned of a missed deadline late (its event loop was behind by
   more than half the deadline, or LATE_S): it is saturated itself;
-- when a check misses its deadline twice while other checks were in flight.
+- when a check misses its deadline twice while other checks were in flight;
+- when a check misses its deadline twice while the scorer answered another check in time less
+  than ANSWERED_RECENTLY_S ago: the scorer is up, so the misses are congestion (a machine too
+  busy to run it promptly), not an outage. The 10-minute bench at twice the sustainable rate let
+  37 payments through unscored before this rule.
 
 A deadline missed promptly is asked once more (ATTEMPTS; counted in
 `fraud_check_retried_total`): one late answer is often a pause of a few tens of milliseconds on
 a busy host, at a rate the stack sustains, and shedding it made a sporadic 503 out of it (three
-in a 10-minute benchmark at 20 payments/s). A scorer that misses twice with nothing else in
-flight is slow or hung, and the policy applies; so it does at once to a scorer that cannot be
-reached at all. (The scorer may then count the retried payment twice in its velocity windows: a
-small bias towards caution.)
+in a 10-minute benchmark at 20 payments/s). A scorer that misses both with nothing else in
+flight, and has answered nothing in time for ANSWERED_RECENTLY_S, is slow or hung, and the
+policy applies (so a scorer that hangs sees payments shed for that long, then let through); so
+it does at once to a scorer that cannot be reached at all. (The scorer may then count the
+retried payment twice in its velocity windows: a small bias towards caution.)
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
+from gateway_core.admission import OVERLOADED, RETRY_AFTER_S
 from gateway_core.errors import GatewayError, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.domain.payment import FraudSignal, FraudVerdict
@@ -54,9 +61,6 @@ SHED = Counter(
     "Payments refused with UNAVAILABLE (Retry-After) rather than let through unscored",
     ["reason"],
 )
-# Seconds a shed caller is told to wait: the backlog behind a 50 ms deadline clears in less.
-RETRY_AFTER_S = 1
-OVERLOADED = "OVERLOADED"
 # A missed deadline reported this much later than the deadline means our own event loop is
 # behind: the gateway is saturated (at least this, or half the deadline).
 LATE_S = 0.025
@@ -64,6 +68,9 @@ LATE_S = 0.025
 # applies: a scorer starved of CPU for an instant (a busy machine) answers the second time; a
 # hung one misses both.
 ATTEMPTS = 2
+# A scorer that answered a check in time this recently is up: a deadline it misses now is the
+# machine's congestion, and is shed rather than let through.
+ANSWERED_RECENTLY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,9 @@ class FraudClient:
         self._policy = fail_policy
         self._max_in_flight = max_in_flight
         self.in_flight = 0
+        # When a check last got its answer in time (monotonic seconds), to tell an overloaded
+        # scorer from one that is down.
+        self._answered_at = float("-inf")
 
     async def check(self, query: FraudQuery) -> FraudVerdict:
         """The scorer's verdict; the policy's fallback if the scorer is slow or down; raises
@@ -141,6 +151,7 @@ class FraudClient:
             started = time.monotonic()
             try:
                 reply = await self._stub.CheckTransaction(request, timeout=self._timeout)
+                self._answered_at = time.monotonic()
                 break
             except GatewayError as exc:
                 if exc.grpc_code is not grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -153,6 +164,8 @@ class FraudClient:
                     continue
                 if others:
                     raise _shed("deadline_while_busy") from exc
+                if time.monotonic() - self._answered_at < ANSWERED_RECENTLY_S:
+                    raise _shed("deadline_while_scorer_answers") from exc
                 return self._fallback("deadline_exceeded")
         return FraudVerdict(
             score=reply.score,
@@ -174,5 +187,6 @@ def _shed(reason: str) -> Unavailable:
     return Unavailable(
         "the gateway is at capacity and will not let a payment through unscored: retry shortly",
         reason=OVERLOADED,
+        metadata={"cause": f"fraud_check.{reason}"},
         retry_after_s=RETRY_AFTER_S,
     )
