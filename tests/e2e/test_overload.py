@@ -1,7 +1,7 @@
 """Admission of new payments through Envoy (gateway_core.admission, issue 13): past
-MAX_PAYMENTS_IN_FLIGHT creations at once in the orchestrator, a new payment is refused at the
-door with 503, reason OVERLOADED and Retry-After, before anything is stored; its retry with the
-same Idempotency-Key is then an ordinary first attempt."""
+MAX_PAYMENTS_IN_FLIGHT payments being prepared, screened and stored at once in the orchestrator,
+a new payment is refused at the door with 503, reason OVERLOADED and Retry-After, before
+anything is stored; its retry with the same Idempotency-Key is then an ordinary first attempt."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from devstack import Stack
 from orchestrator.settings import Settings
 
 Token = Callable[..., str]
@@ -30,67 +31,86 @@ async def merchant_auth(gateway_url: str, mint_token: Token) -> AsyncIterator[di
 
 
 def body(user: int) -> dict[str, object]:
-    # timeout@upi: the switch hangs until the orchestrator's UPI deadline (2 s), so every
-    # admitted creation stays in flight while the others arrive; a later inquiry settles it.
     return {
         "user_id": f"door-user-{user}",
         "amount_paisa": 100,
         "currency": "INR",
         "payment_method": "UPI",
-        "payment_details": {"vpa": "timeout@upi"},
+        "payment_details": {"vpa": "success@upi"},
     }
 
 
+def cause(reply: httpx.Response) -> str:
+    [info] = [d for d in reply.json()["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["reason"] == "OVERLOADED"
+    value: str = info["metadata"]["cause"]
+    return value
+
+
 async def test_payments_past_the_in_flight_bound_are_refused_at_the_door_and_store_nothing(
-    gateway_url: str, merchant_auth: dict[str, str]
+    gateway_url: str, merchant_auth: dict[str, str], stack: Stack
 ) -> None:
     keys = [f"door-{uuid.uuid4().hex}" for _ in range(IN_FLIGHT + EXTRA)]
     async with httpx.AsyncClient(
         base_url=gateway_url, timeout=30, limits=httpx.Limits(max_connections=len(keys))
     ) as api:
 
-        async def create(user: int, key: str) -> httpx.Response:
+        async def create(key: str) -> httpx.Response:
             headers = {**merchant_auth, "Idempotency-Key": key}
+            user = keys.index(key) if key in keys else -1
             return await api.post("/api/v1/payments", json=body(user), headers=headers)
 
-        replies = await asyncio.gather(*(create(i, key) for i, key in enumerate(keys)))
+        # One ordinary payment first: the orchestrator's channel to the scorer is connected (a
+        # scorer it cannot reach at all gets FRAUD_FAIL_POLICY at once, as a down one should).
+        warm = await create(f"door-warm-{uuid.uuid4().hex}")
+        assert warm.status_code == 200, warm.text
+        # A frozen scorer keeps every admitted payment in its screening (for two fraud
+        # deadlines), so the first IN_FLIGHT hold their places while the rest arrive.
+        stack.freeze("fraud")
+        try:
+            replies = dict(zip(keys, await asyncio.gather(*map(create, keys)), strict=True))
+        finally:
+            stack.thaw("fraud")
 
-        created = {key: r.json() for key, r in zip(keys, replies, strict=True) if r.is_success}
-        refused = {key: r for key, r in zip(keys, replies, strict=True) if r.status_code == 503}
-        assert len(created) + len(refused) == len(keys), [r.text for r in replies]
-        # Never more than the bound at once; at least the surplus refused (a busy test machine
-        # may also refuse some for its event loop's lag).
-        assert len(created) <= IN_FLIGHT
-        assert len(refused) >= EXTRA
-        for reply in refused.values():
-            assert reply.headers["retry-after"] == "1"
-            error = reply.json()
-            assert error["code"] == 14  # UNAVAILABLE
-            assert "at capacity" in error["message"]
-            [info] = [d for d in error["details"] if d["@type"].endswith("ErrorInfo")]
-            assert info["reason"] == "OVERLOADED"
-            assert info["metadata"]["cause"] in {"admission.in_flight", "admission.loop_lag"}
+        assert {r.status_code for r in replies.values()} <= {200, 503}, [
+            r.text for r in replies.values()
+        ]
+        refused = [key for key, r in replies.items() if r.status_code == 503]
+        for key in refused:
+            assert replies[key].headers["retry-after"] == "1"
+            assert replies[key].json()["code"] == 14  # UNAVAILABLE
+        at_the_door = [key for key in refused if cause(replies[key]).startswith("admission.")]
+        # The admitted ones met the frozen scorer (shed by the fraud check, or the one that
+        # waited alone let through by FRAUD_FAIL_POLICY); the surplus never got that far.
+        assert len(at_the_door) >= EXTRA
+        assert {cause(replies[key]) for key in at_the_door} <= {
+            "admission.in_flight",
+            "admission.loop_lag",
+        }
+        assert "at capacity" in replies[at_the_door[0]].json()["message"]
+        created = [r.json() for r in replies.values() if r.status_code == 200]
+        assert len(created) <= 1, [(p["fraud"], p["status"]) for p in created][:3]
 
         # Nothing was stored for a refused payment.
         listed = await api.get("/api/v1/payments", params={"page_size": 100}, headers=merchant_auth)
         assert {p["payment_id"] for p in listed.json()["payments"]} == {
-            p["payment_id"] for p in created.values()
+            p["payment_id"] for p in [warm.json(), *created]
         }
 
         # As a client should: come back after Retry-After with the same key. Each retry is a
-        # first attempt that creates its payment.
+        # first attempt that creates its payment, scored.
         async def retry(key: str) -> httpx.Response:
             for _ in range(10):
-                reply = await create(keys.index(key), key)
+                reply = await create(key)
                 if reply.status_code != 503:
                     return reply
                 await asyncio.sleep(int(reply.headers["retry-after"]))
             return reply
 
-        retried = await asyncio.gather(*(retry(key) for key in refused))
-        assert [r.status_code for r in retried] == [200] * len(refused), [
+        retried = await asyncio.gather(*map(retry, at_the_door))
+        assert [r.status_code for r in retried] == [200] * len(at_the_door), [
             r.text for r in retried if not r.is_success
         ]
+        assert {r.json()["fraud"]["decision"] for r in retried} == {"ALLOW"}
         listed = await api.get("/api/v1/payments", params={"page_size": 100}, headers=merchant_auth)
-        assert len({p["payment_id"] for p in listed.json()["payments"]}) == len(keys)
-        assert {p["amount_paisa"] for p in listed.json()["payments"]} == {100}
+        assert len(listed.json()["payments"]) == 1 + len(created) + len(at_the_door)

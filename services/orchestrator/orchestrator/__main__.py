@@ -74,6 +74,12 @@ async def build_app(settings: Settings) -> ServiceApp:
             fail_policy=settings.fraud_fail_policy,
             max_in_flight=settings.fraud_max_in_flight,
         ),
+        admission=Admission(
+            "payments",
+            app.loop_lag,
+            max_in_flight=settings.max_payments_in_flight,
+            max_lag_ms=settings.max_loop_lag_ms,
+        ),
     )
     idempotency = IdempotencyStore(pool, settings.secret("idempotency_fingerprint_key").encode())
     # Runs before the pool closes (hooks run last-registered first): handlers whose callers
@@ -106,18 +112,7 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_service(
         "paygate.payments.v1.PaymentService",
         payments_pb2_grpc.add_PaymentServiceServicer_to_server,
-        PaymentServicer(
-            repo,
-            processor,
-            idempotency,
-            settings,
-            admission=Admission(
-                "payments",
-                app.loop_lag,
-                max_in_flight=settings.max_payments_in_flight,
-                max_lag_ms=settings.max_loop_lag_ms,
-            ),
-        ),
+        PaymentServicer(repo, processor, idempotency, settings),
     )
     app.add_service(
         "paygate.payments.v1.PaymentMethodService",

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from gateway_core.admission import Admission
 from gateway_core.errors import (
     Aborted,
     FailedPrecondition,
@@ -148,12 +149,14 @@ class PaymentProcessor:
         connectors: Connectors,
         pricing: dict[str, Pricing],
         fraud: FraudClient,
+        admission: Admission,
     ) -> None:
         self._repo = repo
         self._settings = settings
         self._connectors = connectors
         self._pricing = pricing
         self._fraud = fraud
+        self._admission = admission
         # Each provider's own key, resolved now so a pod without one fails at start, not on
         # the first callback.
         self._callback_secrets = settings.callback_secrets()
@@ -166,7 +169,12 @@ class PaymentProcessor:
 
     async def start(self, start: PaymentStart) -> Payment:
         """Prepare at the connector (refusals create nothing), store the screened payment,
-        then start it at the provider."""
+        then start it at the provider.
+
+        The gateway's own work (prepare, screen, store) runs as one admitted call
+        (gateway_core.admission): past saturation a new payment is refused here, Unavailable
+        with reason OVERLOADED, before anything is stored. The wait for the provider is not
+        counted: a slow bank is not this process's load."""
         connector = self._connectors[start.method]
         request = StartRequest(
             payment_id=new_id("PAY"),
@@ -179,28 +187,29 @@ class PaymentProcessor:
             callback_url=start.callback_url,
             metadata=start.metadata,
         )
-        prepared = await connector.prepare(request)
-        now = datetime.now(UTC)
-        new = NewPayment(
-            payment_id=request.payment_id,
-            merchant_id=start.merchant.merchant_id,
-            user_id=start.user_id,
-            amount_paisa=start.amount_paisa,
-            currency=start.currency,
-            payment_method=start.method,
-            description=start.description,
-            callback_url=start.callback_url,
-            metadata=start.metadata,
-            payment_details=prepared.details,
-            capture_method=start.capture_method,
-            payment_url=prepared.payment_url,
-            provider=prepared.provider,
-            expires_at=now + start.expire_after,
-            fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
-            next_inquiry_at=now + INQUIRY_SAFETY_NET,
-        )
-        new = await self._screen(start, new, prepared.fraud_facts)
-        record = await self._repo.create_payment(new)
+        with self._admission.admit():
+            prepared = await connector.prepare(request)
+            now = datetime.now(UTC)
+            new = NewPayment(
+                payment_id=request.payment_id,
+                merchant_id=start.merchant.merchant_id,
+                user_id=start.user_id,
+                amount_paisa=start.amount_paisa,
+                currency=start.currency,
+                payment_method=start.method,
+                description=start.description,
+                callback_url=start.callback_url,
+                metadata=start.metadata,
+                payment_details=prepared.details,
+                capture_method=start.capture_method,
+                payment_url=prepared.payment_url,
+                provider=prepared.provider,
+                expires_at=now + start.expire_after,
+                fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
+                next_inquiry_at=now + INQUIRY_SAFETY_NET,
+            )
+            new = await self._screen(start, new, prepared.fraud_facts)
+            record = await self._repo.create_payment(new)
         if new.fraud is not None and new.fraud.blocks:
             return await self._fail(record, "fraud_blocked")
         try:

@@ -13,8 +13,9 @@ import asyncpg
 import pytest
 
 from devstack.postgres import ScratchServer
+from gateway_core.admission import Admission, LoopLag
 from gateway_core.db import create_pool
-from gateway_core.errors import FailedPrecondition, InvalidArgument
+from gateway_core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from gateway_core.fees import compute_fee
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
@@ -207,6 +208,7 @@ async def engine(
     merchant: Merchant,
     *connectors: Scripted,
     fraud: Fraud | None = None,
+    admission: Admission | None = None,
 ) -> Engine:
     repo = Repository(pool, "payments.events", encode_event, FAKE_DETAILS)
     processor = PaymentProcessor(
@@ -215,6 +217,7 @@ async def engine(
         connectors=Connectors(connectors),
         pricing=await ledger_store.load_pricing(pool),
         fraud=fraud or Fraud(),
+        admission=admission or Admission("payments", LoopLag(), max_in_flight=8, max_lag_ms=100),
     )
     return Engine(processor, repo, merchant)
 
@@ -268,6 +271,49 @@ async def test_a_refusal_before_the_payment_exists_stores_nothing(
     with pytest.raises(InvalidArgument):
         await flow.start("UPI")
     assert await pool.fetchval("SELECT count(*) FROM payments") == before
+
+
+async def test_a_payment_past_the_admission_bound_is_refused_before_anything_is_stored(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM payments")
+    admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
+    connector = Scripted()
+    flow = await engine(pool, database, merchant, connector, admission=admission)
+    # Another payment is being prepared, screened and stored.
+    with admission.admit(), pytest.raises(Unavailable) as refusal:
+        await flow.start("UPI")
+    assert refusal.value.reason == "OVERLOADED"
+    assert refusal.value.retry_after_s == 1
+    assert connector.calls == []
+    assert await pool.fetchval("SELECT count(*) FROM payments") == before
+    assert (await flow.start("UPI")).status == Status.SUCCESS  # room again
+
+
+async def test_the_wait_for_the_provider_holds_no_admission_place(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    """A slow bank is not this process's load: the place is held while the payment is prepared,
+    screened and stored, and given back before the provider is asked."""
+    admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
+    places: dict[str, int] = {}
+
+    @dataclass
+    class Watching(Scripted):
+        async def prepare(self, request: StartRequest) -> Prepared:
+            places["prepare"] = admission.in_flight
+            return await super().prepare(request)
+
+        async def initiate(
+            self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
+        ) -> Step:
+            places["initiate"] = admission.in_flight
+            return await super().initiate(request, payment, prepared, step_up=step_up)
+
+    flow = await engine(pool, database, merchant, Watching(), admission=admission)
+    assert (await flow.start("UPI")).status == Status.SUCCESS
+    assert places == {"prepare": 1, "initiate": 0}
+    assert admission.in_flight == 0
 
 
 async def test_a_provider_that_refuses_the_start_fails_the_payment(

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from gateway_core.admission import Admission
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.connectors.card import emi
@@ -45,11 +44,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         processor: PaymentProcessor,
         idempotency: IdempotencyStore,
         settings: Settings,
-        *,
-        admission: Admission,
     ) -> None:
         self._repo = repo
-        self._admission = admission
         self._processor = processor
         self._idempotency = idempotency
         self._settings = settings
@@ -72,18 +68,15 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             record = await self._processor.start(_payment_start(request, merchant, self._settings))
             return payment_message(record)
 
-        # Past saturation a new payment is refused here, before its key is claimed: a retry
-        # with the same Idempotency-Key is then a first attempt.
-        with self._admission.admit():
-            return await self._once(
-                caller,
-                context,
-                "CreatePayment",
-                request,
-                payments_pb2.Payment,
-                create,
-                self._recover_created,
-            )
+        return await self._once(
+            caller,
+            context,
+            "CreatePayment",
+            request,
+            payments_pb2.Payment,
+            create,
+            self._recover_created,
+        )
 
     async def GetPayment(
         self, request: payments_pb2.GetPaymentRequest, context: RpcContext
