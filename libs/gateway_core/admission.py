@@ -10,6 +10,8 @@ So the work that starts something new (a payment) is admitted only while
 - fewer than `max_in_flight` such calls are already running here, and
 - the event loop keeps its schedule: its smoothed lag stays under `max_lag_s`.
 
+A caller tests the door first (`check()`, which takes no place) before a request costs
+anything, then holds a place (`admit()`) only around the work that is this process's own.
 Otherwise the call is refused at once, before anything is stored: UNAVAILABLE with reason
 OVERLOADED, Retry-After, and the bound in the error's metadata (`cause`: `admission.in_flight`
 or `admission.loop_lag`), which Envoy returns as HTTP 503. Work on what already exists (reads,
@@ -46,7 +48,8 @@ REFUSED = Counter(
 
 
 class LoopLag:
-    """The event loop's lag, sampled every `interval_s` and smoothed over about a second."""
+    """The event loop's lag, sampled every `interval_s` and smoothed (with the defaults, a
+    lateness that lasts a quarter of a second moves it most of the way)."""
 
     def __init__(self, interval_s: float = 0.05, smoothing: float = 0.2) -> None:
         self.interval_s = interval_s
@@ -61,8 +64,9 @@ class LoopLag:
             self.observe(max(0.0, loop.time() - due))
 
     def observe(self, late_s: float) -> None:
-        # An exponential average: one pause (a GC, a slow callback) does not refuse anyone,
-        # a backlog that lasts a few samples does.
+        # An exponential average: one pause (a GC, a slow callback) counts a fifth, so only one
+        # of more than half a second reaches the default bound alone; a backlog that lasts a
+        # few samples does.
         self.seconds += self._smoothing * (late_s - self.seconds)
         LOOP_LAG.set(self.seconds)
 
@@ -86,13 +90,19 @@ class Admission:
         """The event loop is behind by more than its bound: this process is the bottleneck."""
         return self._lag.seconds > self._max_lag_s
 
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Run the block as one admitted call, or raise Unavailable (nothing was done)."""
+    def check(self) -> None:
+        """Raise Unavailable if a call would be refused now, taking no place: the cheap test at
+        the door, before a request costs anything (its idempotency key, its lookups)."""
         if self.in_flight >= self._max_in_flight:
             raise self._refuse("in_flight")
         if self.saturated:
             raise self._refuse("loop_lag")
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Run the block as one admitted call, holding a place, or raise Unavailable (nothing
+        was done)."""
+        self.check()
         self.in_flight += 1
         try:
             yield

@@ -110,14 +110,15 @@ async def test_an_ordinary_payment_is_allowed_and_its_score_is_shown(
     assert payment["fraud"]["score"] < 50
 
 
-async def test_payments_waiting_on_a_busy_scorer_are_shed_with_retry_after_never_let_through(
+async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_policy(
     gateway_url: str, merchant_auth: dict[str, str], stack: Stack
 ) -> None:
-    """Overload never switches screening off (issue 13). While fraud checks wait on a scorer
-    that cannot keep up (here: frozen), a check that misses its deadline with others in
-    flight is the gateway being busy, so its payment is refused with 503 and Retry-After,
-    nothing stored, rather than let through unscored; only a check that waited alone gets
-    FRAUD_FAIL_POLICY (open: let through, and the payment says it was not scored)."""
+    """Overload never switches screening off (issue 13), and an outage still gets
+    FRAUD_FAIL_POLICY. While the scorer answered a check in time within the last window (here,
+    with the stack's 2 s deadline: two full checks, 8 s), a check that misses its deadline twice
+    is congestion: its payment is refused with 503 and Retry-After, nothing stored, rather than
+    let through unscored. Once the scorer has answered nothing for longer, it is down, and the
+    policy (open: let through, and the payment says it was not scored) applies."""
     body = {
         "amount_paisa": 2500,
         "currency": "INR",
@@ -126,6 +127,9 @@ async def test_payments_waiting_on_a_busy_scorer_are_shed_with_retry_after_never
     }
     keys = [f"shed-{uuid.uuid4().hex}" for _ in range(8)]
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as api:
+        scored = await api.post("/api/v1/payments", json=body, headers=merchant_auth)
+        assert scored.json()["fraud"]["decision"] == "ALLOW"
+        answered_at = time.monotonic()
         stack.freeze("fraud")
         try:
             replies = await asyncio.gather(
@@ -138,31 +142,32 @@ async def test_payments_waiting_on_a_busy_scorer_are_shed_with_retry_after_never
                     for key in keys
                 )
             )
+            # Frozen for longer than the window since its last answer: an outage now.
+            await asyncio.sleep(max(0.0, answered_at + 8.5 - time.monotonic()))
+            outage = await api.post("/api/v1/payments", json=body, headers=merchant_auth)
         finally:
             stack.thaw("fraud")
 
-        let_through = [r.json() for r in replies if r.status_code == 200]
-        shed = [(key, r) for key, r in zip(keys, replies, strict=True) if r.status_code == 503]
-        assert len(let_through) + len(shed) == len(keys), [r.text for r in replies]
-        assert len(let_through) == 1
-        assert let_through[0]["fraud"]["decision"] == "UNAVAILABLE"
-        assert let_through[0]["fraud"]["signals"] == ["fraud_check_unavailable:0"]
-        for _, reply in shed:
+        assert [r.status_code for r in replies] == [503] * len(keys), [r.text for r in replies]
+        for reply in replies:
             assert reply.headers["retry-after"] == "1"
             error = reply.json()
             assert error["code"] == 14  # UNAVAILABLE
             [info] = [d for d in error["details"] if d["@type"].endswith("ErrorInfo")]
             assert info["reason"] == "OVERLOADED"
-            assert info["metadata"]["cause"] == "fraud_check.deadline_while_busy"
+            assert info["metadata"]["cause"] == "fraud_check.deadline_while_scorer_answers"
+        assert outage.status_code == 200, outage.text
+        assert outage.json()["fraud"]["decision"] == "UNAVAILABLE"
+        assert outage.json()["fraud"]["signals"] == ["fraud_check_unavailable:0"]
         listed = await api.get("/api/v1/payments", headers=merchant_auth)
-        assert [p["payment_id"] for p in listed.json()["payments"]] == [
-            let_through[0]["payment_id"]
-        ]
+        assert {p["payment_id"] for p in listed.json()["payments"]} == {
+            scored.json()["payment_id"],
+            outage.json()["payment_id"],
+        }
 
         # Nothing was stored for a shed payment: its retry, same key, is a new, scored payment.
-        key, _ = shed[0]
         retried = await api.post(
-            "/api/v1/payments", json=body, headers={**merchant_auth, "Idempotency-Key": key}
+            "/api/v1/payments", json=body, headers={**merchant_auth, "Idempotency-Key": keys[0]}
         )
         assert retried.status_code == 200, retried.text
         assert retried.json()["fraud"]["decision"] == "ALLOW"

@@ -1,5 +1,5 @@
 """Admission of new payments through Envoy (gateway_core.admission, issue 13): past
-MAX_PAYMENTS_IN_FLIGHT payments being prepared, screened and stored at once in the orchestrator,
+MAX_PAYMENTS_IN_FLIGHT payments being screened and stored at once in the orchestrator,
 a new payment is refused at the door with 503, reason OVERLOADED and Retry-After, before
 anything is stored; its retry with the same Idempotency-Key is then an ordinary first attempt."""
 

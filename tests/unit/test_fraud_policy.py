@@ -131,27 +131,22 @@ async def test_a_check_past_the_in_flight_bound_is_shed_at_once_not_skipped(
     assert client.in_flight == 0
 
 
-async def test_a_deadline_missed_while_other_checks_wait_is_shed_not_let_through(
+async def test_a_scorer_that_answers_nothing_gets_the_policy_however_many_checks_wait(
     scorer: tuple[SlowScorer, grpc.aio.Channel],
 ) -> None:
-    """A deadline missed twice with nothing else in flight is a slow scorer (the policy
-    applies); missed twice while the gateway is busy it is overload, and overload never skips
-    screening."""
+    """A hung scorer (a frozen process, a pod behind a dead node) is an outage, not overload:
+    with traffic, every check still gets FRAUD_FAIL_POLICY. Shedding them all would turn the
+    configured policy into an outage of its own."""
     servicer, channel = scorer
     servicer.delay = 0.3
     client = FraudClient(channel, timeout_ms=50, fail_policy="open")
-    before, fell_back = shed("deadline_while_busy"), fallbacks("open")
+    shed_before, fell_back = shed("deadline_while_scorer_answers"), fallbacks("open")
 
-    alone, busy = await asyncio.gather(
-        client.check(QUERY), client.check(QUERY), return_exceptions=True
-    )
+    verdicts = await asyncio.gather(*(client.check(QUERY) for _ in range(5)))
 
-    assert not isinstance(alone, BaseException)
-    assert alone.decision == "UNAVAILABLE"
-    assert fallbacks("open") == fell_back + 1
-    assert isinstance(busy, Unavailable)
-    assert busy.reason == "OVERLOADED"
-    assert shed("deadline_while_busy") == before + 1
+    assert [v.decision for v in verdicts] == ["UNAVAILABLE"] * 5
+    assert fallbacks("open") == fell_back + 5
+    assert shed("deadline_while_scorer_answers") == shed_before
 
 
 async def test_one_stall_while_another_check_waits_is_asked_again_not_shed(
@@ -163,7 +158,7 @@ async def test_one_stall_while_another_check_waits_is_asked_again_not_shed(
     servicer.first_delays = [0.0, 0.12]  # the second check's first call stalls
     client = FraudClient(channel, timeout_ms=50, fail_policy="open")
     busy_before, retried, fell_back = (
-        shed("deadline_while_busy"),
+        shed("deadline_while_scorer_answers"),
         RETRIED._value.get(),
         (fallbacks("open")),
     )
@@ -173,7 +168,7 @@ async def test_one_stall_while_another_check_waits_is_asked_again_not_shed(
     assert [first.decision, second.decision] == ["BLOCK", "BLOCK"]
     assert servicer.calls == 3
     assert RETRIED._value.get() == retried + 1
-    assert shed("deadline_while_busy") == busy_before
+    assert shed("deadline_while_scorer_answers") == busy_before
     assert fallbacks("open") == fell_back
 
 

@@ -120,6 +120,21 @@ async def test_concurrent_checks_give_exact_counts(redis: Redis) -> None:
     assert final[("card", "24h")] == WindowStats(51, sum(range(1, 51)))
 
 
+async def test_a_payment_checked_twice_counts_once(redis: Redis) -> None:
+    """The orchestrator asks again when an answer came late: the same payment must not count
+    twice in its customer's windows (a retried check would push them towards REVIEW)."""
+    store = VelocityStore(redis)
+    user = unique("u")
+    payment = txn(user_id=user, amount_paisa=700)
+
+    first = await store.record(payment)
+    again = await store.record(payment)
+    other = await store.record(txn(user_id=user, amount_paisa=300))
+
+    assert first[("user", "1m")] == again[("user", "1m")] == WindowStats(1, 700)
+    assert other[("user", "24h")] == WindowStats(2, 1000)
+
+
 def test_thresholds_turn_windows_into_signals() -> None:
     limits = [
         VelocityLimit("velocity_user_1m", "user", "1m", 20, max_count=3),

@@ -1,7 +1,7 @@
 """Velocity: how many payments, and how much money, per user, card, VPA, device and IP over
 sliding windows of 1 minute, 1 hour and 24 hours, kept in Redis.
 
-One sorted set per (entity, window): each payment is a member (a unique id plus its amount)
+One sorted set per (entity, window): each payment is a member (its payment id plus its amount)
 scored by its time in milliseconds, and beside it the window's running amount sum (a plain key
 with the same name plus ":sum"). One Lua script per check adds the payment to every set, drops
 the members older than the window (subtracting their amounts from the sum), and answers count
@@ -31,7 +31,7 @@ from fraud.scoring import Signal, Transaction
 _KEY_PREFIX = "fraud:vel"
 
 # KEYS[2i - 1]: one sorted set per (entity, window); KEYS[2i]: its running amount sum.
-# ARGV[1]: the payment's time (ms); ARGV[2]: its unique member "<id>:<amount>"; ARGV[2 + i]: the
+# ARGV[1]: the payment's time (ms); ARGV[2]: its member "<payment id>:<amount>"; ARGV[2 + i]: the
 # window of the i-th set (ms). Answers {count_1, sum_1, count_2, sum_2, ...}. A set with no sum
 # yet (written before the sums existed) is summed once, then kept up to date.
 _RECORD = """
@@ -114,7 +114,9 @@ class VelocityStore:
         if not slots:
             return {}
         now_ms = int(txn.occurred_at.timestamp() * 1000)
-        member = f"{uuid.uuid4().hex}:{txn.amount_paisa}"
+        # One member per payment: the orchestrator asks again when an answer came late, and
+        # that second check of the same payment must not count it twice.
+        member = f"{txn.payment_id or uuid.uuid4().hex}:{txn.amount_paisa}"
         args: list[int | str] = [now_ms, member]
         args += [WINDOWS[window] * 1000 for _, window, _ in slots]
         keys = [name for _, _, key in slots for name in (key, sum_key_for(key))]

@@ -61,6 +61,12 @@ async def build_app(settings: Settings) -> ServiceApp:
     vault_channel = service_channel(settings.vault_addr, vault_identity)
     app.on_shutdown(lambda: vault_channel.close(None))
     vault = VaultClient(vault_channel)
+    admission = Admission(
+        "payments",
+        app.loop_lag,
+        max_in_flight=settings.max_payments_in_flight,
+        max_lag_ms=settings.max_loop_lag_ms,
+    )
     processor = PaymentProcessor(
         repo,
         settings,
@@ -74,12 +80,7 @@ async def build_app(settings: Settings) -> ServiceApp:
             fail_policy=settings.fraud_fail_policy,
             max_in_flight=settings.fraud_max_in_flight,
         ),
-        admission=Admission(
-            "payments",
-            app.loop_lag,
-            max_in_flight=settings.max_payments_in_flight,
-            max_lag_ms=settings.max_loop_lag_ms,
-        ),
+        admission=admission,
     )
     idempotency = IdempotencyStore(pool, settings.secret("idempotency_fingerprint_key").encode())
     # Runs before the pool closes (hooks run last-registered first): handlers whose callers
@@ -112,7 +113,7 @@ async def build_app(settings: Settings) -> ServiceApp:
     app.add_service(
         "paygate.payments.v1.PaymentService",
         payments_pb2_grpc.add_PaymentServiceServicer_to_server,
-        PaymentServicer(repo, processor, idempotency, settings),
+        PaymentServicer(repo, processor, idempotency, settings, admission=admission),
     )
     app.add_service(
         "paygate.payments.v1.PaymentMethodService",

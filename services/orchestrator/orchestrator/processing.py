@@ -171,10 +171,11 @@ class PaymentProcessor:
         """Prepare at the connector (refusals create nothing), store the screened payment,
         then start it at the provider.
 
-        The gateway's own work (prepare, screen, store) runs as one admitted call
+        Screening and storing, the gateway's own work, hold a place of the admission
         (gateway_core.admission): past saturation a new payment is refused here, Unavailable
-        with reason OVERLOADED, before anything is stored. The wait for the provider is not
-        counted: a slow bank is not this process's load."""
+        with reason OVERLOADED, before anything is stored. Preparing (which may ask the
+        provider to look up a VPA or a balance) and starting at the provider do not: a slow
+        bank is not this process's load."""
         connector = self._connectors[start.method]
         request = StartRequest(
             payment_id=new_id("PAY"),
@@ -187,27 +188,27 @@ class PaymentProcessor:
             callback_url=start.callback_url,
             metadata=start.metadata,
         )
+        prepared = await connector.prepare(request)
+        now = datetime.now(UTC)
+        new = NewPayment(
+            payment_id=request.payment_id,
+            merchant_id=start.merchant.merchant_id,
+            user_id=start.user_id,
+            amount_paisa=start.amount_paisa,
+            currency=start.currency,
+            payment_method=start.method,
+            description=start.description,
+            callback_url=start.callback_url,
+            metadata=start.metadata,
+            payment_details=prepared.details,
+            capture_method=start.capture_method,
+            payment_url=prepared.payment_url,
+            provider=prepared.provider,
+            expires_at=now + start.expire_after,
+            fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
+            next_inquiry_at=now + INQUIRY_SAFETY_NET,
+        )
         with self._admission.admit():
-            prepared = await connector.prepare(request)
-            now = datetime.now(UTC)
-            new = NewPayment(
-                payment_id=request.payment_id,
-                merchant_id=start.merchant.merchant_id,
-                user_id=start.user_id,
-                amount_paisa=start.amount_paisa,
-                currency=start.currency,
-                payment_method=start.method,
-                description=start.description,
-                callback_url=start.callback_url,
-                metadata=start.metadata,
-                payment_details=prepared.details,
-                capture_method=start.capture_method,
-                payment_url=prepared.payment_url,
-                provider=prepared.provider,
-                expires_at=now + start.expire_after,
-                fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
-                next_inquiry_at=now + INQUIRY_SAFETY_NET,
-            )
             new = await self._screen(start, new, prepared.fraud_facts)
             record = await self._repo.create_payment(new)
         if new.fraud is not None and new.fraud.blocks:

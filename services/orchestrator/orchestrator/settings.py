@@ -32,9 +32,9 @@ class Settings(config.Settings):
     # rather than queued into missing their deadline (providers/fraud.py).
     fraud_max_in_flight: int = Field(default=64, ge=1, le=10_000)
     # Admission of new payments (gateway_core.admission): past this many payments being
-    # prepared, screened and stored at once in this process (the wait for the provider is not
-    # counted), or with its event loop behind by more than this, a new payment is refused with
-    # 503 and Retry-After before anything is stored, instead of queueing into a timeout.
+    # screened and stored at once in this process (provider calls are not counted), or with
+    # its event loop behind by more than this, a new payment is refused with 503 and
+    # Retry-After before anything is stored, instead of queueing into a timeout.
     max_payments_in_flight: int = Field(default=32, ge=1, le=10_000)
     max_loop_lag_ms: int = Field(default=100, ge=1, le=60_000)
     card_routing_config_path: str = "./services/orchestrator/config/card-routing.yaml"

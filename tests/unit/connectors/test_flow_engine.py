@@ -280,21 +280,21 @@ async def test_a_payment_past_the_admission_bound_is_refused_before_anything_is_
     admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
     connector = Scripted()
     flow = await engine(pool, database, merchant, connector, admission=admission)
-    # Another payment is being prepared, screened and stored.
+    # Another payment is being screened and stored.
     with admission.admit(), pytest.raises(Unavailable) as refusal:
         await flow.start("UPI")
     assert refusal.value.reason == "OVERLOADED"
     assert refusal.value.retry_after_s == 1
-    assert connector.calls == []
+    assert connector.calls == ["prepare"]  # never started at the provider
     assert await pool.fetchval("SELECT count(*) FROM payments") == before
     assert (await flow.start("UPI")).status == Status.SUCCESS  # room again
 
 
-async def test_the_wait_for_the_provider_holds_no_admission_place(
+async def test_only_screening_and_storing_hold_an_admission_place(
     pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
-    """A slow bank is not this process's load: the place is held while the payment is prepared,
-    screened and stored, and given back before the provider is asked."""
+    """A slow bank is not this process's load: preparing (a VPA or balance lookup at the
+    provider) and starting at the provider hold no place; screening and storing do."""
     admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
     places: dict[str, int] = {}
 
@@ -310,9 +310,16 @@ async def test_the_wait_for_the_provider_holds_no_admission_place(
             places["initiate"] = admission.in_flight
             return await super().initiate(request, payment, prepared, step_up=step_up)
 
-    flow = await engine(pool, database, merchant, Watching(), admission=admission)
+    class WatchingFraud(Fraud):
+        async def check(self, query: FraudQuery) -> FraudVerdict:
+            places["screen"] = admission.in_flight
+            return await super().check(query)
+
+    flow = await engine(
+        pool, database, merchant, Watching(), fraud=WatchingFraud(), admission=admission
+    )
     assert (await flow.start("UPI")).status == Status.SUCCESS
-    assert places == {"prepare": 1, "initiate": 0}
+    assert places == {"prepare": 0, "screen": 1, "initiate": 0}
     assert admission.in_flight == 0
 
 

@@ -14,20 +14,20 @@ is released, so the same request may be retried; the error's metadata says `caus
 - at once, when FRAUD_MAX_IN_FLIGHT checks are already waiting for the scorer;
 - at once, when this process learned of a missed deadline late (its event loop was behind by
   more than half the deadline, or LATE_S): it is saturated itself;
-- when a check misses its deadline twice while other checks were in flight;
 - when a check misses its deadline twice while the scorer answered another check in time less
-  than ANSWERED_RECENTLY_S ago: the scorer is up, so the misses are congestion (a machine too
-  busy to run it promptly), not an outage. The 10-minute bench at twice the sustainable rate let
-  37 payments through unscored before this rule.
+  than ANSWERED_RECENTLY_S ago (or two full checks' time, if longer): the scorer is up, so the
+  misses are congestion (a machine or a scorer too busy to answer promptly), not an outage.
+  The 10-minute bench at twice the sustainable rate let 37 payments through unscored before
+  this rule, when only a miss with other checks in flight was shed.
 
 A deadline missed promptly is asked once more (ATTEMPTS; counted in
 `fraud_check_retried_total`): one late answer is often a pause of a few tens of milliseconds on
 a busy host, at a rate the stack sustains, and shedding it made a sporadic 503 out of it (three
-in a 10-minute benchmark at 20 payments/s). A scorer that misses both with nothing else in
-flight, and has answered nothing in time for ANSWERED_RECENTLY_S, is slow or hung, and the
-policy applies (so a scorer that hangs sees payments shed for that long, then let through); so
-it does at once to a scorer that cannot be reached at all. (The scorer may then count the
-retried payment twice in its velocity windows: a small bias towards caution.)
+in a 10-minute benchmark at 20 payments/s). A scorer that has answered nothing in time for that
+window is down or hung, and the policy applies, to every check, however many wait: after a
+scorer hangs, payments are shed for at most the window, then FRAUD_FAIL_POLICY decides. So it
+does at once for a scorer that cannot be reached at all. (A retried check reaches the scorer
+twice under one payment id, which its velocity windows count once.)
 """
 
 from __future__ import annotations
@@ -110,22 +110,22 @@ class FraudClient:
         self._max_in_flight = max_in_flight
         self.in_flight = 0
         # When a check last got its answer in time (monotonic seconds), to tell an overloaded
-        # scorer from one that is down.
+        # scorer from one that is down; the window covers at least two checks' full attempts.
         self._answered_at = float("-inf")
+        self._answered_window = max(ANSWERED_RECENTLY_S, 2 * ATTEMPTS * self._timeout)
 
     async def check(self, query: FraudQuery) -> FraudVerdict:
         """The scorer's verdict; the policy's fallback if the scorer is slow or down; raises
         Unavailable (shed, nothing stored) when the gateway is too busy to wait for it."""
         if self.in_flight >= self._max_in_flight:
             raise _shed("in_flight")
-        others = self.in_flight
         self.in_flight += 1
         try:
-            return await self._check(query, others=others)
+            return await self._check(query)
         finally:
             self.in_flight -= 1
 
-    async def _check(self, query: FraudQuery, *, others: int) -> FraudVerdict:
+    async def _check(self, query: FraudQuery) -> FraudVerdict:
         now = Timestamp()
         now.GetCurrentTime()
         request = fraud_pb2.CheckTransactionRequest(
@@ -162,9 +162,7 @@ class FraudClient:
                 if attempt + 1 < ATTEMPTS:
                     RETRIED.inc()
                     continue
-                if others:
-                    raise _shed("deadline_while_busy") from exc
-                if time.monotonic() - self._answered_at < ANSWERED_RECENTLY_S:
+                if time.monotonic() - self._answered_at < self._answered_window:
                     raise _shed("deadline_while_scorer_answers") from exc
                 return self._fallback("deadline_exceeded")
         return FraudVerdict(

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from gateway_core.admission import Admission
 from gateway_core.auth import Caller, RpcContext, caller_from_context
 from gateway_core.errors import PermissionDenied, invalid_field
 from orchestrator.connectors.card import emi
@@ -44,8 +45,11 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         processor: PaymentProcessor,
         idempotency: IdempotencyStore,
         settings: Settings,
+        *,
+        admission: Admission,
     ) -> None:
         self._repo = repo
+        self._admission = admission
         self._processor = processor
         self._idempotency = idempotency
         self._settings = settings
@@ -62,6 +66,9 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 reason="MERCHANT_MISMATCH",
             )
         validate_create_payment(request, max_amount_paisa=self._max_amount)
+        # Past saturation, refused here, before its key is claimed or anything is looked up
+        # (the flow engine holds the place itself while it screens and stores the payment).
+        self._admission.check()
 
         async def create() -> payments_pb2.Payment:
             merchant = await self._active_merchant(caller)
