@@ -210,6 +210,13 @@ async def merchant(api: httpx.AsyncClient, mint_token: TokenMinter) -> dict[str,
     return found
 
 
+@pytest.fixture
+def merchant_auth(merchant: dict[str, Any]) -> dict[str, str]:
+    """The bearer header of a new merchant of its own."""
+    auth: dict[str, str] = merchant["auth"]
+    return auth
+
+
 class Payments:
     """One merchant's view of the gateway, for tests: create, read, act, wait for a status."""
 

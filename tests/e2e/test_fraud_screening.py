@@ -7,27 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from devstack import Stack
 
-Token = Callable[..., str]
 HIGH_AMOUNT = 5_000_000  # ₹50,000: the shipped `high_amount` rule (50 points, REVIEW)
 DOC_IP = "203.0.113.7"  # documentation range: the shipped `documentation_network_ip` rule
-
-
-@pytest.fixture
-async def merchant_auth(gateway_url: str, mint_token: Token) -> AsyncIterator[dict[str, str]]:
-    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as api:
-        reply = await api.post(
-            "/api/v1/admin/merchants", json={"name": f"Risk {uuid.uuid4().hex[:6]}"}, headers=admin
-        )
-        yield {"Authorization": f"Bearer {mint_token(reply.json()['merchant_id'])}"}
 
 
 async def pay(gateway_url: str, auth: dict[str, str], body: dict[str, Any]) -> Any:

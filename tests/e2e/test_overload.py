@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import httpx
-import pytest
 
 from devstack import Stack
 from orchestrator.settings import Settings
 
-Token = Callable[..., str]
 IN_FLIGHT = Settings.model_fields["max_payments_in_flight"].default
 EXTRA = 8
-
-
-@pytest.fixture
-async def merchant_auth(gateway_url: str, mint_token: Token) -> AsyncIterator[dict[str, str]]:
-    admin = {"Authorization": f"Bearer {mint_token('ops-admin', role='admin')}"}
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as api:
-        reply = await api.post(
-            "/api/v1/admin/merchants", json={"name": f"Door {uuid.uuid4().hex[:6]}"}, headers=admin
-        )
-        yield {"Authorization": f"Bearer {mint_token(reply.json()['merchant_id'])}"}
 
 
 def body(user: int) -> dict[str, object]:

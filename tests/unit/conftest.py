@@ -18,9 +18,12 @@ import pytest
 from devstack import postgres
 from devstack.postgres import ScratchServer
 from devstack.process import Child, stop_together
+from gateway_core.ids import new_id
 from orchestrator.connectors.card import CardDetails
+from orchestrator.connectors.upi import UpiDetails
 from orchestrator.domain.payment import FraudVerdict, Payment
 from orchestrator.domain.states import Status
+from orchestrator.repository import NewPayment
 
 START_SECONDS = 30
 
@@ -101,5 +104,33 @@ def make_payment() -> Callable[..., Payment]:
         }
         values.update(overrides)
         return Payment(**values)
+
+    return make
+
+
+@pytest.fixture
+def new_payment() -> Callable[..., NewPayment]:
+    """A payment to store (`Repository.create_payment`) for a merchant: a ₹200 UPI payment
+    unless `overrides` say otherwise (field by field), with an id of its own."""
+
+    def make(merchant_id: str, **overrides: Any) -> NewPayment:
+        values: dict[str, Any] = {
+            "payment_id": new_id("PAY"),
+            "merchant_id": merchant_id,
+            "user_id": "u",
+            "amount_paisa": 20_000,
+            "currency": "INR",
+            "payment_method": "UPI",
+            "description": "",
+            "callback_url": "",
+            "metadata": {},
+            "payment_details": UpiDetails(vpa="success@upi"),
+            "capture_method": "AUTOMATIC",
+            "payment_url": "",
+            "provider": "upi",
+            "expires_at": None,
+        }
+        values.update(overrides)
+        return NewPayment(**values)
 
     return make

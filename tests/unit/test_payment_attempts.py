@@ -5,6 +5,7 @@ over before it (from gateway_response.failed_over_from)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +24,7 @@ MIGRATIONS = BY_NAME["orchestrator"].migrations_dir
 
 
 async def test_a_failover_is_a_second_attempt_shown_on_the_wire(
-    postgres_server: ScratchServer,
+    postgres_server: ScratchServer, new_payment: Callable[..., NewPayment]
 ) -> None:
     settings = await postgres_server.database("attempts", "orchestrator")
     pool = await create_pool(settings, "orchestrator", "attempts-tests")
@@ -33,21 +34,11 @@ async def test_a_failover_is_a_second_attempt_shown_on_the_wire(
             merchant_id=new_id("MER"), name="Shop", email="", vpa="shop@pg", category="5411"
         )
         created = await repo.create_payment(
-            NewPayment(
-                payment_id=new_id("PAY"),
-                merchant_id=merchant.merchant_id,
-                user_id="u",
-                amount_paisa=20_000,
-                currency="INR",
+            new_payment(
+                merchant.merchant_id,
                 payment_method="CARD",
-                description="",
-                callback_url="",
-                metadata={},
                 payment_details=CardDetails(card_token="tok_1"),
-                capture_method="AUTOMATIC",
-                payment_url="",
                 provider="razorpay",
-                expires_at=None,
             )
         )
         assert [(a.provider, a.status) for a in created.attempts] == [("razorpay", "SERVING")]

@@ -6,7 +6,7 @@ the lock's previous holder committed; another merchant's payment is not found.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -72,7 +72,9 @@ def repository(pool: asyncpg.Pool) -> Repository:
     return Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
 
 
-async def captured_card_payment(repo: Repository, amount_paisa: int = 100_000) -> Payment:
+async def captured_card_payment(
+    repo: Repository, new_payment: Callable[..., NewPayment], amount_paisa: int = 100_000
+) -> Payment:
     """A card payment that failed over from razorpay to payu and was captured there."""
     merchant_id = new_id("MER")
     merchant = await repo.create_merchant(
@@ -83,21 +85,13 @@ async def captured_card_payment(repo: Repository, amount_paisa: int = 100_000) -
         category="5411",
     )
     created = await repo.create_payment(
-        NewPayment(
-            payment_id=new_id("PAY"),
-            merchant_id=merchant.merchant_id,
-            user_id="u",
+        new_payment(
+            merchant.merchant_id,
             amount_paisa=amount_paisa,
-            currency="INR",
             payment_method="CARD",
-            description="",
-            callback_url="",
             metadata={"order_id": "ORD-7"},
             payment_details=CardDetails(card_token="tok_1"),
-            capture_method="AUTOMATIC",
-            payment_url="",
             provider="razorpay",
-            expires_at=None,
         )
     )
     books = RepositoryBooks(repo)
@@ -109,9 +103,11 @@ async def captured_card_payment(repo: Repository, amount_paisa: int = 100_000) -
     return paid.record
 
 
-async def test_a_payment_reads_back_with_every_child_in_order(pool: asyncpg.Pool) -> None:
+async def test_a_payment_reads_back_with_every_child_in_order(
+    pool: asyncpg.Pool, new_payment: Callable[..., NewPayment]
+) -> None:
     repo = repository(pool)
-    payment = await captured_card_payment(repo)
+    payment = await captured_card_payment(repo, new_payment)
     pid, merchant_id = payment.payment_id, payment.merchant_id
     _, first = await repo.reserve_refund(
         refund_id=new_id("RFD"),
@@ -194,9 +190,11 @@ async def test_a_payment_reads_back_with_every_child_in_order(pool: asyncpg.Pool
     assert await repo.find_payment(pid) == read
 
 
-async def test_another_merchants_payment_is_not_found(pool: asyncpg.Pool) -> None:
+async def test_another_merchants_payment_is_not_found(
+    pool: asyncpg.Pool, new_payment: Callable[..., NewPayment]
+) -> None:
     repo = repository(pool)
-    payment = await captured_card_payment(repo)
+    payment = await captured_card_payment(repo, new_payment)
 
     with pytest.raises(NotFound):
         await repo.get_payment(payment.payment_id, new_id("MER"))
@@ -208,9 +206,11 @@ async def test_another_merchants_payment_is_not_found(pool: asyncpg.Pool) -> Non
         assert await repo.lock_payment(conn, new_id("PAY")) is None
 
 
-async def test_a_get_is_one_statement(single: asyncpg.Pool) -> None:
+async def test_a_get_is_one_statement(
+    single: asyncpg.Pool, new_payment: Callable[..., NewPayment]
+) -> None:
     repo = repository(single)
-    payment = await captured_card_payment(repo)
+    payment = await captured_card_payment(repo, new_payment)
     # Warm: the connection learns the children's row types once (asyncpg's introspection).
     await repo.get_payment(payment.payment_id, payment.merchant_id)
     logged: list[str] = []
@@ -233,12 +233,13 @@ async def test_a_get_is_one_statement(single: asyncpg.Pool) -> None:
 
 async def test_a_locked_read_sees_the_children_its_lock_holder_committed(
     pool: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     """Read committed: the reader waiting on the row lock must not answer with children from
     before the holder's commit (the refunds it counts are what keeps refunds under the
     captured amount)."""
     repo = repository(pool)
-    payment = await captured_card_payment(repo)
+    payment = await captured_card_payment(repo, new_payment)
     pid = payment.payment_id
 
     async def locked_read() -> Payment | None:
@@ -276,11 +277,12 @@ async def test_a_locked_read_sees_the_children_its_lock_holder_committed(
 
 async def test_a_child_table_changed_by_a_migration_while_serving_still_reads(
     single: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     """A rolling upgrade migrates while the old replicas still serve: a connection that already
     decoded the children's row types must not fail on the new shape."""
     repo = repository(single)
-    payment = await captured_card_payment(repo)
+    payment = await captured_card_payment(repo, new_payment)
     await repo.get_payment(payment.payment_id, payment.merchant_id)  # row types now cached
     await single.execute("ALTER TABLE payment_attempts ADD COLUMN added_by_a_migration text")
     try:
@@ -298,28 +300,20 @@ async def test_a_child_table_changed_by_a_migration_while_serving_still_reads(
 
 async def test_creating_and_moving_a_payment_takes_one_statement_per_step(
     single: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     repo = repository(single)
-    warm = await captured_card_payment(repo)  # the connection knows the row types now
+    warm = await captured_card_payment(repo, new_payment)  # the connection knows the row types now
     logged: list[str] = []
     async with single.acquire() as conn:
         conn.add_query_logger(lambda query: logged.append(query.query))
     created = await repo.create_payment(
-        NewPayment(
-            payment_id=new_id("PAY"),
-            merchant_id=warm.merchant_id,
-            user_id="u",
+        new_payment(
+            warm.merchant_id,
             amount_paisa=500,
-            currency="INR",
             payment_method="CARD",
-            description="",
-            callback_url="",
-            metadata={},
             payment_details=CardDetails(card_token="tok_2"),
-            capture_method="AUTOMATIC",
-            payment_url="",
             provider="razorpay",
-            expires_at=None,
         ),
         then=(Status.PENDING, "sent to razorpay"),
     )

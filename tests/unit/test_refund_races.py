@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -23,7 +23,6 @@ from gateway_core.db import create_pool
 from gateway_core.ids import new_id
 from orchestrator import ledger_store
 from orchestrator.connectors.registry import DETAILS_TYPES
-from orchestrator.connectors.upi import UpiDetails
 from orchestrator.domain.states import Status
 from orchestrator.repository import NewPayment, Repository
 from orchestrator.servicers.wire import encode_event
@@ -45,7 +44,9 @@ async def pool(database: Settings) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-async def pending_refund(repo: Repository, amount_paisa: int = 10_000) -> tuple[str, str]:
+async def pending_refund(
+    repo: Repository, new_payment: Callable[..., NewPayment], amount_paisa: int = 10_000
+) -> tuple[str, str]:
     """A captured UPI payment with one PENDING refund of all of it: (payment id, refund id)."""
     merchant_id = new_id("MER")
     merchant = await repo.create_merchant(
@@ -56,22 +57,7 @@ async def pending_refund(repo: Repository, amount_paisa: int = 10_000) -> tuple[
         category="5411",
     )
     created = await repo.create_payment(
-        NewPayment(
-            payment_id=new_id("PAY"),
-            merchant_id=merchant.merchant_id,
-            user_id="u",
-            amount_paisa=amount_paisa,
-            currency="INR",
-            payment_method="UPI",
-            description="",
-            callback_url="",
-            metadata={},
-            payment_details=UpiDetails(vpa="success@upi"),
-            capture_method="AUTOMATIC",
-            payment_url="",
-            provider="upi",
-            expires_at=None,
-        ),
+        new_payment(merchant.merchant_id, amount_paisa=amount_paisa),
         then=(Status.PENDING, "collect request sent"),
     )
     paid = await repo.transition(created.payment_id, Status.SUCCESS, "approved", strict=False)
@@ -112,12 +98,13 @@ async def until_waiting_for_locks(pool: asyncpg.Pool, count: int) -> None:
 
 async def test_two_settlements_racing_on_one_pending_refund_settle_it_once(
     pool: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     """A provider callback says PROCESSED while a retry on another replica says FAILED: both
     found the refund PENDING before either committed. The first to get the lock settles it;
     the other changes nothing (no second event, no FAILED over a booked refund)."""
     repo = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
-    payment_id, refund_id = await pending_refund(repo)
+    payment_id, refund_id = await pending_refund(repo, new_payment)
 
     holder = await pool.acquire()
     try:
@@ -169,12 +156,13 @@ async def stale(pool: asyncpg.Pool, refund_id: str) -> None:
 
 async def test_two_replicas_retry_jobs_never_claim_the_same_stale_refund(
     pool: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     replica_a = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
     replica_b = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
     refund_ids = set()
     for _ in range(6):
-        _, refund_id = await pending_refund(replica_a)
+        _, refund_id = await pending_refund(replica_a, new_payment)
         await stale(pool, refund_id)
         refund_ids.add(refund_id)
 
@@ -193,10 +181,11 @@ async def test_two_replicas_retry_jobs_never_claim_the_same_stale_refund(
 
 async def test_a_refund_whose_lease_ran_out_is_claimed_again_and_a_settled_one_never(
     pool: asyncpg.Pool,
+    new_payment: Callable[..., NewPayment],
 ) -> None:
     repo = Repository(pool, "payments.events", encode_event, DETAILS_TYPES)
-    _, silent = await pending_refund(repo)
-    _, settled = await pending_refund(repo)
+    _, silent = await pending_refund(repo, new_payment)
+    _, settled = await pending_refund(repo, new_payment)
     for refund_id in (silent, settled):
         await stale(pool, refund_id)
     first = {refund.refund_id for _, refund in await repo.claim_stale_refunds(100, LEASE)}
