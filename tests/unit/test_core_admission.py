@@ -99,6 +99,26 @@ async def test_a_call_that_fails_gives_its_place_back() -> None:
     assert admission.in_flight == 0
 
 
+async def test_a_cancelled_call_gives_its_place_back() -> None:
+    """A client that hangs up (or a shutdown) cancels the handler mid-call: its place must not
+    leak, or the door would close for good after enough cancellations."""
+    admission = Admission("checks", LoopLag(), max_in_flight=1, max_lag_ms=100)
+
+    async def admitted() -> None:
+        with admission.admit():
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(admitted())
+    await asyncio.sleep(0)
+    assert admission.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert admission.in_flight == 0
+    with admission.admit():
+        pass
+
+
 async def test_calls_are_refused_while_the_loop_is_behind_and_admitted_once_it_catches_up() -> None:
     lag = LoopLag()
     admission = Admission("checks", lag, max_in_flight=10, max_lag_ms=100)
