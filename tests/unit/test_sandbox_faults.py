@@ -298,8 +298,11 @@ async def test_a_slow_authorization_is_approved_after_a_few_seconds(running: Run
     approved, took = await timed(
         authorize(running, "PAY_SLOW", SLOW_AUTHORIZATION, timeout=SLOW_SECONDS + 2)
     )
-    # A client less patient than the acquirer gives up; the authorization still stands.
-    await misses_the_deadline(authorize(running, "PAY_SLOW_2", SLOW_AUTHORIZATION))
+    # A client less patient than the acquirer gives up; the authorization still stands. (Half
+    # the acquirer's delay: a deadline equal to it raced the answer and lost on a busy machine.)
+    await misses_the_deadline(
+        authorize(running, "PAY_SLOW_2", SLOW_AUTHORIZATION, timeout=SLOW_SECONDS / 2)
+    )
 
     assert approved.status == Auth.APPROVED
     assert SLOW_SECONDS <= took < SLOW_SECONDS + 2
