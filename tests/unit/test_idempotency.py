@@ -595,11 +595,13 @@ async def test_a_first_call_costs_three_statements_a_replay_one_and_a_quick_hand
         logged: list[str] = []
         async with single.acquire() as conn:
             conn.add_query_logger(lambda query: logged.append(query.query))
-        counted = IdempotencyStore(single, FINGERPRINT_KEY, stale_after=timedelta(seconds=0.3))
+        # The first beat is due after 1 s: far more than a quick handler needs even on a
+        # loaded CI machine (0.1 s was not), so a fourth statement means a beat not cancelled.
+        counted = IdempotencyStore(single, FINGERPRINT_KEY, stale_after=timedelta(seconds=3))
         handler = Handler(single)
 
         first = await call(counted, handler, merchant=merchant)
-        await asyncio.sleep(0.3)  # three times the first beat's delay
+        await asyncio.sleep(1.2)  # past the first beat's due time
         first_call = [q for q in logged if "idempotency_keys" in q]
         logged.clear()
         replayed = await call(counted, handler, merchant=merchant)
