@@ -10,8 +10,10 @@ import uuid
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from devstack import Stack
+from fraud.velocity import attempt_of, key_for
 
 HIGH_AMOUNT = 5_000_000  # ₹50,000: the shipped `high_amount` rule (50 points, REVIEW)
 DOC_IP = "203.0.113.7"  # documentation range: the shipped `documentation_network_ip` rule
@@ -106,7 +108,9 @@ async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_p
     is congestion: its payment is refused with 503 and Retry-After, nothing stored, rather than
     let through unscored. Once the scorer has answered nothing for longer, it is down, and the
     policy (open: let through, and the payment says it was not scored) applies."""
+    user = f"u_{uuid.uuid4().hex[:10]}"
     body = {
+        "user_id": user,
         "amount_paisa": 2500,
         "currency": "INR",
         "payment_method": "UPI",
@@ -158,3 +162,17 @@ async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_p
         )
         assert retried.status_code == 200, retried.text
         assert retried.json()["fraud"]["decision"] == "ALLOW"
+
+    # And its customer's velocity counts the shed creation and its retry once: the scorer
+    # was given the Idempotency-Key, not only the new payment id.
+    merchant_id = scored.json()["merchant_id"]
+    valkey = aioredis.Redis(
+        host=stack.env["REDIS_HOST"], port=int(stack.env["REDIS_PORT"]), decode_responses=True
+    )
+    try:
+        window = key_for("user", f"{merchant_id}/{user}", "24h")
+        members = {str(m) for m in await valkey.zrange(window, 0, -1)}
+    finally:
+        await valkey.aclose()
+    assert f"{attempt_of(merchant_id, '', keys[0])}:2500" in members, members
+    assert not [m for m in members if m.startswith(retried.json()["payment_id"])], members

@@ -135,6 +135,25 @@ async def test_a_payment_checked_twice_counts_once(redis: Redis) -> None:
     assert other[("user", "24h")] == WindowStats(2, 1000)
 
 
+async def test_a_shed_creation_retried_under_its_key_counts_once(redis: Redis) -> None:
+    """A creation shed past saturation is retried by the merchant under the same
+    Idempotency-Key: a new payment id, the same attempt, counted once. Another key, or the same
+    key from another merchant, is another attempt."""
+    store = VelocityStore(redis)
+    user = unique("u")
+
+    shed = await store.record(txn(user_id=user, attempt_key="order-42"))
+    retried = await store.record(txn(user_id=user, attempt_key="order-42"))
+    another = await store.record(txn(user_id=user, attempt_key="order-43"))
+    elsewhere = await store.record(txn(user_id=user, attempt_key="order-42", merchant_id="m_2"))
+
+    assert shed[("user", "1m")] == retried[("user", "1m")] == WindowStats(1, 1000)
+    assert another[("user", "1m")] == WindowStats(2, 2000)
+    assert elsewhere[("user", "1m")] == WindowStats(1, 1000)  # user ids are per merchant
+    members = await redis.zrange(key_for("user", f"m_velocity/{user}", "1m"), 0, -1)
+    assert not [m for m in members if b"order-4" in m]  # the merchant's key is kept hashed
+
+
 def test_thresholds_turn_windows_into_signals() -> None:
     limits = [
         VelocityLimit("velocity_user_1m", "user", "1m", 20, max_count=3),

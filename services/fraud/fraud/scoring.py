@@ -51,6 +51,7 @@ class Transaction:
     device_fingerprint: str = ""
     user_agent: str = ""
     ip_address: str = ""
+    attempt_key: str = ""  # the merchant's Idempotency-Key, when it sent one
 
 
 @dataclass(frozen=True)

@@ -202,4 +202,5 @@ class FraudServicer(fraud_pb2_grpc.FraudServiceServicer):
             device_fingerprint=request.device.fingerprint_id,
             user_agent=request.device.user_agent,
             ip_address=request.device.ip_address,
+            attempt_key=request.attempt_key,
         )

@@ -1,7 +1,7 @@
 """Velocity: how many payments, and how much money, per user, card, VPA, device and IP over
 sliding windows of 1 minute, 1 hour and 24 hours, kept in Redis.
 
-One sorted set per (entity, window): each payment is a member (its payment id plus its amount)
+One sorted set per (entity, window): each payment is a member (its attempt plus its amount)
 scored by its time in milliseconds, and beside it the window's running amount sum (a plain key
 with the same name plus ":sum"). One Lua script per check adds the payment to every set, drops
 the members older than the window (subtracting their amounts from the sum), and answers count
@@ -31,7 +31,7 @@ from fraud.scoring import Signal, Transaction
 _KEY_PREFIX = "fraud:vel"
 
 # KEYS[2i - 1]: one sorted set per (entity, window); KEYS[2i]: its running amount sum.
-# ARGV[1]: the payment's time (ms); ARGV[2]: its member "<payment id>:<amount>"; ARGV[2 + i]: the
+# ARGV[1]: the payment's time (ms); ARGV[2]: its member "<attempt>:<amount>"; ARGV[2 + i]: the
 # window of the i-th set (ms). Answers {count_1, sum_1, count_2, sum_2, ...}. A set with no sum
 # yet (written before the sums existed) is summed once, then kept up to date.
 _RECORD = """
@@ -90,6 +90,16 @@ def entity_values(txn: Transaction) -> dict[str, str]:
     return {entity: value for entity, value in values.items() if value}
 
 
+def attempt_of(merchant_id: str, payment_id: str, attempt_key: str = "") -> str:
+    """What the windows count once: the orchestrator asks again when an answer came late (the
+    same payment), and a merchant retries a creation shed past saturation under the same
+    Idempotency-Key (a new payment id, the same attempt). The key is the merchant's text, so
+    the member holds its hash."""
+    if attempt_key:
+        return hashlib.sha256(f"{merchant_id}/{attempt_key}".encode()).hexdigest()[:32]
+    return payment_id or uuid.uuid4().hex
+
+
 def key_for(entity: str, value: str, window: str) -> str:
     digest = hashlib.sha256(value.encode()).hexdigest()[:32]
     return f"{_KEY_PREFIX}:{entity}:{digest}:{window}"
@@ -114,9 +124,8 @@ class VelocityStore:
         if not slots:
             return {}
         now_ms = int(txn.occurred_at.timestamp() * 1000)
-        # One member per payment: the orchestrator asks again when an answer came late, and
-        # that second check of the same payment must not count it twice.
-        member = f"{txn.payment_id or uuid.uuid4().hex}:{txn.amount_paisa}"
+        attempt = attempt_of(txn.merchant_id, txn.payment_id, txn.attempt_key)
+        member = f"{attempt}:{txn.amount_paisa}"
         args: list[int | str] = [now_ms, member]
         args += [WINDOWS[window] * 1000 for _, window, _ in slots]
         keys = [name for _, _, key in slots for name in (key, sum_key_for(key))]

@@ -112,6 +112,7 @@ class PaymentStart:
     capture_method: str
     expire_after: timedelta
     device: dict[str, str] = field(default_factory=dict)  # fingerprint_id, user_agent, ip_address
+    idempotency_key: str = ""  # the merchant's, when it sent one
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class PaymentProcessor:
                 device_fingerprint=start.device.get("fingerprint_id", ""),
                 user_agent=start.device.get("user_agent", ""),
                 ip_address=start.device.get("ip_address", ""),
+                attempt_key=start.idempotency_key,
                 **facts,
             )
         )

@@ -89,6 +89,7 @@ class FraudQuery:
     device_fingerprint: str = ""
     user_agent: str = ""
     ip_address: str = ""
+    attempt_key: str = ""  # the merchant's Idempotency-Key: a shed creation retried counts once
 
 
 class FraudClient:
@@ -146,6 +147,7 @@ class FraudClient:
                 ip_address=query.ip_address,
             ),
             occurred_at=now,
+            attempt_key=query.attempt_key,
         )
         for attempt in range(ATTEMPTS):
             started = time.monotonic()

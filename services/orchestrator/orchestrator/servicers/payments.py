@@ -72,7 +72,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
 
         async def create() -> payments_pb2.Payment:
             merchant = await self._active_merchant(caller)
-            record = await self._processor.start(_payment_start(request, merchant, self._settings))
+            start = _payment_start(request, merchant, self._settings, idempotency_key(context))
+            record = await self._processor.start(start)
             return payment_message(record)
 
         return await self._once(
@@ -264,7 +265,10 @@ def _scope(context: RpcContext) -> str | None:
 
 
 def _payment_start(
-    request: payments_pb2.CreatePaymentRequest, merchant: Merchant, settings: Settings
+    request: payments_pb2.CreatePaymentRequest,
+    merchant: Merchant,
+    settings: Settings,
+    idempotency_key: str | None,
 ) -> PaymentStart:
     method = payments_pb2.PaymentMethod.Name(request.payment_method)
     return PaymentStart(
@@ -288,6 +292,7 @@ def _payment_start(
             "user_agent": request.device.user_agent,
             "ip_address": request.device.ip_address,
         },
+        idempotency_key=idempotency_key or "",
     )
 
 
