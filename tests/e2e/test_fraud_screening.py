@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
@@ -117,6 +118,19 @@ async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_p
         "payment_details": {"vpa": "success@upi"},
     }
     keys = [f"shed-{uuid.uuid4().hex}" for _ in range(8)]
+    # One of them by card: it is tokenized before screening, and shedding deletes it again.
+    card_body = {
+        **body,
+        "payment_method": "CARD",
+        "payment_details": {
+            "card": {
+                "card_number": "4111111111111111",
+                "expiry_month": "12",
+                "expiry_year": str(time.gmtime().tm_year + 3),
+                "cvv": "123",
+            }
+        },
+    }
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as api:
         scored = await api.post("/api/v1/payments", json=body, headers=merchant_auth)
         assert scored.json()["fraud"]["decision"] == "ALLOW"
@@ -127,7 +141,7 @@ async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_p
                 *(
                     api.post(
                         "/api/v1/payments",
-                        json=body,
+                        json=card_body if key == keys[-1] else body,
                         headers={**merchant_auth, "Idempotency-Key": key},
                     )
                     for key in keys
@@ -176,3 +190,13 @@ async def test_a_scorer_that_stops_answering_sheds_payments_then_gets_the_fail_p
         await valkey.aclose()
     assert f"{attempt_of(merchant_id, '', keys[0])}:2500" in members, members
     assert not [m for m in members if m.startswith(retried.json()["payment_id"])], members
+
+    # The shed card payment left no card in the vault.
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        cards = await conn.fetchval(
+            "SELECT count(*) FROM vault.cards WHERE merchant_id = $1", merchant_id
+        )
+    finally:
+        await conn.close()
+    assert cards == 0

@@ -43,6 +43,7 @@ from orchestrator.connectors.base import (
     InquireLater,
     NoChange,
     PaymentConnector,
+    Prepared,
     RequestDetails,
     RequireAction,
     StartRequest,
@@ -121,6 +122,17 @@ class CallbackResult:
     payment: Payment
 
 
+async def _abandon(prepared: Prepared) -> None:
+    """Undo what preparing made for a payment refused before it was stored. Best effort: if
+    the undo fails, what it made stays behind unused (a vault token no payment names)."""
+    if prepared.undo is None:
+        return
+    try:
+        await prepared.undo()
+    except Exception as exc:
+        log.warning("could not undo a refused payment's preparation", error=str(exc))
+
+
 class RepositoryBooks:
     """What a connector may write mid-flow (connectors.base.PaymentBooks)."""
 
@@ -174,7 +186,8 @@ class PaymentProcessor:
 
         Screening and storing, the gateway's own work, hold a place of the admission
         (gateway_core.admission): past saturation a new payment is refused here, Unavailable
-        with reason OVERLOADED, before anything is stored. Preparing (which may ask the
+        with reason OVERLOADED, before anything is stored, and what preparing made for it
+        (a card put in the vault) is undone. Preparing (which may ask the
         provider to look up a VPA or a balance) and starting at the provider do not: a slow
         bank is not this process's load."""
         connector = self._connectors[start.method]
@@ -209,9 +222,18 @@ class PaymentProcessor:
             fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
             next_inquiry_at=now + INQUIRY_SAFETY_NET,
         )
-        with self._admission.admit():
-            new = await self._screen(start, new, prepared.fraud_facts)
-            record = await self._repo.create_payment(new)
+        screened = False
+        try:
+            with self._admission.admit():
+                new = await self._screen(start, new, prepared.fraud_facts)
+                screened = True
+                record = await self._repo.create_payment(new)
+        except BaseException:
+            # Refused at the door or shed at the fraud check: the payment will never exist.
+            # Not once screened: a failed insert may still have committed.
+            if not screened:
+                await _abandon(prepared)
+            raise
         if new.fraud is not None and new.fraud.blocks:
             return await self._fail(record, "fraud_blocked")
         try:

@@ -61,6 +61,7 @@ class Vault(VaultClient):
         )
         self.tokenized: list[str] = []
         self.released: list[str] = []
+        self.deleted: list[str] = []
 
     async def tokenize(self, **fields: Any) -> CardMeta:
         self.tokenized.append(fields["field_prefix"])
@@ -76,6 +77,9 @@ class Vault(VaultClient):
 
     async def release_cvv(self, token: str, payment_id: str) -> None:
         self.released.append(payment_id)
+
+    async def delete(self, token: str) -> None:
+        self.deleted.append(token)
 
 
 @dataclass
@@ -201,6 +205,18 @@ async def test_a_raw_card_is_tokenized_and_only_its_token_and_display_data_are_k
     assert prepared.details == CardDetails(card_token="tok_1", last4="1111", brand="VISA")
     assert prepared.provider == "razorpay"
     assert prepared.fraud_facts == {"card_fingerprint": "fp_1"}
+
+
+async def test_a_card_tokenized_for_a_refused_payment_is_deleted_a_saved_one_never() -> None:
+    """The flow engine undoes the preparation of a payment refused before it is stored."""
+    vault = Vault()
+    cards = connector(vault, Acquirer())
+    fresh = await cards.prepare(request(CardInput(card=RAW)))
+    saved = await cards.prepare(request(CardInput(card_token="tok_1")))
+    assert fresh.undo is not None
+    await fresh.undo()
+    assert vault.deleted == ["tok_1"]
+    assert saved.undo is None  # the merchant's saved card, which other payments use
 
 
 async def test_another_merchants_saved_card_is_refused() -> None:

@@ -38,7 +38,7 @@ from orchestrator.domain.states import Status
 from orchestrator.processing import PaymentProcessor, PaymentStart
 from orchestrator.providers.base import Outcome, ProviderResult
 from orchestrator.providers.fraud import FraudClient, FraudQuery
-from orchestrator.repository import Repository
+from orchestrator.repository import NewPayment, Repository
 from orchestrator.servicers.wire import encode_event, payment_message
 from orchestrator.settings import Settings
 
@@ -78,6 +78,7 @@ class Scripted:
     step: Step = field(default_factory=lambda: Apply(SUCCESS, "fake answer"))
     refuse_start: Exception | None = None
     refuse_initiate: Exception | None = None
+    refuse_undo: Exception | None = None
     status_result: ProviderResult = field(default_factory=lambda: ProviderResult(Outcome.PENDING))
     withdraw_result: ProviderResult = field(default_factory=lambda: FAILED)
     capture_result: ProviderResult = field(default_factory=lambda: SUCCESS)
@@ -98,7 +99,13 @@ class Scripted:
         self.calls.append("prepare")
         if self.refuse_start is not None:
             raise self.refuse_start
-        return Prepared(provider="fakepay", details=FakeDetails())
+        return Prepared(provider="fakepay", details=FakeDetails(), undo=self.undo)
+
+    async def undo(self) -> None:
+        """What a card's connector does with the card it tokenized for a refused payment."""
+        self.calls.append("undo")
+        if self.refuse_undo is not None:
+            raise self.refuse_undo
 
     async def initiate(
         self, request: StartRequest, payment: Payment, prepared: Prepared, *, step_up: bool
@@ -285,9 +292,74 @@ async def test_a_payment_past_the_admission_bound_is_refused_before_anything_is_
         await flow.start("UPI")
     assert refusal.value.reason == "OVERLOADED"
     assert refusal.value.retry_after_s == 1
-    assert connector.calls == ["prepare"]  # never started at the provider
+    # Never started at the provider, and what preparing made is undone.
+    assert connector.calls == ["prepare", "undo"]
     assert await pool.fetchval("SELECT count(*) FROM payments") == before
     assert (await flow.start("UPI")).status == Status.SUCCESS  # room again
+
+
+async def test_a_payment_shed_at_the_fraud_check_is_undone_and_stores_nothing(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    """A card tokenized for a payment that is then shed would stay in the vault, unused."""
+
+    class Shedding(Fraud):
+        async def check(self, query: FraudQuery) -> FraudVerdict:
+            raise Unavailable("the gateway is busy", reason="OVERLOADED")
+
+    before = await pool.fetchval("SELECT count(*) FROM payments")
+    connector = Scripted()
+    flow = await engine(pool, database, merchant, connector, fraud=Shedding())
+    with pytest.raises(Unavailable):
+        await flow.start("UPI")
+    assert connector.calls == ["prepare", "undo"]
+    assert await pool.fetchval("SELECT count(*) FROM payments") == before
+
+
+async def test_an_undo_that_fails_leaves_the_refusal_as_it_was(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
+    connector = Scripted(refuse_undo=Unavailable("the vault is down", reason="VAULT_DOWN"))
+    flow = await engine(pool, database, merchant, connector, admission=admission)
+    with admission.admit(), pytest.raises(Unavailable) as refusal:
+        await flow.start("UPI")
+    assert refusal.value.reason == "OVERLOADED"
+    assert connector.calls == ["prepare", "undo"]
+
+
+async def test_a_store_that_fails_after_screening_undoes_nothing(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed insert may still have committed (its answer lost on the way back): the payment
+    may exist and name the card, so nothing is undone."""
+    connector = Scripted()
+    flow = await engine(pool, database, merchant, connector)
+    create_payment = flow.repo.create_payment
+
+    async def committed_then_lost(new: NewPayment) -> Payment:
+        await create_payment(new)
+        raise ConnectionResetError("connection lost before the answer")
+
+    monkeypatch.setattr(flow.repo, "create_payment", committed_then_lost)
+    with pytest.raises(ConnectionResetError):
+        await flow.start("UPI")
+    assert connector.calls == ["prepare"]
+
+
+async def test_a_payment_that_was_stored_is_never_undone(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    """Blocked by fraud or refused by the provider, the payment exists and names its card."""
+    refused = Scripted(refuse_initiate=InvalidArgument("no", reason="INVALID_FIELD"))
+    for connector, fraud in (
+        (Scripted(), Fraud()),
+        (Scripted(), Fraud("BLOCK")),
+        (refused, Fraud()),
+    ):
+        flow = await engine(pool, database, merchant, connector, fraud=fraud)
+        await flow.start("UPI")
+        assert "undo" not in connector.calls, connector.calls
 
 
 async def test_only_screening_and_storing_hold_an_admission_place(

@@ -12,7 +12,7 @@ engine applies it, so every provider outcome goes through the engine's one `appl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, TypeVar
@@ -98,6 +98,9 @@ class Prepared:
     details: MethodDetails
     payment_url: str = ""
     fraud_facts: Mapping[str, str] = field(default_factory=dict)
+    # Undoes what preparing made outside the gateway's database for this request alone (a
+    # card it put in the vault), when the payment is refused before it is stored.
+    undo: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 # The steps a connector asks the engine to take on a payment.

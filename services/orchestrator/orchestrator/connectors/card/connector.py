@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway_core.cards import validate_card
@@ -133,6 +134,8 @@ class CardConnector:
             provider=self._routing.route(card.brand, request.amount_paisa)[0],
             details=stored,
             fraud_facts={"card_fingerprint": card.fingerprint},
+            # A card tokenized for this request alone; a saved card is the merchant's to keep.
+            undo=partial(self._vault.delete, card.token) if details.card is not None else None,
         )
 
     async def _card_for(self, request: StartRequest, details: CardInput) -> CardMeta:
