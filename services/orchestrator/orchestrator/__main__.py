@@ -82,6 +82,8 @@ async def build_app(settings: Settings) -> ServiceApp:
         ),
         admission=admission,
     )
+    # Before the vault's channel closes (hooks run last-registered first).
+    app.on_shutdown(lambda: processor.drain(settings.shutdown_grace_seconds))
     idempotency = IdempotencyStore(pool, settings.secret("idempotency_fingerprint_key").encode())
     # Runs before the pool closes (hooks run last-registered first): handlers whose callers
     # went away finish their work and record it.

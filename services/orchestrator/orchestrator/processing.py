@@ -14,8 +14,9 @@ known, so a payment is never capturable while its money may already be back with
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,6 +65,8 @@ log = get_logger(__name__)
 MAX_INQUIRY_INTERVAL = timedelta(seconds=30)
 # A payment whose handler dies before any provider answered is found by the inquiry job.
 INQUIRY_SAFETY_NET = timedelta(seconds=30)
+# Undos run at once at most: a storm of refused card payments must not become one of vault calls.
+UNDO_CONCURRENCY = 4
 # An operation held at the provider is looked at again this soon if its caller goes away.
 OPERATION_INQUIRY_AFTER = timedelta(seconds=5)
 # Longer than any payment's first provider calls can take (3-D Secure, then authorization at
@@ -122,17 +125,6 @@ class CallbackResult:
     payment: Payment
 
 
-async def _abandon(prepared: Prepared) -> None:
-    """Undo what preparing made for a payment refused before it was stored. Best effort: if
-    the undo fails, what it made stays behind unused (a vault token no payment names)."""
-    if prepared.undo is None:
-        return
-    try:
-        await prepared.undo()
-    except Exception as exc:
-        log.warning("could not undo a refused payment's preparation", error=str(exc))
-
-
 class RepositoryBooks:
     """What a connector may write mid-flow (connectors.base.PaymentBooks)."""
 
@@ -173,6 +165,8 @@ class PaymentProcessor:
         # Each provider's own key, resolved now so a pod without one fails at start, not on
         # the first callback.
         self._callback_secrets = settings.callback_secrets()
+        self._undoing: set[asyncio.Task[None]] = set()
+        self._undo_slots = asyncio.Semaphore(UNDO_CONCURRENCY)
 
     @property
     def pricing(self) -> dict[str, Pricing]:
@@ -203,27 +197,27 @@ class PaymentProcessor:
             metadata=start.metadata,
         )
         prepared = await connector.prepare(request)
-        now = datetime.now(UTC)
-        new = NewPayment(
-            payment_id=request.payment_id,
-            merchant_id=start.merchant.merchant_id,
-            user_id=start.user_id,
-            amount_paisa=start.amount_paisa,
-            currency=start.currency,
-            payment_method=start.method,
-            description=start.description,
-            callback_url=start.callback_url,
-            metadata=start.metadata,
-            payment_details=prepared.details,
-            capture_method=start.capture_method,
-            payment_url=prepared.payment_url,
-            provider=prepared.provider,
-            expires_at=now + start.expire_after,
-            fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
-            next_inquiry_at=now + INQUIRY_SAFETY_NET,
-        )
         screened = False
         try:
+            now = datetime.now(UTC)
+            new = NewPayment(
+                payment_id=request.payment_id,
+                merchant_id=start.merchant.merchant_id,
+                user_id=start.user_id,
+                amount_paisa=start.amount_paisa,
+                currency=start.currency,
+                payment_method=start.method,
+                description=start.description,
+                callback_url=start.callback_url,
+                metadata=start.metadata,
+                payment_details=prepared.details,
+                capture_method=start.capture_method,
+                payment_url=prepared.payment_url,
+                provider=prepared.provider,
+                expires_at=now + start.expire_after,
+                fee=compute_fee(start.amount_paisa, self._pricing[start.method]),
+                next_inquiry_at=now + INQUIRY_SAFETY_NET,
+            )
             with self._admission.admit():
                 new = await self._screen(start, new, prepared.fraud_facts)
                 screened = True
@@ -232,7 +226,7 @@ class PaymentProcessor:
             # Refused at the door or shed at the fraud check: the payment will never exist.
             # Not once screened: a failed insert may still have committed.
             if not screened:
-                await _abandon(prepared)
+                self._abandon(prepared)
             raise
         if new.fraud is not None and new.fraud.blocks:
             return await self._fail(record, "fraud_blocked")
@@ -246,6 +240,29 @@ class PaymentProcessor:
         except (InvalidArgument, FailedPrecondition) as exc:
             return await self._refused(record, exc)
         return await self._take(record, step)
+
+    def _abandon(self, prepared: Prepared) -> None:
+        """Undo what preparing made for a payment refused before it was stored, in the
+        background: the refusal (a 503 past saturation) goes back at once, and its
+        Idempotency-Key is free for the retry."""
+        if prepared.undo is not None:
+            task = asyncio.get_running_loop().create_task(self._undo(prepared.undo))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+
+    async def _undo(self, undo: Callable[[], Awaitable[None]]) -> None:
+        """Best effort: if it fails, what preparing made stays behind unused (a vault token no
+        payment names)."""
+        async with self._undo_slots:
+            try:
+                await undo()
+            except Exception as exc:
+                log.warning("could not undo a refused payment's preparation", error=str(exc))
+
+    async def drain(self, grace_seconds: float = 10.0) -> None:
+        """Let the undos under way finish (a shutdown hook)."""
+        if self._undoing:
+            await asyncio.wait(set(self._undoing), timeout=grace_seconds)
 
     async def _screen(
         self, start: PaymentStart, new: NewPayment, facts: Mapping[str, str]

@@ -219,6 +219,18 @@ async def test_a_card_tokenized_for_a_refused_payment_is_deleted_a_saved_one_nev
     assert saved.undo is None  # the merchant's saved card, which other payments use
 
 
+async def test_a_card_refused_after_it_was_tokenized_is_deleted_at_once() -> None:
+    """An EMI plan the card or amount does not qualify for is refused after the vault has the
+    card: the new token goes again, and the refusal names the field."""
+    vault = Vault()
+    with pytest.raises(InvalidArgument) as refused:
+        await connector(vault, Acquirer()).prepare(
+            request(CardInput(card=RAW, emi_plan_id="no_such_plan"))
+        )
+    assert "emi_plan_id" in str(refused.value)
+    assert (vault.tokenized, vault.deleted) == (["payment_details.card."], ["tok_1"])
+
+
 async def test_another_merchants_saved_card_is_refused() -> None:
     cards = connector(Vault(owner="MER_OTHER"), Acquirer())
     with pytest.raises(PermissionDenied) as info:

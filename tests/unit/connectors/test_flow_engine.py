@@ -4,6 +4,7 @@ and moves them as the connector's Steps and provider results say. No provider se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -292,7 +293,8 @@ async def test_a_payment_past_the_admission_bound_is_refused_before_anything_is_
         await flow.start("UPI")
     assert refusal.value.reason == "OVERLOADED"
     assert refusal.value.retry_after_s == 1
-    # Never started at the provider, and what preparing made is undone.
+    # Never started at the provider, and what preparing made is undone (in the background).
+    await flow.processor.drain()
     assert connector.calls == ["prepare", "undo"]
     assert await pool.fetchval("SELECT count(*) FROM payments") == before
     assert (await flow.start("UPI")).status == Status.SUCCESS  # room again
@@ -312,8 +314,33 @@ async def test_a_payment_shed_at_the_fraud_check_is_undone_and_stores_nothing(
     flow = await engine(pool, database, merchant, connector, fraud=Shedding())
     with pytest.raises(Unavailable):
         await flow.start("UPI")
+    await flow.processor.drain()
     assert connector.calls == ["prepare", "undo"]
     assert await pool.fetchval("SELECT count(*) FROM payments") == before
+
+
+async def test_a_refusal_does_not_wait_for_its_undo(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    """Past saturation the 503 goes back at once, and the key is free for the retry, however
+    slow the vault is to delete the card."""
+    release = asyncio.Event()
+
+    @dataclass
+    class SlowUndo(Scripted):
+        async def undo(self) -> None:
+            await release.wait()
+            await super().undo()
+
+    admission = Admission("payments", LoopLag(), max_in_flight=1, max_lag_ms=100)
+    connector = SlowUndo()
+    flow = await engine(pool, database, merchant, connector, admission=admission)
+    with admission.admit(), pytest.raises(Unavailable):
+        await asyncio.wait_for(flow.start("UPI"), timeout=5)
+    assert connector.calls == ["prepare"]  # refused, the undo still waiting
+    release.set()
+    await flow.processor.drain()
+    assert connector.calls == ["prepare", "undo"]
 
 
 async def test_an_undo_that_fails_leaves_the_refusal_as_it_was(
@@ -325,6 +352,7 @@ async def test_an_undo_that_fails_leaves_the_refusal_as_it_was(
     with admission.admit(), pytest.raises(Unavailable) as refusal:
         await flow.start("UPI")
     assert refusal.value.reason == "OVERLOADED"
+    await flow.processor.drain()
     assert connector.calls == ["prepare", "undo"]
 
 
@@ -344,6 +372,7 @@ async def test_a_store_that_fails_after_screening_undoes_nothing(
     monkeypatch.setattr(flow.repo, "create_payment", committed_then_lost)
     with pytest.raises(ConnectionResetError):
         await flow.start("UPI")
+    await flow.processor.drain()
     assert connector.calls == ["prepare"]
 
 
@@ -359,6 +388,7 @@ async def test_a_payment_that_was_stored_is_never_undone(
     ):
         flow = await engine(pool, database, merchant, connector, fraud=fraud)
         await flow.start("UPI")
+        await flow.processor.drain()
         assert "undo" not in connector.calls, connector.calls
 
 

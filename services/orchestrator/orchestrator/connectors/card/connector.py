@@ -116,26 +116,37 @@ class CardConnector:
         details = request.details
         assert isinstance(details, CardInput)
         card = await self._card_for(request, details)
-        stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
-        if details.emi_plan_id:
-            plan = emi.choose(
-                details.emi_plan_id,
-                request.amount_paisa,
-                card.brand,
-                f"payment_details.{emi.PLAN_ID}",
-            )
-            stored = replace(
-                stored,
-                emi_plan_id=plan.plan_id,
-                emi_tenure_months=plan.tenure_months,
-                emi_merchant_discount_paisa=plan.merchant_discount_paisa,
-            )
+        # A card tokenized for this request alone; a saved card is the merchant's to keep.
+        undo = partial(self._vault.delete, card.token) if details.card is not None else None
+        try:
+            stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
+            if details.emi_plan_id:
+                plan = emi.choose(
+                    details.emi_plan_id,
+                    request.amount_paisa,
+                    card.brand,
+                    f"payment_details.{emi.PLAN_ID}",
+                )
+                stored = replace(
+                    stored,
+                    emi_plan_id=plan.plan_id,
+                    emi_tenure_months=plan.tenure_months,
+                    emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+                )
+            provider = self._routing.route(card.brand, request.amount_paisa)[0]
+        except Exception:
+            # No plan for this card, or no acquirer: refused, so the new token goes again.
+            if undo is not None:
+                try:
+                    await undo()
+                except Exception as exc:
+                    log.warning("could not delete a refused payment's new card", error=str(exc))
+            raise
         return Prepared(
-            provider=self._routing.route(card.brand, request.amount_paisa)[0],
+            provider=provider,
             details=stored,
             fraud_facts={"card_fingerprint": card.fingerprint},
-            # A card tokenized for this request alone; a saved card is the merchant's to keep.
-            undo=partial(self._vault.delete, card.token) if details.card is not None else None,
+            undo=undo,
         )
 
     async def _card_for(self, request: StartRequest, details: CardInput) -> CardMeta:
