@@ -154,6 +154,24 @@ async def test_a_shed_creation_retried_under_its_key_counts_once(redis: Redis) -
     assert not [m for m in members if b"order-4" in m]  # the merchant's key is kept hashed
 
 
+async def test_a_key_seen_hours_ago_is_a_new_payment(redis: Redis) -> None:
+    """A merchant may reuse an Idempotency-Key once the orchestrator's 24 h record of it
+    expired: that is another payment, counted as its own in the windows still holding the
+    first, while a retry seconds later is the same attempt."""
+    store = VelocityStore(redis)
+    user = unique("u")
+
+    await store.record(txn(user_id=user, attempt_key="order-7"))
+    retried = await store.record(
+        txn(NOW + timedelta(seconds=5), user_id=user, attempt_key="order-7")
+    )
+    reused = await store.record(txn(NOW + timedelta(hours=23), user_id=user, attempt_key="order-7"))
+
+    assert retried[("user", "24h")] == WindowStats(1, 1000)
+    assert reused[("user", "24h")] == WindowStats(2, 2000)
+    assert reused[("user", "1h")] == WindowStats(1, 1000)
+
+
 def test_thresholds_turn_windows_into_signals() -> None:
     limits = [
         VelocityLimit("velocity_user_1m", "user", "1m", 20, max_count=3),

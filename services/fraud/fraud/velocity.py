@@ -30,19 +30,26 @@ from fraud.scoring import Signal, Transaction
 
 _KEY_PREFIX = "fraud:vel"
 
+# How long after a check its attempt is still the same one: a creation shed and retried comes
+# back within seconds. An Idempotency-Key seen longer ago (reused once the orchestrator's 24 h
+# key expired) is a new payment, counted as its own.
+SAME_ATTEMPT_WITHIN_MS = 3_600_000
+
 # KEYS[2i - 1]: one sorted set per (entity, window); KEYS[2i]: its running amount sum.
-# ARGV[1]: the payment's time (ms); ARGV[2]: its member "<attempt>:<amount>"; ARGV[2 + i]: the
-# window of the i-th set (ms). Answers {count_1, sum_1, count_2, sum_2, ...}. A set with no sum
-# yet (written before the sums existed) is summed once, then kept up to date.
+# ARGV[1]: the payment's time (ms); ARGV[2]: its member "<attempt>:<amount>"; ARGV[3]: the
+# payment's own member "<payment id>:<amount>", used instead where the attempt's was last seen
+# more than ARGV[4] ms ago; ARGV[4 + i]: the window of the i-th set (ms). Answers {count_1,
+# sum_1, count_2, sum_2, ...}. A set with no sum yet (written before the sums existed) is summed
+# once, then kept up to date.
 _RECORD = """
 local now = tonumber(ARGV[1])
-local member = ARGV[2]
+local attempt, own, same_within = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function amount_of(m) return tonumber(string.match(m, ':(%d+)$')) end
-local amount = amount_of(member)
+local amount = amount_of(attempt)
 local out = {}
 for i = 1, #KEYS / 2 do
   local key, sum_key = KEYS[2 * i - 1], KEYS[2 * i]
-  local window = tonumber(ARGV[2 + i])
+  local window = tonumber(ARGV[4 + i])
   local horizon = now - window
   local total = tonumber(redis.call('GET', sum_key))
   if total == nil then
@@ -56,6 +63,9 @@ for i = 1, #KEYS / 2 do
     end
   end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+  local member = attempt
+  local seen = redis.call('ZSCORE', key, attempt)
+  if seen and now - tonumber(seen) > same_within then member = own end
   if redis.call('ZADD', key, now, member) == 1 then
     total = total + amount
   end
@@ -125,8 +135,13 @@ class VelocityStore:
             return {}
         now_ms = int(txn.occurred_at.timestamp() * 1000)
         attempt = attempt_of(txn.merchant_id, txn.payment_id, txn.attempt_key)
-        member = f"{attempt}:{txn.amount_paisa}"
-        args: list[int | str] = [now_ms, member]
+        own = txn.payment_id or uuid.uuid4().hex
+        args: list[int | str] = [
+            now_ms,
+            f"{attempt}:{txn.amount_paisa}",
+            f"{own}:{txn.amount_paisa}",
+            SAME_ATTEMPT_WITHIN_MS,
+        ]
         args += [WINDOWS[window] * 1000 for _, window, _ in slots]
         keys = [name for _, _, key in slots for name in (key, sum_key_for(key))]
         raw = await self._record(keys=keys, args=args)
