@@ -66,6 +66,19 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratc
         instance.discard()
 
 
+@pytest.fixture(scope="session")
+def in_process_server() -> dict[str, Any]:
+    """Settings for a service's own server run in the test's process: any free port, no
+    metrics port, no tracing, a short shutdown. A test merges its service's settings over it."""
+    return {
+        "server_host": "127.0.0.1",
+        "server_port": 0,
+        "enable_metrics": False,
+        "jaeger_endpoint": "",
+        "shutdown_grace_seconds": 1,
+    }
+
+
 @pytest.fixture
 def make_payment() -> Callable[..., Payment]:
     """A stored payment, built in memory (for tests of code that only reads one)."""

@@ -158,16 +158,10 @@ class GuardedScorer(fraud_pb2_grpc.FraudServiceServicer):
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[ServiceApp, GuardedScorer, grpc.aio.Channel]]:
-    settings = Settings.model_validate(
-        {
-            "server_host": "127.0.0.1",
-            "server_port": 0,
-            "enable_metrics": False,
-            "jaeger_endpoint": "",
-            "shutdown_grace_seconds": 1,
-        }
-    )
+async def served(
+    in_process_server: dict[str, Any],
+) -> AsyncIterator[tuple[ServiceApp, GuardedScorer, grpc.aio.Channel]]:
+    settings = Settings.model_validate(in_process_server)
     app = ServiceApp("admission-test", settings)
     scorer = GuardedScorer(Admission("checks", app.loop_lag, max_in_flight=8, max_lag_ms=100))
     app.add_service(

@@ -112,16 +112,12 @@ class Running:
 
 
 @asynccontextmanager
-async def sandbox_running() -> AsyncIterator[Running]:
+async def sandbox_running(in_process_server: dict[str, Any]) -> AsyncIterator[Running]:
     receiver = Receiver()
     await receiver.start()
     settings = Settings.model_validate(
         {
-            "server_host": "127.0.0.1",
-            "server_port": 0,
-            "enable_metrics": False,
-            "jaeger_endpoint": "",
-            "shutdown_grace_seconds": 1,
+            **in_process_server,
             "sandbox_http_port": 0,
             "sandbox_public_url": PUBLIC_URL,
             "gateway_public_url": receiver.url,
@@ -160,8 +156,8 @@ async def sandbox_running() -> AsyncIterator[Running]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def running() -> AsyncIterator[Running]:
-    async with sandbox_running() as sandbox:
+async def running(in_process_server: dict[str, Any]) -> AsyncIterator[Running]:
+    async with sandbox_running(in_process_server) as sandbox:
         yield sandbox
 
 
@@ -834,10 +830,10 @@ async def test_books_list_every_provider_and_filter_by_payment(running: Running)
 
 
 async def test_shutdown_cuts_a_hanging_call_short_and_keeps_what_it_did(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, in_process_server: dict[str, Any]
 ) -> None:
     monkeypatch.setattr(magic, "WALLET_HANG_SECONDS", 60.0)
-    async with sandbox_running() as sandbox:
+    async with sandbox_running(in_process_server) as sandbox:
         hanging = asyncio.ensure_future(
             sandbox.wallets.DebitWallet(
                 wallets_pb2.DebitWalletRequest(

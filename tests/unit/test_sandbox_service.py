@@ -65,17 +65,13 @@ class Running:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def running() -> AsyncIterator[Running]:
+async def running(in_process_server: dict[str, Any]) -> AsyncIterator[Running]:
     receiver = Receiver()
     await receiver.start()
 
     settings = Settings.model_validate(
         {
-            "server_host": "127.0.0.1",
-            "server_port": 0,
-            "enable_metrics": False,
-            "jaeger_endpoint": "",
-            "shutdown_grace_seconds": 1,
+            **in_process_server,
             "sandbox_http_port": 0,
             "sandbox_public_url": PUBLIC_URL,
             "gateway_public_url": receiver.url,

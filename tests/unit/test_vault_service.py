@@ -48,7 +48,7 @@ V = vault_pb2
 
 
 @pytest_asyncio.fixture(scope="module")
-async def settings(postgres_server: ScratchServer) -> Settings:
+async def settings(postgres_server: ScratchServer, in_process_server: dict[str, Any]) -> Settings:
     """Its own database with the vault's migrations, and the vault's test keys."""
     database = await postgres_server.database("vault", "tokenization-vault")
     return Settings.model_validate(
@@ -59,10 +59,7 @@ async def settings(postgres_server: ScratchServer) -> Settings:
             "db_password": database.db_password,
             "db_database": database.db_database,
             "db_max_idle_conns": 1,
-            "server_host": "127.0.0.1",
-            "server_port": 0,
-            "enable_metrics": False,
-            "shutdown_grace_seconds": 1,
+            **in_process_server,
             "encryption_key": MASTER_KEY,
             "orchestrator_service_key": ORCHESTRATOR_KEY,
             "vault_cvv_ttl_seconds": CVV_TTL_SECONDS,
