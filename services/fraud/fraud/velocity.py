@@ -100,14 +100,11 @@ def entity_values(txn: Transaction) -> dict[str, str]:
     return {entity: value for entity, value in values.items() if value}
 
 
-def attempt_of(merchant_id: str, payment_id: str, attempt_key: str = "") -> str:
-    """What the windows count once: the orchestrator asks again when an answer came late (the
-    same payment), and a merchant retries a creation shed past saturation under the same
-    Idempotency-Key (a new payment id, the same attempt). The key is the merchant's text, so
-    the member holds its hash."""
-    if attempt_key:
-        return hashlib.sha256(f"{merchant_id}/{attempt_key}".encode()).hexdigest()[:32]
-    return payment_id or uuid.uuid4().hex
+def attempt_of(merchant_id: str, attempt_key: str) -> str:
+    """The member of a merchant's Idempotency-Key: a creation shed past saturation and retried
+    under the same key is a new payment id but the same attempt. The key is the merchant's
+    text, so the member holds its hash."""
+    return hashlib.sha256(f"{merchant_id}/{attempt_key}".encode()).hexdigest()[:32]
 
 
 def key_for(entity: str, value: str, window: str) -> str:
@@ -134,8 +131,9 @@ class VelocityStore:
         if not slots:
             return {}
         now_ms = int(txn.occurred_at.timestamp() * 1000)
-        attempt = attempt_of(txn.merchant_id, txn.payment_id, txn.attempt_key)
+        # The same payment counts once too: the orchestrator asks again when an answer came late.
         own = txn.payment_id or uuid.uuid4().hex
+        attempt = attempt_of(txn.merchant_id, txn.attempt_key) if txn.attempt_key else own
         args: list[int | str] = [
             now_ms,
             f"{attempt}:{txn.amount_paisa}",

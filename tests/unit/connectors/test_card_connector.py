@@ -219,16 +219,16 @@ async def test_a_card_tokenized_for_a_refused_payment_is_deleted_a_saved_one_nev
     assert saved.undo is None  # the merchant's saved card, which other payments use
 
 
-async def test_a_card_refused_after_it_was_tokenized_is_deleted_at_once() -> None:
-    """An EMI plan the card or amount does not qualify for is refused after the vault has the
-    card: the new token goes again, and the refusal names the field."""
+async def test_a_card_refused_by_its_emi_plan_never_reaches_the_vault() -> None:
+    """Whatever may refuse the payment (the EMI plan, the routing) is decided before the vault
+    keeps a new card, so a refusal leaves nothing behind; the refusal names the field."""
     vault = Vault()
     with pytest.raises(InvalidArgument) as refused:
         await connector(vault, Acquirer()).prepare(
             request(CardInput(card=RAW, emi_plan_id="no_such_plan"))
         )
     assert "emi_plan_id" in str(refused.value)
-    assert (vault.tokenized, vault.deleted) == (["payment_details.card."], ["tok_1"])
+    assert vault.tokenized == []
 
 
 async def test_another_merchants_saved_card_is_refused() -> None:
@@ -397,9 +397,13 @@ async def test_emi_is_chosen_once_when_the_payment_is_prepared(
 
 
 async def test_an_emi_plan_the_card_cannot_have_is_refused_before_anything_exists() -> None:
-    cards = connector(Vault(brand="DINERS"), Acquirer())
+    vault = Vault(brand="DINERS")
+    diners = validate_card("30569309025904", "12", "2030", "123", datetime.now(UTC))
     with pytest.raises(InvalidArgument, match="EMI is not available on DINERS"):
-        await cards.prepare(request(CardInput(card=RAW, emi_plan_id="emi_3m"), 600_000))
+        await connector(vault, Acquirer()).prepare(
+            request(CardInput(card=diners, emi_plan_id="emi_3m"), 600_000)
+        )
+    assert vault.tokenized == []
 
 
 async def test_a_payment_awaiting_its_challenge_has_nothing_to_ask_the_acquirer(

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway_core.cards import validate_card
+from gateway_core.cards import ValidCard, validate_card
 from gateway_core.errors import FailedPrecondition, PermissionDenied, Unavailable
 from gateway_core.logging import get_logger
 from orchestrator.connectors.base import (
@@ -115,57 +115,59 @@ class CardConnector:
     async def prepare(self, request: StartRequest) -> Prepared:
         details = request.details
         assert isinstance(details, CardInput)
-        card = await self._card_for(request, details)
-        # A card tokenized for this request alone; a saved card is the merchant's to keep.
-        undo = partial(self._vault.delete, card.token) if details.card is not None else None
-        try:
-            stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
-            if details.emi_plan_id:
-                plan = emi.choose(
-                    details.emi_plan_id,
-                    request.amount_paisa,
-                    card.brand,
-                    f"payment_details.{emi.PLAN_ID}",
-                )
-                stored = replace(
-                    stored,
-                    emi_plan_id=plan.plan_id,
-                    emi_tenure_months=plan.tenure_months,
-                    emi_merchant_discount_paisa=plan.merchant_discount_paisa,
-                )
-            provider = self._routing.route(card.brand, request.amount_paisa)[0]
-        except Exception:
-            # No plan for this card, or no acquirer: refused, so the new token goes again.
-            if undo is not None:
-                try:
-                    await undo()
-                except Exception as exc:
-                    log.warning("could not delete a refused payment's new card", error=str(exc))
-            raise
+        raw = details.card
+        if raw is None:
+            card = await self._saved_card(request, details)
+            plan, provider = self._terms(request, details, card.brand)
+        else:
+            # Whatever may refuse the payment is decided before the vault keeps a new card.
+            plan, provider = self._terms(request, details, raw.number.brand.value)
+            card = await self._tokenize(request, raw, details.holder_name)
+        stored = CardDetails(card_token=card.token, last4=card.last4, brand=card.brand)
+        if plan is not None:
+            stored = replace(
+                stored,
+                emi_plan_id=plan.plan_id,
+                emi_tenure_months=plan.tenure_months,
+                emi_merchant_discount_paisa=plan.merchant_discount_paisa,
+            )
         return Prepared(
             provider=provider,
             details=stored,
             fraud_facts={"card_fingerprint": card.fingerprint},
-            undo=undo,
+            # A card tokenized for this request alone; a saved card is the merchant's to keep.
+            undo=partial(self._vault.delete, card.token) if raw is not None else None,
         )
 
-    async def _card_for(self, request: StartRequest, details: CardInput) -> CardMeta:
-        """The vault card a payment uses: tokenize a raw card, or look up a saved token."""
-        merchant_id = request.merchant.merchant_id
-        if details.card is not None:
-            card = details.card
-            return await self._vault.tokenize(
-                merchant_id=merchant_id,
-                user_id=request.user_id,
-                card_number=card.number.expose(),
-                expiry_month=card.expiry_month,
-                expiry_year=card.expiry_year,
-                cvv=card.cvv.expose() if card.cvv is not None else "",
-                holder_name=details.holder_name,
-                field_prefix=CARD_FIELD,
+    def _terms(
+        self, request: StartRequest, details: CardInput, brand: str
+    ) -> tuple[emi.EmiPlan | None, str]:
+        """The EMI plan asked for (refused if the card or amount cannot have it) and the
+        acquirer the routing picks (refused if none serves the brand)."""
+        plan = (
+            emi.choose(
+                details.emi_plan_id, request.amount_paisa, brand, f"payment_details.{emi.PLAN_ID}"
             )
+            if details.emi_plan_id
+            else None
+        )
+        return plan, self._routing.route(brand, request.amount_paisa)[0]
+
+    async def _tokenize(self, request: StartRequest, card: ValidCard, holder_name: str) -> CardMeta:
+        return await self._vault.tokenize(
+            merchant_id=request.merchant.merchant_id,
+            user_id=request.user_id,
+            card_number=card.number.expose(),
+            expiry_month=card.expiry_month,
+            expiry_year=card.expiry_year,
+            cvv=card.cvv.expose() if card.cvv is not None else "",
+            holder_name=holder_name,
+            field_prefix=CARD_FIELD,
+        )
+
+    async def _saved_card(self, request: StartRequest, details: CardInput) -> CardMeta:
         saved = await self._vault.card(details.card_token)
-        if saved.merchant_id != merchant_id:
+        if saved.merchant_id != request.merchant.merchant_id:
             raise PermissionDenied(
                 "payment_details.card_token belongs to another merchant", reason="TOKEN_NOT_YOURS"
             )
