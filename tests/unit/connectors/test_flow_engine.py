@@ -343,6 +343,34 @@ async def test_a_refusal_does_not_wait_for_its_undo(
     assert connector.calls == ["prepare", "undo"]
 
 
+async def test_a_payment_cancelled_while_it_is_screened_is_undone_and_stores_nothing(
+    pool: asyncpg.Pool, database: Settings, merchant: Merchant
+) -> None:
+    """A shutdown cancels the handler mid-screening: the payment never exists, so the card it
+    put in the vault goes again, and the place it held is given back."""
+    screening = asyncio.Event()
+
+    class Hanging(Fraud):
+        async def check(self, query: FraudQuery) -> FraudVerdict:
+            screening.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never answered")
+
+    before = await pool.fetchval("SELECT count(*) FROM payments")
+    admission = Admission("payments", LoopLag(), max_in_flight=8, max_lag_ms=100)
+    connector = Scripted()
+    flow = await engine(pool, database, merchant, connector, fraud=Hanging(), admission=admission)
+    started = asyncio.ensure_future(flow.start("UPI"))
+    await asyncio.wait_for(screening.wait(), 5)
+    started.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await started
+    await flow.processor.drain()
+    assert connector.calls == ["prepare", "undo"]
+    assert admission.in_flight == 0
+    assert await pool.fetchval("SELECT count(*) FROM payments") == before
+
+
 async def test_an_undo_that_fails_leaves_the_refusal_as_it_was(
     pool: asyncpg.Pool, database: Settings, merchant: Merchant
 ) -> None:
