@@ -181,9 +181,9 @@ class PaymentProcessor:
         Screening and storing, the gateway's own work, hold a place of the admission
         (gateway_core.admission): past saturation a new payment is refused here, Unavailable
         with reason OVERLOADED, before anything is stored, and what preparing made for it
-        (a card put in the vault) is undone. Preparing (which may ask the
-        provider to look up a VPA or a balance) and starting at the provider do not: a slow
-        bank is not this process's load."""
+        (a card put in the vault) is undone. Preparing (which may ask the provider to look up
+        a VPA or a balance) and starting at the provider do not: a slow bank is not this
+        process's load."""
         connector = self._connectors[start.method]
         request = StartRequest(
             payment_id=new_id("PAY"),
